@@ -1,0 +1,47 @@
+# The README's two commands: `make demo` and `make test`. Each does the whole
+# idempotent set-up first: a virtual environment in the repo, the native
+# build (through pip and scikit-build-core), and CRIU in a private prefix.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+JOBS ?= $(shell nproc)
+
+NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tests/fake_cuda samples \
+	-type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cmake' \
+	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' \) 2>/dev/null)
+
+.PHONY: setup demo test lint criu clean
+
+setup: $(VENV)/.built criu
+
+$(VENV)/.deps: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install "scikit-build-core>=0.10" "nvidia-cuda-runtime>=13"
+	$(PIP) install "cuda-bindings>=13,<14" "numpy>=1.26" "nvidia-ml-py>=12" \
+		"pytest>=8" "pytest-xdist>=3.5" "hypothesis>=6.100" "ruff>=0.5"
+	touch $@
+
+# Editable install: Python edits take effect at once; native changes rebuild
+# incrementally in build/ when this rule runs again.
+$(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES) pyproject.toml
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install --no-build-isolation --no-deps -e '.[test]'
+	touch $@
+
+criu:
+	@if [ "$$(id -u)" = 0 ]; then scripts/setup-criu.sh; \
+	else echo "criu: not root, skipping CRIU set-up (dump and restore need root)"; fi
+
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff check cedana_gpu tests samples bench gpu cmake
+	$(VENV)/bin/ruff format --check cedana_gpu tests samples bench gpu cmake
+
+test: setup lint
+	$(VENV)/bin/pytest -n $(JOBS) -q
+
+demo: setup
+	$(PY) -m cedana_gpu.demo
+
+clean:
+	rm -rf build $(VENV)/.built

@@ -1,0 +1,5 @@
+"""``python -m cedana_gpu``: the ``cedana`` command."""
+
+from cedana_gpu.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The ``cedana`` command.
+
+Each command group lives in its own module under ``cedana_gpu.commands`` and
+registers its parser here. Errors the user can act on are printed as one line,
+``cedana: error: ...``, with exit status 1 (2 for a malformed command line);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import cedana_gpu
+from cedana_gpu.commands import CommandError
+from cedana_gpu.commands import gpu as gpu_commands
+from cedana_gpu.criu import CriuError, CriuNotFound
+from cedana_gpu.gpu_info import DriverError, NoDriver
+from cedana_gpu.paths import NativeNotBuilt
+
+PROG = "cedana"
+
+COMMAND_GROUPS = (gpu_commands,)
+"""Modules with a ``register(subcommands)`` function, in ``--help`` order."""
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    CommandError,
+    NoDriver,
+    DriverError,
+    NativeNotBuilt,
+    CriuNotFound,
+    CriuError,
+)
+"""Exceptions whose message tells the user what to do: printed without a traceback."""
+
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports command-line mistakes in one line, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Transparent checkpoint/restore of GPU processes.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {cedana_gpu.__version__}")
+    subcommands = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    for group in COMMAND_GROUPS:
+        group.register(subcommands)
+    return parser
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+        sys.stdout.flush()
+    except USER_ERRORS as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`cedana gpu info | head`): not an error. Point
+        # stdout at /dev/null so the interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Locate and run CRIU.
+
+The project uses CRIU 4.x from Debian trixie, unpacked into a private prefix
+by ``scripts/setup-criu.sh`` (``make setup``) and run through a wrapper at
+``<repo>/.criu/bin/criu``. ``CEDANA_CRIU`` points at another binary instead.
+CRIU needs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+ENV_VAR = "CEDANA_CRIU"
+"""Environment variable naming the criu executable to use."""
+
+DEFAULT_WRAPPER = Path(__file__).resolve().parent.parent / ".criu" / "bin" / "criu"
+"""Where ``scripts/setup-criu.sh`` puts its wrapper by default."""
+
+_SETUP_HINT = f"run `make setup` (scripts/setup-criu.sh, as root) or set {ENV_VAR}=/path/to/criu"
+
+# Lines CRIU prints on every run on our machines that mean nothing.
+_HARMLESS = ("Can't setup RLIMIT_NOFILE for self",)
+# Summary lines that only say that something above went wrong.
+_GENERIC = re.compile(r"(Dumping|Restoring|Pre-dumping) FAILED\.?\s*$")
+# "(00.012345) " timestamps in CRIU's log.
+_TIMESTAMP = re.compile(r"^\(\s*\d+\.\d+\)\s*")
+
+
+class CriuNotFound(RuntimeError):
+    """No usable criu executable."""
+
+
+class CriuError(RuntimeError):
+    """criu ran and failed (or could not be run, or timed out)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        returncode: int | None = None,
+        output: str = "",
+        log_file: Path | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.output = output
+        self.log_file = log_file
+
+
+def criu_path() -> Path:
+    """Return the criu executable to run.
+
+    Order: ``$CEDANA_CRIU``; the wrapper installed by ``scripts/setup-criu.sh``
+    in ``<repo>/.criu``; ``criu`` on ``PATH``.
+    """
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env)
+        if not path.is_absolute():
+            found = shutil.which(env)
+            if found is None:
+                raise CriuNotFound(f"{ENV_VAR}={env} is not an executable; {_SETUP_HINT}")
+            return Path(found)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise CriuNotFound(f"{ENV_VAR}={env} is not an executable file; {_SETUP_HINT}")
+    if DEFAULT_WRAPPER.is_file() and os.access(DEFAULT_WRAPPER, os.X_OK):
+        return DEFAULT_WRAPPER
+    found = shutil.which("criu")
+    if found is not None:
+        return Path(found)
+    raise CriuNotFound(f"criu not found (looked in {DEFAULT_WRAPPER} and PATH); {_SETUP_HINT}")
+
+
+def _meaningful_lines(text: str) -> list[str]:
+    lines = []
+    for raw in text.splitlines():
+        line = _TIMESTAMP.sub("", raw).strip()
+        if not line or any(h in line for h in _HARMLESS):
+            continue
+        lines.append(line)
+    return lines
+
+
+def _last_meaningful_line(text: str) -> str:
+    """The line of CRIU's output that best says what went wrong.
+
+    The last ``Error`` line that is not a generic "... FAILED." summary; else the
+    last line that is not noise; else "".
+    """
+    lines = _meaningful_lines(text)
+    specific = [ln for ln in lines if not _GENERIC.search(ln)]
+    errors = [ln for ln in specific if "Error" in ln]
+    for candidates in (errors, specific, lines):
+        if candidates:
+            return candidates[-1]
+    return ""
+
+
+def _has_log_option(args: list[str]) -> bool:
+    return any(a in ("-o", "--log-file") or a.startswith("--log-file=") for a in args)
+
+
+def run_criu(
+    args: list[str],
+    *,
+    log_file: Path | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``criu *args`` and return the finished process (text output captured).
+
+    With ``log_file``, CRIU writes its log there (``--log-file``, made absolute,
+    since CRIU reads a relative one against the images directory), and a failure
+    is explained from that log. Raises ``CriuNotFound`` or ``CriuError``.
+    """
+    cmd = [str(criu_path()), *args]
+    if log_file is not None:
+        log_file = log_file.resolve()
+        if not _has_log_option(args):
+            cmd += ["--log-file", str(log_file)]
+    action = next((a for a in args if not a.startswith("-")), "")
+    what = f"criu {action}".rstrip()
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        where = f"; see {log_file}" if log_file is not None else ""
+        raise CriuError(
+            f"{what} timed out after {exc.timeout:g} s{where}", log_file=log_file
+        ) from exc
+    except OSError as exc:
+        raise CriuError(f"cannot run {cmd[0]}: {exc.strerror}; {_SETUP_HINT}") from exc
+    if proc.returncode != 0:
+        output = f"{proc.stdout}\n{proc.stderr}"
+        text = output
+        if log_file is not None:
+            with contextlib.suppress(OSError):
+                text = f"{output}\n{log_file.read_text(errors='replace')}"
+        reason = _last_meaningful_line(text) or "no output"
+        where = f" (log: {log_file})" if log_file is not None else ""
+        raise CriuError(
+            f"{what} failed with exit code {proc.returncode}: {reason}{where}",
+            returncode=proc.returncode,
+            output=output,
+            log_file=log_file,
+        )
+    return proc
+
+
+def criu_check(*, timeout: float | None = 60) -> str:
+    """Run ``criu check`` and return what it said (``"Looks good."``).
+
+    Raises ``CriuError`` if CRIU does not find this kernel good enough.
+    """
+    proc = run_criu(["check"], timeout=timeout)
+    said = "\n".join(_meaningful_lines(f"{proc.stdout}\n{proc.stderr}"))
+    if "Looks good" not in said:
+        reason = _last_meaningful_line(said) or "no output"
+        raise CriuError(f"criu check did not say 'Looks good': {reason}", output=said)
+    return said

@@ -1,0 +1,198 @@
+/* Driver initialisation, configuration, version, error strings, symbol
+ * lookup and the "not supported" stub. */
+#include "fake.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+fk_config fk_cfg;
+bool fk_initialized;
+__thread int fk_tls_ptds;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static CUresult init_result = CUDA_ERROR_NOT_INITIALIZED;
+
+static long env_long(const char *name, long dflt, long lo, long hi) {
+  const char *v = getenv(name);
+  if (!v || !*v) return dflt;
+  char *end;
+  long x = strtol(v, &end, 10);
+  if (*end || x < lo || x > hi) {
+    fk_log("ignoring %s=%s (expected %ld..%ld)", name, v, lo, hi);
+    return dflt;
+  }
+  return x;
+}
+
+/* Device i's UUID: "cedana-fake-gpu" followed by the ordinal. The fake NVML
+ * derives the same bytes, so both report one device identity. */
+static void make_uuid(CUuuid *u, int ordinal) {
+  static const char tag[15] = "cedana-fake-gpu";
+  memcpy(u->bytes, tag, sizeof tag);
+  u->bytes[15] = (char)ordinal;
+}
+
+static void do_init(void) {
+  fk_cfg.device_count = (int)env_long("FAKE_CUDA_DEVICE_COUNT", 1, 0, FK_MAX_DEVICES);
+  long mib = env_long("FAKE_CUDA_DEVICE_MEMORY_MIB", 16384, 1, 1L << 22);
+  const char *name = getenv("FAKE_CUDA_DEVICE_NAME");
+  fk_cfg.log_all = getenv("FAKE_CUDA_LOG") && strcmp(getenv("FAKE_CUDA_LOG"), "1") == 0;
+  for (int i = 0; i < fk_cfg.device_count; i++) {
+    fk_device *d = &fk_cfg.devices[i];
+    d->ordinal = i;
+    snprintf(d->name, sizeof d->name, "%s", name && *name ? name : "Cedana Fake GPU");
+    make_uuid(&d->uuid, i);
+    d->total_mem = (size_t)mib << 20;
+  }
+  if (fk_cfg.device_count == 0) {
+    init_result = CUDA_ERROR_NO_DEVICE;
+    return;
+  }
+  init_result = fk_mem_init();
+  if (init_result == CUDA_SUCCESS) __atomic_store_n(&fk_initialized, true, __ATOMIC_RELEASE);
+}
+
+CUresult fake_cuInit_2000(unsigned int Flags) {
+  if (Flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  pthread_once(&init_once, do_init);
+  return init_result;
+}
+
+CUresult fk_need_init(void) {
+  return __atomic_load_n(&fk_initialized, __ATOMIC_ACQUIRE) ? CUDA_SUCCESS
+                                                            : CUDA_ERROR_NOT_INITIALIZED;
+}
+
+CUresult fake_cuDriverGetVersion_2020(int *driverVersion) {
+  if (!driverVersion) return CUDA_ERROR_INVALID_VALUE;
+  *driverVersion = FK_DRIVER_VERSION;
+  return CUDA_SUCCESS;
+}
+
+typedef struct {
+  CUresult code;
+  const char *name;
+  const char *text;
+} fk_err;
+
+static const fk_err fk_errors[] = {
+#define CU_ERR(name, value, text) {(CUresult)(value), #name, text},
+#include "cuda_error_table.h"
+};
+
+static const fk_err *find_error(CUresult e) {
+  for (size_t i = 0; i < sizeof fk_errors / sizeof fk_errors[0]; i++)
+    if (fk_errors[i].code == e) return &fk_errors[i];
+  return NULL;
+}
+
+CUresult fake_cuGetErrorName_6000(CUresult error, const char **pStr) {
+  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
+  const fk_err *e = find_error(error);
+  *pStr = e ? e->name : NULL;
+  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+/* The driver's own short descriptions, which programs print and tests match;
+ * codes not listed fall back to the first sentence of cuda.h's comment. */
+static const struct {
+  CUresult code;
+  const char *text;
+} driver_text[] = {
+    {CUDA_SUCCESS, "no error"},
+    {CUDA_ERROR_INVALID_VALUE, "invalid argument"},
+    {CUDA_ERROR_OUT_OF_MEMORY, "out of memory"},
+    {CUDA_ERROR_NOT_INITIALIZED, "initialization error"},
+    {CUDA_ERROR_DEINITIALIZED, "driver shutting down"},
+    {CUDA_ERROR_DEVICE_UNAVAILABLE, "CUDA-capable device(s) is/are busy or unavailable"},
+    {CUDA_ERROR_NO_DEVICE, "no CUDA-capable device is detected"},
+    {CUDA_ERROR_INVALID_DEVICE, "invalid device ordinal"},
+    {CUDA_ERROR_INVALID_IMAGE, "device kernel image is invalid"},
+    {CUDA_ERROR_INVALID_CONTEXT, "invalid device context"},
+    {CUDA_ERROR_NO_BINARY_FOR_GPU, "no kernel image is available for execution on the device"},
+    {CUDA_ERROR_UNSUPPORTED_LIMIT, "limit is not supported on this architecture"},
+    {CUDA_ERROR_INVALID_PTX, "a PTX JIT compilation failed"},
+    {CUDA_ERROR_JIT_COMPILER_NOT_FOUND, "PTX JIT compiler library not found"},
+    {CUDA_ERROR_INVALID_SOURCE, "invalid source"},
+    {CUDA_ERROR_FILE_NOT_FOUND, "file not found"},
+    {CUDA_ERROR_SHARED_OBJECT_SYMBOL_NOT_FOUND, "link to a shared object failed to resolve"},
+    {CUDA_ERROR_SHARED_OBJECT_INIT_FAILED, "shared object initialization failed"},
+    {CUDA_ERROR_INVALID_HANDLE, "invalid resource handle"},
+    {CUDA_ERROR_ILLEGAL_STATE, "resource in illegal state"},
+    {CUDA_ERROR_NOT_FOUND, "named symbol not found"},
+    {CUDA_ERROR_NOT_READY, "device not ready"},
+    {CUDA_ERROR_ILLEGAL_ADDRESS, "an illegal memory access was encountered"},
+    {CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "too many resources requested for launch"},
+    {CUDA_ERROR_LAUNCH_TIMEOUT, "the launch timed out and was terminated"},
+    {CUDA_ERROR_CONTEXT_IS_DESTROYED, "context is destroyed"},
+    {CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,
+     "part or all of the requested memory range is already mapped"},
+    {CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED,
+     "pointer does not correspond to a registered memory region"},
+    {CUDA_ERROR_ILLEGAL_INSTRUCTION, "an illegal instruction was encountered"},
+    {CUDA_ERROR_MISALIGNED_ADDRESS, "misaligned address"},
+    {CUDA_ERROR_LAUNCH_FAILED, "unspecified launch failure"},
+    {CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE, "too many blocks in cooperative launch"},
+    {CUDA_ERROR_NOT_PERMITTED, "operation not permitted"},
+    {CUDA_ERROR_NOT_SUPPORTED, "operation not supported"},
+    {CUDA_ERROR_UNKNOWN, "unknown error"},
+};
+
+CUresult fake_cuGetErrorString_6000(CUresult error, const char **pStr) {
+  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
+  const fk_err *e = find_error(error);
+  *pStr = e ? e->text : NULL;
+  for (size_t i = 0; e && i < sizeof driver_text / sizeof driver_text[0]; i++)
+    if (driver_text[i].code == error) *pStr = driver_text[i].text;
+  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+FK_HIDDEN CUresult fk_lookup_proc(const char *symbol, int version, int per_thread, void **pfn,
+                                  CUdriverProcAddressQueryResult *found);
+
+static CUresult get_proc(const char *symbol, void **pfn, int version, cuuint64_t flags,
+                         CUdriverProcAddressQueryResult *found) {
+  if (!symbol || !pfn) return CUDA_ERROR_INVALID_VALUE;
+  if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
+                            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+    return CUDA_ERROR_INVALID_VALUE;
+  int per_thread = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+  return fk_lookup_proc(symbol, version, per_thread, pfn, found);
+}
+
+CUresult fake_cuGetProcAddress_11030(const char *symbol, void **pfn, int driverVersion,
+                                     cuuint64_t flags) {
+  return get_proc(symbol, pfn, driverVersion, flags, NULL);
+}
+
+CUresult fake_cuGetProcAddress_12000(const char *symbol, void **pfn, int driverVersion,
+                                     cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound) {
+  return get_proc(symbol, pfn, driverVersion, flags, symbolFound);
+}
+
+void fk_log(const char *fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "fake-cuda: %s\n", buf);
+}
+
+/* Each unsupported function is named once per process, so a user sees what
+ * their workload needs without a flood. */
+CUresult fk_unsupported(const char *symbol) {
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  static const char *seen[1024];
+  static size_t nseen;
+  bool first = true;
+  pthread_mutex_lock(&lock);
+  for (size_t i = 0; i < nseen; i++)
+    if (seen[i] == symbol || strcmp(seen[i], symbol) == 0) first = false;
+  if (first && nseen < sizeof seen / sizeof seen[0]) seen[nseen++] = symbol;
+  pthread_mutex_unlock(&lock);
+  if (first || fk_cfg.log_all) fk_log("%s is not supported by the fake driver", symbol);
+  return CUDA_ERROR_NOT_SUPPORTED;
+}

@@ -1,0 +1,63 @@
+/* Shared between module.c (images, modules, functions) and library.c
+ * (context-independent libraries and kernels). */
+#ifndef CEDANA_FAKE_CUDA_MODULE_INTERNAL_H
+#define CEDANA_FAKE_CUDA_MODULE_INTERNAL_H
+
+#include "fake.h"
+
+/* Limits of the device the fake driver imitates (an H100/H200). */
+#define FK_SHARED_DEFAULT 49152  /* dynamic shared memory without opting in */
+#define FK_SHARED_OPTIN 232448   /* CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN */
+#define FK_ARCH_VERSION 90       /* sm_90 */
+
+typedef struct fk_library fk_library;
+
+/* Settable function attributes (cuFuncSetAttribute, cuKernelSetAttribute). */
+typedef struct fk_func_attrs {
+  int max_dynamic_shared;
+  int carveout; /* -1: no preference */
+  int cluster[3];
+  int non_portable_cluster;
+  int scheduling_policy;
+} fk_func_attrs;
+
+typedef struct func_impl {
+  fk_function pub; /* first: an fk_function pointer is a func_impl pointer */
+  fk_func_attrs attrs;
+} func_impl;
+
+typedef struct module_impl {
+  fk_module pub;   /* first: an fk_module pointer is a module_impl pointer */
+  func_impl *funcs; /* one per kernel, in the image's order */
+  fk_library *lib;  /* the library this is the per-context instance of, or NULL */
+  char path[40];    /* what dlopen was given */
+  struct module_impl *next; /* on fk_modules, guarded by fk_modules_lock */
+} module_impl;
+
+/* Every module loaded into a context (libraries' instances included). */
+FK_HIDDEN extern pthread_mutex_t fk_modules_lock;
+FK_HIDDEN extern module_impl *fk_modules;
+
+FK_HIDDEN void fk_func_attrs_default(fk_func_attrs *a);
+FK_HIDDEN CUresult fk_func_attr_get(const fk_func_attrs *a, CUfunction_attribute attrib, int *pi);
+FK_HIDDEN CUresult fk_func_attr_set(fk_func_attrs *a, CUfunction_attribute attrib, int value);
+
+/* Decide whether image can be loaded: CUDA_SUCCESS with its size in bytes for
+ * a fake module (a host shared object), or the code the driver answers for
+ * what it is (PTX, cubin, fatbin, garbage). `known` is the size when it is
+ * known (a file), else 0. */
+FK_HIDDEN CUresult fk_image_check(const void *image, size_t known, size_t *size);
+/* Read a whole file (CUDA_ERROR_FILE_NOT_FOUND if it cannot be opened). */
+FK_HIDDEN CUresult fk_image_read_file(const char *path, void **bytes, size_t *size);
+/* Load a checked image as a new, separate instance. With ctx NULL the module
+ * only describes the image: no handles, no registered globals. */
+FK_HIDDEN CUresult fk_image_load(fk_ctx *ctx, const void *image, size_t size, module_impl **out);
+/* Put a loaded module on fk_modules (caller holds fk_modules_lock). */
+FK_HIDDEN void fk_module_publish_locked(module_impl *m);
+/* Free a module already taken off fk_modules, its work finished. */
+FK_HIDDEN void fk_module_free(module_impl *m);
+/* Apply JIT options: nothing to compile, but outputs (log sizes, wall time)
+ * are written back as the driver does. */
+FK_HIDDEN CUresult fk_jit_options(unsigned int n, CUjit_option *options, void **values);
+
+#endif
