@@ -33,9 +33,11 @@ criu:
 	@if [ "$$(id -u)" = 0 ]; then scripts/setup-criu.sh; \
 	else echo "criu: not root, skipping CRIU set-up (dump and restore need root)"; fi
 
+PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake)
+
 lint: $(VENV)/.deps
-	$(VENV)/bin/ruff check cedana_gpu tests samples bench gpu cmake
-	$(VENV)/bin/ruff format --check cedana_gpu tests samples bench gpu cmake
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
 
 test: setup lint
 	$(VENV)/bin/pytest -n $(JOBS) -q
