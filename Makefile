@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 JOBS ?= $(shell nproc)
 
-NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tests/fake_cuda samples \
+NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tests/fake_cuda samples bench \
 	-type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cmake' \
 	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' \) 2>/dev/null)
 
@@ -19,7 +19,7 @@ setup: $(VENV)/.built criu
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install "scikit-build-core>=0.10" "nvidia-cuda-runtime>=13"
-	$(PIP) install "cuda-bindings>=13,<14" "numpy>=1.26" "nvidia-ml-py>=12" \
+	$(PIP) install "cuda-bindings>=13,<14" "lz4>=4" "numpy>=1.26" "nvidia-ml-py>=12" \
 		"pytest>=8" "pytest-xdist>=3.5" "hypothesis>=6.100" "ruff>=0.5"
 	touch $@
 
@@ -39,8 +39,12 @@ lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
 
+# Everything on the fake driver, then the driver conformance suite again
+# through the interposer (each worker's calls forwarded to a controller that
+# runs the fake driver): tests/conftest.py, CEDANA_TEST_CUDA_PATH.
 test: setup lint
 	$(VENV)/bin/pytest -n $(JOBS) -q
+	CEDANA_TEST_CUDA_PATH=interposer $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
 
 demo: setup
 	$(PY) -m cedana_gpu.demo

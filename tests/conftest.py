@@ -12,23 +12,35 @@ The "path" through which the tests reach a driver is chosen with
 
 ``fake`` (default)
     the fake driver, loaded directly.
+``interposer``
+    the interposer (libcedana-gpu.so), forwarding every call over shared
+    memory to a dispatcher (libcedana-gpu-controller.so) that runs the fake
+    driver in a server process of its own: one server per worker, started
+    when the driver is first needed and stopped (its segment removed) at the
+    end of the session. A child process (``run_on_driver``,
+    ``DriverPath.child_env``) gets a fresh server of its own, configured by
+    the child's FAKE_CUDA_* settings, so that a child which breaks its
+    context, or its controller, breaks nothing of the worker's.
 
-More paths (the interposer forwarding to a controller that runs the fake
-driver) register themselves in ``DRIVER_PATHS``; the same tests then run
-through them unchanged, because they only use the fixtures below
-(``driver_path``, ``libcuda``, ``cu``, ``ctx``, ``run_on_driver``). A test
-that only makes sense on some paths says so with
-``@pytest.mark.only_paths("fake", ...)``.
+Paths are registered in ``DRIVER_PATHS``; the same tests run through each of
+them unchanged, because they only use the fixtures below (``driver_path``,
+``libcuda``, ``cu``, ``ctx``, ``run_on_driver``). A test that only makes
+sense on some paths says so, with the reason, with
+``@pytest.mark.only_paths("fake", ..., reason="...")``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import selectors
 import subprocess
 import sys
+import tempfile
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +89,17 @@ class DriverPath:
         env.update(extra or {})
         return env
 
+    @contextlib.contextmanager
+    def child(self, extra: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+        """The environment of one child process, valid inside the ``with``.
+
+        A path that needs something running for the child (a controller)
+        starts it here and stops it at the end."""
+        yield self.child_env(extra)
+
+    def end_test(self) -> None:
+        """Called after every test: release what ``child_env`` started for it."""
+
 
 @contextlib.contextmanager
 def _fake_path() -> Iterator[DriverPath]:
@@ -85,13 +108,200 @@ def _fake_path() -> Iterator[DriverPath]:
     yield DriverPath(name="fake", libdir=paths.fake_libdir())
 
 
+# ---- the interposer path ------------------------------------------------------
+
+# A dispatcher serving one job's segment on the fake driver, in a process of
+# its own (the fake driver and the interposer are both "libcuda.so.1": they
+# cannot share a process). It says "ready" once the segment is RUNNING and
+# serves until its stdin closes, which also happens when the test process
+# dies, so a server never outlives its test process; then it stops and
+# removes the segment and the pinned-memory files.
+DISPATCHER_SERVER = """\
+import json, sys
+from cedana_gpu import gpu_info
+from cedana_gpu.controller import native
+
+gpu_info.load_driver("fake")
+dispatcher = native.Dispatcher()
+try:
+    dispatcher.open(native.DispatcherConfig(job_id=sys.argv[1]))
+    dispatcher.start()
+except native.NativeError as e:
+    print(json.dumps({"error": str(e)}), flush=True)
+    raise SystemExit(1) from None
+print(json.dumps({"ready": True}), flush=True)
+sys.stdin.read()
+dispatcher.close()
+print(json.dumps({"closed": True}), flush=True)
+"""
+
+# How long a dispatcher may take to start or to stop: far more than it needs,
+# only there so that a broken one fails the run instead of hanging it.
+SERVER_START_S = 120.0
+SERVER_STOP_S = 60.0
+
+
+class DispatcherServer:
+    """One dispatcher server process and its segment ``/dev/shm/cedana-gpu.<job_id>``.
+
+    ``fake_env`` is the fake driver's configuration (FAKE_CUDA_*): the
+    server's, since the server is where the driver runs."""
+
+    def __init__(self, fake_env: Mapping[str, str] | None = None) -> None:
+        from cedana_gpu.controller import shm_layout
+
+        self.job_id = f"t-ic-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+        self.shm_name = shm_layout.shm_name(self.job_id)
+        self.segment = shm_layout.SHM_DIR / shm_layout.segment_name(self.job_id)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FAKE_CUDA_") and k not in ("LD_PRELOAD", "CEDANA_GPU_SHM")
+        }
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env.update(fake_env or {})
+        # The server's stderr (the fake driver's and the dispatcher's logs)
+        # goes to a file, quoted when the server fails; it lives as long as
+        # the server, so no `with`.
+        self._log = tempfile.TemporaryFile(prefix="cedana-test-dispatcher-")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", DISPATCHER_SERVER, self.job_id],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            text=True,
+        )
+        try:
+            self._wait_running()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _log_text(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace").strip()
+
+    def _read_line(self, timeout: float) -> dict[str, Any] | None:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                return None
+        line = self.proc.stdout.readline()
+        return json.loads(line) if line.strip() else None
+
+    def _wait_running(self) -> None:
+        from cedana_gpu.controller import shm_layout
+
+        said = self._read_line(SERVER_START_S)
+        if not said or not said.get("ready"):
+            raise RuntimeError(
+                f"the dispatcher of {self.job_id} did not start: {said}\n{self._log_text()}"
+            )
+        header = shm_layout.read_header_at(self.segment)
+        state = header.state if header is not None else None
+        if state != shm_layout.CgsState.CGS_STATE_RUNNING:
+            raise RuntimeError(f"the segment {self.segment} is not RUNNING after start: {state}")
+
+    def env(self) -> dict[str, str]:
+        """What a job of this server needs besides the interposer itself (as
+        ``cedana exec --gpu`` gives it)."""
+        return {"CEDANA_GPU_SHM": self.shm_name, "CEDANA_GPU_JOB_ID": self.job_id}
+
+    def stop(self) -> None:
+        """Stop the server (its segment and pinned files go with it); idempotent."""
+        from cedana_gpu.controller import shm_layout
+
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(SERVER_STOP_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+        # A server that died (or was killed) left them behind.
+        pins = shm_layout.pin_files(self.segment.parent, self.segment.name)
+        for leftover in [self.segment, *pins]:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+@dataclass(frozen=True)
+class InterposerPath(DriverPath):
+    """The interposer in front of a dispatcher server on the fake driver."""
+
+    preload: Path = Path()
+    servers: list[DispatcherServer] = field(default_factory=list)
+
+    @property
+    def library(self) -> Path:
+        return self.preload
+
+    def child_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A child's environment on a fresh server of its own, stopped after the test.
+
+        The child's FAKE_CUDA_* settings configure the server's driver."""
+        extra = dict(extra or {})
+        fake = {k: extra.pop(k) for k in list(extra) if k.startswith("FAKE_CUDA_")}
+        server = DispatcherServer(fake)
+        self.servers.append(server)
+        return super().child_env({**server.env(), **extra})
+
+    @contextlib.contextmanager
+    def child(self, extra: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+        env = self.child_env(extra)
+        server = self.servers[-1]
+        try:
+            yield env
+        finally:
+            self.servers.remove(server)
+            server.stop()
+
+    def end_test(self) -> None:
+        while self.servers:
+            self.servers.pop().stop()
+
+
+@contextlib.contextmanager
+def _interposer_path() -> Iterator[DriverPath]:
+    from cedana_gpu import paths
+
+    intercept = paths.native_dir() / "intercept"
+    server = DispatcherServer()
+    # The interposer in this process reads CEDANA_GPU_SHM once, when cuInit
+    # attaches; nothing else of the server's is needed here.
+    saved = os.environ.get("CEDANA_GPU_SHM")
+    os.environ["CEDANA_GPU_SHM"] = server.shm_name
+    path = InterposerPath(
+        name="interposer",
+        libdir=intercept / "shim",
+        env={"LD_PRELOAD": str(intercept / "libcedana-gpu.so")},
+        preload=intercept / "libcedana-gpu.so",
+    )
+    try:
+        yield path
+    finally:
+        path.end_test()
+        server.stop()
+        if saved is None:
+            os.environ.pop("CEDANA_GPU_SHM", None)
+        else:
+            os.environ["CEDANA_GPU_SHM"] = saved
+
+
 # name -> context manager giving the path. It is entered once per worker, the
 # first time a test needs the driver, and left at the end of the session, so
 # it may start and stop what the path needs (a controller). A path whose child
 # processes need more than a fixed environment subclasses DriverPath and
-# overrides child_env.
+# overrides child_env / child (and end_test, to release what a test started).
 DRIVER_PATHS: dict[str, Callable[[], contextlib.AbstractContextManager[DriverPath]]] = {
-    "fake": _fake_path
+    "fake": _fake_path,
+    "interposer": _interposer_path,
 }
 
 
@@ -114,7 +324,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("only_paths"):
         if selected_path_name() not in mark.args:
-            pytest.skip(f"only on driver paths {', '.join(mark.args)}")
+            why = mark.kwargs.get("reason")
+            pytest.skip(
+                f"only on driver paths {', '.join(mark.args)}" + (f": {why}" if why else "")
+            )
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    path = _loaded.get("path")
+    if path is not None:
+        path.end_test()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -152,7 +371,11 @@ def load_driver(path: DriverPath) -> ctypes.CDLL:
 def driver_path() -> Iterator[DriverPath]:
     """The driver path of this run (``CEDANA_TEST_CUDA_PATH``)."""
     with DRIVER_PATHS[selected_path_name()]() as path:
-        yield path
+        _loaded["path"] = path
+        try:
+            yield path
+        finally:
+            _loaded.pop("path", None)
 
 
 @pytest.fixture(scope="session")
@@ -225,13 +448,14 @@ def run_on_driver(driver_path: DriverPath) -> Callable[..., subprocess.Completed
     def run(
         code: str, env: Mapping[str, str] | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", SNIPPET_PRELUDE + textwrap.dedent(code)],
-            env=driver_path.child_env(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        with driver_path.child(env) as child_env:
+            return subprocess.run(
+                [sys.executable, "-c", SNIPPET_PRELUDE + textwrap.dedent(code)],
+                env=child_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
 
     return run

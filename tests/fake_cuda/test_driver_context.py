@@ -84,6 +84,11 @@ def test_device_count_and_memory_from_environment(run_on_driver: RunOnDriver) ->
     assert r.stdout.split() == ["3", f"[{mib},", f"{mib},", f"{mib}]", str(mib), "True"]
 
 
+@pytest.mark.only_paths(
+    "fake",
+    reason="a controller does not start on a driver without devices (cgc_open fails with "
+    "CUDA_ERROR_NO_DEVICE), so no job reaches the interposer with zero devices",
+)
 def test_no_device_fails_init(run_on_driver: RunOnDriver) -> None:
     r = run_on_driver(
         """

@@ -2,6 +2,8 @@
  * lookup and the "not supported" stub. */
 #include "fake.h"
 
+#include "cuda_error_text.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,57 +97,13 @@ CUresult fake_cuGetErrorName_6000(CUresult error, const char **pStr) {
   return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-/* The driver's own short descriptions, which programs print and tests match;
- * codes not listed fall back to the first sentence of cuda.h's comment. */
-static const struct {
-  CUresult code;
-  const char *text;
-} driver_text[] = {
-    {CUDA_SUCCESS, "no error"},
-    {CUDA_ERROR_INVALID_VALUE, "invalid argument"},
-    {CUDA_ERROR_OUT_OF_MEMORY, "out of memory"},
-    {CUDA_ERROR_NOT_INITIALIZED, "initialization error"},
-    {CUDA_ERROR_DEINITIALIZED, "driver shutting down"},
-    {CUDA_ERROR_DEVICE_UNAVAILABLE, "CUDA-capable device(s) is/are busy or unavailable"},
-    {CUDA_ERROR_NO_DEVICE, "no CUDA-capable device is detected"},
-    {CUDA_ERROR_INVALID_DEVICE, "invalid device ordinal"},
-    {CUDA_ERROR_INVALID_IMAGE, "device kernel image is invalid"},
-    {CUDA_ERROR_INVALID_CONTEXT, "invalid device context"},
-    {CUDA_ERROR_NO_BINARY_FOR_GPU, "no kernel image is available for execution on the device"},
-    {CUDA_ERROR_UNSUPPORTED_LIMIT, "limit is not supported on this architecture"},
-    {CUDA_ERROR_INVALID_PTX, "a PTX JIT compilation failed"},
-    {CUDA_ERROR_JIT_COMPILER_NOT_FOUND, "PTX JIT compiler library not found"},
-    {CUDA_ERROR_INVALID_SOURCE, "invalid source"},
-    {CUDA_ERROR_FILE_NOT_FOUND, "file not found"},
-    {CUDA_ERROR_SHARED_OBJECT_SYMBOL_NOT_FOUND, "link to a shared object failed to resolve"},
-    {CUDA_ERROR_SHARED_OBJECT_INIT_FAILED, "shared object initialization failed"},
-    {CUDA_ERROR_INVALID_HANDLE, "invalid resource handle"},
-    {CUDA_ERROR_ILLEGAL_STATE, "resource in illegal state"},
-    {CUDA_ERROR_NOT_FOUND, "named symbol not found"},
-    {CUDA_ERROR_NOT_READY, "device not ready"},
-    {CUDA_ERROR_ILLEGAL_ADDRESS, "an illegal memory access was encountered"},
-    {CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "too many resources requested for launch"},
-    {CUDA_ERROR_LAUNCH_TIMEOUT, "the launch timed out and was terminated"},
-    {CUDA_ERROR_CONTEXT_IS_DESTROYED, "context is destroyed"},
-    {CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,
-     "part or all of the requested memory range is already mapped"},
-    {CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED,
-     "pointer does not correspond to a registered memory region"},
-    {CUDA_ERROR_ILLEGAL_INSTRUCTION, "an illegal instruction was encountered"},
-    {CUDA_ERROR_MISALIGNED_ADDRESS, "misaligned address"},
-    {CUDA_ERROR_LAUNCH_FAILED, "unspecified launch failure"},
-    {CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE, "too many blocks in cooperative launch"},
-    {CUDA_ERROR_NOT_PERMITTED, "operation not permitted"},
-    {CUDA_ERROR_NOT_SUPPORTED, "operation not supported"},
-    {CUDA_ERROR_UNKNOWN, "unknown error"},
-};
-
 CUresult fake_cuGetErrorString_6000(CUresult error, const char **pStr) {
   if (!pStr) return CUDA_ERROR_INVALID_VALUE;
   const fk_err *e = find_error(error);
-  *pStr = e ? e->text : NULL;
-  for (size_t i = 0; e && i < sizeof driver_text / sizeof driver_text[0]; i++)
-    if (driver_text[i].code == error) *pStr = driver_text[i].text;
+  /* The driver's own short text where we have it (what programs print and
+   * tests match), else the first sentence of cuda.h's comment. */
+  const char *text = e ? cu_driver_error_text(error) : NULL;
+  *pStr = text ? text : e ? e->text : NULL;
   return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 

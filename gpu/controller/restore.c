@@ -1,0 +1,728 @@
+/* cgc_import_state: rebuild a job's GPU state from a checkpoint's
+ * state.json (written by cgc_export_state) on a freshly opened controller.
+ *
+ * The job's memory (restored by CRIU) still holds the minted handles and the
+ * device addresses it had: every chunk is mapped at its old address, and
+ * every minted handle is bound to a new driver object made like the old one.
+ * Everything is checked before anything is mapped (format, geometry, address
+ * range, devices, memory); what fails later leaves what was built in the
+ * tables, where cgc_close releases it.
+ */
+#include "cgc_internal.h"
+#include "cgc_json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#define ERR(...)                   \
+  do {                             \
+    cgc_set_error(c, __VA_ARGS__); \
+    return -EINVAL;                \
+  } while (0)
+
+/* Read a whole file; NULL with the error set. */
+static uint8_t *slurp(cgc_t *c, const char *dir, const char *name, uint64_t *len) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    cgc_set_error(c, "cannot open %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    cgc_set_error(c, "%s is not a regular file", path);
+    close(fd);
+    return NULL;
+  }
+  uint64_t n = (uint64_t)st.st_size;
+  uint8_t *buf = malloc(n + 1);
+  if (!buf) {
+    cgc_set_error(c, "out of memory reading %s (%llu bytes)", path, (unsigned long long)n);
+    close(fd);
+    return NULL;
+  }
+  uint64_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got > (1u << 30) ? (1u << 30) : n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      cgc_set_error(c, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "file shrank");
+      free(buf);
+      close(fd);
+      return NULL;
+    }
+    got += (uint64_t)r;
+  }
+  close(fd);
+  buf[n] = 0;
+  *len = n;
+  return buf;
+}
+
+static const char *gib(char *buf, size_t len, uint64_t bytes) {
+  if (bytes >= ((uint64_t)1 << 30))
+    snprintf(buf, len, "%.1f GiB", (double)bytes / (double)((uint64_t)1 << 30));
+  else
+    snprintf(buf, len, "%.1f MiB", (double)bytes / (double)((uint64_t)1 << 20));
+  return buf;
+}
+
+/* ---- fields --------------------------------------------------------------- */
+
+typedef struct reader {
+  cgc_t *c;
+  const char *where; /* "module 3" */
+  bool bad;
+} reader;
+
+static uint64_t u64_of(reader *r, const cj *obj, const char *key) {
+  uint64_t v = 0;
+  if (!r->bad && !cj_u64(cj_get(obj, key), &v)) {
+    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not a non-negative integer", r->where, key);
+    r->bad = true;
+  }
+  return v;
+}
+
+static int64_t i64_of(reader *r, const cj *obj, const char *key) {
+  int64_t v = 0;
+  if (!r->bad && !cj_i64(cj_get(obj, key), &v)) {
+    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not an integer", r->where, key);
+    r->bad = true;
+  }
+  return v;
+}
+
+static const char *str_of(reader *r, const cj *obj, const char *key) {
+  const char *s = cj_str(cj_get(obj, key));
+  if (!r->bad && !s) {
+    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not a string", r->where, key);
+    r->bad = true;
+  }
+  return s ? s : "";
+}
+
+static bool bool_of(reader *r, const cj *obj, const char *key) {
+  bool v = false;
+  if (!r->bad && !cj_bool(cj_get(obj, key), &v)) {
+    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not a boolean", r->where, key);
+    r->bad = true;
+  }
+  return v;
+}
+
+static const cj *list_of(reader *r, const cj *obj, const char *key) {
+  const cj *v = cj_get(obj, key);
+  if (!r->bad && (!v || v->type != CJ_ARR)) {
+    cgc_set_error(r->c, "state.json: \"%s\" is missing or not a list", key);
+    r->bad = true;
+  }
+  return v;
+}
+
+/* ---- steps ---------------------------------------------------------------- */
+
+static int check_fit(cgc_t *c, const cj *st) {
+  reader r = {c, "top level", false};
+  const char *fmt = str_of(&r, st, "format");
+  if (r.bad || strcmp(fmt, CGC_STATE_FORMAT) != 0) ERR("state.json is not a cedana-gpu GPU state");
+  uint64_t version = u64_of(&r, st, "version");
+  if (r.bad) return -EINVAL;
+  if (version > CGC_STATE_VERSION)
+    ERR("state.json has format version %llu, newer than this controller understands (%d): restore with a newer "
+        "cedana-gpu",
+        (unsigned long long)version, CGC_STATE_VERSION);
+  if (version < 1) ERR("state.json has an unknown format version %llu", (unsigned long long)version);
+
+  const cj *seg = cj_get(st, "segment");
+  r.where = "segment";
+  const char *name = str_of(&r, seg, "name");
+  uint64_t size = u64_of(&r, seg, "size"), slots = u64_of(&r, seg, "ring_slots"),
+           nch = u64_of(&r, seg, "nchannels"), staging = u64_of(&r, seg, "staging_size");
+  if (r.bad) return -EINVAL;
+  const char *ours = strrchr(c->seg_path, '/');
+  ours = ours ? ours + 1 : c->seg_path;
+  if (strcmp(name, ours) != 0)
+    ERR("the checkpoint's segment is %s but this controller serves %s: open it with segment_name \"%s\"", name, ours,
+        name);
+  if (size != c->segment_size || slots != c->ring_slots || nch != c->nchannels || staging != c->staging_size)
+    ERR("the checkpoint's segment geometry (%llu bytes: %llu slots, %llu channels of %llu) differs from this "
+        "controller's (%llu bytes: %u slots, %u channels of %llu): open it with the checkpoint's geometry",
+        (unsigned long long)size, (unsigned long long)slots, (unsigned long long)nch, (unsigned long long)staging,
+        (unsigned long long)c->segment_size, c->ring_slots, c->nchannels, (unsigned long long)c->staging_size);
+
+  r.where = "top level";
+  uint64_t va_base = u64_of(&r, st, "va_base"), va_size = u64_of(&r, st, "va_size");
+  if (r.bad) return -EINVAL;
+  if (va_base != c->va_base || va_size > c->va_size)
+    ERR("the checkpoint's device address range 0x%llx+0x%llx is not this controller's (0x%llx+0x%llx): open it "
+        "with va_base 0x%llx and va_size 0x%llx",
+        (unsigned long long)va_base, (unsigned long long)va_size, (unsigned long long)c->va_base,
+        (unsigned long long)c->va_size, (unsigned long long)va_base, (unsigned long long)va_size);
+
+  /* Devices and memory, before anything is mapped: what the chunks need. */
+  const cj *chunks = list_of(&r, st, "chunks");
+  if (r.bad) return -EINVAL;
+  uint64_t need[CGS_MAX_DEVICES] = {0};
+  for (size_t i = 0; i < cj_len(chunks); i++) {
+    const cj *e = cj_at(chunks, i);
+    uint64_t size, device;
+    if (cj_len(e) != 4 || !cj_u64(cj_at(e, 1), &size) || !cj_u64(cj_at(e, 2), &device))
+      ERR("state.json: chunk %zu is not [addr, size, device, slot_size]", i);
+    if (device >= (uint64_t)c->device_count)
+      ERR("the checkpoint needs device %llu but this machine has %d device(s)", (unsigned long long)device,
+          c->device_count);
+    need[device] = need[device] + size < need[device] ? UINT64_MAX : need[device] + size;
+  }
+  for (int d = 0; d < c->device_count; d++) {
+    if (!need[d]) continue;
+    CUdevice dev;
+    size_t total = 0, free_b = 0;
+    char name_buf[256] = "";
+    CUresult rc = c->drv.cuDeviceGet(&dev, d);
+    if (!rc) rc = c->drv.cuDeviceTotalMem(&total, dev);
+    if (rc) {
+      cgc_set_error(c, "device %d: %s", d, cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    c->drv.cuDeviceGetName(name_buf, sizeof name_buf - 1, dev);
+    char b1[32], b2[32], b3[32];
+    if (need[d] > total)
+      ERR("device %d (%s) has %s, the checkpoint needs %s", d, name_buf, gib(b1, sizeof b1, total),
+          gib(b2, sizeof b2, need[d]));
+    /* cuMemGetInfo answers for the current context's device: ours is device 0's. */
+    if (d == 0 && c->drv.cuMemGetInfo(&free_b, &total) == CUDA_SUCCESS && need[d] > free_b)
+      ERR("device %d (%s) has %s free of %s, the checkpoint needs %s", d, name_buf, gib(b1, sizeof b1, free_b),
+          gib(b2, sizeof b2, total), gib(b3, sizeof b3, need[d]));
+  }
+  return 0;
+}
+
+/* Context by minted handle: 0 is ours (device 0's primary context). */
+static cgc_context *ctx_of(cgc_t *c, uint64_t minted) {
+  return minted ? cgc_hmap_get(&c->contexts, minted) : &c->own;
+}
+
+static int put(cgc_t *c, cgc_hmap *m, uint64_t key, void *val, const char *what) {
+  pthread_mutex_lock(&c->lock);
+  int rc = cgc_hmap_put(m, key, val);
+  pthread_mutex_unlock(&c->lock);
+  if (rc == -EEXIST) cgc_set_error(c, "state.json: %s 0x%llx appears twice", what, (unsigned long long)key);
+  if (rc == -ENOMEM) cgc_set_error(c, "out of memory");
+  return rc;
+}
+
+static int import_contexts(cgc_t *c, const cj *list) {
+  for (size_t i = 0; i < cj_len(list); i++) {
+    const cj *e = cj_at(list, i);
+    char where[48];
+    snprintf(where, sizeof where, "context %zu", i);
+    reader r = {c, where, false};
+    uint64_t minted = u64_of(&r, e, "minted"), flags = u64_of(&r, e, "flags");
+    int64_t device = i64_of(&r, e, "device"), refs = i64_of(&r, e, "refs");
+    bool primary = bool_of(&r, e, "primary");
+    if (r.bad) return -EINVAL;
+    if (!minted) ERR("state.json: %s has handle 0", where);
+    if (device < 0 || device >= c->device_count)
+      ERR("the checkpoint's context 0x%llx is on device %lld; this machine has %d device(s)",
+          (unsigned long long)minted, (long long)device, c->device_count);
+    CUdevice d;
+    CUresult rc = c->drv.cuDeviceGet(&d, (int)device);
+    cgc_context *x = calloc(1, sizeof *x);
+    if (!x) ERR("out of memory");
+    if (!rc) {
+      if (primary) {
+        rc = c->drv.cuDevicePrimaryCtxRetain(&x->real, d);
+        if (!rc) {
+          if (c->own_primary[device])
+            c->drv.cuDevicePrimaryCtxRelease(d); /* we hold one already */
+          else
+            c->own_primary[device] = true;
+        }
+      } else {
+        rc = c->drv.cuCtxCreate(&x->real, (unsigned)flags, d);
+      }
+    }
+    if (rc) {
+      free(x);
+      cgc_set_error(c, "cannot re-create context 0x%llx on device %lld: %s", (unsigned long long)minted,
+                    (long long)device, cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    x->minted = minted;
+    x->device = (int)device;
+    x->flags = (unsigned)flags;
+    x->primary = primary;
+    x->refs = (int)refs;
+    if (put(c, &c->contexts, minted, x, "context")) {
+      if (!primary) c->drv.cuCtxDestroy(x->real);
+      free(x);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+static int import_memory(cgc_t *c, const cj *st) {
+  reader r = {c, "top level", false};
+  const cj *chunks = list_of(&r, st, "chunks");
+  const cj *allocs = list_of(&r, st, "allocations");
+  if (r.bad) return -EINVAL;
+  size_t n = cj_len(chunks);
+  cgc_chunk **v = calloc(n ? n : 1, sizeof *v);
+  if (!v) ERR("out of memory");
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    const cj *e = cj_at(chunks, i);
+    uint64_t base, size, device, slot;
+    if (cj_len(e) != 4 || !cj_u64(cj_at(e, 0), &base) || !cj_u64(cj_at(e, 1), &size) ||
+        !cj_u64(cj_at(e, 2), &device) || !cj_u64(cj_at(e, 3), &slot) || slot > UINT32_MAX || device > INT32_MAX) {
+      cgc_set_error(c, "state.json: chunk %zu is not [addr, size, device, slot_size]", i);
+      rc = -EINVAL;
+      break;
+    }
+    rc = cgc_mem_chunk_at(c, base, size, (int)device, (uint32_t)slot, &v[i]);
+  }
+  for (size_t i = 0; i < cj_len(allocs) && !rc; i++) {
+    const cj *e = cj_at(allocs, i);
+    uint64_t addr, size, chunk, ctx;
+    if (cj_len(e) != 4 || !cj_u64(cj_at(e, 0), &addr) || !cj_u64(cj_at(e, 1), &size) ||
+        !cj_u64(cj_at(e, 2), &chunk) || !cj_u64(cj_at(e, 3), &ctx) || chunk >= n) {
+      cgc_set_error(c, "state.json: allocation %zu is not [addr, size, chunk, context] of a listed chunk", i);
+      rc = -EINVAL;
+      break;
+    }
+    if (ctx && !cgc_hmap_get(&c->contexts, ctx)) {
+      cgc_set_error(c, "state.json: allocation 0x%llx belongs to an unknown context 0x%llx", (unsigned long long)addr,
+                    (unsigned long long)ctx);
+      rc = -EINVAL;
+      break;
+    }
+    rc = cgc_mem_place(c, v[chunk], addr, size, ctx);
+  }
+  for (size_t i = 0; i < n; i++)
+    if (v[i]) cgc_mem_chunk_done(c, v[i]);
+  free(v);
+  return rc;
+}
+
+static int import_modules(cgc_t *c, const char *dir, const cj *list) {
+  for (size_t i = 0; i < cj_len(list); i++) {
+    const cj *e = cj_at(list, i);
+    char where[48];
+    snprintf(where, sizeof where, "module %zu", i);
+    reader r = {c, where, false};
+    uint64_t minted = u64_of(&r, e, "minted"), ctx = u64_of(&r, e, "context"), size = u64_of(&r, e, "size"),
+             sum = u64_of(&r, e, "checksum");
+    const char *file = str_of(&r, e, "file");
+    if (r.bad) return -EINVAL;
+    if (strstr(file, "..") || file[0] == '/') ERR("state.json: %s names the file %s outside the checkpoint", where, file);
+    cgc_context *x = ctx_of(c, ctx);
+    if (!x) ERR("state.json: %s belongs to an unknown context 0x%llx", where, (unsigned long long)ctx);
+    uint64_t len = 0;
+    uint8_t *img = slurp(c, dir, file, &len);
+    if (!img) return -EIO;
+    if (len != size) {
+      free(img);
+      ERR("module %zu (%s): %llu bytes, the checkpoint says %llu: the checkpoint is damaged", i, file,
+          (unsigned long long)len, (unsigned long long)size);
+    }
+    if (cgc_checksum(img, len, 0) != sum) {
+      free(img);
+      ERR("module %zu (%s): checksum mismatch: the checkpoint is damaged", i, file);
+    }
+    cgc_module *m = calloc(1, sizeof *m);
+    if (!m) {
+      free(img);
+      ERR("out of memory");
+    }
+    CUresult rc = c->drv.cuCtxSetCurrent(x->real);
+    if (!rc) rc = c->drv.cuModuleLoadData(&m->real, img);
+    if (rc) {
+      free(img);
+      free(m);
+      cgc_set_error(c, "module %zu (%s): cannot load it on this device: %s", i, file, cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    m->minted = minted;
+    m->ctx = x;
+    m->image = img;
+    m->image_size = len;
+    if (put(c, &c->modules, minted, m, "module")) {
+      c->drv.cuModuleUnload(m->real);
+      free(img);
+      free(m);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+static int import_functions(cgc_t *c, const cj *list) {
+  for (size_t i = 0; i < cj_len(list); i++) {
+    const cj *e = cj_at(list, i);
+    char where[48];
+    snprintf(where, sizeof where, "function %zu", i);
+    reader r = {c, where, false};
+    uint64_t minted = u64_of(&r, e, "minted"), mod = u64_of(&r, e, "module"), psize = u64_of(&r, e, "params_size");
+    int64_t nparams = i64_of(&r, e, "nparams");
+    const char *name = str_of(&r, e, "name");
+    const cj *params = cj_get(e, "params");
+    if (r.bad) return -EINVAL;
+    cgc_module *m = cgc_hmap_get(&c->modules, mod);
+    if (!m) ERR("state.json: %s (%s) belongs to an unknown module 0x%llx", where, name, (unsigned long long)mod);
+    if (nparams < -1 || nparams > CGC_MAX_PARAMS || (nparams >= 0 && cj_len(params) != (size_t)nparams) ||
+        psize > CGS_MAX_LAUNCH_ARGS)
+      ERR("state.json: %s (%s) has a bad parameter layout", where, name);
+    CUfunction real;
+    CUresult rc = c->drv.cuCtxSetCurrent(m->ctx->real);
+    if (!rc) rc = c->drv.cuModuleGetFunction(&real, m->real, name);
+    if (rc) {
+      cgc_set_error(c, "function %s of module 0x%llx: not found after reloading the module: %s", name,
+                    (unsigned long long)mod, cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    cgc_function *f = calloc(1, sizeof *f);
+    if (!f) ERR("out of memory");
+    f->minted = minted;
+    f->real = real;
+    f->module = m;
+    f->name = strdup(name);
+    f->nparams = (int)nparams;
+    f->params_size = (uint32_t)psize;
+    f->params = malloc((size_t)(nparams > 0 ? nparams : 1) * sizeof *f->params);
+    if (!f->name || !f->params) {
+      free(f->name);
+      free(f->params);
+      free(f);
+      ERR("out of memory");
+    }
+    for (int64_t k = 0; k < nparams; k++) {
+      const cj *p = cj_at(params, (size_t)k);
+      uint64_t off, size;
+      if (cj_len(p) != 2 || !cj_u64(cj_at(p, 0), &off) || !cj_u64(cj_at(p, 1), &size) || off + size > psize) {
+        free(f->name);
+        free(f->params);
+        free(f);
+        ERR("state.json: %s (%s): parameter %lld is not [offset, size] within %llu bytes", where, name,
+            (long long)k, (unsigned long long)psize);
+      }
+      f->params[k].offset = (uint32_t)off;
+      f->params[k].size = (uint32_t)size;
+    }
+    /* Attributes the job set (dynamic shared memory size, carveout, ...). */
+    const cj *attrs = cj_get(e, "attributes");
+    for (size_t k = 0; k < cj_len(attrs); k++) {
+      const cj *a = cj_at(attrs, k);
+      int64_t attr, val;
+      if (cj_len(a) != 2 || !cj_i64(cj_at(a, 0), &attr) || !cj_i64(cj_at(a, 1), &val) || attr < 0 || attr >= 32 ||
+          val < INT32_MIN || val > INT32_MAX) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+      } else {
+        rc = c->drv.cuFuncSetAttribute ? c->drv.cuFuncSetAttribute(real, (CUfunction_attribute)attr, (int)val)
+                                       : CUDA_ERROR_NOT_SUPPORTED;
+        f->attrs[attr] = (int32_t)val;
+        f->attr_set |= 1u << attr;
+      }
+      if (rc) {
+        cgc_set_error(c, "function %s: cannot set attribute %zu again: %s", name, k, cgc_cu_name(c, rc));
+        free(f->name);
+        free(f->params);
+        free(f);
+        return rc ? (int)rc : -EINVAL;
+      }
+    }
+    if (put(c, &c->functions, minted, f, "function")) {
+      free(f->name);
+      free(f->params);
+      free(f);
+      return -EINVAL;
+    }
+    m->nfunctions++;
+  }
+  return 0;
+}
+
+static int add_global(cgc_t *c, uint64_t dptr, uint64_t size, cgc_module *m, const char *name, uint64_t old) {
+  pthread_mutex_lock(&c->lock);
+  int rc = 0;
+  if (c->nglobals == c->gcap) {
+    int cap = c->gcap ? 2 * c->gcap : 16;
+    cgc_global *g = realloc(c->globals, (size_t)cap * sizeof *g);
+    if (!g) rc = -ENOMEM;
+    else {
+      c->globals = g;
+      c->gcap = cap;
+    }
+  }
+  if (!rc) c->globals[c->nglobals++] = (cgc_global){dptr, size, m, strdup(name)};
+  if (!rc && old != dptr) {
+    cgc_remap *nr = realloc(c->remaps, ((size_t)c->nremaps + 1) * sizeof *nr);
+    if (!nr) rc = -ENOMEM;
+    else {
+      c->remaps = nr;
+      c->remaps[c->nremaps++] = (cgc_remap){old, dptr, size};
+    }
+  }
+  pthread_mutex_unlock(&c->lock);
+  if (rc) cgc_set_error(c, "out of memory");
+  return rc;
+}
+
+static int import_globals(cgc_t *c, const char *dir, const cj *list) {
+  if (!cj_len(list)) return 0;
+  uint64_t len = 0;
+  uint8_t *bytes = slurp(c, dir, "globals.bin", &len);
+  if (!bytes) return -EIO;
+  int rc = 0;
+  for (size_t i = 0; i < cj_len(list) && !rc; i++) {
+    const cj *e = cj_at(list, i);
+    char where[48];
+    snprintf(where, sizeof where, "global %zu", i);
+    reader r = {c, where, false};
+    uint64_t mod = u64_of(&r, e, "module"), old = u64_of(&r, e, "addr"), size = u64_of(&r, e, "size"),
+             off = u64_of(&r, e, "offset"), sum = u64_of(&r, e, "checksum");
+    const char *name = str_of(&r, e, "name");
+    if (r.bad) {
+      rc = -EINVAL;
+      break;
+    }
+    cgc_module *m = cgc_hmap_get(&c->modules, mod);
+    if (!m) {
+      cgc_set_error(c, "state.json: %s (%s) belongs to an unknown module", where, name);
+      rc = -EINVAL;
+      break;
+    }
+    if (off > len || size > len - off || cgc_checksum(bytes + off, size, 0) != sum) {
+      cgc_set_error(c, "module global %s: its saved bytes are damaged (globals.bin)", name);
+      rc = -EINVAL;
+      break;
+    }
+    CUdeviceptr dptr = 0;
+    size_t got = 0;
+    CUresult cr = c->drv.cuCtxSetCurrent(m->ctx->real);
+    if (!cr) cr = c->drv.cuModuleGetGlobal(&dptr, &got, m->real, name);
+    if (!cr && got != size) {
+      cgc_set_error(c, "module global %s: %zu bytes after reloading, %llu in the checkpoint", name, got,
+                    (unsigned long long)size);
+      rc = -EINVAL;
+      break;
+    }
+    if (!cr && size)
+      cr = c->drv.cuMemcpyHtoD ? c->drv.cuMemcpyHtoD(dptr, bytes + off, size) : CUDA_ERROR_NOT_SUPPORTED;
+    if (cr) {
+      cgc_set_error(c, "module global %s: %s", name, cgc_cu_name(c, cr));
+      rc = (int)cr;
+      break;
+    }
+    rc = add_global(c, dptr, size, m, name, old);
+  }
+  free(bytes);
+  return rc;
+}
+
+static int import_streams_events(cgc_t *c, const cj *streams, const cj *events) {
+  for (size_t i = 0; i < cj_len(streams); i++) {
+    const cj *e = cj_at(streams, i);
+    char where[48];
+    snprintf(where, sizeof where, "stream %zu", i);
+    reader r = {c, where, false};
+    uint64_t minted = u64_of(&r, e, "minted"), ctx = u64_of(&r, e, "context"), flags = u64_of(&r, e, "flags");
+    int64_t prio = i64_of(&r, e, "priority");
+    if (r.bad) return -EINVAL;
+    cgc_context *x = ctx_of(c, ctx);
+    if (!x) ERR("state.json: %s belongs to an unknown context 0x%llx", where, (unsigned long long)ctx);
+    if (minted <= 2) ERR("state.json: %s has the reserved handle %llu", where, (unsigned long long)minted);
+    cgc_stream *s = calloc(1, sizeof *s);
+    if (!s) ERR("out of memory");
+    CUresult rc = c->drv.cuCtxSetCurrent(x->real);
+    if (!rc) rc = c->drv.cuStreamCreateWithPriority(&s->real, (unsigned)flags, (int)prio);
+    if (rc) {
+      free(s);
+      cgc_set_error(c, "cannot re-create stream 0x%llx: %s", (unsigned long long)minted, cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    s->minted = minted;
+    s->ctx = x;
+    s->flags = (unsigned)flags;
+    s->priority = (int)prio;
+    if (put(c, &c->streams, minted, s, "stream")) {
+      c->drv.cuStreamDestroy(s->real);
+      free(s);
+      return -EINVAL;
+    }
+  }
+  for (size_t i = 0; i < cj_len(events); i++) {
+    const cj *e = cj_at(events, i);
+    char where[48];
+    snprintf(where, sizeof where, "event %zu", i);
+    reader r = {c, where, false};
+    uint64_t minted = u64_of(&r, e, "minted"), ctx = u64_of(&r, e, "context"), flags = u64_of(&r, e, "flags");
+    if (r.bad) return -EINVAL;
+    cgc_context *x = ctx_of(c, ctx);
+    if (!x) ERR("state.json: %s belongs to an unknown context 0x%llx", where, (unsigned long long)ctx);
+    cgc_event *ev = calloc(1, sizeof *ev);
+    if (!ev) ERR("out of memory");
+    CUresult rc = c->drv.cuCtxSetCurrent(x->real);
+    if (!rc) rc = c->drv.cuEventCreate(&ev->real, (unsigned)flags);
+    /* The job was frozen with every stream idle, so whatever the event had
+     * recorded was complete: record it on the idle NULL stream to match
+     * (queries and synchronizes succeed, elapsed times are measurable). */
+    if (!rc) c->drv.cuEventRecord(ev->real, NULL);
+    if (rc) {
+      free(ev);
+      cgc_set_error(c, "cannot re-create event 0x%llx: %s", (unsigned long long)minted, cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    ev->minted = minted;
+    ev->ctx = x;
+    ev->flags = (unsigned)flags;
+    if (put(c, &c->events, minted, ev, "event")) {
+      c->drv.cuEventDestroy(ev->real);
+      free(ev);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+static int import_pins(cgc_t *c, const cj *list) {
+  for (size_t i = 0; i < cj_len(list); i++) {
+    const cj *e = cj_at(list, i);
+    char where[48];
+    snprintf(where, sizeof where, "pin %zu", i);
+    reader r = {c, where, false};
+    uint64_t id = u64_of(&r, e, "id"), size = u64_of(&r, e, "size"), app = u64_of(&r, e, "app_addr");
+    bool same = bool_of(&r, e, "same_addr");
+    if (r.bad) return -EINVAL;
+    if (id > UINT32_MAX || !size) ERR("state.json: %s has a bad id or size", where);
+    cgc_pin *p;
+    CUresult rc = c->drv.cuCtxSetCurrent(c->primary0);
+    if (!rc) rc = cgc_pin_map(c, (uint32_t)id, size, app, &p);
+    if (rc) {
+      cgc_set_error(c, "pinned host memory %s%llu (%llu bytes) cannot be mapped: re-create it with its saved "
+                       "contents before the import (%s)",
+                    c->pin_prefix, (unsigned long long)id, (unsigned long long)size, cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    if (same && !p->same_addr)
+      cgc_log(c, "pinned memory %llu could not be mapped at the job's address 0x%llx: device pointers into it will "
+                 "not reach it here",
+              (unsigned long long)id, (unsigned long long)app);
+    if (put(c, &c->pins, id, p, "pinned file")) {
+      cgc_pin_unmap(c, p);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+static int import_blobs(cgc_t *c, const char *dir, const cj *list) {
+  for (size_t i = 0; i < cj_len(list); i++) {
+    const cj *e = cj_at(list, i);
+    char where[48];
+    snprintf(where, sizeof where, "blob %zu", i);
+    reader r = {c, where, false};
+    uint64_t ch = u64_of(&r, e, "channel"), total = u64_of(&r, e, "total"), filled = u64_of(&r, e, "filled"),
+             sum = u64_of(&r, e, "checksum");
+    const char *file = str_of(&r, e, "file");
+    if (r.bad) return -EINVAL;
+    if (ch >= c->nchannels || total == 0 || total > CGC_MAX_BLOB || filled > total || strstr(file, "..") ||
+        file[0] == '/')
+      ERR("state.json: %s is malformed", where);
+    uint64_t len = 0;
+    uint8_t *b = slurp(c, dir, file, &len);
+    if (!b) return -EIO;
+    if (len != filled || cgc_checksum(b, len, 0) != sum) {
+      free(b);
+      ERR("%s: checksum mismatch: the checkpoint is damaged", file);
+    }
+    uint8_t *buf = calloc(1, total + 1);
+    if (!buf) {
+      free(b);
+      ERR("out of memory");
+    }
+    memcpy(buf, b, len);
+    free(b);
+    free(c->blobs[ch].buf);
+    c->blobs[ch].buf = buf;
+    c->blobs[ch].total = total;
+    c->blobs[ch].filled = filled;
+  }
+  return 0;
+}
+
+static int import(cgc_t *c, const char *dir, const cj *st) {
+  int rc = check_fit(c, st);
+  if (rc) return rc;
+  reader r = {c, "top level", false};
+  const cj *contexts = list_of(&r, st, "contexts");
+  const cj *modules = list_of(&r, st, "modules");
+  const cj *functions = list_of(&r, st, "functions");
+  const cj *globals = list_of(&r, st, "globals");
+  const cj *streams = list_of(&r, st, "streams");
+  const cj *events = list_of(&r, st, "events");
+  const cj *pins = list_of(&r, st, "pins");
+  const cj *blobs = list_of(&r, st, "blobs");
+  const char *app_job = str_of(&r, st, "app_job_id");
+  int64_t async_error = i64_of(&r, st, "async_error");
+  if (r.bad) return -EINVAL;
+  if (!app_job[0] || strlen(app_job) >= CGS_JOB_ID_MAX) ERR("state.json: app_job_id is malformed");
+  if ((rc = import_contexts(c, contexts))) return rc;
+  if ((rc = c->drv.cuCtxSetCurrent(c->primary0))) {
+    cgc_set_error(c, "cuCtxSetCurrent: %s", cgc_cu_name(c, (CUresult)rc));
+    return rc;
+  }
+  if ((rc = import_memory(c, st))) return rc;
+  if ((rc = import_modules(c, dir, modules))) return rc;
+  if ((rc = import_functions(c, functions))) return rc;
+  if ((rc = import_globals(c, dir, globals))) return rc;
+  if ((rc = import_streams_events(c, streams, events))) return rc;
+  if ((rc = import_pins(c, pins))) return rc;
+  if ((rc = import_blobs(c, dir, blobs))) return rc;
+  /* The job's own name for itself (its pinned files are named from it), and
+   * the error it had not been told about yet. */
+  snprintf(c->app_job_id, sizeof c->app_job_id, "%s", app_job);
+  if (c->hdr) {
+    memset(c->hdr->job_id, 0, sizeof c->hdr->job_id);
+    memcpy(c->hdr->job_id, c->app_job_id, strlen(c->app_job_id));
+    __atomic_store_n(&c->hdr->async_error, (int32_t)async_error, __ATOMIC_RELEASE);
+  }
+  return 0;
+}
+
+CGC_API int cgc_import_state(cgc_t *c, const char *dir) {
+  if (!c || !dir) return -EINVAL;
+  if (c->started) {
+    cgc_set_error(c, "cannot import GPU state into a controller that already serves a job (import before start)");
+    return -EBUSY;
+  }
+  if (c->imported || c->alloc_live || c->contexts.len || c->modules.len || c->streams.len || c->events.len ||
+      c->pins.len) {
+    cgc_set_error(c, "cannot import GPU state: this controller already has GPU state");
+    return -EBUSY;
+  }
+  uint64_t len = 0;
+  char *text = (char *)slurp(c, dir, "state.json", &len);
+  if (!text) return -ENOENT;
+  char why[160];
+  cj_doc *doc = NULL;
+  const cj *st = cj_parse(text, len, &doc, why, sizeof why);
+  free(text);
+  if (!st) {
+    cgc_set_error(c, "%s/state.json is malformed: %s", dir, why);
+    return -EINVAL;
+  }
+  CUcontext saved = NULL;
+  c->drv.cuCtxGetCurrent(&saved);
+  c->drv.cuCtxSetCurrent(c->primary0);
+  int rc = import(c, dir, st);
+  c->drv.cuCtxSetCurrent(saved);
+  cj_free(doc);
+  c->imported = true; /* also after a failure: what was built stays until close */
+  return rc;
+}

@@ -1,0 +1,335 @@
+/* The shared-memory protocol between the interposer (in the job) and the GPU
+ * controller: the one definition of the wire format.
+ *
+ * One POSIX shared-memory file per job, /dev/shm/cedana-gpu.<job id>, mode
+ * 0600, created by the controller before the job starts and sized once:
+ *
+ *   [header (CGS_HEADER_SIZE)] [request ring] [channels ...]
+ *
+ * Requests travel through one ring of fixed-size slots (many producers: the
+ * job's threads; one consumer: the controller), so every call is handled in
+ * the order it was issued and per-stream order holds across threads. A
+ * request longer than one slot takes consecutive slots. Synchronous calls
+ * name a channel: a per-thread completion record plus a staging area for
+ * pageable copies and other bulk bytes. Doorbells are futex words in the
+ * segment; never eventfds or pipes, which CRIU restores as private copies.
+ *
+ * Everything here is read by the controller from memory the job can write,
+ * so the controller copies each request out before validating it, and keeps
+ * its own copy of the geometry (ring size, channel count, staging size).
+ *
+ * Mirrored in Python by cedana_gpu/controller/shm_layout.py; a test compares
+ * the two field by field (tests/test_shm_layout.py).
+ */
+#ifndef CEDANA_GPU_SHM_H
+#define CEDANA_GPU_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CGS_MAGIC 0x3155504741444543ull /* "CEDAGPU1" little-endian */
+#define CGS_LAYOUT_VERSION 1u
+#define CGS_NAME_PREFIX "/cedana-gpu."  /* + job id: shm_open name */
+#define CGS_JOB_ID_MAX 64
+#define CGS_MAX_DEVICES 8
+#define CGS_MAX_ATTRIBUTES 160 /* > CU_DEVICE_ATTRIBUTE_MAX in CUDA 13 */
+#define CGS_HEADER_SIZE 65536u
+#define CGS_SLOT_SIZE 256u
+#define CGS_SLOT_DATA (CGS_SLOT_SIZE - 8u) /* bytes of request per slot */
+#define CGS_MAX_REQUEST_SLOTS 64u          /* a request spans at most this many slots */
+#define CGS_CHANNEL_HEADER 4096u           /* a channel's completion record; staging follows */
+#define CGS_NO_CHANNEL 0xffffffffu
+#define CGS_CALLBACKS 256u /* host-function callback ring entries */
+
+/* Defaults; the controller's configuration may change them. */
+#define CGS_DEFAULT_RING_SLOTS 4096u
+#define CGS_DEFAULT_CHANNELS 32u
+#define CGS_DEFAULT_STAGING (1u << 20)
+
+/* Lifecycle of the segment, in header.state (a futex word: threads of the job
+ * park on it while the controller freezes, dumps or restores). */
+enum cgs_state {
+  CGS_STATE_STARTING = 0,  /* controller setting up; the job waits */
+  CGS_STATE_RUNNING = 1,   /* calls flow */
+  CGS_STATE_FREEZING = 2,  /* new calls park; calls in hand finish */
+  CGS_STATE_FROZEN = 3,    /* nothing in flight, streams idle */
+  CGS_STATE_RESTORING = 4, /* a new controller is rebuilding GPU state */
+  CGS_STATE_DEAD = 5,      /* the controller is gone: calls fail at once */
+};
+
+typedef struct cgs_device {
+  char name[256];
+  uint8_t uuid[16];
+  uint64_t total_mem;
+  int32_t cc_major, cc_minor;
+  int32_t attributes[CGS_MAX_ATTRIBUTES]; /* cuDeviceGetAttribute, by attribute number */
+} cgs_device;
+
+typedef struct cgs_callback {
+  uint64_t id;   /* interposer-side callback id */
+  uint32_t done; /* futex: set to 1 by the job when the callback returned */
+  uint32_t _pad;
+} cgs_callback;
+
+typedef struct cgs_header {
+  /* Identity and geometry: written once by the controller. */
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t header_size;
+  uint64_t segment_size;
+  uint64_t generation; /* bumped by every controller that serves this job (restore) */
+  uint32_t state;      /* enum cgs_state; futex */
+  uint32_t controller_pid;
+  uint32_t ring_slots; /* power of two */
+  uint32_t nchannels;
+  uint64_t ring_offset;
+  uint64_t channels_offset;
+  uint64_t channel_stride; /* CGS_CHANNEL_HEADER + staging_size */
+  uint64_t staging_size;
+  uint64_t va_base; /* the controller's reserved device address range */
+  uint64_t va_size;
+  int32_t async_error; /* first error of a queued call; returned by the next waiting call */
+  uint32_t inflight;   /* job threads inside a call (freeze waits for 0) */
+  uint64_t heartbeat;  /* incremented by the controller while it lives */
+  uint32_t timeout_ms; /* how long a waiting call trusts a silent controller */
+  uint32_t _pad0;
+  char job_id[CGS_JOB_ID_MAX];
+  uint8_t _pad1[256 - 184];
+
+  /* Each hot word on its own cache line. */
+  uint32_t ctrl_doorbell; /* futex the controller sleeps on */
+  uint32_t ctrl_sleeping; /* 1 while it sleeps: producers then wake it */
+  uint8_t _pad2[56];
+  uint64_t head; /* next ring ticket for producers */
+  uint8_t _pad3[56];
+  uint64_t tail; /* next ticket the controller consumes (informational) */
+  uint8_t _pad4[56];
+
+  /* Host functions (cuLaunchHostFunc) run in the job: the controller posts
+   * them here when their stream reaches them and waits for `done`. */
+  uint32_t cb_doorbell; /* futex the job's callback thread sleeps on */
+  uint32_t _pad5;
+  uint64_t cb_head; /* written by the controller */
+  uint64_t cb_tail; /* written by the job */
+  uint8_t _pad6[40];
+  cgs_callback callbacks[CGS_CALLBACKS];
+
+  /* Devices, answered locally by the interposer. */
+  int32_t driver_version;
+  int32_t device_count;
+  cgs_device devices[CGS_MAX_DEVICES];
+} cgs_header;
+
+/* A ring slot. seq follows the bounded-queue discipline: slot i is free for
+ * ticket t when seq == t, and holds ticket t's data when seq == t + 1. */
+typedef struct cgs_slot {
+  uint64_t seq;
+  uint8_t data[CGS_SLOT_DATA];
+} cgs_slot;
+
+/* A channel: one per job thread that makes synchronous calls. */
+typedef struct cgs_channel {
+  uint32_t owner; /* tid of the owning thread; 0 = free (claimed by CAS) */
+  uint32_t done;  /* futex: token of the last completed request */
+  int32_t result; /* CUresult of that request */
+  uint32_t _pad;
+  uint64_t ret[8]; /* return values, per op */
+  uint8_t _pad1[CGS_CHANNEL_HEADER - 80];
+  /* staging bytes follow: uint8_t staging[staging_size] */
+} cgs_channel;
+
+/* ---- requests ------------------------------------------------------------
+ * Every request starts with cgs_req; op-specific arguments follow. Handles
+ * (contexts, streams, events, modules, functions) are the values the
+ * interposer minted; 0 means "none / the NULL stream". Device pointers are
+ * real device addresses (placed by the controller). */
+enum cgs_op {
+  CGS_OP_NOP = 0,
+  CGS_OP_CTX_CREATE,       /* async: cgs_ctx */
+  CGS_OP_CTX_DESTROY,      /* sync:  cgs_ctx */
+  CGS_OP_CTX_SYNCHRONIZE,  /* sync:  cgs_ctx */
+  CGS_OP_PRIMARY_RETAIN,   /* async: cgs_ctx */
+  CGS_OP_PRIMARY_RELEASE,  /* async: cgs_ctx */
+  CGS_OP_PRIMARY_RESET,    /* sync:  cgs_ctx */
+  CGS_OP_MEM_ALLOC,        /* sync:  cgs_mem -> ret[0] = dptr */
+  CGS_OP_MEM_FREE,         /* sync:  cgs_mem */
+  CGS_OP_MEM_GET_INFO,     /* sync:  cgs_mem -> ret[0] = free, ret[1] = total */
+  CGS_OP_MEMCPY_HTOD,      /* cgs_copy: src in staging (sync) or pinned (async) */
+  CGS_OP_MEMCPY_DTOH,      /* cgs_copy: dst in staging (sync) or pinned (async) */
+  CGS_OP_MEMCPY_DTOD,      /* cgs_copy */
+  CGS_OP_MEMSET,           /* cgs_memset */
+  CGS_OP_STREAM_CREATE,    /* async: cgs_stream */
+  CGS_OP_STREAM_DESTROY,   /* async: cgs_stream */
+  CGS_OP_STREAM_SYNCHRONIZE, /* sync: cgs_stream */
+  CGS_OP_STREAM_QUERY,     /* sync:  cgs_stream */
+  CGS_OP_STREAM_WAIT_EVENT, /* async: cgs_stream (event, flags) */
+  CGS_OP_EVENT_CREATE,     /* async: cgs_event */
+  CGS_OP_EVENT_RECORD,     /* async: cgs_event */
+  CGS_OP_EVENT_QUERY,      /* sync:  cgs_event */
+  CGS_OP_EVENT_SYNCHRONIZE, /* sync: cgs_event */
+  CGS_OP_EVENT_ELAPSED,    /* sync:  cgs_event (event = start, other = end) -> ret[0] = float bits */
+  CGS_OP_EVENT_DESTROY,    /* async: cgs_event */
+  CGS_OP_BLOB_PUT,         /* sync:  cgs_blob: append staging bytes to the channel's blob */
+  CGS_OP_MODULE_LOAD,      /* sync:  cgs_module: image = the channel's blob */
+  CGS_OP_MODULE_UNLOAD,    /* sync:  cgs_module */
+  CGS_OP_MODULE_GET_FUNCTION, /* sync: cgs_symbol -> ret[0] = nparams; staging = cgs_param[nparams] */
+  CGS_OP_MODULE_GET_GLOBAL,   /* sync: cgs_symbol -> ret[0] = dptr, ret[1] = size */
+  CGS_OP_FUNC_GET_ATTRIBUTE,  /* sync: cgs_func_attr -> ret[0] = value */
+  CGS_OP_FUNC_SET_ATTRIBUTE,  /* async: cgs_func_attr */
+  CGS_OP_LAUNCH,           /* async: cgs_launch + packed argument bytes */
+  CGS_OP_HOST_REGISTER,    /* sync:  cgs_pin: map /dev/shm/cedana-gpu.<jid>.pin.<id> */
+  CGS_OP_HOST_UNREGISTER,  /* sync:  cgs_pin */
+  CGS_OP_HOST_FUNC,        /* async: cgs_host_func */
+  CGS_OP_COUNT
+};
+
+typedef struct cgs_req {
+  uint32_t op;      /* enum cgs_op */
+  uint32_t nslots;  /* ring slots this request spans, >= 1 */
+  uint32_t channel; /* completion channel, or CGS_NO_CHANNEL for queued calls */
+  uint32_t token;   /* written to channel.done on completion */
+  uint32_t length;  /* bytes of the request including this header */
+  uint32_t _pad;
+  uint64_t ctx; /* the caller's current context (minted), 0 if none */
+} cgs_req;
+
+typedef struct cgs_ctx {
+  cgs_req h;
+  uint64_t handle; /* minted context */
+  int32_t device;
+  uint32_t flags;
+} cgs_ctx;
+
+typedef struct cgs_mem {
+  cgs_req h;
+  uint64_t dptr;
+  uint64_t size;
+} cgs_mem;
+
+/* Where the host side of a copy lives. */
+enum cgs_host_kind {
+  CGS_HOST_STAGING = 1, /* the channel's staging area, at `host_offset` */
+  CGS_HOST_PINNED = 2,  /* pinned file `pin_id`, at `host_offset` */
+};
+
+typedef struct cgs_copy {
+  cgs_req h;
+  uint64_t stream; /* minted stream, 0 = NULL stream */
+  uint64_t dst;    /* device address (DTOD/HTOD) */
+  uint64_t src;    /* device address (DTOD/DTOH) */
+  uint64_t size;
+  uint64_t host_offset;
+  uint32_t host_kind; /* enum cgs_host_kind */
+  uint32_t pin_id;
+  uint32_t async;      /* 1: queued on `stream` (pinned only) */
+  uint32_t per_thread; /* 1: NULL stream means the per-thread default stream */
+} cgs_copy;
+
+typedef struct cgs_memset {
+  cgs_req h;
+  uint64_t stream;
+  uint64_t dst;
+  uint64_t pitch; /* 0 for 1D */
+  uint64_t width; /* elements per row (1D: count) */
+  uint64_t height; /* rows (1D: 1) */
+  uint32_t value;
+  uint32_t elem_size; /* 1, 2 or 4 */
+  uint32_t async;
+  uint32_t per_thread;
+} cgs_memset;
+
+typedef struct cgs_stream {
+  cgs_req h;
+  uint64_t handle; /* minted stream, 0 = NULL stream */
+  uint64_t event;  /* STREAM_WAIT_EVENT */
+  uint32_t flags;
+  int32_t priority;
+  uint32_t per_thread;
+  uint32_t _pad;
+} cgs_stream;
+
+typedef struct cgs_event {
+  cgs_req h;
+  uint64_t handle;
+  uint64_t stream; /* EVENT_RECORD */
+  uint64_t other;  /* EVENT_ELAPSED: the end event */
+  uint32_t flags;
+  uint32_t per_thread;
+} cgs_event;
+
+typedef struct cgs_blob {
+  cgs_req h;
+  uint64_t offset; /* where these bytes go in the blob (0 starts a new blob) */
+  uint64_t size;   /* bytes taken from the start of the staging area */
+  uint64_t total;  /* the whole blob's size */
+} cgs_blob;
+
+typedef struct cgs_module {
+  cgs_req h;
+  uint64_t handle; /* minted module */
+  uint64_t size;   /* image size: the channel's blob must hold exactly this */
+} cgs_module;
+
+typedef struct cgs_symbol {
+  cgs_req h;
+  uint64_t module;
+  uint64_t handle; /* minted function (GET_FUNCTION) */
+  char name[CGS_SLOT_DATA * 2 - 48]; /* NUL-terminated */
+} cgs_symbol;
+
+typedef struct cgs_param {
+  uint32_t offset;
+  uint32_t size;
+} cgs_param;
+
+typedef struct cgs_func_attr {
+  cgs_req h;
+  uint64_t function;
+  int32_t attribute;
+  int32_t value;
+} cgs_func_attr;
+
+typedef struct cgs_launch {
+  cgs_req h;
+  uint64_t function;
+  uint64_t stream;
+  uint32_t grid[3];
+  uint32_t block[3];
+  uint32_t shared_bytes;
+  uint32_t args_size; /* packed argument bytes follow this struct */
+  uint32_t per_thread;
+  uint32_t _pad;
+} cgs_launch;
+
+typedef struct cgs_pin {
+  cgs_req h;
+  uint64_t app_addr; /* where the job mapped the pinned file */
+  uint64_t size;
+  uint32_t pin_id;
+  uint32_t flags;
+} cgs_pin;
+
+typedef struct cgs_host_func {
+  cgs_req h;
+  uint64_t stream;
+  uint64_t callback_id;
+  uint32_t per_thread;
+  uint32_t _pad;
+} cgs_host_func;
+
+/* The largest request: a launch with the most argument bytes. */
+#define CGS_MAX_REQUEST (CGS_MAX_REQUEST_SLOTS * CGS_SLOT_DATA)
+#define CGS_MAX_LAUNCH_ARGS (CGS_MAX_REQUEST - sizeof(cgs_launch))
+
+#define CGS_STATIC_ASSERT(c, m) _Static_assert(c, m)
+#ifdef __cplusplus
+#undef CGS_STATIC_ASSERT
+#define CGS_STATIC_ASSERT(c, m) static_assert(c, m)
+#endif
+CGS_STATIC_ASSERT(sizeof(cgs_slot) == CGS_SLOT_SIZE, "slot size");
+CGS_STATIC_ASSERT(sizeof(cgs_channel) == CGS_CHANNEL_HEADER, "channel header size");
+CGS_STATIC_ASSERT(sizeof(cgs_header) <= CGS_HEADER_SIZE, "header fits");
+CGS_STATIC_ASSERT(offsetof(cgs_header, ctrl_doorbell) == 256, "doorbell on its own line");
+CGS_STATIC_ASSERT(sizeof(cgs_symbol) <= CGS_SLOT_DATA * 2, "symbol request spans two slots");
+
+#endif

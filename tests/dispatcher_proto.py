@@ -1,0 +1,346 @@
+"""Requests of the shared-memory protocol, packed by hand, for the dispatcher tests.
+
+Independent of cedana_gpu.controller.shm_layout on purpose: these tests drive
+the native dispatcher (libcedana-gpu-controller.so) with bytes exactly as the C
+header lays them out (gpu/include/cedana_gpu_shm.h), including wrong ones.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cedana_gpu.paths import native_dir
+
+SLOT_SIZE = 256
+SLOT_DATA = SLOT_SIZE - 8
+MAX_REQUEST_SLOTS = 64
+CHANNEL_HEADER = 4096
+NO_CHANNEL = 0xFFFFFFFF
+HEADER_SIZE = 65536
+MAGIC = 0x3155504741444543
+
+# enum cgs_op, in order.
+OPS = [
+    "NOP",
+    "CTX_CREATE",
+    "CTX_DESTROY",
+    "CTX_SYNCHRONIZE",
+    "PRIMARY_RETAIN",
+    "PRIMARY_RELEASE",
+    "PRIMARY_RESET",
+    "MEM_ALLOC",
+    "MEM_FREE",
+    "MEM_GET_INFO",
+    "MEMCPY_HTOD",
+    "MEMCPY_DTOH",
+    "MEMCPY_DTOD",
+    "MEMSET",
+    "STREAM_CREATE",
+    "STREAM_DESTROY",
+    "STREAM_SYNCHRONIZE",
+    "STREAM_QUERY",
+    "STREAM_WAIT_EVENT",
+    "EVENT_CREATE",
+    "EVENT_RECORD",
+    "EVENT_QUERY",
+    "EVENT_SYNCHRONIZE",
+    "EVENT_ELAPSED",
+    "EVENT_DESTROY",
+    "BLOB_PUT",
+    "MODULE_LOAD",
+    "MODULE_UNLOAD",
+    "MODULE_GET_FUNCTION",
+    "MODULE_GET_GLOBAL",
+    "FUNC_GET_ATTRIBUTE",
+    "FUNC_SET_ATTRIBUTE",
+    "LAUNCH",
+    "HOST_REGISTER",
+    "HOST_UNREGISTER",
+    "HOST_FUNC",
+]
+OP = {name: i for i, name in enumerate(OPS)}
+OP_COUNT = len(OPS)
+
+HOST_STAGING = 1
+HOST_PINNED = 2
+
+# Body formats (after the 32-byte cgs_req header), little-endian, with the
+# C structs' padding spelled out.
+REQ_FMT = "<IIIIIIQ"  # op nslots channel token length _pad ctx
+BODY = {
+    "ctx": "<QiI",  # handle device flags
+    "mem": "<QQ",  # dptr size
+    "copy": "<QQQQQIIII",  # stream dst src size host_offset host_kind pin_id async per_thread
+    "memset": "<QQQQQIIII",  # stream dst pitch width height value elem_size async per_thread
+    "stream": "<QQIiII",  # handle event flags priority per_thread _pad
+    "event": "<QQQII",  # handle stream other flags per_thread
+    "blob": "<QQQ",  # offset size total
+    "module": "<QQ",  # handle size
+    "symbol": "<QQ448s",  # module handle name
+    "func_attr": "<Qii",  # function attribute value
+    "launch": "<QQIIIIIIIIII",  # function stream grid[3] block[3] shared args_size per_thread _pad
+    "pin": "<QQII",  # app_addr size pin_id flags
+    "host_func": "<QQII",  # stream callback_id per_thread _pad
+}
+SIZES = {k: 32 + struct.calcsize(v) for k, v in BODY.items()}
+assert SIZES["copy"] == 88 and SIZES["launch"] == 88 and SIZES["symbol"] == 496
+assert SIZES["stream"] == 64 and SIZES["event"] == 64 and SIZES["pin"] == 56
+
+OP_BODY = {
+    "NOP": None,
+    "CTX_CREATE": "ctx",
+    "CTX_DESTROY": "ctx",
+    "CTX_SYNCHRONIZE": "ctx",
+    "PRIMARY_RETAIN": "ctx",
+    "PRIMARY_RELEASE": "ctx",
+    "PRIMARY_RESET": "ctx",
+    "MEM_ALLOC": "mem",
+    "MEM_FREE": "mem",
+    "MEM_GET_INFO": "mem",
+    "MEMCPY_HTOD": "copy",
+    "MEMCPY_DTOH": "copy",
+    "MEMCPY_DTOD": "copy",
+    "MEMSET": "memset",
+    "STREAM_CREATE": "stream",
+    "STREAM_DESTROY": "stream",
+    "STREAM_SYNCHRONIZE": "stream",
+    "STREAM_QUERY": "stream",
+    "STREAM_WAIT_EVENT": "stream",
+    "EVENT_CREATE": "event",
+    "EVENT_RECORD": "event",
+    "EVENT_QUERY": "event",
+    "EVENT_SYNCHRONIZE": "event",
+    "EVENT_ELAPSED": "event",
+    "EVENT_DESTROY": "event",
+    "BLOB_PUT": "blob",
+    "MODULE_LOAD": "module",
+    "MODULE_UNLOAD": "module",
+    "MODULE_GET_FUNCTION": "symbol",
+    "MODULE_GET_GLOBAL": "symbol",
+    "FUNC_GET_ATTRIBUTE": "func_attr",
+    "FUNC_SET_ATTRIBUTE": "func_attr",
+    "LAUNCH": "launch",
+    "HOST_REGISTER": "pin",
+    "HOST_UNREGISTER": "pin",
+    "HOST_FUNC": "host_func",
+}
+
+
+def slots_for(length: int) -> int:
+    return (length + SLOT_DATA - 1) // SLOT_DATA
+
+
+def request(
+    op: str | int,
+    *fields: object,
+    channel: int = NO_CHANNEL,
+    token: int = 0,
+    ctx: int = 0,
+    tail: bytes = b"",
+    length: int | None = None,
+    nslots: int | None = None,
+) -> bytes:
+    """One request: header, the op's struct from `fields` (zeros if none), `tail` bytes."""
+    code = OP[op] if isinstance(op, str) else op
+    kind = OP_BODY.get(OPS[code]) if isinstance(code, int) and 0 <= code < OP_COUNT else None
+    body = b""
+    if kind:
+        fmt = BODY[kind]
+        body = struct.pack(fmt, *fields) if fields else bytes(struct.calcsize(fmt))
+    body += tail
+    n = 32 + len(body) if length is None else length
+    ns = slots_for(32 + len(body)) if nslots is None else nslots
+    return struct.pack(REQ_FMT, code, ns, channel, token, n, 0, ctx) + body
+
+
+def load_fake_driver() -> ctypes.CDLL:
+    """The fake libcuda.so.1, loaded globally so the dispatcher finds it by SONAME."""
+    return ctypes.CDLL(str(native_dir() / "fake" / "libcuda.so.1"), mode=ctypes.RTLD_GLOBAL)
+
+
+class Config(ctypes.Structure):
+    _fields_ = (
+        ("job_id", ctypes.c_char_p),
+        ("ring_slots", ctypes.c_uint32),
+        ("nchannels", ctypes.c_uint32),
+        ("staging_size", ctypes.c_uint64),
+        ("va_base", ctypes.c_uint64),
+        ("va_size", ctypes.c_uint64),
+        ("generation", ctypes.c_uint64),
+        ("timeout_ms", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("shm_dir", ctypes.c_char_p),
+        ("segment_name", ctypes.c_char_p),
+    )
+
+
+def load_dispatcher() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(native_dir() / "controller" / "libcedana-gpu-controller.so"))
+    vp = ctypes.c_void_p
+    lib.cgc_open.argtypes = (ctypes.POINTER(Config), ctypes.POINTER(vp))
+    lib.cgc_open.restype = ctypes.c_int
+    for name in ("cgc_start", "cgc_unfreeze", "cgc_stop"):
+        getattr(lib, name).argtypes = (vp,)
+        getattr(lib, name).restype = ctypes.c_int
+    lib.cgc_freeze.argtypes = (vp, ctypes.c_uint32)
+    lib.cgc_freeze.restype = ctypes.c_int
+    lib.cgc_close.argtypes = (vp,)
+    lib.cgc_close.restype = None
+    lib.cgc_info_json.argtypes = (vp, ctypes.c_char_p, ctypes.c_size_t)
+    lib.cgc_info_json.restype = ctypes.c_int
+    lib.cgc_last_error.argtypes = (vp,)
+    lib.cgc_last_error.restype = ctypes.c_char_p
+    lib.cgc_validate_request.argtypes = (
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint32,
+        ctypes.c_uint64,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    )
+    lib.cgc_validate_request.restype = ctypes.c_int
+    return lib
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_FUTEX = 202  # x86_64
+_FUTEX_WAKE = 1
+
+
+@dataclass
+class Reply:
+    result: int
+    ret: tuple[int, ...]
+
+
+class Segment:
+    """The job's side of a segment: a single producer thread (these tests)."""
+
+    def __init__(self, job_id: str, path: Path | None = None) -> None:
+        path = path or Path("/dev/shm") / f"cedana-gpu.{job_id}"
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self.size = os.fstat(fd).st_size
+            self.mm = mmap.mmap(fd, self.size)
+        finally:
+            os.close(fd)
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
+        (magic,) = struct.unpack_from("<Q", self.mm, 0)
+        assert magic == MAGIC
+        (
+            self.ring_slots,
+            self.nchannels,
+            self.ring_offset,
+            self.channels_offset,
+            self.channel_stride,
+            self.staging_size,
+            self.va_base,
+            self.va_size,
+        ) = struct.unpack_from("<IIQQQQQQ", self.mm, 40)
+        self.token = 0
+
+    def close(self) -> None:
+        self.mm.close()
+
+    def u32(self, off: int) -> int:
+        return ctypes.c_uint32.from_address(self.base + off).value
+
+    def u64(self, off: int) -> int:
+        return ctypes.c_uint64.from_address(self.base + off).value
+
+    @property
+    def state(self) -> int:
+        return self.u32(32)
+
+    @property
+    def async_error(self) -> int:
+        return ctypes.c_int32.from_address(self.base + 96).value
+
+    def clear_async_error(self) -> int:
+        v = self.async_error
+        ctypes.c_int32.from_address(self.base + 96).value = 0
+        return v
+
+    @property
+    def heartbeat(self) -> int:
+        return self.u64(104)
+
+    def device_count(self) -> int:
+        return ctypes.c_int32.from_address(self.base + 4612).value
+
+    def channel_off(self, ch: int) -> int:
+        return self.channels_offset + ch * self.channel_stride
+
+    def staging_off(self, ch: int) -> int:
+        return self.channel_off(ch) + CHANNEL_HEADER
+
+    def write_staging(self, ch: int, data: bytes, offset: int = 0) -> None:
+        o = self.staging_off(ch) + offset
+        self.mm[o : o + len(data)] = data
+
+    def read_staging(self, ch: int, n: int, offset: int = 0) -> bytes:
+        o = self.staging_off(ch) + offset
+        return bytes(self.mm[o : o + n])
+
+    def submit(self, req: bytes, nslots: int | None = None) -> None:
+        """Write `req` into the ring as the producer discipline says."""
+        n = nslots if nslots is not None else max(1, slots_for(len(req)))
+        head = ctypes.c_uint64.from_address(self.base + 320)
+        t = head.value
+        head.value = t + n
+        ring = self.ring_offset
+        mask = self.ring_slots - 1
+        data = req.ljust(n * SLOT_DATA, b"\0")
+        for i in reversed(range(n)):
+            slot = ring + ((t + i) & mask) * SLOT_SIZE
+            seq = ctypes.c_uint64.from_address(self.base + slot)
+            deadline = time.monotonic() + 10
+            while seq.value != t + i:
+                assert time.monotonic() < deadline, "ring slot never freed"
+                time.sleep(0)
+            chunk = data[i * SLOT_DATA : (i + 1) * SLOT_DATA]
+            self.mm[slot + 8 : slot + 8 + len(chunk)] = chunk
+            seq.value = t + i + 1
+        self.ring_doorbell()
+
+    def ring_doorbell(self) -> None:
+        if self.u32(260):
+            bell = ctypes.c_uint32.from_address(self.base + 256)
+            bell.value = bell.value + 1
+            _libc.syscall(
+                _SYS_FUTEX, ctypes.c_void_p(self.base + 256), _FUTEX_WAKE, 1 << 30, 0, 0, 0
+            )
+
+    def next_token(self) -> int:
+        self.token = (self.token + 1) & 0xFFFFFFFF or 1
+        return self.token
+
+    def wait(self, ch: int, token: int, timeout: float = 20.0) -> Reply:
+        off = self.channel_off(ch)
+        done = ctypes.c_uint32.from_address(self.base + off + 4)
+        deadline = time.monotonic() + timeout
+        spins = 0
+        while done.value != token:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"channel {ch}: no completion for token {token}")
+            spins += 1
+            if spins > 1000:
+                time.sleep(0.0002)
+        result = ctypes.c_int32.from_address(self.base + off + 8).value
+        ret = struct.unpack_from("<8Q", self.mm, off + 16)
+        return Reply(result, ret)
+
+    def call(self, op: str, *fields: object, ch: int = 0, ctx: int = 0, tail: bytes = b"") -> Reply:
+        tok = self.next_token()
+        self.submit(request(op, *fields, channel=ch, token=tok, ctx=ctx, tail=tail))
+        return self.wait(ch, tok)
+
+    def post(self, op: str, *fields: object, ctx: int = 0, tail: bytes = b"") -> None:
+        self.submit(request(op, *fields, channel=NO_CHANNEL, ctx=ctx, tail=tail))
