@@ -16,14 +16,26 @@ from typing import NoReturn
 
 import cedana_gpu
 from cedana_gpu.commands import CommandError
+from cedana_gpu.commands import dump as dump_commands
+from cedana_gpu.commands import exec as exec_commands
 from cedana_gpu.commands import gpu as gpu_commands
+from cedana_gpu.commands import job as job_commands
+from cedana_gpu.commands import ps as ps_commands
+from cedana_gpu.commands import restore as restore_commands
 from cedana_gpu.criu import CriuError, CriuNotFound
 from cedana_gpu.gpu_info import DriverError, NoDriver
 from cedana_gpu.paths import NativeNotBuilt
 
 PROG = "cedana"
 
-COMMAND_GROUPS = (gpu_commands,)
+COMMAND_GROUPS = (
+    exec_commands,
+    ps_commands,
+    job_commands,
+    dump_commands,
+    restore_commands,
+    gpu_commands,
+)
 """Modules with a ``register(subcommands)`` function, in ``--help`` order."""
 
 USER_ERRORS: tuple[type[Exception], ...] = (

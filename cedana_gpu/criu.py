@@ -111,8 +111,11 @@ def run_criu(
     *,
     log_file: Path | None = None,
     timeout: float | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``criu *args`` and return the finished process (text output captured).
+
+    ``pass_fds``: descriptors criu inherits (for ``--inherit-fd``).
 
     With ``log_file``, CRIU writes its log there (``--log-file``, made absolute,
     since CRIU reads a relative one against the images directory), and a failure
@@ -133,6 +136,7 @@ def run_criu(
             text=True,
             timeout=timeout,
             check=False,
+            pass_fds=pass_fds,
         )
     except subprocess.TimeoutExpired as exc:
         where = f"; see {log_file}" if log_file is not None else ""

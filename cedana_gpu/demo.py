@@ -1,15 +1,24 @@
-"""`make demo`: run the sample GPU workloads and show what each did.
+"""`make demo`: the sample GPU workloads, then save, migrate and resume.
 
-On a machine with an NVIDIA GPU the samples run on the system driver (with
-their PTX kernels); elsewhere on the fake driver, which runs the same kernels
-on the CPU.
+Part one runs each sample and shows what it did. Part two is the story
+cedana-gpu exists for: a training job started under `cedana exec --gpu` is
+dumped mid-run (GPU state by the controller, CPU state by CRIU), killed, its
+checkpoint copied elsewhere as if to another node, restored from the copy,
+and its final checksum compared with an uninterrupted run's.
+
+On a machine with an NVIDIA GPU everything runs on the system driver (with
+the PTX kernels); elsewhere on the fake driver, which runs the same kernels on
+the CPU.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +63,112 @@ def run(title: str, cmd: list[str], env: dict[str, str], tail: int = 4) -> bool:
     return True
 
 
+TRAIN = ["samples/train_mlp.py", "--steps", "120", "--print-every", "10"]
+
+
+def cedana(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "cedana_gpu", *args]
+    print(f"$ cedana {' '.join(args)}", flush=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"demo: cedana {args[0]} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def last_checksum(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.startswith("checksum:")]
+    return lines[-1].split(":", 1)[1].strip() if lines else "(none)"
+
+
+def wait_for_step(log: Path, step: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        steps = [int(ln.split()[1]) for ln in text.splitlines() if ln.startswith("step ")]
+        if steps and steps[-1] >= step:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"demo: the job did not reach step {step} in {timeout:.0f} s; see {log}")
+
+
+def save_migrate_resume(driver: str, env: dict[str, str]) -> bool:
+    print("\n== save, migrate, resume: train_mlp under cedana exec --gpu", flush=True)
+    if os.geteuid() != 0:
+        print("   skipped: CRIU needs root for dump and restore (run make demo as root)")
+        return True
+    direct = subprocess.run(
+        [sys.executable, *TRAIN], env=env, capture_output=True, text=True, cwd=REPO, check=True
+    )
+    expected = last_checksum(direct.stdout)
+    print(f"   uninterrupted run: checksum {expected}")
+    with tempfile.TemporaryDirectory(prefix="cedana-demo-") as tmp:
+        work = Path(tmp)
+        cenv = dict(env, CEDANA_STATE_DIR=str(work / "state"))
+        jid = f"demo-{os.getpid()}"
+        slow = [*TRAIN, "--sleep-per-step", "0.02"]
+        cedana(
+            "exec",
+            "--gpu",
+            "--gpu-driver",
+            driver,
+            "--jid",
+            jid,
+            "--",
+            sys.executable,
+            *slow,
+            env=cenv,
+        )
+        inspect = json.loads(cedana("job", "inspect", jid, env=cenv).stdout)
+        log = Path(inspect["log_path"])
+        wait_for_step(log, 40)
+        dump = cedana(
+            "dump",
+            "job",
+            jid,
+            "--dir",
+            str(work / "checkpoints"),
+            "--compression",
+            "lz4",
+            "--stream",
+            "2",
+            "--output",
+            "json",
+            env=cenv,
+        )
+        info = json.loads(dump.stdout)
+        print(
+            f"   dumped at step {log.read_text().splitlines()[-1].split()[1]}: "
+            f"{info['path']} ({info.get('size', 0) / 2**20:.1f} MiB)"
+        )
+        print("   " + cedana("ps", env=cenv).stdout.strip().replace("\n", "\n   "))
+        migrated = work / "other-node" / Path(info["path"]).name
+        migrated.parent.mkdir()
+        if Path(info["path"]).is_dir():
+            shutil.copytree(info["path"], migrated)
+        else:
+            shutil.copy2(info["path"], migrated)
+        shutil.rmtree(Path(info["path"]), ignore_errors=True)
+        Path(info["path"]).unlink(missing_ok=True)
+        print(f"   copied the checkpoint to {migrated} and removed the original")
+        restored = cedana(
+            "restore",
+            "job",
+            jid,
+            "--path",
+            str(migrated),
+            "--jid",
+            jid + "-r",
+            "--attach",
+            env=cenv,
+            check=False,
+        )
+        resumed = last_checksum(log.read_text() + restored.stdout)
+        print(f"   restored run finished with exit {restored.returncode}: checksum {resumed}")
+    same = resumed == expected and restored.returncode == 0
+    print("   checksums match: the job continued as if nothing happened" if same else "   MISMATCH")
+    return same
+
+
 def main() -> int:
     driver = pick_driver()
     env = driver_env(driver)
@@ -80,7 +195,8 @@ def main() -> int:
             ),
         ]
     )
-    print("\nall samples ok" if ok else "\nsome samples FAILED")
+    ok = save_migrate_resume(driver, env) and ok
+    print("\ndemo ok" if ok else "\ndemo FAILED")
     return 0 if ok else 1
 
 

@@ -1,0 +1,423 @@
+"""The checkpoint manifest: ``<ckpt>/manifest.json``.
+
+The manifest describes the checkpoint's logical directory tree: the job, the
+device, where every device memory region's bytes are (shard, offset in the
+shard's uncompressed stream) with their checksums, and the size and checksum
+of every other file. An archive (``<name>.tar``) is only a transport encoding
+of that tree: the manifest always describes the unpacked, decompressed files.
+
+Unknown keys (at the top level and in ``job``) are kept in ``extra`` and
+written back, so a later format-1 writer can add fields an older reader
+carries along. A *newer* ``format_version`` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+"""Checkpoint format written by this cedana-gpu; older ones are read too."""
+
+MANIFEST_NAME = "manifest.json"
+
+CHECKSUM_ALGORITHM = "crc32c"
+"""What the manifest's checksums are unless it says otherwise (native ``cgc_checksum``)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or used; the message is one line saying what to do."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint is damaged: truncated, a byte changed, a file missing, garbled."""
+
+
+@dataclass(slots=True)
+class RegionRecord:
+    """One device memory region (or one chunk of a large region) and where its bytes are.
+
+    ``offset`` is in the shard's *uncompressed* stream; a shard's records,
+    ordered by offset, tile that stream from 0 with no gaps. ``stored_size``
+    is this record's share of the shard *file*: equal to ``size`` without
+    compression; with a codec, the compressed output of the buffer the record
+    was written in, shared among that buffer's records in proportion to their
+    sizes (the codec's header goes to the shard's first record and its
+    trailer to the last). Either way a shard's ``stored_size`` values add up
+    to its file size exactly, which makes truncation a cheap structural check.
+    """
+
+    addr: int
+    size: int
+    shard: int
+    offset: int
+    stored_size: int
+    checksum: int
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "addr": self.addr,
+            "size": self.size,
+            "shard": self.shard,
+            "offset": self.offset,
+            "stored_size": self.stored_size,
+            "checksum": self.checksum,
+        }
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "regions[]") -> RegionRecord:
+        obj = _mapping(d, where)
+        return cls(
+            addr=_int(obj, "addr", where),
+            size=_int(obj, "size", where),
+            shard=_int(obj, "shard", where),
+            offset=_int(obj, "offset", where),
+            stored_size=_int(obj, "stored_size", where),
+            checksum=_int(obj, "checksum", where),
+        )
+
+
+@dataclass(slots=True)
+class FileRecord:
+    """A file of the checkpoint other than the manifest and the shards.
+
+    ``path`` is relative to the checkpoint directory with ``/`` separators.
+    """
+
+    path: str
+    size: int
+    checksum: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "checksum": self.checksum}
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "files[]") -> FileRecord:
+        obj = _mapping(d, where)
+        return cls(
+            path=_str(obj, "path", where),
+            size=_int(obj, "size", where),
+            checksum=_int(obj, "checksum", where),
+        )
+
+
+@dataclass
+class JobInfo:
+    """The job as it was at dump time: what a restore needs to rebuild its surroundings.
+
+    ``geometry`` is the shared-memory geometry (``ring_slots``, ``nchannels``,
+    ``staging_size``, ...) the restored controller must open with;
+    ``segment_name``/``segment_size`` name the segment the job has mapped.
+    """
+
+    id: str
+    cmd: list[str]
+    segment_name: str
+    segment_size: int
+    generation: int
+    cwd: str | None = None
+    driver: str | None = None
+    geometry: dict[str, int] = field(default_factory=dict)
+    persistent_mounts: list[str] = field(default_factory=list)
+    uid: int | None = None
+    gid: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = (
+        "id",
+        "cmd",
+        "segment_name",
+        "segment_size",
+        "generation",
+        "cwd",
+        "driver",
+        "geometry",
+        "persistent_mounts",
+        "uid",
+        "gid",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "cmd": list(self.cmd),
+            "cwd": self.cwd,
+            "driver": self.driver,
+            "segment_name": self.segment_name,
+            "segment_size": self.segment_size,
+            "geometry": dict(self.geometry),
+            "generation": self.generation,
+            "persistent_mounts": list(self.persistent_mounts),
+            "uid": self.uid,
+            "gid": self.gid,
+        }
+        for k, v in self.extra.items():
+            d.setdefault(k, v)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "job") -> JobInfo:
+        obj = _mapping(d, where)
+        cmd = _field(obj, "cmd", where)
+        if not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
+            raise _bad(where, "cmd", "a list of strings")
+        geometry = obj.get("geometry") or {}
+        if not isinstance(geometry, dict) or not all(_is_int(v) for v in geometry.values()):
+            raise _bad(where, "geometry", "an object of integers")
+        mounts = obj.get("persistent_mounts") or []
+        if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
+            raise _bad(where, "persistent_mounts", "a list of strings")
+        return cls(
+            id=_str(obj, "id", where),
+            cmd=list(cmd),
+            segment_name=_str(obj, "segment_name", where),
+            segment_size=_int(obj, "segment_size", where),
+            generation=_int(obj, "generation", where),
+            cwd=_opt_str(obj, "cwd", where),
+            driver=_opt_str(obj, "driver", where),
+            geometry=dict(geometry),
+            persistent_mounts=list(mounts),
+            uid=_opt_int(obj, "uid", where),
+            gid=_opt_int(obj, "gid", where),
+            extra={k: v for k, v in obj.items() if k not in cls._KNOWN},
+        )
+
+
+@dataclass
+class Manifest:
+    """Everything ``manifest.json`` says. ``regions`` and ``files`` are the bulk of it."""
+
+    job: JobInfo
+    va_base: int
+    va_size: int
+    compression: str
+    streams: int
+    regions: list[RegionRecord] = field(default_factory=list)
+    files: list[FileRecord] = field(default_factory=list)
+    device: dict[str, Any] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    checksum: str = CHECKSUM_ALGORITHM
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = (
+        "format_version",
+        "job",
+        "device",
+        "va_base",
+        "va_size",
+        "compression",
+        "streams",
+        "checksum",
+        "created",
+        "phases",
+        "regions",
+        "files",
+    )
+
+    @property
+    def gpu_bytes(self) -> int:
+        """Device memory bytes held in the shards."""
+        return sum(r.size for r in self.regions)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "format_version": self.format_version,
+            "job": self.job.to_json(),
+            "device": self.device,
+            "va_base": self.va_base,
+            "va_size": self.va_size,
+            "compression": self.compression,
+            "streams": self.streams,
+            "checksum": self.checksum,
+            "created": self.created,
+            "phases": self.phases,
+            "regions": [r.to_json() for r in self.regions],
+            "files": [f.to_json() for f in self.files],
+        }
+        for k, v in self.extra.items():
+            d.setdefault(k, v)
+        return d
+
+    def dumps(self) -> str:
+        """JSON text: readable header, one region or file per line (there may be 100,000)."""
+        d = self.to_json()
+        regions = d.pop("regions")
+        files = d.pop("files")
+        head = json.dumps(d, indent=1)[:-2]  # drop the closing "\n}"
+        parts = [head, ',\n "regions": [']
+        parts.append(",".join("\n  " + json.dumps(r, separators=(",", ":")) for r in regions))
+        parts.append('\n ],\n "files": [')
+        parts.append(",".join("\n  " + json.dumps(f, separators=(",", ":")) for f in files))
+        parts.append("\n ]\n}\n")
+        return "".join(parts)
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "manifest") -> Manifest:
+        obj = _mapping(d, where)
+        version = _int(obj, "format_version", where)
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint format {version} is newer than this cedana-gpu supports "
+                f"({FORMAT_VERSION}): upgrade cedana-gpu"
+            )
+        if version < 1:
+            raise CorruptCheckpoint(f"{where}: format_version {version} is not a valid format")
+        from cedana_gpu.checkpoint.codec import check_compression
+
+        compression = check_compression(_str(obj, "compression", where))
+        streams = _int(obj, "streams", where)
+        if streams < 1:
+            raise CorruptCheckpoint(f"{where}: streams is {streams}: the checkpoint is corrupt")
+        regions = _field(obj, "regions", where)
+        files = _field(obj, "files", where)
+        if not isinstance(regions, list):
+            raise _bad(where, "regions", "a list")
+        if not isinstance(files, list):
+            raise _bad(where, "files", "a list")
+        device = obj.get("device") or {}
+        phases = obj.get("phases") or {}
+        if not isinstance(device, dict):
+            raise _bad(where, "device", "an object")
+        if not isinstance(phases, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in phases.values()
+        ):
+            raise _bad(where, "phases", "an object of numbers")
+        created = obj.get("created", 0.0)
+        if not isinstance(created, int | float) or isinstance(created, bool):
+            raise _bad(where, "created", "a number")
+        return cls(
+            format_version=version,
+            job=JobInfo.from_json(_field(obj, "job", where), f"{where}: job"),
+            device=dict(device),
+            va_base=_int(obj, "va_base", where),
+            va_size=_int(obj, "va_size", where),
+            compression=compression,
+            streams=streams,
+            checksum=_str(obj, "checksum", where) if "checksum" in obj else CHECKSUM_ALGORITHM,
+            created=float(created),
+            phases={str(k): float(v) for k, v in phases.items()},
+            regions=[RegionRecord.from_json(r, f"{where}: regions[]") for r in regions],
+            files=[FileRecord.from_json(f, f"{where}: files[]") for f in files],
+            extra={k: v for k, v in obj.items() if k not in cls._KNOWN},
+        )
+
+
+def manifest_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself if it names a file, else ``path/manifest.json``."""
+    p = Path(path)
+    return p / MANIFEST_NAME if p.is_dir() else p
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read a manifest (``path`` is the checkpoint directory or the manifest file).
+
+    Raises ``CheckpointError`` (``CorruptCheckpoint`` for damage) with one line:
+    missing or garbled manifest, a newer format, missing or mistyped fields.
+    """
+    p = manifest_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        where = p.parent if p.name == MANIFEST_NAME else p
+        raise CheckpointError(
+            f"{where}: no {MANIFEST_NAME}: not a checkpoint, or an incomplete one"
+        ) from None
+    except UnicodeDecodeError:
+        raise CorruptCheckpoint(
+            f"{p}: the manifest is not text: the checkpoint is corrupt"
+        ) from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {p}: {e.strerror}") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CorruptCheckpoint(
+            f"{p}: the manifest is not valid JSON ({e.msg} at line {e.lineno}): "
+            "the checkpoint is corrupt"
+        ) from None
+    return Manifest.from_json(d, str(p))
+
+
+def save_manifest(
+    manifest: Manifest, directory: str | os.PathLike[str], *, sync: bool = False
+) -> Path:
+    """Write ``directory/manifest.json`` atomically (temporary name, then rename)."""
+    d = Path(directory)
+    final = d / MANIFEST_NAME
+    tmp = d / f".{MANIFEST_NAME}.partial"
+    data = manifest.dumps().encode("utf-8")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {final}: {e.strerror}") from None
+    return final
+
+
+# --- field helpers: every failure is one line naming the field ---------------
+
+
+def _bad(where: str, key: str, what: str) -> CorruptCheckpoint:
+    return CorruptCheckpoint(
+        f"{where}: '{key}' is not {what}: the checkpoint is corrupt or not from cedana-gpu"
+    )
+
+
+def _mapping(d: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(d, dict):
+        raise CorruptCheckpoint(
+            f"{where}: not a JSON object: the checkpoint is corrupt or not from cedana-gpu"
+        )
+    return d
+
+
+def _field(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in obj:
+        raise CorruptCheckpoint(
+            f"{where}: no '{key}': the checkpoint is corrupt or not from cedana-gpu"
+        )
+    return obj[key]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    v = _field(obj, key, where)
+    if not _is_int(v):
+        raise _bad(where, key, "an integer")
+    return int(v)
+
+
+def _opt_int(obj: Mapping[str, Any], key: str, where: str) -> int | None:
+    v = obj.get(key)
+    if v is not None and not _is_int(v):
+        raise _bad(where, key, "an integer")
+    return v
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
+    v = _field(obj, key, where)
+    if not isinstance(v, str):
+        raise _bad(where, key, "a string")
+    return v
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    v = obj.get(key)
+    if v is not None and not isinstance(v, str):
+        raise _bad(where, key, "a string")
+    return v

@@ -1,0 +1,136 @@
+"""``cedana dump``: checkpoint a job (GPU state by its controller, CPU state by CRIU).
+
+    cedana dump job ID [--dir D] [--compression none|tar|lz4|gzip|zlib]
+                       [--stream N] [--leave-running] [--output text|json]
+    cedana dump process PID [same options]     (a job started with 'cedana exec')
+
+Prints the checkpoint's path, its size and the time of each phase (freeze,
+GPU dump, CRIU dump, archive). Without ``--leave-running`` the job ends once
+its checkpoint is complete (recorded as ``checkpointed``); with it, it runs
+on. A dump that fails leaves the job running and no checkpoint behind.
+Needs root (CRIU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cedana_gpu.commands import CommandError
+from cedana_gpu.commands.exec import user_errors
+from cedana_gpu.jobs import spawn
+
+COMPRESSIONS = ("none", "tar", "lz4", "gzip", "zlib")
+PHASES = (
+    ("freeze", "freeze"),
+    ("gpu_dump", "gpu dump"),
+    ("criu_dump", "criu dump"),
+    ("archive", "archive"),
+    ("total", "total"),
+)
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        "-d",
+        type=Path,
+        help="directory to put the checkpoint in (default: <state>/checkpoints/<job>)",
+    )
+    parser.add_argument(
+        "--compression",
+        "-c",
+        choices=COMPRESSIONS,
+        default="none",
+        help="none: a directory; tar: one archive; lz4/gzip/zlib: one archive with the "
+        "device memory and CRIU images compressed (default: none)",
+    )
+    parser.add_argument(
+        "--stream",
+        dest="streams",
+        type=int,
+        default=1,
+        metavar="N",
+        help="write device memory as N shards in parallel (default: 1)",
+    )
+    parser.add_argument(
+        "--leave-running",
+        action="store_true",
+        help="keep the job running after the dump (default: it ends, checkpointed)",
+    )
+    parser.add_argument(
+        "--output", "-o", choices=("text", "json"), default="text", help="output format"
+    )
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dump = subcommands.add_parser(
+        "dump",
+        help="checkpoint a job (root)",
+        description="Checkpoint a job: its GPU state and, with CRIU, its processes.",
+    )
+    kinds = dump.add_subparsers(title="kinds", dest="dump_kind", metavar="KIND", required=True)
+    job = kinds.add_parser("job", help="dump a job by id", description="Dump a job by its id.")
+    job.add_argument("jid", metavar="ID")
+    _options(job)
+    job.set_defaults(handler=cmd_dump)
+    process = kinds.add_parser(
+        "process",
+        help="dump a job by its pid",
+        description="Dump the job (started with 'cedana exec') whose process is PID.",
+    )
+    process.add_argument("pid", metavar="PID", type=int)
+    _options(process)
+    process.set_defaults(handler=cmd_dump)
+
+
+def format_result(doc: dict) -> str:  # type: ignore[type-arg]
+    from cedana_gpu.checkpoint.progress import human_bytes
+
+    lines = [
+        f"checkpoint {doc['checkpoint']} of job {doc['job']}",
+        f"path: {doc['path']}",
+        f"size: {human_bytes(doc['size'])} ({doc['size']} bytes)"
+        + (f", device memory {human_bytes(doc['gpu_bytes'])}" if doc.get("gpu_bytes") else ""),
+        f"compression: {doc['compression']}, streams: {doc['streams']}, "
+        f"job {'left running' if doc['leave_running'] else doc['job_state']}",
+    ]
+    phases = doc.get("phases") or {}
+    for key, label in PHASES:
+        if key in phases:
+            lines.append(f"  {label:<10} {phases[key]:8.3f} s")
+    return "\n".join(lines)
+
+
+@user_errors
+def cmd_dump(args: argparse.Namespace) -> int:
+    from cedana_gpu.dumper import DumpError, DumpOptions, dump_job, find_job_by_pid, require_root
+
+    try:
+        require_root()
+        state, store = spawn.open_store()
+        with store:
+            if args.dump_kind == "process":
+                job = find_job_by_pid(store, args.pid)
+            else:
+                job = store.require(args.jid)
+            result = dump_job(
+                store,
+                state,
+                job,
+                DumpOptions(
+                    directory=args.dir.absolute() if args.dir else None,
+                    compression=args.compression,
+                    streams=args.streams,
+                    leave_running=args.leave_running,
+                ),
+            )
+    except DumpError as e:
+        raise CommandError(str(e)) from None
+    doc = result.to_json()
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_result(doc))
+    return 0

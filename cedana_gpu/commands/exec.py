@@ -1,0 +1,144 @@
+"""``cedana exec``: start a job (also ``cedana run process``, as Cedana users type it).
+
+    cedana exec [--gpu] [--jid ID] [--attach] [--gpu-driver system|fake]
+                [--persistent-mount DIR ...] -- CMD [ARGS...]
+    cedana run process [--gpu-enabled] [--jid ID] [--attach] -- CMD [ARGS...]
+
+Each job gets a controller process of its own, detached in its own session,
+that starts the job (in its own PID namespace where it can), supervises it
+and records its end in the job store. With ``--gpu`` the controller also
+serves the job's CUDA calls: the interposer is injected into the job and
+forwards every driver call to the controller over shared memory.
+
+Without ``--attach`` the job id is printed and the command returns once the
+job runs. With it, the job's output (its log) is streamed until the job ends,
+and the job's exit status is returned; Ctrl-C kills the job.
+
+``--persistent-mount DIR`` (repeatable; also ``CEDANA_PERSISTENT_MOUNTS=/a,/b``)
+makes DIR a tmpfs private to the job (root: the job gets a mount namespace of
+its own), whose files travel in the job's checkpoints: for scratch files and
+JIT caches a restored job expects to find as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+from cedana_gpu.commands import CommandError
+from cedana_gpu.controller.control import ControlError
+from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs.statedir import StateDirError
+from cedana_gpu.jobs.store import StoreError
+
+JOB_ERRORS: tuple[type[Exception], ...] = (spawn.JobError, StoreError, StateDirError, ControlError)
+
+GPU_DRIVERS = ("system", "fake")
+DRIVER_ENV = "CEDANA_GPU_DRIVER"
+PERSISTENT_MOUNTS_ENV = "CEDANA_PERSISTENT_MOUNTS"
+
+
+def user_errors(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Report the job machinery's errors as the CLI's one-line errors."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except JOB_ERRORS as e:
+            raise CommandError(str(e)) from None
+
+    return wrapped
+
+
+def _add_job_options(parser: argparse.ArgumentParser, gpu_flag: str) -> None:
+    parser.add_argument(
+        gpu_flag,
+        dest="gpu",
+        action="store_true",
+        help="serve the job's CUDA calls through a GPU controller (inject the interposer)",
+    )
+    parser.add_argument("--jid", help="the job's id (default: a new random one)")
+    parser.add_argument(
+        "--attach",
+        "-a",
+        action="store_true",
+        help="stream the job's output until it ends and return its exit status",
+    )
+    parser.add_argument(
+        "--gpu-driver",
+        choices=GPU_DRIVERS,
+        default=None,
+        help=f"the driver the controller uses (default: ${DRIVER_ENV}, else system)",
+    )
+    parser.add_argument(
+        "--persistent-mount",
+        dest="persistent_mounts",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=f"make DIR a tmpfs private to the job, saved in its checkpoints (root; "
+        f"repeatable; also ${PERSISTENT_MOUNTS_ENV}=/a,/b)",
+    )
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the job's command"
+    )
+    parser.set_defaults(handler=cmd_exec)
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    exec_parser = subcommands.add_parser(
+        "exec",
+        help="run a job (with --gpu: its CUDA calls served by a GPU controller)",
+        description="Run a job under cedana. Without --attach, print its id and return.",
+    )
+    _add_job_options(exec_parser, "--gpu")
+
+    run = subcommands.add_parser(
+        "run", help="run a job (as 'cedana run process ...')", description="Run a job."
+    )
+    kinds = run.add_subparsers(title="kinds", dest="run_kind", metavar="KIND", required=True)
+    process = kinds.add_parser(
+        "process",
+        help="run a process (same as 'cedana exec')",
+        description="Run a process as a job; same as 'cedana exec' (--gpu-enabled is --gpu).",
+    )
+    _add_job_options(process, "--gpu-enabled")
+
+
+def _driver(args: argparse.Namespace) -> str:
+    if args.gpu_driver is not None:
+        return args.gpu_driver
+    from cedana_gpu.gpu_info import default_driver_kind
+
+    return default_driver_kind("system")
+
+
+@user_errors
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CommandError("no command given: cedana exec [OPTIONS] -- CMD [ARGS...]")
+    if args.gpu_driver is not None and not args.gpu:
+        raise CommandError("--gpu-driver needs --gpu")
+    driver = _driver(args) if args.gpu else "none"
+    mounts = list(args.persistent_mounts)
+    mounts += [m.strip() for m in os.environ.get(PERSISTENT_MOUNTS_ENV, "").split(",") if m.strip()]
+    started = spawn.start_job(
+        command, gpu=args.gpu, driver=driver, jid=args.jid, persistent_mounts=mounts
+    )
+    if not args.attach:
+        print(started.job.jid)
+        return 0
+    sys.stdout.flush()
+    job = spawn.follow(started, sys.stdout.buffer)
+    if job.state == "failed" and job.error:
+        print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
+    return spawn.exit_status(job)

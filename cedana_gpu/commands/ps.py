@@ -1,0 +1,65 @@
+"""``cedana ps``: the jobs of this user's state directory.
+
+    cedana ps [--output table|json]
+
+The table has one row per job: JOB, PID (its root process as the host sees
+it), STATUS (``running``, ``exited (CODE)``, ``killed (SIGNAL)``, ``failed``),
+GPU and LOG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from cedana_gpu.commands.exec import user_errors
+from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs.store import Job
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ps = subcommands.add_parser("ps", help="list jobs", description="List jobs.")
+    ps.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "json"),
+        default="table",
+        help="output format (default: table)",
+    )
+    ps.set_defaults(handler=cmd_ps)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def format_jobs(jobs: Sequence[Job]) -> str:
+    rows = [("JOB", "PID", "STATUS", "GPU", "LOG")]
+    rows += [
+        (
+            j.jid,
+            str(j.pid) if j.pid else "-",
+            spawn.describe(j),
+            j.driver if j.gpu and j.driver else "-",
+            j.log_path or "-",
+        )
+        for j in jobs
+    ]
+    return _table(rows)
+
+
+@user_errors
+def cmd_ps(args: argparse.Namespace) -> int:
+    _state, store = spawn.open_store()
+    with store:
+        jobs = [spawn.refresh(store, j) for j in store.list()]
+    if args.output == "json":
+        print(json.dumps([dict(j.to_json(), status=spawn.describe(j)) for j in jobs], indent=2))
+    else:
+        print(format_jobs(jobs))
+    return 0

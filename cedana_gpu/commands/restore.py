@@ -1,0 +1,93 @@
+"""``cedana restore``: bring a checkpointed job back as a new job.
+
+    cedana restore job ID [--path P] [--jid NEW] [--attach] [--output text|json]
+
+Default: job ID's latest checkpoint. ``--path`` restores any checkpoint
+directory or archive (e.g. one copied from another machine; ID is then only a
+label and may be omitted with ``restore job --path P``); compression and
+stream count are read from the checkpoint. The checkpoint is verified before
+anything starts. The same checkpoint can be restored more than once, each
+under its own job id. Needs root (CRIU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cedana_gpu.commands import CommandError
+from cedana_gpu.commands.exec import GPU_DRIVERS, user_errors
+from cedana_gpu.jobs import spawn
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    restore = subcommands.add_parser(
+        "restore",
+        help="restore a job from a checkpoint (root)",
+        description="Restore a job from a checkpoint as a new job.",
+    )
+    kinds = restore.add_subparsers(
+        title="kinds", dest="restore_kind", metavar="KIND", required=True
+    )
+    job = kinds.add_parser(
+        "job",
+        help="restore a job's latest checkpoint, or any checkpoint with --path",
+        description="Restore job ID's latest checkpoint, or the checkpoint at --path.",
+    )
+    job.add_argument("jid", metavar="ID", nargs="?", help="the dumped job (optional with --path)")
+    job.add_argument("--path", "-p", type=Path, help="a checkpoint directory or archive")
+    job.add_argument("--jid", dest="new_jid", help="the restored job's id (default: a new one)")
+    job.add_argument(
+        "--attach",
+        "-a",
+        action="store_true",
+        help="stream the restored job's output until it ends and return its exit status",
+    )
+    job.add_argument(
+        "--gpu-driver",
+        choices=GPU_DRIVERS,
+        default=None,
+        help="the driver the new controller uses (default: the one the job had)",
+    )
+    job.add_argument(
+        "--output", "-o", choices=("text", "json"), default="text", help="output format"
+    )
+    job.set_defaults(handler=cmd_restore)
+
+
+@user_errors
+def cmd_restore(args: argparse.Namespace) -> int:
+    from cedana_gpu.dumper import DumpError, require_root
+    from cedana_gpu.restorer import restore_job
+
+    if args.jid is None and args.path is None:
+        raise CommandError("name a job (restore job ID) or a checkpoint (--path P)")
+    try:
+        require_root()
+        state, store = spawn.open_store()
+        result = restore_job(
+            store,
+            state,
+            jid=args.jid,
+            path=args.path,
+            new_jid=args.new_jid,
+            driver=args.gpu_driver,
+        )
+    except DumpError as e:
+        raise CommandError(str(e)) from None
+    doc = result.to_json()
+    if args.output == "json":
+        print(json.dumps(doc, indent=2), flush=True)
+    elif not args.attach:
+        print(doc["job"])
+    else:
+        print(f"restored {doc['path']} as job {doc['job']} (pid {doc['pid']})", file=sys.stderr)
+    if not args.attach:
+        return 0
+    sys.stdout.flush()
+    job = spawn.follow(result.started, sys.stdout.buffer)
+    if job.state == "failed" and job.error:
+        print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
+    return spawn.exit_status(job)

@@ -1,0 +1,813 @@
+"""The controller process: one per job, in its own session, as the job's user.
+
+Steps, each a method, so that later modes reuse them (a restore serves a
+re-created segment and adopts a job CRIU brought back instead of starting one):
+
+1. ``setup``: claim the job's row in the store, become a child subreaper,
+   catch SIGTERM/SIGINT/SIGHUP, open the control socket.
+2. ``load_driver``: the fake driver (by absolute path, ``RTLD_GLOBAL``, before
+   anything imports cuda-bindings) or the system one; then the native
+   dispatcher.
+3. ``open_segment`` (cgc_open: segment, driver, device address range) and
+   ``start_serving`` (cgc_start: state RUNNING).
+4. ``start_job``: the job's process, in its own PID namespace (and, as
+   root, its own mount namespace: /dev/shm is the per-job directory
+   ``/dev/shm/cedana-gpu.d/<jid>/``, persistent mounts are tmpfs), with the
+   interposer injected.
+5. ``supervise``: wait for the job's end and record it.
+6. ``teardown``: stop serving, remove the segment and pinned files, the
+   per-job /dev/shm directory, the socket; exit.
+
+Restore mode (``--restore <checkpoint dir>``, ``run_restore``) replaces 3-4:
+open the segment with the checkpoint's geometry, address range and segment
+name (generation + 1), re-create the pinned files, import the GPU state,
+write every region back verifying its checksum, then ``criu restore -d``
+(this process is a child subreaper: the restored job becomes its child),
+``adopt_job``, and serve (``cgc_start``): the job's parked threads wake up.
+
+Checkpoint ops on the control socket: ``freeze``, ``dump_gpu`` (GPU state
+into a checkpoint directory), ``dumped`` (CRIU is about to kill the job: its
+end is recorded as ``checkpointed``) and ``unfreeze``. A client that goes
+away while the job is frozen unfreezes it.
+
+A driver of ``none`` runs a plain job: no driver, no dispatcher, no segment;
+the same supervision (and CRIU alone for its checkpoints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cedana_gpu.controller import shm_layout
+from cedana_gpu.controller.control import ControlError, ControlServer
+from cedana_gpu.jobs import spawn, statedir
+from cedana_gpu.jobs.store import (
+    CHECKPOINTED,
+    EXITED,
+    FAILED,
+    RUNNING,
+    STARTING,
+    Job,
+    JobStore,
+)
+
+log = logging.getLogger("cedana_gpu.controller")
+
+DRIVERS = ("fake", "system", "none")
+
+RESTORE_TIMEOUT_S = 600.0
+"""Bound on ``criu restore`` (a hang fails the restore instead of blocking it)."""
+
+DUMPED_GRACE_S = 10.0
+"""How long after 'dumped' and the client's disconnect the job has to die
+(CRIU killed it) before the controller concludes the dump did not happen."""
+
+
+class StartupError(RuntimeError):
+    """The job could not be started; the message is recorded in the store."""
+
+
+@dataclass
+class ControllerOptions:
+    job_id: str
+    state_dir: Path
+    driver: str
+    command: list[str]
+    ring_slots: int = 0
+    nchannels: int = 0
+    staging_size: int = 0
+    timeout_ms: int = 0
+    pid_namespace: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    persistent_mounts: list[str] = field(default_factory=list)
+    restore: Path | None = None
+    """A checkpoint directory (validated, unpacked) to restore the job from."""
+    freeze_timeout_ms: int = 0
+
+
+class Controller:
+    def __init__(self, options: ControllerOptions) -> None:
+        self.opts = options
+        self.jid = statedir.check_job_id(options.job_id)
+        self.gpu = options.driver != "none"
+        self.state_dir = statedir.ensure_private_dir(Path(options.state_dir))
+        self.job_dir = statedir.job_dir(self.state_dir, self.jid)
+        self.log_path = self.job_dir / statedir.JOB_LOG
+        self.socket_path = self.job_dir / statedir.CONTROL_SOCKET
+        self.store: JobStore | None = None
+        self.server: ControlServer | None = None
+        self.dispatcher: Any = None  # native.Dispatcher, imported with the driver
+        self.job: spawn.JobProcess | None = None
+        self.state = STARTING
+        self.generation = 1
+        self._stop = threading.Event()
+        self._job_lock = threading.RLock()  # the signal handler takes it too
+        self._user_umask = 0o022
+        self._claimed = False
+        # Checkpoint/restore.
+        self.manifest: Any = None  # checkpoint.Manifest in restore mode
+        self.persistent_mounts = list(options.persistent_mounts)
+        self.mount_ns = False
+        self.shm_dir: Path | None = None  # segment's directory as the host sees it
+        self.segment = shm_layout.segment_name(self.jid)
+        self._own_shm_dir = False
+        self._ckpt_lock = threading.Lock()  # freeze .. unfreeze/dumped
+        self._gpu_lock = threading.Lock()  # dispatcher reads/writes vs. close
+        # The control connection (its serving thread) in a checkpoint sequence:
+        # freeze (GPU jobs) or dumped (plain jobs) to unfreeze or the job's end.
+        self._session: int | None = None
+        self._frozen = False
+        self._dumped = False
+        self._ended = threading.Event()
+        self.progress: Any = None  # gpu_state.Counter, made with the driver
+        self.restore_phases: dict[str, float] = {}
+
+    # ---- 1. setup ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        # Everything the controller creates is private; the job gets the umask
+        # it was started with.
+        self._user_umask = os.umask(0o077)
+        self.job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store = JobStore(statedir.store_path(self.state_dir))
+        if self.opts.restore is not None:
+            self._load_checkpoint()
+        self._choose_mounts()
+        self._claim_row()
+        try:
+            spawn.set_child_subreaper()
+        except OSError as e:
+            log.warning("cannot become a child subreaper: %s", e.strerror)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self._make_shm_dir()
+        self.server = ControlServer(
+            self.socket_path, self.control_handlers(), on_disconnect=self._on_disconnect
+        )
+        try:
+            self.server.start()
+        except OSError as e:
+            raise StartupError(f"cannot open the control socket {self.socket_path}: {e}") from None
+
+    def _load_checkpoint(self) -> None:
+        from cedana_gpu.checkpoint.manifest import CheckpointError, load_manifest
+
+        assert self.opts.restore is not None
+        try:
+            self.manifest = load_manifest(self.opts.restore)
+        except CheckpointError as e:
+            raise StartupError(str(e)) from None
+        job = self.manifest.job
+        self.opts.command = list(job.cmd)
+        self.persistent_mounts = list(job.persistent_mounts)
+        self.segment = job.segment_name
+        self.generation = job.generation + 1
+
+    def _choose_mounts(self) -> None:
+        """Where the segment lives, and whether the job gets a mount namespace.
+
+        Root jobs with a GPU or persistent mounts get one, with /dev/shm bound
+        to a per-job directory; a restore does what the checkpoint did."""
+        if self.manifest is not None:
+            self.mount_ns = bool(self.manifest.job.extra.get("mount_namespace", False))
+        else:
+            self.mount_ns = (
+                os.geteuid() == 0
+                and self.opts.pid_namespace
+                and (self.gpu or bool(self.persistent_mounts))
+            )
+        if self.persistent_mounts and not self.mount_ns:
+            raise StartupError(
+                "persistent mounts need root (the job gets a mount namespace of its own)"
+            )
+        if self.mount_ns:
+            self.shm_dir = statedir.job_shm_dir(self.jid)
+        elif self.gpu:
+            self.shm_dir = shm_layout.SHM_DIR
+
+    def _make_shm_dir(self) -> None:
+        if not self.mount_ns or self.shm_dir is None:
+            return
+        try:
+            statedir.JOB_SHM_DIRS.mkdir(mode=0o755, exist_ok=True)
+            self.shm_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise StartupError(
+                f"{self.shm_dir} exists already: another controller serves job {self.jid}, "
+                "or a dead one left it behind (remove it)"
+            ) from None
+        except OSError as e:
+            raise StartupError(f"cannot create {self.shm_dir}: {e.strerror}") from None
+        self._own_shm_dir = True
+
+    def segment_path(self) -> Path:
+        return (self.shm_dir or shm_layout.SHM_DIR) / self.segment
+
+    def _claim_row(self) -> None:
+        assert self.store is not None
+        job = self.store.get(self.jid)
+        if job is None:
+            # Started by hand rather than by `cedana exec`: make the row here.
+            self.store.create(
+                Job(
+                    jid=self.jid,
+                    cmd=list(self.opts.command),
+                    gpu=self.gpu,
+                    driver=self.opts.driver,
+                    cwd=os.getcwd(),
+                    log_path=str(self.log_path),
+                    socket_path=str(self.socket_path),
+                    controller_pid=os.getpid(),
+                    generation=self.generation,
+                    **self._row_mounts(),
+                )
+            )
+            self._claimed = True
+            return
+        if job.state != STARTING:
+            raise StartupError(f"job {self.jid} exists already ({job.state}): use another job id")
+        if job.controller_pid not in (None, os.getpid()) and spawn.process_alive(
+            job.controller_pid
+        ):
+            raise StartupError(
+                f"job {self.jid} has a controller already (pid {job.controller_pid})"
+            )
+        self.store.update(
+            self.jid,
+            only_if=(STARTING,),
+            controller_pid=os.getpid(),
+            log_path=str(self.log_path),
+            socket_path=str(self.socket_path),
+            **self._row_mounts(),
+        )
+        self._claimed = True
+
+    def _row_mounts(self) -> dict[str, Any]:
+        return {
+            "shm_dir": str(self.shm_dir) if self.shm_dir is not None else None,
+            "segment": self.segment if self.gpu else None,
+            "persistent_mounts": list(self.persistent_mounts),
+        }
+
+    def control_handlers(self) -> dict[str, Any]:
+        """The control socket's ops."""
+        return {
+            "info": self._op_info,
+            "shutdown": self._op_shutdown,
+            "freeze": self._op_freeze,
+            "unfreeze": self._op_unfreeze,
+            "dump_gpu": self._op_dump_gpu,
+            "dumped": self._op_dumped,
+            "progress": self._op_progress,
+        }
+
+    # ---- 2. driver --------------------------------------------------------------
+
+    def load_driver(self) -> None:
+        if not self.gpu:
+            return
+        # Import here: nothing may load cuda-bindings before the driver is chosen.
+        from cedana_gpu import gpu_info
+        from cedana_gpu.controller import gpu_state, native
+
+        self.progress = gpu_state.Counter()
+
+        try:
+            loaded = gpu_info.load_driver(self.opts.driver)  # type: ignore[arg-type]
+        except (gpu_info.NoDriver, gpu_info.DriverError) as e:
+            raise StartupError(str(e)) from None
+        log.info("driver %s: %s", loaded.kind, loaded.cuda_path)
+        try:
+            self.dispatcher = native.Dispatcher()
+        except Exception as e:  # NativeNotBuilt, OSError: say what, in one line
+            raise StartupError(str(e)) from None
+
+    # ---- 3. segment ---------------------------------------------------------------
+
+    def open_segment(
+        self,
+        *,
+        generation: int = 1,
+        va_base: int = 0,
+        va_size: int = 0,
+        geometry: dict[str, int] | None = None,
+    ) -> None:
+        """Create and describe the segment (state STARTING): cgc_open.
+
+        ``geometry`` (a restore) overrides the options' ring slots, channels
+        and staging size: the job has the old segment mapped, of that size."""
+        if not self.gpu:
+            return
+        from cedana_gpu.controller import native
+
+        geometry = geometry or {}
+        self.generation = generation
+        config = native.DispatcherConfig(
+            job_id=self.jid,
+            ring_slots=geometry.get("ring_slots", self.opts.ring_slots),
+            nchannels=geometry.get("nchannels", self.opts.nchannels),
+            staging_size=geometry.get("staging_size", self.opts.staging_size),
+            va_base=va_base,
+            va_size=va_size,
+            generation=generation,
+            timeout_ms=geometry.get("timeout_ms", self.opts.timeout_ms),
+            uid=os.getuid(),
+            gid=os.getgid(),
+            shm_dir=str(self.shm_dir) if self.shm_dir is not None else None,
+            segment_name=self.segment,
+        )
+        try:
+            self.dispatcher.open(config)
+        except native.NativeError as e:
+            raise StartupError(f"cannot set up the GPU for job {self.jid}: {e}") from None
+        log.info("segment %s ready", self.segment_path())
+
+    def start_serving(self) -> None:
+        """Serve the ring: state RUNNING."""
+        if not self.gpu:
+            return
+        from cedana_gpu.controller import native
+
+        try:
+            self.dispatcher.start()
+        except native.NativeError as e:
+            raise StartupError(f"cannot serve job {self.jid}: {e}") from None
+
+    # ---- 4. the job -------------------------------------------------------------
+
+    def job_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.opts.extra_env)
+        if self.gpu:
+            from cedana_gpu.paths import native_dir
+
+            env = spawn.gpu_job_env(env, native_dir(), self.jid, "/" + self.segment)
+        return env
+
+    def start_job(self) -> None:
+        """Start the job's process and record it as running."""
+        assert self.store is not None
+        if self._stop.is_set():
+            raise StartupError(f"job {self.jid} was stopped before it started")
+        log_fd = os.open(
+            self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        try:
+            with self._job_lock:
+                try:
+                    try:
+                        self.job = self._spawn(log_fd, self.opts.pid_namespace)
+                    except spawn.NoPidNamespace as e:
+                        hint = "" if os.geteuid() == 0 else ", which needs root"
+                        note = (
+                            f"cedana: job {self.jid} runs without a PID namespace of its own "
+                            f"(cannot create one: {e.strerror}{hint})\n"
+                        )
+                        os.write(log_fd, note.encode())
+                        log.warning("%s", note.strip())
+                        self.job = self._spawn(log_fd, False)
+                except spawn.MountError as e:
+                    raise StartupError(f"cannot set up the mounts of job {self.jid}: {e}") from None
+                except OSError as e:
+                    raise StartupError(
+                        f"cannot run {self.opts.command[0]}: {e.strerror or e}"
+                    ) from None
+        finally:
+            os.close(log_fd)
+        self.state = RUNNING
+        self.store.update(
+            self.jid,
+            state=RUNNING,
+            pid=self.job.pid,
+            pid_namespace=self.job.pid_namespace,
+            controller_pid=os.getpid(),
+            generation=self.generation,
+        )
+        log.info(
+            "job %s running: pid %d%s",
+            self.jid,
+            self.job.pid,
+            " (init of its PID namespace)" if self.job.pid_namespace else "",
+        )
+        if self._stop.is_set():
+            self.kill_job()
+
+    def _spawn(self, log_fd: int, pid_namespace: bool) -> spawn.JobProcess:
+        mounts = None
+        if self.mount_ns and pid_namespace:
+            mounts = spawn.MountSetup(
+                shm_dir=self.shm_dir,
+                persistent=tuple(self.persistent_mounts),
+            )
+        return spawn.spawn_job_process(
+            self.opts.command,
+            env=self.job_env(),
+            log_fd=log_fd,
+            pid_namespace=pid_namespace,
+            umask=self._user_umask,
+            mounts=mounts,
+        )
+
+    def adopt_job(self, pid: int, *, pid_namespace: bool) -> None:
+        """Supervise a job that is already running below this process (a restore)."""
+        with self._job_lock:
+            self.job = spawn.JobProcess(pid=pid, pid_namespace=pid_namespace)
+        self.state = RUNNING
+
+    def kill_job(self) -> None:
+        with self._job_lock:
+            if self.job is not None:
+                log.info("killing job %s", self.jid)
+                self.job.kill()
+
+    # ---- 5. supervision -----------------------------------------------------------
+
+    def supervise(self) -> int:
+        """Wait for the job to end, record how, and return its exit status (a shell's)."""
+        assert self.store is not None and self.job is not None
+        pid = self.job.pid
+        while True:
+            try:
+                reaped, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                # Not our child (adopted job that is gone already): nothing to reap.
+                log.warning(
+                    "job %s: its process %d is not a child of the controller", self.jid, pid
+                )
+                self.store.finish(self.jid, FAILED, error="lost track of the job's process")
+                self.state = FAILED
+                return 1
+            if reaped != pid:
+                continue  # an orphan of the job, adopted as subreaper
+            break
+        if self.job.popen is not None:
+            self.job.popen.returncode = os.waitstatus_to_exitcode(status)
+        if not self.job.pid_namespace:
+            # Without a namespace, the job's other processes do not die with
+            # it; end its session as a namespace's end would.
+            spawn.signal_job(pid, False, signal.SIGKILL)
+        state, code, sig = spawn.wait_status(status)
+        self._ended.set()
+        if self._dumped:
+            # CRIU dumped the job and killed it: it lives on in its checkpoint.
+            self.state = CHECKPOINTED
+            self.store.finish(self.jid, CHECKPOINTED, exit_code=code, signal=sig)
+            log.info("job %s checkpointed", self.jid)
+            return 0
+        self.state = state
+        self.store.finish(self.jid, state, exit_code=code, signal=sig)
+        if state == EXITED:
+            log.info("job %s exited with status %d", self.jid, code)
+            return int(code or 0)
+        log.info("job %s killed by signal %d", self.jid, sig)
+        return 128 + int(sig or 0)
+
+    # ---- 6. teardown --------------------------------------------------------------
+
+    def teardown(self) -> None:
+        if self.dispatcher is not None:
+            # A dump reading device memory finishes first.
+            with self._gpu_lock:
+                try:
+                    self.dispatcher.close()
+                except Exception as e:  # keep tearing down; say what failed
+                    log.error("closing the dispatcher failed: %s", e)
+        if self._own_shm_dir and self.shm_dir is not None:
+            shutil.rmtree(self.shm_dir, ignore_errors=True)
+        if self.server is not None:
+            self.server.close()
+        if self.store is not None:
+            self.store.close()
+
+    # ---- control ------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping job %s", signum, self.jid)
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.kill_job()
+
+    def _op_info(self, _request: dict[str, Any]) -> dict[str, Any]:
+        job = self.job
+        info: dict[str, Any] = {
+            "job_id": self.jid,
+            "state": self.state,
+            "generation": self.generation,
+            "driver": self.opts.driver,
+            "gpu": self.gpu,
+            "pids": {"controller": os.getpid(), "job": job.pid if job else None},
+            "pid_namespace": bool(job and job.pid_namespace),
+            "command": self.opts.command,
+            "log_path": str(self.log_path),
+        }
+        info["shm_dir"] = str(self.shm_dir) if self.shm_dir is not None else None
+        info["mount_namespace"] = self.mount_ns
+        info["persistent_mounts"] = list(self.persistent_mounts)
+        info["frozen"] = self._frozen
+        if self.gpu:
+            info["segment"] = str(self.segment_path())
+            try:
+                info["dispatcher"] = self.dispatcher.info() if self.dispatcher else {}
+            except Exception as e:  # the answer still carries the rest
+                raise ControlError(f"info failed: {e}") from None
+        return info
+
+    def _op_shutdown(self, _request: dict[str, Any]) -> dict[str, Any]:
+        self.request_stop()
+        return {"stopping": True}
+
+    # ---- checkpoint ops -------------------------------------------------------------
+
+    def _require_gpu_running(self, what: str) -> None:
+        if not self.gpu or self.dispatcher is None:
+            raise ControlError(f"job {self.jid} has no GPU: nothing to {what}")
+        if self.state != RUNNING or self._ended.is_set():
+            raise ControlError(f"job {self.jid} is not running ({self.state})")
+
+    def _op_freeze(self, request: dict[str, Any]) -> dict[str, Any]:
+        from cedana_gpu.controller import native
+
+        self._require_gpu_running("freeze")
+        timeout_ms = int(request.get("timeout_ms") or self.opts.freeze_timeout_ms or 30_000)
+        if not self._ckpt_lock.acquire(blocking=False):
+            raise ControlError(f"job {self.jid} is being checkpointed already")
+        t0 = time.monotonic()
+        try:
+            self.dispatcher.freeze(timeout_ms)
+        except native.NativeError as e:
+            self._ckpt_lock.release()
+            raise ControlError(f"cannot freeze job {self.jid}: {e.message or e}") from None
+        except BaseException:
+            self._ckpt_lock.release()
+            raise
+        self._session = threading.get_ident()
+        self._frozen = True
+        log.info("job %s frozen", self.jid)
+        return {"frozen": True, "seconds": time.monotonic() - t0}
+
+    def _require_session(self) -> None:
+        if self._session is None:
+            raise ControlError(f"job {self.jid} is not frozen: freeze it first")
+        if self._session != threading.get_ident():
+            raise ControlError(f"job {self.jid} is being checkpointed by another client")
+
+    def _require_frozen(self) -> None:
+        self._require_session()
+        if not self._frozen:
+            raise ControlError(f"job {self.jid} is not frozen: freeze it first")
+
+    def _op_unfreeze(self, _request: dict[str, Any]) -> dict[str, Any]:
+        self._require_session()
+        self._dumped = False
+        self._end_session()
+        return {"frozen": False}
+
+    def _end_session(self) -> None:
+        """Unfreeze the job if frozen, and end the checkpoint sequence."""
+        from cedana_gpu.controller import native
+
+        try:
+            if self._frozen and self.dispatcher is not None and self.dispatcher.is_open:
+                self.dispatcher.unfreeze()
+                log.info("job %s unfrozen", self.jid)
+        except native.NativeError as e:
+            raise ControlError(f"cannot unfreeze job {self.jid}: {e.message or e}") from None
+        finally:
+            self._frozen = False
+            self._session = None
+            if self._ckpt_lock.locked():
+                self._ckpt_lock.release()
+
+    def _op_dump_gpu(self, request: dict[str, Any]) -> dict[str, Any]:
+        from cedana_gpu.controller import gpu_state
+
+        self._require_frozen()
+        directory = request.get("dir")
+        if not isinstance(directory, str) or not os.path.isabs(directory):
+            raise ControlError("dump_gpu needs 'dir', an absolute path")
+        compression = str(request.get("compression") or "none")
+        streams = int(request.get("streams") or 1)
+        with self._gpu_lock:
+            if self.dispatcher is None or not self.dispatcher.is_open:
+                raise ControlError(f"job {self.jid} has ended")
+            try:
+                answer = gpu_state.dump_gpu(
+                    self.dispatcher,
+                    Path(directory),
+                    shm_dir=self.segment_path().parent,
+                    segment=self.segment,
+                    compression=compression,
+                    streams=streams,
+                    progress=self.progress,
+                )
+            except gpu_state.GpuStateError as e:
+                raise ControlError(f"GPU dump of job {self.jid} failed: {e}") from None
+        answer["geometry"]["timeout_ms"] = self.opts.timeout_ms
+        answer["generation"] = self.generation
+        return answer
+
+    def _op_progress(self, _request: dict[str, Any]) -> dict[str, Any]:
+        if self.progress is None:
+            return {"phase": "", "done": 0, "total": 0}
+        return dict(self.progress.snapshot())
+
+    def _op_dumped(self, _request: dict[str, Any]) -> dict[str, Any]:
+        if self.gpu:
+            self._require_frozen()
+        elif self._session is None:
+            if not self._ckpt_lock.acquire(blocking=False):
+                raise ControlError(f"job {self.jid} is being checkpointed already")
+            self._session = threading.get_ident()
+        else:
+            self._require_session()
+        self._dumped = True
+        return {"dumped": True}
+
+    def _on_disconnect(self) -> None:
+        """A control connection ended: if it was in a checkpoint sequence that
+        did not end the job, the job runs on (unfrozen)."""
+        if self._session != threading.get_ident():
+            return
+        # After 'dumped' the client closes once it has killed the job: its
+        # death is on its way.
+        if self._dumped and self._ended.wait(DUMPED_GRACE_S):
+            return
+        if self._dumped:
+            log.warning("job %s: the dumping client went away after 'dumped'", self.jid)
+            self._dumped = False
+        if self._frozen:
+            log.warning("job %s: the client that froze it went away: unfreezing", self.jid)
+        with contextlib.suppress(ControlError):
+            self._end_session()
+
+    # ---- restore ------------------------------------------------------------------
+
+    def restore_gpu(self) -> None:
+        """Open the segment as the checkpoint had it and rebuild the GPU state in it."""
+        if not self.gpu:
+            return
+        from cedana_gpu.controller import gpu_state
+
+        m = self.manifest
+        assert m is not None and self.opts.restore is not None
+        self.open_segment(
+            generation=self.generation,
+            va_base=m.va_base,
+            va_size=m.va_size,
+            geometry=dict(m.job.geometry),
+        )
+        size = int(self.dispatcher.info().get("segment_size", 0))
+        if m.job.segment_size and size != m.job.segment_size:
+            raise StartupError(
+                f"the restored segment has {size} bytes, the checkpoint's had "
+                f"{m.job.segment_size}: the checkpoint comes from an incompatible cedana-gpu"
+            )
+        try:
+            self.restore_phases.update(
+                gpu_state.restore_gpu(
+                    self.dispatcher,
+                    Path(self.opts.restore),
+                    m,
+                    shm_dir=self.segment_path().parent,
+                    segment=self.segment,
+                    progress=self.progress,
+                )
+            )
+        except gpu_state.GpuStateError as e:
+            raise StartupError(f"cannot restore the GPU state of job {self.jid}: {e}") from None
+
+    def restore_process(self) -> None:
+        """``criu restore -d`` the job's processes; they become this process's children."""
+        from cedana_gpu import criu
+
+        assert self.store is not None and self.manifest is not None
+        assert self.opts.restore is not None
+        if self._stop.is_set():
+            raise StartupError(f"job {self.jid} was stopped before it was restored")
+        job = self.manifest.job
+        images = Path(self.opts.restore) / "criu"
+        pidfile = self.job_dir / "restore.pid"
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+        for mount in self.persistent_mounts:
+            # The mount point must exist; the tmpfs's contents come from the checkpoint.
+            try:
+                spawn.prepare_persistent_mount(mount)
+            except OSError as e:
+                raise StartupError(f"cannot create the mount point {mount}: {e}") from None
+        args = ["restore", "-d", "-D", str(images), "--pidfile", str(pidfile)]
+        if self.mount_ns:
+            args += ["--root", "/", "--external", f"mnt[shm]:{self.shm_dir}"]
+        log_fd = os.open(
+            self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        try:
+            # The job's log was dumped as an external file: this job's takes its place.
+            for key in job.extra.get("log_files") or []:
+                args += ["--inherit-fd", f"fd[{log_fd}]:{key}"]
+            t0 = time.monotonic()
+            with self._job_lock:
+                try:
+                    criu.run_criu(
+                        args,
+                        log_file=self.job_dir / "criu-restore.log",
+                        timeout=RESTORE_TIMEOUT_S,
+                        pass_fds=(log_fd,),
+                    )
+                except (criu.CriuError, criu.CriuNotFound) as e:
+                    raise StartupError(str(e)) from None
+                try:
+                    pid = int(pidfile.read_text().strip())
+                except (OSError, ValueError):
+                    raise StartupError("criu restore wrote no pid file") from None
+                self.adopt_job(pid, pid_namespace=bool(job.extra.get("pid_namespace", True)))
+            self.restore_phases["criu_restore"] = time.monotonic() - t0
+        finally:
+            os.close(log_fd)
+        log.info("job %s restored: pid %d", self.jid, pid)
+
+    def run_restore(self) -> int:
+        """Restore a job from a checkpoint and serve it until it ends."""
+        try:
+            self.setup()
+            self.load_driver()
+            t0 = time.monotonic()
+            self.restore_gpu()
+            self.restore_process()
+            self.start_serving()
+            self.restore_phases["controller"] = time.monotonic() - t0
+            assert self.store is not None and self.job is not None
+            with contextlib.suppress(OSError):
+                (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
+            self.state = RUNNING
+            self.store.update(
+                self.jid,
+                state=RUNNING,
+                pid=self.job.pid,
+                pid_namespace=self.job.pid_namespace,
+                controller_pid=os.getpid(),
+                generation=self.generation,
+            )
+            if self._stop.is_set():
+                self.kill_job()
+        except StartupError as e:
+            log.error("%s", e)
+            self.kill_job()
+            self._fail(str(e))
+            self.teardown()
+            return 1
+        except BaseException as e:
+            self.kill_job()
+            self._fail(f"the controller failed while restoring: {type(e).__name__}: {e}")
+            self.teardown()
+            raise
+        try:
+            return self.supervise()
+        finally:
+            self.teardown()
+
+    # ---- the whole run ------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start a new job and serve it until it ends. Returns the job's exit status."""
+        if self.opts.restore is not None:
+            return self.run_restore()
+        try:
+            self.setup()
+            self.load_driver()
+            self.open_segment(generation=1)
+            self.start_serving()
+            self.start_job()
+        except StartupError as e:
+            log.error("%s", e)
+            self._fail(str(e))
+            self.teardown()
+            return 1
+        except BaseException as e:
+            self._fail(f"the controller failed while starting: {type(e).__name__}: {e}")
+            self.teardown()
+            raise
+        try:
+            return self.supervise()
+        finally:
+            self.teardown()
+
+    def _fail(self, error: str) -> None:
+        # Only a row this controller claimed: never fail another controller's job.
+        if self.store is not None and self._claimed:
+            with contextlib.suppress(Exception):
+                self.store.finish(self.jid, FAILED, error=error)
+        self.state = FAILED

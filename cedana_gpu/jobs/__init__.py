@@ -1,0 +1,1 @@
+"""Jobs: the job store, the state directory, and starting a job."""
