@@ -54,4 +54,16 @@ static inline CUresult cu_proc_lookup(const cu_proc *procs, size_t n, const char
   return CUDA_SUCCESS;
 }
 
+/* cuGetProcAddress's arguments checked, then the lookup above. */
+static inline CUresult cu_get_proc_address(const cu_proc *procs, size_t n, const char *symbol,
+                                           void **pfn, int version, cuuint64_t flags,
+                                           CUdriverProcAddressQueryResult *found) {
+  if (!symbol || !pfn) return CUDA_ERROR_INVALID_VALUE;
+  if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
+                            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+    return CUDA_ERROR_INVALID_VALUE;
+  int per_thread = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+  return cu_proc_lookup(procs, n, symbol, version, per_thread, pfn, found);
+}
+
 #endif

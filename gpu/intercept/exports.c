@@ -50,13 +50,8 @@ static const cu_proc ic_procs[] = {
  * bind every function at import time, before cuInit. */
 static CUresult get_proc(const char *symbol, void **pfn, int version, cuuint64_t flags,
                          CUdriverProcAddressQueryResult *found) {
-  if (!symbol || !pfn) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
-                            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
-    return CUDA_ERROR_INVALID_VALUE;
-  int per_thread = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
-  return cu_proc_lookup(ic_procs, sizeof ic_procs / sizeof ic_procs[0], symbol, version,
-                        per_thread, pfn, found);
+  return cu_get_proc_address(ic_procs, sizeof ic_procs / sizeof ic_procs[0], symbol, pfn, version,
+                             flags, found);
 }
 
 IC_HIDDEN CUresult ic_cuGetProcAddress_11030(const char *symbol, void **pfn, int driverVersion,

@@ -107,27 +107,17 @@ CUresult fake_cuGetErrorString_6000(CUresult error, const char **pStr) {
   return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-FK_HIDDEN CUresult fk_lookup_proc(const char *symbol, int version, int per_thread, void **pfn,
-                                  CUdriverProcAddressQueryResult *found);
-
-static CUresult get_proc(const char *symbol, void **pfn, int version, cuuint64_t flags,
-                         CUdriverProcAddressQueryResult *found) {
-  if (!symbol || !pfn) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
-                            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
-    return CUDA_ERROR_INVALID_VALUE;
-  int per_thread = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
-  return fk_lookup_proc(symbol, version, per_thread, pfn, found);
-}
+FK_HIDDEN CUresult fk_get_proc_address(const char *symbol, void **pfn, int version,
+                                       cuuint64_t flags, CUdriverProcAddressQueryResult *found);
 
 CUresult fake_cuGetProcAddress_11030(const char *symbol, void **pfn, int driverVersion,
                                      cuuint64_t flags) {
-  return get_proc(symbol, pfn, driverVersion, flags, NULL);
+  return fk_get_proc_address(symbol, pfn, driverVersion, flags, NULL);
 }
 
 CUresult fake_cuGetProcAddress_12000(const char *symbol, void **pfn, int driverVersion,
                                      cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound) {
-  return get_proc(symbol, pfn, driverVersion, flags, symbolFound);
+  return fk_get_proc_address(symbol, pfn, driverVersion, flags, symbolFound);
 }
 
 void fk_log(const char *fmt, ...) {
