@@ -20,6 +20,7 @@
  * reach it through its device pointer.
  */
 #include "ic.h"
+#include "memory_rules.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,8 +34,6 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-/* cuMemAllocPitch rows are aligned like the driver's (512 bytes). */
-#define PITCH_ALIGN ((size_t)512)
 /* Where pinned files are mapped: above the usual executable (~85 TiB) and
  * below the shared libraries and stack (~127 TiB), away from the fake
  * driver's device ranges (32 TiB on). */
@@ -238,13 +237,10 @@ CUresult ic_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t Wi
   ic_obj *ctx;
   CUresult rc = ic_need_ctx(t, &ctx);
   if (rc) return rc;
-  if (!dptr || !pPitch || WidthInBytes == 0 || Height == 0) return CUDA_ERROR_INVALID_VALUE;
-  if (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16)
-    return CUDA_ERROR_INVALID_VALUE;
-  if (WidthInBytes > 2147483647u) return CUDA_ERROR_INVALID_VALUE; /* the device's max pitch */
-  size_t pitch = round_up(WidthInBytes, PITCH_ALIGN);
-  if (Height > (SIZE_MAX >> 2) / pitch) return CUDA_ERROR_OUT_OF_MEMORY;
-  rc = dev_alloc(t, ctx, pitch * Height, dptr);
+  size_t pitch, bytes;
+  rc = cu_mem_pitch_rule(dptr && pPitch, WidthInBytes, Height, ElementSizeBytes, &pitch, &bytes);
+  if (rc) return rc;
+  rc = dev_alloc(t, ctx, bytes, dptr);
   if (rc) return rc;
   *pPitch = pitch;
   return CUDA_SUCCESS;

@@ -11,6 +11,8 @@
  * fetch-add.
  */
 #include "ic.h"
+#include "jit_options.h"
+#include "launch_rules.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -173,28 +175,9 @@ CUresult ic_cuModuleLoadData_2000(CUmodule *module, const void *image) {
 }
 
 /* JIT options are not forwarded: the controller loads with its defaults.
- * Output options read as an empty log and no time spent. */
+ * Output options read as an empty log and no time spent (jit_options.h). */
 void ic_jit_outputs(unsigned int n, const CUjit_option *options, void **values) {
-  for (unsigned i = 0; i < n; i++) {
-    switch (options[i]) {
-    case CU_JIT_INFO_LOG_BUFFER:
-    case CU_JIT_ERROR_LOG_BUFFER:
-      if (values[i]) *(char *)values[i] = 0;
-      break;
-    case CU_JIT_WALL_TIME: {
-      float zero = 0.0f;
-      memcpy(&values[i], &zero, sizeof zero);
-      break;
-    }
-    default:
-      break;
-    }
-  }
-  for (unsigned i = 0; i < n; i++) {
-    if (options[i] == CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES ||
-        options[i] == CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
-      values[i] = (void *)(uintptr_t)0;
-  }
+  cu_jit_write_outputs(n, options, values);
 }
 
 CUresult ic_cuModuleLoadDataEx_2010(CUmodule *module, const void *image, unsigned int numOptions,
@@ -760,38 +743,9 @@ CUresult ic_cuLaunchKernelEx_11060(const CUlaunchConfig *config, CUfunction f, v
     CUresult rc = ic_need_ctx(t, &c);
     return rc ? rc : CUDA_ERROR_INVALID_VALUE;
   }
-  bool cooperative = false;
-  for (unsigned i = 0; i < config->numAttrs; i++) {
-    const CUlaunchAttribute *a = &config->attrs[i];
-    switch (a->id) {
-    case CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
-      cooperative = a->value.cooperative != 0;
-      break;
-    case CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: {
-      /* The grid must be a whole number of clusters of at most 8 blocks. */
-      unsigned x = a->value.clusterDim.x, y = a->value.clusterDim.y, z = a->value.clusterDim.z;
-      if (!x || !y || !z || (unsigned long long)x * y * z > 8 || config->gridDimX % x ||
-          config->gridDimY % y || config->gridDimZ % z)
-        return CUDA_ERROR_INVALID_CLUSTER_SIZE;
-      break;
-    }
-    case CU_LAUNCH_ATTRIBUTE_IGNORE:
-    case CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW:
-    case CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE:
-    case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION:
-    case CU_LAUNCH_ATTRIBUTE_PRIORITY:
-    case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP:
-    case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN:
-    case CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION:
-    case CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT:
-    case CU_LAUNCH_ATTRIBUTE_NVLINK_UTIL_CENTRIC_SCHEDULING:
-      break; /* scheduling hints */
-    default:
-      /* Programmatic events, completion events and graph-only attributes
-       * are not forwarded. */
-      return CUDA_ERROR_INVALID_VALUE;
-    }
-  }
+  bool cooperative;
+  CUresult rc = cu_launch_attrs_check(config, &cooperative);
+  if (rc) return rc;
   return launch(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX,
                 config->blockDimY, config->blockDimZ, config->sharedMemBytes, config->hStream,
                 kernelParams, extra, cooperative);

@@ -11,6 +11,7 @@
  * host crashes still crash.
  */
 #include "fake.h"
+#include "launch_rules.h"
 
 #include <setjmp.h>
 #include <signal.h>
@@ -299,39 +300,9 @@ CUresult fake_cuLaunchKernelEx_11060(const CUlaunchConfig *config, CUfunction f,
     CUresult rc = fk_need_ctx(&c);
     return rc ? rc : CUDA_ERROR_INVALID_VALUE;
   }
-  bool cooperative = false;
-  for (unsigned i = 0; i < config->numAttrs; i++) {
-    const CUlaunchAttribute *a = &config->attrs[i];
-    switch (a->id) {
-    case CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
-      cooperative = a->value.cooperative != 0;
-      break;
-    case CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: {
-      /* The grid must be a whole number of clusters of at most 8 blocks
-       * (portable size; 16 with the non-portable opt-in, not modelled). */
-      unsigned x = a->value.clusterDim.x, y = a->value.clusterDim.y, z = a->value.clusterDim.z;
-      if (!x || !y || !z || (unsigned long long)x * y * z > 8 || config->gridDimX % x ||
-          config->gridDimY % y || config->gridDimZ % z)
-        return CUDA_ERROR_INVALID_CLUSTER_SIZE;
-      break;
-    }
-    case CU_LAUNCH_ATTRIBUTE_IGNORE:
-    case CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW:
-    case CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE:
-    case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION:
-    case CU_LAUNCH_ATTRIBUTE_PRIORITY:
-    case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP:
-    case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN:
-    case CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION:
-    case CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT:
-    case CU_LAUNCH_ATTRIBUTE_NVLINK_UTIL_CENTRIC_SCHEDULING:
-      break; /* scheduling hints: no effect on a CPU */
-    default:
-      /* Programmatic events, completion events and graph-only attributes
-       * need machinery the fake driver does not have. */
-      return CUDA_ERROR_INVALID_VALUE;
-    }
-  }
+  bool cooperative;
+  CUresult rc = cu_launch_attrs_check(config, &cooperative);
+  if (rc) return rc;
   return do_launch(f, (fk_dim3){config->gridDimX, config->gridDimY, config->gridDimZ},
                    (fk_dim3){config->blockDimX, config->blockDimY, config->blockDimZ},
                    config->sharedMemBytes, config->hStream, kernelParams, extra, cooperative);

@@ -9,6 +9,7 @@
  * memory outside those ranges; under unified addressing its device pointer is
  * its host pointer. */
 #include "fk_memory.h"
+#include "memory_rules.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -25,8 +26,6 @@
  * in every process so addresses survive a restart of the owning process. */
 #define VA_FIRST_BASE ((uintptr_t)0x200000000000ULL)
 #define VA_STRIDE ((size_t)0x40000000000ULL)
-/* cuMemAllocPitch rows are aligned like textures (CU_DEVICE_ATTRIBUTE_TEXTURE_ALIGNMENT). */
-#define PITCH_ALIGN ((size_t)512)
 
 static size_t page_size = 4096;
 
@@ -629,13 +628,10 @@ CUresult fake_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t 
   fk_ctx *ctx;
   CUresult rc = fk_mem_need_ctx(&ctx);
   if (rc) return rc;
-  if (!dptr || !pPitch || WidthInBytes == 0 || Height == 0) return CUDA_ERROR_INVALID_VALUE;
-  if (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16)
-    return CUDA_ERROR_INVALID_VALUE;
-  if (WidthInBytes > 2147483647u) return CUDA_ERROR_INVALID_VALUE; /* the device's max pitch */
-  size_t pitch = round_up(WidthInBytes, PITCH_ALIGN);
-  if (Height > (SIZE_MAX >> 2) / pitch) return CUDA_ERROR_OUT_OF_MEMORY;
-  rc = dev_alloc(ctx, pitch * Height, 0, dptr);
+  size_t pitch, bytes;
+  rc = cu_mem_pitch_rule(dptr && pPitch, WidthInBytes, Height, ElementSizeBytes, &pitch, &bytes);
+  if (rc) return rc;
+  rc = dev_alloc(ctx, bytes, 0, dptr);
   if (rc) return rc;
   *pPitch = pitch;
   return CUDA_SUCCESS;

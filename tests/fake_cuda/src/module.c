@@ -15,6 +15,8 @@
  */
 #include "module_internal.h"
 
+#include "jit_options.h"
+
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -365,32 +367,7 @@ CUresult fk_jit_options(unsigned int n, CUjit_option *options, void **values) {
     if ((unsigned)options[i] >= CU_JIT_NUM_OPTIONS) return CUDA_ERROR_INVALID_VALUE;
   }
   /* Logs come back empty: the log sizes are written back as 0 bytes used. */
-  for (unsigned i = 0; i < n; i++) {
-    switch (options[i]) {
-    case CU_JIT_INFO_LOG_BUFFER:
-    case CU_JIT_ERROR_LOG_BUFFER:
-      for (unsigned j = 0; j < n; j++) {
-        CUjit_option size_opt = options[i] == CU_JIT_INFO_LOG_BUFFER
-                                    ? CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES
-                                    : CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES;
-        if (options[j] == size_opt && (uintptr_t)values[j] > 0 && values[i])
-          *(char *)values[i] = '\0';
-      }
-      break;
-    case CU_JIT_WALL_TIME: {
-      float zero = 0.0f;
-      memcpy(&values[i], &zero, sizeof zero);
-      break;
-    }
-    default:
-      break;
-    }
-  }
-  for (unsigned i = 0; i < n; i++) {
-    if (options[i] == CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES ||
-        options[i] == CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
-      values[i] = (void *)(uintptr_t)0;
-  }
+  cu_jit_write_outputs(n, options, values);
   return CUDA_SUCCESS;
 }
 
