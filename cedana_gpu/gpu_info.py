@@ -145,7 +145,7 @@ def load_driver(kind: DriverKind) -> LoadedDriver:
     except OSError:
         raise NoDriver(
             f"no NVIDIA driver found ({CUDA_SONAME} is not on the library search path); "
-            "install the NVIDIA driver or use --driver fake"
+            "install the NVIDIA driver or use the fake driver (CEDANA_GPU_DRIVER=fake)"
         ) from None
     try:
         nvml_path = _library_path(ctypes.CDLL(NVML_SONAME, mode=os.RTLD_GLOBAL))
