@@ -57,4 +57,38 @@ static inline const char *cu_driver_error_text(CUresult code) {
   }
 }
 
+/* cuGetErrorName and cuGetErrorString, over every CUresult in cuda.h (the
+ * generated table): the driver's short text where it is known, else the
+ * first sentence of cuda.h's comment. */
+typedef struct cu_error_entry {
+  CUresult code;
+  const char *name;
+  const char *doc;
+} cu_error_entry;
+
+static inline const cu_error_entry *cu_error_find(CUresult e) {
+  static const cu_error_entry table[] = {
+#define CU_ERR(name, value, text) {(CUresult)(value), #name, text},
+#include "cuda_error_table.h"
+  };
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+    if (table[i].code == e) return &table[i];
+  return NULL;
+}
+
+static inline CUresult cu_error_name(CUresult error, const char **pStr) {
+  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
+  const cu_error_entry *e = cu_error_find(error);
+  *pStr = e ? e->name : NULL;
+  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+static inline CUresult cu_error_string(CUresult error, const char **pStr) {
+  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
+  const cu_error_entry *e = cu_error_find(error);
+  const char *text = e ? cu_driver_error_text(error) : NULL;
+  *pStr = text ? text : e ? e->doc : NULL;
+  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
 #endif

@@ -27,38 +27,12 @@ CUresult ic_cuDriverGetVersion_2020(int *driverVersion) {
   return CUDA_SUCCESS;
 }
 
-typedef struct {
-  CUresult code;
-  const char *name;
-  const char *text;
-} ic_err;
-
-static const ic_err errors[] = {
-#define CU_ERR(name, value, text) {(CUresult)(value), #name, text},
-#include "cuda_error_table.h"
-};
-
-static const ic_err *find_error(CUresult e) {
-  for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++)
-    if (errors[i].code == e) return &errors[i];
-  return NULL;
-}
-
 CUresult ic_cuGetErrorName_6000(CUresult error, const char **pStr) {
-  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
-  const ic_err *e = find_error(error);
-  *pStr = e ? e->name : NULL;
-  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_error_name(error, pStr);
 }
 
 CUresult ic_cuGetErrorString_6000(CUresult error, const char **pStr) {
-  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
-  const ic_err *e = find_error(error);
-  /* The driver's own short text where we have it (the same table as the
-   * fake driver's), else the first sentence of cuda.h's comment. */
-  const char *text = e ? cu_driver_error_text(error) : NULL;
-  *pStr = text ? text : e ? e->text : NULL;
-  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_error_string(error, pStr);
 }
 
 /* ---- devices ------------------------------------------------------------------ */

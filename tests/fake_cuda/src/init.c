@@ -73,38 +73,12 @@ CUresult fake_cuDriverGetVersion_2020(int *driverVersion) {
   return CUDA_SUCCESS;
 }
 
-typedef struct {
-  CUresult code;
-  const char *name;
-  const char *text;
-} fk_err;
-
-static const fk_err fk_errors[] = {
-#define CU_ERR(name, value, text) {(CUresult)(value), #name, text},
-#include "cuda_error_table.h"
-};
-
-static const fk_err *find_error(CUresult e) {
-  for (size_t i = 0; i < sizeof fk_errors / sizeof fk_errors[0]; i++)
-    if (fk_errors[i].code == e) return &fk_errors[i];
-  return NULL;
-}
-
 CUresult fake_cuGetErrorName_6000(CUresult error, const char **pStr) {
-  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
-  const fk_err *e = find_error(error);
-  *pStr = e ? e->name : NULL;
-  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_error_name(error, pStr);
 }
 
 CUresult fake_cuGetErrorString_6000(CUresult error, const char **pStr) {
-  if (!pStr) return CUDA_ERROR_INVALID_VALUE;
-  const fk_err *e = find_error(error);
-  /* The driver's own short text where we have it (what programs print and
-   * tests match), else the first sentence of cuda.h's comment. */
-  const char *text = e ? cu_driver_error_text(error) : NULL;
-  *pStr = text ? text : e ? e->text : NULL;
-  return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_error_string(error, pStr);
 }
 
 FK_HIDDEN CUresult fk_get_proc_address(const char *symbol, void **pfn, int version,
