@@ -11,7 +11,6 @@ the fake driver.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,12 +20,12 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cr_helpers import Cedana, alive, assert_one_line_error, clean_env, unique_jid
 
 from cedana_gpu.controller import shm_layout
 
@@ -34,78 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 CLI_TIMEOUT = 600  # a hang fails the test instead of blocking the run
 
 
-def unique_jid(prefix: str = "t") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
-
-
-def clean_env(state: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment, minus anything that picks or configures a driver."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FAKE_CUDA_")
-        and k not in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CEDANA_GPU_DRIVER", "CEDANA_GPU_SHM")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["CEDANA_STATE_DIR"] = str(state)
-    env.update(extra)
-    return env
-
-
-class Cedana:
-    """Runs ``cedana`` with one state directory."""
-
-    def __init__(self, state: Path) -> None:
-        self.state = state
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return clean_env(self.state, **extra)
-
-    def __call__(
-        self, *args: str, timeout: float = CLI_TIMEOUT, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cedana_gpu", *args],
-            env=self.env(**env),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def ps(self) -> dict[str, dict[str, Any]]:
-        out = self("ps", "--output", "json")
-        assert out.returncode == 0, out.stderr
-        return {j["jid"]: j for j in json.loads(out.stdout)}
-
-    def job(self, jid: str) -> dict[str, Any]:
-        return self.ps()[jid]
-
-    def inspect(self, jid: str) -> dict[str, Any]:
-        out = self("job", "inspect", jid)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
-
 @pytest.fixture
 def cedana(tmp_path: Path) -> Cedana:
     return Cedana(tmp_path / "state")
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int = 1) -> str:
-    assert proc.returncode == status, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("cedana: error: ")
-    return lines[0]
-
-
-def alive(pid: int | None) -> bool:
-    from cedana_gpu.jobs.spawn import process_alive
-
-    return process_alive(pid)
 
 
 def wait_gone(pid: int | None, timeout: float = 120) -> bool:
