@@ -365,7 +365,9 @@ CGC_HIDDEN void cgc_ckpt_free(cgc_t *c);
 CGC_HIDDEN CUresult cgc_pin_map(cgc_t *c, uint32_t id, uint64_t size, uint64_t app_addr, cgc_pin **out);
 
 /* complete.c */
-CGC_HIDDEN cgc_task *cgc_task_new(cgc_t *c);
+/* A task completing request `h` (its op, channel and token) in context ctx. */
+CGC_HIDDEN cgc_task *cgc_task_new(cgc_t *c, cgc_task_kind kind, const cgs_req *h,
+                                  cgc_context *ctx);
 CGC_HIDDEN int cgc_task_submit(cgc_t *c, cgc_task *t);
 CGC_HIDDEN void cgc_workers_stop(cgc_t *c);
 CGC_HIDDEN CUresult cgc_event_get(cgc_t *c, cgc_context *ctx, CUevent *ev);

@@ -58,13 +58,19 @@ CUresult cgc_ctx_sync(cgc_t *c, CUcontext ctx) {
 
 /* ---- tasks --------------------------------------------------------------- */
 
-cgc_task *cgc_task_new(cgc_t *c) {
+cgc_task *cgc_task_new(cgc_t *c, cgc_task_kind kind, const cgs_req *h, cgc_context *ctx) {
   pthread_mutex_lock(&c->tlock);
   cgc_task *t = c->tfree;
   if (t) c->tfree = t->next;
   pthread_mutex_unlock(&c->tlock);
   if (!t) t = malloc(sizeof *t);
-  if (t) memset(t, 0, sizeof *t);
+  if (!t) return NULL;
+  memset(t, 0, sizeof *t);
+  t->kind = kind;
+  t->op = h->op;
+  t->channel = h->channel;
+  t->token = h->token;
+  t->ctx = ctx;
   return t;
 }
 

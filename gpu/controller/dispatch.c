@@ -124,18 +124,13 @@ static int wait_stream(cgc_t *c, const cgs_req *h, cgc_context *sctx, CUstream s
     cgc_event_put(c, sctx, ev);
     return rc;
   }
-  cgc_task *t = cgc_task_new(c);
+  cgc_task *t = cgc_task_new(c, CGC_TASK_EVENT, h, sctx);
   if (!t) {
     /* Out of memory: wait here rather than lose the request. */
     rc = c->drv.cuEventSynchronize(ev);
     cgc_event_put(c, sctx, ev);
     return rc;
   }
-  t->kind = CGC_TASK_EVENT;
-  t->op = h->op;
-  t->channel = h->channel;
-  t->token = h->token;
-  t->ctx = sctx;
   t->ev = ev;
   t->ev_private = true;
   cgc_task_submit(c, t);
@@ -235,19 +230,14 @@ static void drop_ctx_resources(cgc_t *c, cgc_context *x, cgc_task *t) {
 /* Tear down what the job made in context x, after its work has drained
  * (completes on the request's channel if it has one). */
 static int teardown(cgc_t *c, const cgs_req *h, cgc_context *x, bool destroy) {
-  cgc_task *t = cgc_task_new(c);
+  cgc_task *t = cgc_task_new(c, CGC_TASK_CTX_DESTROY, h, x);
   if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   if (destroy) {
     table_del(c, &c->contexts, x->minted);
     if (c->cur == x) c->cur = NULL;
   }
   drop_ctx_resources(c, x, t);
-  t->kind = CGC_TASK_CTX_DESTROY;
   t->reset_only = !destroy;
-  t->op = h->op;
-  t->channel = h->channel;
-  t->token = h->token;
-  t->ctx = x;
   cgc_task_submit(c, t);
   return DEFERRED;
 }
@@ -292,13 +282,8 @@ static int op_ctx(cgc_t *c, cgs_ctx *r, uint64_t *ret, int *nret) {
     /* The request names the context to synchronise; 0 means the current one. */
     rc = use_ctx(c, r->handle ? r->handle : r->h.ctx, false, &x);
     if (rc) return rc;
-    cgc_task *t = cgc_task_new(c);
+    cgc_task *t = cgc_task_new(c, CGC_TASK_CTX_SYNC, &r->h, x);
     if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-    t->kind = CGC_TASK_CTX_SYNC;
-    t->op = r->h.op;
-    t->channel = r->h.channel;
-    t->token = r->h.token;
-    t->ctx = x;
     cgc_task_submit(c, t);
     return DEFERRED;
   }
@@ -378,18 +363,13 @@ static int op_mem(cgc_t *c, cgs_mem *r, uint64_t *ret, int *nret) {
   case CGS_OP_MEM_FREE: {
     cgc_alloc *a = cgc_mem_take(c, r->dptr);
     if (!a) return CUDA_ERROR_INVALID_VALUE;
-    cgc_task *t = cgc_task_new(c);
+    cgc_task *t = cgc_task_new(c, CGC_TASK_FREE, &r->h, x);
     if (!t) {
       rc = cgc_ctx_sync(c, x->real);
       c->cur = NULL;
       cgc_mem_release(c, a);
       return rc;
     }
-    t->kind = CGC_TASK_FREE;
-    t->op = r->h.op;
-    t->channel = r->h.channel;
-    t->token = r->h.token;
-    t->ctx = x;
     t->alloc = a;
     cgc_task_submit(c, t);
     return DEFERRED;
@@ -601,16 +581,11 @@ static int op_event(cgc_t *c, cgs_event *r, uint64_t *ret, int *nret) {
   case CGS_OP_EVENT_SYNCHRONIZE: {
     rc = c->drv.cuEventQuery(e->real);
     if (rc != CUDA_ERROR_NOT_READY) return rc;
-    cgc_task *t = cgc_task_new(c);
+    cgc_task *t = cgc_task_new(c, CGC_TASK_EVENT, &r->h, e->ctx);
     if (!t) return c->drv.cuEventSynchronize(e->real);
     pthread_mutex_lock(&c->evlock);
     e->busy++;
     pthread_mutex_unlock(&c->evlock);
-    t->kind = CGC_TASK_EVENT;
-    t->op = r->h.op;
-    t->channel = r->h.channel;
-    t->token = r->h.token;
-    t->ctx = e->ctx;
     t->ev = e->real;
     t->job_ev = e;
     cgc_task_submit(c, t);
@@ -908,19 +883,14 @@ static int op_pin(cgc_t *c, cgs_pin *r) {
   if (r->h.op == CGS_OP_HOST_UNREGISTER) {
     cgc_pin *p = table_del(c, &c->pins, r->pin_id);
     if (!p) return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
-    cgc_task *t = cgc_task_new(c);
+    /* Queued copies may still use the pages: unmap after a synchronize. */
+    cgc_task *t = cgc_task_new(c, CGC_TASK_UNPIN, &r->h, x);
     if (!t) {
       rc = cgc_ctx_sync(c, x->real);
       c->cur = NULL;
       cgc_pin_unmap(c, p);
       return rc;
     }
-    /* Queued copies may still use the pages: unmap after a synchronize. */
-    t->kind = CGC_TASK_UNPIN;
-    t->op = r->h.op;
-    t->channel = r->h.channel;
-    t->token = r->h.token;
-    t->ctx = x;
     t->pin = p;
     cgc_task_submit(c, t);
     return DEFERRED;
