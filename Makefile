@@ -16,17 +16,22 @@ NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tests/fake_cuda samples 
 
 setup: $(VENV)/.built criu
 
+# Every dependency is named once, in pyproject.toml. The build requirements
+# are installed first because the editable install below builds without
+# isolation (so native rebuilds reuse build/); pip then installs the project's
+# own dependencies and the test extra from the same file.
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install "scikit-build-core>=0.10" "nvidia-cuda-runtime>=13"
-	$(PIP) install "cuda-bindings>=13,<14" "lz4>=4" "numpy>=1.26" "nvidia-ml-py>=12" \
-		"pytest>=8" "pytest-xdist>=3.5" "hypothesis>=6.100" "ruff>=0.5"
+	$(PY) -c 'import subprocess, sys, tomllib; \
+		reqs = tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]; \
+		subprocess.check_call([sys.executable, "-m", "pip", "install", \
+			"--disable-pip-version-check", "-q", *reqs])'
 	touch $@
 
 # Editable install: Python edits take effect at once; native changes rebuild
 # incrementally in build/ when this rule runs again.
 $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES) pyproject.toml
-	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install --no-build-isolation --no-deps -e '.[test]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install --no-build-isolation -e '.[test]'
 	touch $@
 
 criu:
@@ -35,7 +40,7 @@ criu:
 
 PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake)
 
-lint: $(VENV)/.deps
+lint: $(VENV)/.built
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
 
@@ -43,8 +48,8 @@ lint: $(VENV)/.deps
 # through the interposer (each worker's calls forwarded to a controller that
 # runs the fake driver): tests/conftest.py, CEDANA_TEST_CUDA_PATH.
 test: setup lint
-	$(VENV)/bin/pytest -n $(JOBS) -q
-	CEDANA_TEST_CUDA_PATH=interposer $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
+	$(VENV)/bin/pytest -n $(JOBS) -q -rs
+	CEDANA_TEST_CUDA_PATH=interposer $(VENV)/bin/pytest -n $(JOBS) -q -rs tests/fake_cuda
 
 demo: setup
 	$(PY) -m cedana_gpu.demo
