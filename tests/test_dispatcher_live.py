@@ -35,6 +35,7 @@ from dispatcher_proto import (
 )
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from preload import set_child_preload
 from test_dispatcher_fuzz import Validator, make_validator, malformed
 
 from cedana_gpu.paths import kernels_dir, native_dir
@@ -119,7 +120,7 @@ class Server:
         env = dict(os.environ)
         env["CEDANA_GPU_NATIVE_DIR"] = str(native_dir())
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-        env.pop("LD_PRELOAD", None)
+        set_child_preload(env)
         for key in [k for k in env if k.startswith("FAKE_CUDA_")]:
             del env[key]
         self.proc = subprocess.Popen(

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from dispatcher_proto import HOST_PINNED, HOST_STAGING, Segment
+from preload import set_child_preload
 
 from cedana_gpu.paths import kernels_dir, native_dir
 
@@ -248,7 +249,7 @@ class Controller:
         env = dict(os.environ)
         env["CEDANA_GPU_NATIVE_DIR"] = str(native_dir())
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-        env.pop("LD_PRELOAD", None)
+        set_child_preload(env)
         for key in [k for k in env if k.startswith("FAKE_CUDA_")]:
             del env[key]
         self.proc = subprocess.Popen(

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from preload import set_child_preload
 
 from cedana_gpu.paths import NativeNotBuilt, fake_libdir
 
@@ -61,7 +62,7 @@ def rc(f, *a):
 def run_py(libdir: Path, code: str, **env: str) -> dict:
     """Run PRELUDE + ``code`` on the fake driver; it prints one JSON document last."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_CUDA_")}
-    full_env.pop("LD_PRELOAD", None)
+    set_child_preload(full_env)
     full_env["LD_LIBRARY_PATH"] = str(libdir)
     full_env.update(env)
     proc = subprocess.run(

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# make check-native: the native code (interposer, dispatcher, ring, fake
+# driver) built with sanitizers and driven by the tests that exercise it.
+#
+#   address,undefined  the driver conformance suite directly and through the
+#                      interposer, the dispatcher's live and fuzz tests, the
+#                      native checkpoint tests, the layout check
+#   thread             the ring and the dispatcher under many job threads: the
+#                      conformance suite through the interposer and the
+#                      dispatcher's live tests
+#
+# Each sanitizer gets a CMake build of its own under build/sanitize-<name>
+# (incremental on a second run), installed into a private native dir that the
+# tests use through CEDANA_GPU_NATIVE_DIR. The runtime must be the first
+# library of every process, Python included, so it is preloaded, and
+# CEDANA_TEST_PRELOAD hands it to the child processes the tests start (they
+# otherwise clear LD_PRELOAD). Any report fails the test that triggered it:
+# the code is built with -fno-sanitize-recover and halt_on_error=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+JOBS=${JOBS:-$(nproc)}
+only=${1:-all}
+
+build() { # name sanitizers
+  local dir=build/sanitize-$1
+  cmake -S . -B "$dir" -DCEDANA_SANITIZE="$2" -DCMAKE_BUILD_TYPE=Debug \
+    -DPython_EXECUTABLE="$PWD/$PY" -DCMAKE_INSTALL_PREFIX="$PWD/$dir/install" >/dev/null
+  cmake --build "$dir" -j"$JOBS" >"$dir.log" 2>&1 || { tail -30 "$dir.log"; exit 1; }
+  cmake --install "$dir" >/dev/null
+  echo "$PWD/$dir/install/cedana_gpu/_native"
+}
+
+run() { # native-dir preload pytest-args...
+  local native=$1 preload=$2
+  shift 2
+  CEDANA_GPU_NATIVE_DIR=$native CEDANA_TEST_PRELOAD=$preload LD_PRELOAD=$preload \
+    "$PY" -m pytest -q -n "$JOBS" -p no:cacheprovider "$@"
+}
+
+if [[ $only == all || $only == address ]]; then
+  echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
+  native=$(build address address,undefined)
+  preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+  # detect_leaks=0: the interpreter itself is not leak-clean. handle_segv=0:
+  # the fake driver turns a kernel's fault into CUDA_ERROR_ILLEGAL_ADDRESS
+  # with its own SIGSEGV handler, and some tests expect a host-side fault to
+  # kill the process with the real signal.
+  export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:handle_segv=0:allow_user_segv_handler=1
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  run "$native" "$preload" tests/fake_cuda tests/test_dispatcher_live.py \
+    tests/test_dispatcher_fuzz.py tests/test_native_checkpoint.py tests/test_shm_layout.py
+  CEDANA_TEST_CUDA_PATH=interposer run "$native" "$preload" tests/fake_cuda
+fi
+
+if [[ $only == all || $only == thread ]]; then
+  echo "== ThreadSanitizer"
+  native=$(build thread thread)
+  export TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0
+  # setarch -R: gcc 12's TSan cannot map its shadow under this kernel's
+  # address-space randomisation.
+  CEDANA_TEST_CUDA_PATH=interposer setarch -R bash -c "$(declare -f run); run '$native' \
+    '$(gcc -print-file-name=libtsan.so)' tests/fake_cuda tests/test_dispatcher_live.py"
+fi
