@@ -241,52 +241,54 @@ CUresult ic_cuStreamWaitEvent_3020(CUstream hStream, CUevent hEvent, unsigned in
 
 /* ---- properties, answered locally --------------------------------------------------- */
 
-CUresult ic_cuStreamGetPriority_5050(CUstream hStream, int *priority) {
-  ic_obj *ctx, *s;
-  uint64_t h;
+typedef struct stream_ref {
+  ic_obj *ctx, *s; /* s is NULL for a default stream */
+  uint64_t handle;
   uint32_t pt;
-  CUresult rc = lookup(ic_self(), hStream, &ctx, &s, &h, &pt);
+} stream_ref;
+
+/* A property query: resolve the stream (its errors come first, as the
+ * driver's do), then refuse a NULL out pointer. */
+static CUresult query(CUstream hStream, const void *out, stream_ref *r) {
+  CUresult rc = lookup(ic_self(), hStream, &r->ctx, &r->s, &r->handle, &r->pt);
   if (rc) return rc;
-  if (!priority) return CUDA_ERROR_INVALID_VALUE;
-  *priority = s ? s->u.s.priority : 0;
+  return out ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult ic_cuStreamGetPriority_5050(CUstream hStream, int *priority) {
+  stream_ref r;
+  CUresult rc = query(hStream, priority, &r);
+  if (rc) return rc;
+  *priority = r.s ? r.s->u.s.priority : 0;
   return CUDA_SUCCESS;
 }
 
 CUresult ic_cuStreamGetFlags_5050(CUstream hStream, unsigned int *flags) {
-  ic_obj *ctx, *s;
-  uint64_t h;
-  uint32_t pt;
-  CUresult rc = lookup(ic_self(), hStream, &ctx, &s, &h, &pt);
+  stream_ref r;
+  CUresult rc = query(hStream, flags, &r);
   if (rc) return rc;
-  if (!flags) return CUDA_ERROR_INVALID_VALUE;
-  *flags = s ? s->u.s.flags : CU_STREAM_DEFAULT;
+  *flags = r.s ? r.s->u.s.flags : CU_STREAM_DEFAULT;
   return CUDA_SUCCESS;
 }
 
 /* Created streams are numbered by their index; the default streams of a
  * context get ids above every index. */
 CUresult ic_cuStreamGetId_12000(CUstream hStream, unsigned long long *streamId) {
-  ic_obj *ctx, *s;
-  uint64_t h;
-  uint32_t pt;
-  CUresult rc = lookup(ic_self(), hStream, &ctx, &s, &h, &pt);
+  stream_ref r;
+  CUresult rc = query(hStream, streamId, &r);
   if (rc) return rc;
-  if (!streamId) return CUDA_ERROR_INVALID_VALUE;
-  if (s)
-    *streamId = (uint32_t)s->handle;
+  if (r.s)
+    *streamId = (uint32_t)r.s->handle;
   else
-    *streamId = (1ull << 40) + ((unsigned long long)ctx->u.c.id << 20) + (pt ? ic_self()->tid : 0);
+    *streamId = (1ull << 40) + ((unsigned long long)r.ctx->u.c.id << 20) + (r.pt ? ic_self()->tid : 0);
   return CUDA_SUCCESS;
 }
 
 CUresult ic_cuStreamGetCtx_12050(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx) {
-  ic_obj *ctx, *s;
-  uint64_t h;
-  uint32_t pt;
-  CUresult rc = lookup(ic_self(), hStream, &ctx, &s, &h, &pt);
+  stream_ref r;
+  CUresult rc = query(hStream, pctx, &r);
   if (rc) return rc;
-  if (!pctx) return CUDA_ERROR_INVALID_VALUE;
-  *pctx = (CUcontext)(uintptr_t)ctx->handle;
+  *pctx = (CUcontext)(uintptr_t)r.ctx->handle;
   if (pGreenCtx) *pGreenCtx = NULL; /* no green contexts */
   return CUDA_SUCCESS;
 }
@@ -296,25 +298,19 @@ CUresult ic_cuStreamGetCtx_9020(CUstream hStream, CUcontext *pctx) {
 }
 
 CUresult ic_cuStreamGetDevice_12080(CUstream hStream, CUdevice *device) {
-  ic_obj *ctx, *s;
-  uint64_t h;
-  uint32_t pt;
-  CUresult rc = lookup(ic_self(), hStream, &ctx, &s, &h, &pt);
+  stream_ref r;
+  CUresult rc = query(hStream, device, &r);
   if (rc) return rc;
-  if (!device) return CUDA_ERROR_INVALID_VALUE;
-  *device = ctx->u.c.device;
+  *device = r.ctx->u.c.device;
   return CUDA_SUCCESS;
 }
 
 /* Stream capture is not forwarded, so no stream is ever capturing; libraries
  * ask before they enqueue work. */
 CUresult ic_cuStreamIsCapturing_10000(CUstream hStream, CUstreamCaptureStatus *captureStatus) {
-  ic_obj *ctx, *s;
-  uint64_t h;
-  uint32_t pt;
-  CUresult rc = lookup(ic_self(), hStream, &ctx, &s, &h, &pt);
+  stream_ref r;
+  CUresult rc = query(hStream, captureStatus, &r);
   if (rc) return rc;
-  if (!captureStatus) return CUDA_ERROR_INVALID_VALUE;
   *captureStatus = CU_STREAM_CAPTURE_STATUS_NONE;
   return CUDA_SUCCESS;
 }
@@ -325,12 +321,9 @@ CUresult ic_cuStreamGetCaptureInfo_12030(CUstream hStream, CUstreamCaptureStatus
                                          const CUgraphEdgeData **edgeData_out,
                                          size_t *numDependencies_out) {
   (void)id_out; /* only defined while capturing */
-  ic_obj *ctx, *s;
-  uint64_t h;
-  uint32_t pt;
-  CUresult rc = lookup(ic_self(), hStream, &ctx, &s, &h, &pt);
+  stream_ref r;
+  CUresult rc = query(hStream, captureStatus_out, &r);
   if (rc) return rc;
-  if (!captureStatus_out) return CUDA_ERROR_INVALID_VALUE;
   *captureStatus_out = CU_STREAM_CAPTURE_STATUS_NONE;
   if (graph_out) *graph_out = NULL;
   if (dependencies_out) *dependencies_out = NULL;
