@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 JOBS ?= $(shell nproc)
 
-NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tests/fake_cuda samples bench \
+NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tools tests/fake_cuda samples bench \
 	-type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cmake' \
 	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' \) 2>/dev/null)
 
@@ -33,7 +33,7 @@ criu:
 	@if [ "$$(id -u)" = 0 ]; then scripts/setup-criu.sh; \
 	else echo "criu: not root, skipping CRIU set-up (dump and restore need root)"; fi
 
-PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake)
+PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake tools)
 
 lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check $(PY_DIRS)
