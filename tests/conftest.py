@@ -66,6 +66,8 @@ class DriverPath:
     name: str
     libdir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    real_gpu: bool = False
+    """NVIDIA's driver serves the calls (it takes GPU images, not fake modules)."""
 
     @property
     def library(self) -> Path:
