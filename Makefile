@@ -12,7 +12,7 @@ NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tools tests/fake_cuda sa
 	-type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cmake' \
 	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' \) 2>/dev/null)
 
-.PHONY: setup demo test lint criu clean
+.PHONY: setup demo test test-gpu lint criu clean
 
 setup: $(VENV)/.built criu
 
@@ -45,6 +45,14 @@ lint: $(VENV)/.deps
 test: setup lint
 	$(VENV)/bin/pytest -n $(JOBS) -q
 	CEDANA_TEST_CUDA_PATH=interposer $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
+
+# On a machine with NVIDIA's driver and a GPU: the real-GPU tests, then the
+# driver conformance suite on NVIDIA's driver, directly and through the
+# interposer. Without one, every test skips with the reason.
+test-gpu: setup
+	$(VENV)/bin/pytest -q tests/gpu
+	CEDANA_TEST_CUDA_PATH=system $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
+	CEDANA_TEST_CUDA_PATH=system-interposer $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
 
 demo: setup
 	$(PY) -m cedana_gpu.demo

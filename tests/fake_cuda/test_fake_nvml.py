@@ -17,6 +17,11 @@ import pytest
 
 from cedana_gpu.paths import NativeNotBuilt, fake_libdir
 
+# The fake NVML itself, next to the fake driver; no system path loads it.
+pytestmark = pytest.mark.only_paths(
+    "fake", "interposer", reason="tests the fake NVML, which runs beside the fake driver only"
+)
+
 # NVML return codes (nvml.h).
 SUCCESS = 0
 UNINITIALIZED = 1
