@@ -14,7 +14,6 @@ tree holds them (``build_dir``).
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 import sysconfig
@@ -36,6 +35,8 @@ class NativeNotBuilt(RuntimeError):
 def _from_distribution() -> Path | None:
     """The native directory the installed distribution's record lists
     (site-packages/cedana_gpu/_native, also for an editable install)."""
+    import importlib.metadata  # only here: every CLI start imports this module
+
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
