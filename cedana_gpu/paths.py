@@ -107,21 +107,24 @@ def build_dir() -> Path | None:
 
     It holds what the wheel leaves out, in the same sub-directories as the
     native directory: the tests' and benchmarks' programs (``bin/``) and
-    kernels (``kernels/``). ``CEDANA_GPU_BUILD_DIR`` overrides; otherwise the
-    build directory of ``build/<wheel tag>`` (pyproject.toml) that configured
-    this checkout with this interpreter, else the most recently configured one.
+    kernels (``kernels/``). ``CEDANA_GPU_BUILD_DIR`` overrides; otherwise,
+    among the build directories ``build/*`` of this checkout, the one pip made
+    (scikit-build-core's ``build/<wheel tag>``, pyproject.toml) for this
+    interpreter; other builds there (sanitizer builds, say) only when there is
+    no such one; the most recently configured one breaks a tie.
     """
     override = os.environ.get("CEDANA_GPU_BUILD_DIR")
     if override:
         return Path(override)
     checkout = Path(cedana_gpu.__file__).resolve().parent.parent
-    found: list[tuple[bool, float, Path]] = []
+    found: list[tuple[bool, bool, float, Path]] = []
     for cache_file in (checkout / "build").glob("*/CMakeCache.txt"):
         home = _cache_entry(cache_file, "CMAKE_HOME_DIRECTORY")
         if home is None or Path(home).resolve() != checkout:
             continue
+        by_pip = _cache_entry(cache_file, "SKBUILD") is not None
         python = _cache_entry(cache_file, "Python_EXECUTABLE")
         # Unresolved: a venv's python is a link to the system's.
         ours = python is not None and os.path.abspath(python) == os.path.abspath(sys.executable)
-        found.append((ours, cache_file.stat().st_mtime, cache_file.parent))
-    return max(found)[2] if found else None
+        found.append((by_pip, ours, cache_file.stat().st_mtime, cache_file.parent))
+    return max(found)[3] if found else None
