@@ -8,11 +8,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 JOBS ?= $(shell nproc)
 
-NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tests/fake_cuda samples bench \
+NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tools tests/fake_cuda samples bench \
 	-type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cmake' \
 	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' \) 2>/dev/null)
 
-.PHONY: setup demo test lint criu clean
+.PHONY: setup demo test test-gpu lint criu clean
 
 setup: $(VENV)/.built criu
 
@@ -38,7 +38,7 @@ criu:
 	@if [ "$$(id -u)" = 0 ]; then scripts/setup-criu.sh; \
 	else echo "criu: not root, skipping CRIU set-up (dump and restore need root)"; fi
 
-PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake)
+PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake tools)
 
 lint: $(VENV)/.built
 	$(VENV)/bin/ruff check $(PY_DIRS)
@@ -50,6 +50,14 @@ lint: $(VENV)/.built
 test: setup lint
 	$(VENV)/bin/pytest -n $(JOBS) -q -rs
 	CEDANA_TEST_CUDA_PATH=interposer $(VENV)/bin/pytest -n $(JOBS) -q -rs tests/fake_cuda
+
+# On a machine with NVIDIA's driver and a GPU: the real-GPU tests, then the
+# driver conformance suite on NVIDIA's driver, directly and through the
+# interposer. Without one, every test skips with the reason.
+test-gpu: setup
+	$(VENV)/bin/pytest -q tests/gpu
+	CEDANA_TEST_CUDA_PATH=system $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
+	CEDANA_TEST_CUDA_PATH=system-interposer $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
 
 demo: setup
 	$(PY) -m cedana_gpu.demo

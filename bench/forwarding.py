@@ -19,6 +19,7 @@ are benchmarks, not tests: a missed bar is reported, and the exit status is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -81,15 +82,24 @@ def fake_libdir() -> str:
 
 
 def bench_binary() -> Path:
-    from cedana_gpu.paths import NativeNotBuilt, bin_dir
+    """forwarding_bench from the checkout's build tree (the wheel does not
+    carry benchmarks), or from a native directory that a full
+    ``cmake --install`` staged. Its kernels sit in ../kernels next to it."""
+    from cedana_gpu.paths import NativeNotBuilt, bin_dir, build_dir
 
-    try:
-        path = bin_dir() / "forwarding_bench"
-    except NativeNotBuilt as e:
-        raise BenchError(str(e)) from None
-    if not path.is_file():
-        raise BenchError(f"{path} is missing: build the project with 'make setup'")
-    return path
+    candidates = []
+    build = build_dir()
+    if build is not None:
+        candidates.append(build / "bin" / "forwarding_bench")
+    with contextlib.suppress(NativeNotBuilt):
+        candidates.append(bin_dir() / "forwarding_bench")
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise BenchError(
+        "forwarding_bench is not built: run 'make setup' in the checkout "
+        "(looked in: " + (", ".join(map(str, candidates)) or "no build tree") + ")"
+    )
 
 
 @dataclass

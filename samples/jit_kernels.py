@@ -151,8 +151,8 @@ def native_tools() -> tuple[Path, Path]:
             return tool, include
     except RuntimeError:
         pass
-    fake = Path(__file__).resolve().parent.parent / "tests" / "fake_cuda"
-    return fake / "gen_module.py", fake / "include"
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "tools" / "gen_module.py", repo / "gpu" / "fake" / "include"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -21,6 +21,16 @@ The "path" through which the tests reach a driver is chosen with
     ``DriverPath.child_env``) gets a fresh server of its own, configured by
     the child's FAKE_CUDA_* settings, so that a child which breaks its
     context, or its controller, breaks nothing of the worker's.
+``system``
+    NVIDIA's libcuda.so.1, loaded directly: the same tests then hold the fake
+    driver to the real one.
+``system-interposer``
+    the interposer in front of a dispatcher that runs NVIDIA's driver.
+
+Where no usable NVIDIA driver is found (tests/system_driver.py), selecting
+``system`` or ``system-interposer`` skips every test with that one reason.
+Tests marked ``gpu`` (all of tests/gpu) need NVIDIA's driver whatever the
+path, and are skipped with the same reason where there is none.
 
 Paths are registered in ``DRIVER_PATHS``; the same tests run through each of
 them unchanged, because they only use the fixtures below (``driver_path``,
@@ -66,6 +76,8 @@ class DriverPath:
     name: str
     libdir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    real_gpu: bool = False
+    """NVIDIA's driver serves the calls (it takes GPU images, not fake modules)."""
 
     @property
     def library(self) -> Path:
@@ -110,9 +122,9 @@ def _fake_path() -> Iterator[DriverPath]:
 
 # ---- the interposer path ------------------------------------------------------
 
-# A dispatcher serving one job's segment on the fake driver, in a process of
-# its own (the fake driver and the interposer are both "libcuda.so.1": they
-# cannot share a process). It says "ready" once the segment is RUNNING and
+# A dispatcher serving one job's segment on a driver ("fake" or "system",
+# argv[2]), in a process of its own (the driver and the interposer are both
+# "libcuda.so.1": they cannot share a process). It says "ready" once the segment is RUNNING and
 # serves until its stdin closes, which also happens when the test process
 # dies, so a server never outlives its test process; then it stops and
 # removes the segment and the pinned-memory files.
@@ -121,7 +133,7 @@ import json, sys
 from cedana_gpu import gpu_info
 from cedana_gpu.controller import native
 
-gpu_info.load_driver("fake")
+gpu_info.load_driver(sys.argv[2])
 dispatcher = native.Dispatcher()
 try:
     dispatcher.open(native.DispatcherConfig(job_id=sys.argv[1]))
@@ -144,18 +156,24 @@ SERVER_STOP_S = 60.0
 class DispatcherServer:
     """One dispatcher server process and its segment ``/dev/shm/cedana-gpu.<job_id>``.
 
-    ``fake_env`` is the fake driver's configuration (FAKE_CUDA_*): the
-    server's, since the server is where the driver runs."""
+    ``driver`` is the driver it runs ("fake" or "system"); ``fake_env`` is the
+    fake driver's configuration (FAKE_CUDA_*): the server's, since the server
+    is where the driver runs."""
 
-    def __init__(self, fake_env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, fake_env: Mapping[str, str] | None = None, driver: str = "fake") -> None:
+        import system_driver
+
         from cedana_gpu.controller import shm_layout
 
         self.job_id = f"t-ic-{os.getpid()}-{uuid.uuid4().hex[:10]}"
         self.shm_name = shm_layout.shm_name(self.job_id)
         self.segment = shm_layout.SHM_DIR / shm_layout.segment_name(self.job_id)
+        # NVIDIA's driver is found by the loader's search, which must not
+        # meet the fake driver first.
+        base = system_driver.search_env() if driver == "system" else os.environ
         env = {
             k: v
-            for k, v in os.environ.items()
+            for k, v in base.items()
             if not k.startswith("FAKE_CUDA_") and k not in ("LD_PRELOAD", "CEDANA_GPU_SHM")
         }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -165,7 +183,7 @@ class DispatcherServer:
         # the server, so no `with`.
         self._log = tempfile.TemporaryFile(prefix="cedana-test-dispatcher-")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", DISPATCHER_SERVER, self.job_id],
+            [sys.executable, "-c", DISPATCHER_SERVER, self.job_id, driver],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -233,9 +251,10 @@ class DispatcherServer:
 
 @dataclass(frozen=True)
 class InterposerPath(DriverPath):
-    """The interposer in front of a dispatcher server on the fake driver."""
+    """The interposer in front of a dispatcher server on ``driver``."""
 
     preload: Path = Path()
+    driver: str = "fake"
     servers: list[DispatcherServer] = field(default_factory=list)
 
     @property
@@ -248,7 +267,7 @@ class InterposerPath(DriverPath):
         The child's FAKE_CUDA_* settings configure the server's driver."""
         extra = dict(extra or {})
         fake = {k: extra.pop(k) for k in list(extra) if k.startswith("FAKE_CUDA_")}
-        server = DispatcherServer(fake)
+        server = DispatcherServer(fake, self.driver)
         self.servers.append(server)
         return super().child_env({**server.env(), **extra})
 
@@ -268,20 +287,22 @@ class InterposerPath(DriverPath):
 
 
 @contextlib.contextmanager
-def _interposer_path() -> Iterator[DriverPath]:
+def _interposer_path(name: str = "interposer", driver: str = "fake") -> Iterator[DriverPath]:
     from cedana_gpu import paths
 
     intercept = paths.native_dir() / "intercept"
-    server = DispatcherServer()
+    server = DispatcherServer(driver=driver)
     # The interposer in this process reads CEDANA_GPU_SHM once, when cuInit
     # attaches; nothing else of the server's is needed here.
     saved = os.environ.get("CEDANA_GPU_SHM")
     os.environ["CEDANA_GPU_SHM"] = server.shm_name
     path = InterposerPath(
-        name="interposer",
+        name=name,
         libdir=intercept / "shim",
         env={"LD_PRELOAD": str(intercept / "libcedana-gpu.so")},
+        real_gpu=driver == "system",
         preload=intercept / "libcedana-gpu.so",
+        driver=driver,
     )
     try:
         yield path
@@ -294,6 +315,25 @@ def _interposer_path() -> Iterator[DriverPath]:
             os.environ["CEDANA_GPU_SHM"] = saved
 
 
+# ---- NVIDIA's driver -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _system_path() -> Iterator[DriverPath]:
+    import system_driver
+
+    yield DriverPath(name="system", libdir=system_driver.require().libdir, real_gpu=True)
+
+
+@contextlib.contextmanager
+def _system_interposer_path() -> Iterator[DriverPath]:
+    import system_driver
+
+    system_driver.require()
+    with _interposer_path("system-interposer", "system") as path:
+        yield path
+
+
 # name -> context manager giving the path. It is entered once per worker, the
 # first time a test needs the driver, and left at the end of the session, so
 # it may start and stop what the path needs (a controller). A path whose child
@@ -302,7 +342,11 @@ def _interposer_path() -> Iterator[DriverPath]:
 DRIVER_PATHS: dict[str, Callable[[], contextlib.AbstractContextManager[DriverPath]]] = {
     "fake": _fake_path,
     "interposer": _interposer_path,
+    "system": _system_path,
+    "system-interposer": _system_interposer_path,
 }
+# The paths on NVIDIA's driver: selecting one where there is none skips every test.
+SYSTEM_PATHS = ("system", "system-interposer")
 
 
 def selected_path_name() -> str:
@@ -319,6 +363,27 @@ def pytest_configure(config: pytest.Config) -> None:
             f"{CUDA_PATH_ENV}={name!r} is not a known driver path; use one of: "
             + ", ".join(sorted(DRIVER_PATHS))
         )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip what needs NVIDIA's driver where there is none, with one reason:
+    every test when a system path is selected, else the tests marked gpu."""
+    import system_driver
+
+    gpu_dir = Path(__file__).resolve().parent / "gpu"
+    for item in items:
+        if item.path.resolve().is_relative_to(gpu_dir):
+            item.add_marker(pytest.mark.gpu)
+    name = selected_path_name()
+    needs_driver = items if name in SYSTEM_PATHS else [i for i in items if "gpu" in i.keywords]
+    if not needs_driver:
+        return
+    found = system_driver.find()
+    if isinstance(found, str):
+        why = f"{CUDA_PATH_ENV}={name}: {found}" if name in SYSTEM_PATHS else found
+        skip = pytest.mark.skip(reason=why)
+        for item in needs_driver:
+            item.add_marker(skip)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

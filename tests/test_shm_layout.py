@@ -22,9 +22,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import native_build
 import pytest
 
-from cedana_gpu import paths
 from cedana_gpu.controller import native, shm_layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,9 +96,7 @@ def header() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def dump() -> dict[str, Any]:
-    exe = paths.bin_dir() / "cgs_layout_dump"
-    if not exe.is_file():
-        pytest.fail(f"{exe} does not exist: build and install the native parts first")
+    exe = native_build.program("cgs_layout_dump")  # test-only: in the build tree
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True, timeout=60)
     return json.loads(out.stdout)
 

@@ -35,6 +35,22 @@ CUresult ic_cuGetErrorString_6000(CUresult error, const char **pStr) {
   return cu_error_string(error, pStr);
 }
 
+/* Defined by the shared export wiring (gpu/api/exports.c). Purely local: no
+ * controller is needed, so cuda-bindings can bind every function at import
+ * time, before cuInit. */
+IC_HIDDEN CUresult ic_get_proc_address(const char *symbol, void **pfn, int version,
+                                       cuuint64_t flags, CUdriverProcAddressQueryResult *found);
+
+CUresult ic_cuGetProcAddress_11030(const char *symbol, void **pfn, int driverVersion,
+                                   cuuint64_t flags) {
+  return ic_get_proc_address(symbol, pfn, driverVersion, flags, NULL);
+}
+
+CUresult ic_cuGetProcAddress_12000(const char *symbol, void **pfn, int driverVersion,
+                                   cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound) {
+  return ic_get_proc_address(symbol, pfn, driverVersion, flags, symbolFound);
+}
+
 /* ---- devices ------------------------------------------------------------------ */
 
 static CUresult get_device(CUdevice dev, const cgs_device **out) {

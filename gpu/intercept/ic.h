@@ -14,7 +14,7 @@
  *
  * Implementations of API functions are named ic_<base>_<version> (for example
  * ic_cuMemAlloc_3020) with the parameters of that ABI variant in
- * cudaTypedefs.h; exports.c wires each one to its exported symbol and to
+ * cudaTypedefs.h; gpu/api/exports.c wires each one to its exported symbol and to
  * cuGetProcAddress. A per-thread variant without its own implementation runs
  * the default one with ic_tls_ptds set, which makes the NULL stream mean the
  * calling thread's per-thread default stream.

@@ -17,19 +17,27 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import native_build
 import pytest
 from driver_helpers import KERNELS, Gate, HostWord, Kernels, ok
 
 
 @pytest.fixture(scope="session")
-def kernels_path() -> Path:
-    """The conformance kernels built for the fake driver."""
-    from cedana_gpu import paths
+def kernels_path(driver_path: Any) -> Path:
+    """The conformance kernels as the driver under test takes them: the fake
+    driver's module on the fake-backed paths, PTX on NVIDIA's driver. Test
+    files, not in the wheel: tests/native_build.py finds them.
 
-    path = paths.kernels_dir() / f"{KERNELS}.fake.so"
-    if not path.exists():
-        pytest.fail(f"{path} does not exist: build and install the native parts first")
-    return path
+    driver_path: tests/conftest.py's DriverPath of this run."""
+    if not driver_path.real_gpu:
+        return native_build.kernels(f"{KERNELS}.fake.so")
+    ptx = native_build.kernels_if_built(f"{KERNELS}.ptx")
+    if ptx is None:
+        pytest.skip(
+            f"{KERNELS}.ptx was not built: the conformance kernels for NVIDIA's driver "
+            "need nvcc at build time (re-run 'make setup' where nvcc works)"
+        )
+    return ptx
 
 
 @pytest.fixture

@@ -12,6 +12,10 @@ from types import ModuleType
 from typing import Any
 
 KERNELS = "conformance"  # tests/fake_cuda/kernels/conformance.cu
+# The driver paths on which the fake driver serves the calls. A test that
+# configures the fake driver (FAKE_CUDA_*) or checks what only the fake does
+# runs on these alone: only_paths(*FAKE_PATHS, reason=...).
+FAKE_PATHS = ("fake", "interposer")
 # A kernel that waits for the host gives up after this long, so that a driver
 # running work synchronously fails a test instead of hanging it. Never reached
 # by a driver that behaves.

@@ -9,17 +9,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import native_build
 import pytest
 
 
 @pytest.mark.parametrize("build", ["legacy", "ptds"])
 def test_c_conformance_program(driver_path: Any, kernels_path: Path, build: str) -> None:
     """driver_path: tests/conftest.py's DriverPath of this run."""
-    from cedana_gpu import paths
-
-    program = paths.bin_dir() / f"fake_cuda_conformance_{build}"
-    if not program.exists():
-        pytest.fail(f"{program} does not exist: build and install the native parts first")
+    program = native_build.program(f"fake_cuda_conformance_{build}")
     r = subprocess.run(
         [str(program), str(kernels_path)],
         env=driver_path.child_env(),

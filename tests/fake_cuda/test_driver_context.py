@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from driver_helpers import err_of, ok
+from driver_helpers import FAKE_PATHS, err_of, ok
 
 RunOnDriver = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -65,6 +65,7 @@ def test_device_out_of_range(cu: ModuleType) -> None:
     assert err_of(cu.cuDeviceTotalMem(count)) == cu.CUresult.CUDA_ERROR_INVALID_DEVICE
 
 
+@pytest.mark.only_paths(*FAKE_PATHS, reason="configures the fake driver's devices (FAKE_CUDA_*)")
 def test_device_count_and_memory_from_environment(run_on_driver: RunOnDriver) -> None:
     r = run_on_driver(
         """

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from driver_helpers import err_of, ok, read_ints, write_ints
+from driver_helpers import FAKE_PATHS, err_of, ok, read_ints, write_ints
 
 RunOnDriver = Callable[..., subprocess.CompletedProcess[str]]
 MiB = 1 << 20
@@ -77,6 +77,7 @@ def test_out_of_memory(cu: ModuleType, ctx: Any) -> None:
     ok(cu.cuMemFree(ok(cu.cuMemAlloc(16))))
 
 
+@pytest.mark.only_paths(*FAKE_PATHS, reason="configures the fake driver's memory (FAKE_CUDA_*)")
 def test_out_of_memory_with_configured_size(run_on_driver: RunOnDriver) -> None:
     r = run_on_driver(
         """

@@ -16,9 +16,11 @@ from driver_helpers import Kernels, err_of, ok, read_ints
 # it places every allocation inside its own fixed reserved range, so that a
 # restore can put it back at the same address. Reserving, creating and
 # mapping memory by hand are therefore not forwarded (by design); these
-# calls answer CUDA_ERROR_NOT_SUPPORTED there.
+# calls answer CUDA_ERROR_NOT_SUPPORTED there. Both drivers, loaded directly,
+# implement them.
 pytestmark = pytest.mark.only_paths(
     "fake",
+    "system",
     reason="VMM calls are not forwarded by design: the controller owns the job's address space",
 )
 

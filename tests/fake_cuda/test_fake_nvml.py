@@ -18,6 +18,11 @@ from preload import set_child_preload
 
 from cedana_gpu.paths import NativeNotBuilt, fake_libdir
 
+# The fake NVML itself, next to the fake driver; no system path loads it.
+pytestmark = pytest.mark.only_paths(
+    "fake", "interposer", reason="tests the fake NVML, which runs beside the fake driver only"
+)
+
 # NVML return codes (nvml.h).
 SUCCESS = 0
 UNINITIALIZED = 1

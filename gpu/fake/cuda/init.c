@@ -81,6 +81,7 @@ CUresult fake_cuGetErrorString_6000(CUresult error, const char **pStr) {
   return cu_error_string(error, pStr);
 }
 
+/* Defined by the shared export wiring (gpu/api/exports.c). */
 FK_HIDDEN CUresult fk_get_proc_address(const char *symbol, void **pfn, int version,
                                        cuuint64_t flags, CUdriverProcAddressQueryResult *found);
 

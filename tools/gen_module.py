@@ -262,10 +262,10 @@ def generate(cu_path: Path, src: ModuleSource, include_as: str | None = None) ->
 
 
 def find_include_dir() -> Path:
-    """The compat headers: next to this script in the source tree
-    (tests/fake_cuda/include), or ../include when installed (_native/tools)."""
+    """The compat headers: ../include when installed (_native/tools), or the
+    fake driver's in the source tree (tools/ -> gpu/fake/include)."""
     here = Path(__file__).resolve().parent
-    for cand in (here / "include", here.parent / "include"):
+    for cand in (here.parent / "include", here.parent / "gpu" / "fake" / "include"):
         if (cand / HEADER).is_file():
             return cand
     raise FileNotFoundError(f"{HEADER} not found next to {here}: pass --include-dir")

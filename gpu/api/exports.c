@@ -1,0 +1,86 @@
+/* Every driver API symbol, wired to its implementation or to the
+ * "not supported" stub, and the table cuGetProcAddress resolves from. One
+ * source for every library built from the generated API table (the fake
+ * driver, the interposer), compiled into each with its own names:
+ *
+ *   CU_EXPORTS_IMPL  prefix of the implementations: an implementation of
+ *                    <base> at ABI <version> is <IMPL><base>_<version>
+ *                    (fake_cuMemAlloc_3020, ic_cuMemAlloc_3020);
+ *   CU_EXPORTS_LIB   prefix of the library's helpers used here:
+ *                    <LIB>unsupported(symbol), the thread-local <LIB>tls_ptds
+ *                    (the NULL stream means the thread's per-thread default
+ *                    stream while it is set), and <LIB>get_proc_address
+ *                    defined here for the library's cuGetProcAddress.
+ *
+ * Exported functions get their symbol name through an asm label so that
+ * cuda.h's renaming macros (cuMemAlloc -> cuMemAlloc_v2) cannot touch them.
+ */
+#if !defined(CU_EXPORTS_IMPL) || !defined(CU_EXPORTS_LIB)
+#error "compile with -DCU_EXPORTS_IMPL=<prefix> -DCU_EXPORTS_LIB=<prefix> (see the comment above)"
+#endif
+
+#define __CUDA_API_VERSION_INTERNAL 1
+#include <cuda.h>
+
+#include "proc_lookup.h"
+
+/* Two levels, so that the prefix macros expand before they are pasted. */
+#define CU_PASTE_(a, b) a##b
+#define CU_PASTE(a, b) CU_PASTE_(a, b)
+#define CU_IMPL(name) CU_PASTE(CU_EXPORTS_IMPL, name)
+#define CU_LIB(name) CU_PASTE(CU_EXPORTS_LIB, name)
+
+#define CU_HIDDEN __attribute__((visibility("hidden")))
+
+CU_HIDDEN CUresult CU_LIB(unsupported)(const char *symbol);
+CU_HIDDEN extern __thread int CU_LIB(tls_ptds);
+CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int version,
+                                            cuuint64_t flags,
+                                            CUdriverProcAddressQueryResult *found);
+
+/* Implementations are weak references: a file that implements a function
+ * defines <IMPL><base>_<version>; the others stay NULL and get the stub. */
+#define CU_FN(base, version, symbol, params, args) \
+  extern CUresult CU_IMPL(base##_##version) params __attribute__((weak, visibility("hidden")));
+#define CU_FN_PTDS(base, version, symbol, dver, params, args)   \
+  extern CUresult CU_IMPL(base##_##version##_ptds) params \
+      __attribute__((weak, visibility("hidden")));
+#include "cuda_api_table.h"
+
+#define CU_FN(base, version, symbol, params, args)                                          \
+  __attribute__((visibility("default"))) CUresult cu_export_##symbol params __asm__(#symbol); \
+  CUresult cu_export_##symbol params {                                                      \
+    if (CU_IMPL(base##_##version)) return CU_IMPL(base##_##version) args;                   \
+    return CU_LIB(unsupported)(#symbol);                                                    \
+  }
+/* A per-thread variant runs its own implementation if there is one, else the
+ * default variant with the NULL stream meaning the thread's default stream. */
+#define CU_FN_PTDS(base, version, symbol, dver, params, args)                                \
+  __attribute__((visibility("default"))) CUresult cu_export_##symbol params __asm__(#symbol); \
+  CUresult cu_export_##symbol params {                                                      \
+    if (CU_IMPL(base##_##version##_ptds)) return CU_IMPL(base##_##version##_ptds) args;     \
+    if (!CU_IMPL(base##_##dver)) return CU_LIB(unsupported)(#symbol);                       \
+    int saved = CU_LIB(tls_ptds);                                                           \
+    CU_LIB(tls_ptds) = 1;                                                                   \
+    CUresult rc = CU_IMPL(base##_##dver) args;                                              \
+    CU_LIB(tls_ptds) = saved;                                                               \
+    return rc;                                                                              \
+  }
+#include "cuda_api_table.h"
+
+static const cu_proc cu_procs[] = {
+#define CU_FN(base, version, symbol, params, args) {#base, version, 0, (void *)cu_export_##symbol},
+#define CU_FN_PTDS(base, version, symbol, dver, params, args) \
+  {#base, version, 1, (void *)cu_export_##symbol},
+#include "cuda_api_table.h"
+};
+
+/* Purely local: resolving symbols needs no device and, in the interposer, no
+ * controller, so cuda-bindings can bind every function at import time, before
+ * cuInit. */
+CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int version,
+                                            cuuint64_t flags,
+                                            CUdriverProcAddressQueryResult *found) {
+  return cu_get_proc_address(cu_procs, sizeof cu_procs / sizeof cu_procs[0], symbol, pfn, version,
+                             flags, found);
+}
