@@ -18,8 +18,14 @@
  * so the controller copies each request out before validating it, and keeps
  * its own copy of the geometry (ring size, channel count, staging size).
  *
- * Mirrored in Python by cedana_gpu/controller/shm_layout.py; a test compares
- * the two field by field (tests/test_shm_layout.py).
+ * The ops are listed once, in cedana_gpu_ops.def. Mirrored in Python by
+ * cedana_gpu/controller/shm_protocol.py, which gen_protocol.py generates from
+ * this header and the op table (re-exported by shm_layout.py); a test
+ * compares the mirror with the compiler's layout field by field
+ * (tests/test_shm_layout.py), another that it is up to date
+ * (tests/test_protocol_generated.py). The parser knows this header's forms
+ * only: fixed-width integers, char, nested structs, constant-size arrays,
+ * object-like #defines of integer or string constants.
  */
 #ifndef CEDANA_GPU_SHM_H
 #define CEDANA_GPU_SHM_H
