@@ -48,6 +48,10 @@ SCALARS = {
     "uint32_t": "u32",
     "int32_t": "i32",
     "uint64_t": "u64",
+    "int8_t": "ctypes.c_int8",
+    "uint16_t": "ctypes.c_uint16",
+    "int16_t": "ctypes.c_int16",
+    "int64_t": "ctypes.c_int64",
     "char": "ctypes.c_char",
 }
 CHANNEL_RULES = ("ASYNC", "SYNC", "DEPENDS")
