@@ -10,7 +10,7 @@ JOBS ?= $(shell nproc)
 
 NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tools tests/fake_cuda samples bench \
 	-type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cmake' \
-	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' \) 2>/dev/null)
+	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' -o -name '*.def' -o -name '*.inc' \) 2>/dev/null)
 
 .PHONY: setup demo test test-gpu lint criu clean
 

@@ -1,8 +1,11 @@
 """Requests of the shared-memory protocol, packed by hand, for the dispatcher tests.
 
-Independent of cedana_gpu.controller.shm_layout on purpose: these tests drive
-the native dispatcher (libcedana-gpu-controller.so) with bytes exactly as the C
-header lays them out (gpu/include/cedana_gpu_shm.h), including wrong ones.
+The bytes are packed by hand on purpose, not through the ctypes mirror in
+cedana_gpu.controller.shm_layout: these tests drive the native dispatcher
+(libcedana-gpu-controller.so) with bytes exactly as the C header lays them out
+(gpu/include/cedana_gpu_shm.h), including wrong ones. Which ops exist, their
+values, request structs and channel rules come from the op table's mirror;
+the hand-written sizes are checked against it at import.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cedana_gpu.controller import shm_layout
 from cedana_gpu.paths import native_dir
 
 SLOT_SIZE = 256
@@ -25,47 +29,13 @@ NO_CHANNEL = 0xFFFFFFFF
 HEADER_SIZE = 65536
 MAGIC = 0x3155504741444543
 
-# enum cgs_op, in order.
-OPS = [
-    "NOP",
-    "CTX_CREATE",
-    "CTX_DESTROY",
-    "CTX_SYNCHRONIZE",
-    "PRIMARY_RETAIN",
-    "PRIMARY_RELEASE",
-    "PRIMARY_RESET",
-    "MEM_ALLOC",
-    "MEM_FREE",
-    "MEM_GET_INFO",
-    "MEMCPY_HTOD",
-    "MEMCPY_DTOH",
-    "MEMCPY_DTOD",
-    "MEMSET",
-    "STREAM_CREATE",
-    "STREAM_DESTROY",
-    "STREAM_SYNCHRONIZE",
-    "STREAM_QUERY",
-    "STREAM_WAIT_EVENT",
-    "EVENT_CREATE",
-    "EVENT_RECORD",
-    "EVENT_QUERY",
-    "EVENT_SYNCHRONIZE",
-    "EVENT_ELAPSED",
-    "EVENT_DESTROY",
-    "BLOB_PUT",
-    "MODULE_LOAD",
-    "MODULE_UNLOAD",
-    "MODULE_GET_FUNCTION",
-    "MODULE_GET_GLOBAL",
-    "FUNC_GET_ATTRIBUTE",
-    "FUNC_SET_ATTRIBUTE",
-    "LAUNCH",
-    "HOST_REGISTER",
-    "HOST_UNREGISTER",
-    "HOST_FUNC",
-]
-OP = {name: i for i, name in enumerate(OPS)}
+# The ops, their values and request structs come from the op table
+# (gpu/include/cedana_gpu_ops.def, through its generated Python mirror), so
+# a new op is known here, and fuzzed, without an edit.
+OPS = [o.name for o in shm_layout.OPS]
+OP = {name: int(shm_layout.OPS_BY_NAME[name].op) for name in OPS}
 OP_COUNT = len(OPS)
+SYNC_OPS = shm_layout.SYNC_OPS
 
 HOST_STAGING = 1
 HOST_PINNED = 2
@@ -92,44 +62,20 @@ SIZES = {k: 32 + struct.calcsize(v) for k, v in BODY.items()}
 assert SIZES["copy"] == 88 and SIZES["launch"] == 88 and SIZES["symbol"] == 496
 assert SIZES["stream"] == 64 and SIZES["event"] == 64 and SIZES["pin"] == 56
 
-OP_BODY = {
-    "NOP": None,
-    "CTX_CREATE": "ctx",
-    "CTX_DESTROY": "ctx",
-    "CTX_SYNCHRONIZE": "ctx",
-    "PRIMARY_RETAIN": "ctx",
-    "PRIMARY_RELEASE": "ctx",
-    "PRIMARY_RESET": "ctx",
-    "MEM_ALLOC": "mem",
-    "MEM_FREE": "mem",
-    "MEM_GET_INFO": "mem",
-    "MEMCPY_HTOD": "copy",
-    "MEMCPY_DTOH": "copy",
-    "MEMCPY_DTOD": "copy",
-    "MEMSET": "memset",
-    "STREAM_CREATE": "stream",
-    "STREAM_DESTROY": "stream",
-    "STREAM_SYNCHRONIZE": "stream",
-    "STREAM_QUERY": "stream",
-    "STREAM_WAIT_EVENT": "stream",
-    "EVENT_CREATE": "event",
-    "EVENT_RECORD": "event",
-    "EVENT_QUERY": "event",
-    "EVENT_SYNCHRONIZE": "event",
-    "EVENT_ELAPSED": "event",
-    "EVENT_DESTROY": "event",
-    "BLOB_PUT": "blob",
-    "MODULE_LOAD": "module",
-    "MODULE_UNLOAD": "module",
-    "MODULE_GET_FUNCTION": "symbol",
-    "MODULE_GET_GLOBAL": "symbol",
-    "FUNC_GET_ATTRIBUTE": "func_attr",
-    "FUNC_SET_ATTRIBUTE": "func_attr",
-    "LAUNCH": "launch",
-    "HOST_REGISTER": "pin",
-    "HOST_UNREGISTER": "pin",
-    "HOST_FUNC": "host_func",
+# Op name -> its body format's key: the request struct without "cgs_"
+# (None for a bare header). A new request struct needs a format in BODY.
+OP_BODY: dict[str, str | None] = {
+    o.name: None if o.request is shm_layout.cgs_req else o.request.__name__.removeprefix("cgs_")
+    for o in shm_layout.OPS
 }
+# The hand-written formats against the compiler-checked mirror: packing by
+# hand is on purpose, packing a wrong size is not.
+for _op in shm_layout.OPS:
+    _kind = OP_BODY[_op.name]
+    assert _kind is None or SIZES[_kind] == ctypes.sizeof(_op.request), _op.name
+assert SLOT_SIZE == shm_layout.CGS_SLOT_SIZE and NO_CHANNEL == shm_layout.CGS_NO_CHANNEL
+assert MAX_REQUEST_SLOTS == shm_layout.CGS_MAX_REQUEST_SLOTS
+assert CHANNEL_HEADER == shm_layout.CGS_CHANNEL_HEADER and MAGIC == shm_layout.CGS_MAGIC
 
 
 def slots_for(length: int) -> int:

@@ -26,6 +26,7 @@ from dispatcher_proto import (
     OP_COUNT,
     OPS,
     SLOT_DATA,
+    SYNC_OPS,
     load_dispatcher,
     request,
     slots_for,
@@ -42,28 +43,6 @@ MAX_BLOB = 1 << 31
 U64 = (1 << 64) - 1
 HDR = struct.Struct("<IIIIIIQ")
 CUDA_ERROR_INVALID_VALUE = 1
-
-# Requests the protocol calls synchronous: they must name a channel.
-SYNC_OPS = {
-    "CTX_DESTROY",
-    "CTX_SYNCHRONIZE",
-    "PRIMARY_RESET",
-    "MEM_ALLOC",
-    "MEM_GET_INFO",
-    "STREAM_SYNCHRONIZE",
-    "STREAM_QUERY",
-    "EVENT_QUERY",
-    "EVENT_SYNCHRONIZE",
-    "EVENT_ELAPSED",
-    "BLOB_PUT",
-    "MODULE_LOAD",
-    "MODULE_UNLOAD",
-    "MODULE_GET_FUNCTION",
-    "MODULE_GET_GLOBAL",
-    "FUNC_GET_ATTRIBUTE",
-    "HOST_REGISTER",
-    "HOST_UNREGISTER",
-}
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -29,6 +29,7 @@ from cedana_gpu.controller import native, shm_layout
 
 REPO = Path(__file__).resolve().parent.parent
 SHM_HEADER = REPO / "gpu" / "include" / "cedana_gpu_shm.h"
+OPS_DEF = REPO / "gpu" / "include" / "cedana_gpu_ops.def"
 CONTROLLER_HEADER = REPO / "gpu" / "controller" / "cedana_gpu_controller.h"
 
 MIRRORS: dict[str, type[ctypes.Structure]] = {
@@ -66,12 +67,21 @@ def parse_structs(text: str) -> dict[str, list[str]]:
     return structs
 
 
-def parse_enums(text: str) -> dict[str, list[str]]:
+def parse_enums(text: str, ops: list[str]) -> dict[str, list[str]]:
+    """Enum members in order; an enum that includes the op table has its ops."""
     enums: dict[str, list[str]] = {}
     for m in re.finditer(r"enum\s+(\w+)\s*\{(.*?)\}\s*;", text, flags=re.S):
-        members = [e.split("=")[0].strip() for e in m.group(2).split(",")]
-        enums[m.group(1)] = [e for e in members if e]
+        body = m.group(2)
+        expanded = [f"CGS_OP_{op}" for op in ops] if '#include "cedana_gpu_ops.def"' in body else []
+        body = re.sub(r"^\s*#.*$", "", body, flags=re.M)
+        members = [e.split("=")[0].strip() for e in body.split(",")]
+        enums[m.group(1)] = expanded + [e for e in members if e]
     return enums
+
+
+def parse_op_names(text: str) -> list[str]:
+    """The op table's names in order (its CGS_OP(...) rows)."""
+    return re.findall(r"^CGS_OP\(\s*(\w+)\s*,", _strip_comments(text), flags=re.M)
 
 
 def parse_constants(text: str) -> list[str]:
@@ -86,7 +96,7 @@ def header() -> dict[str, Any]:
     ctl = _strip_comments(CONTROLLER_HEADER.read_text())
     return {
         "structs": {**parse_structs(shm), **parse_structs(ctl)},
-        "enums": parse_enums(shm),
+        "enums": parse_enums(shm, parse_op_names(OPS_DEF.read_text())),
         "constants": parse_constants(shm),
     }
 
@@ -163,6 +173,22 @@ def test_enums_match(header: dict[str, Any], dump: dict[str, Any]) -> None:
 def test_constants_match(header: dict[str, Any], dump: dict[str, Any]) -> None:
     assert sorted(header["constants"]) == sorted(dump["constants"])
     assert dump["constants"] == shm_layout.CONSTANTS
+
+
+def test_op_table_matches_c(dump: dict[str, Any]) -> None:
+    """Each op's value, request struct, channel rule and minimum length as the
+    compiler computed them from cedana_gpu_ops.def, against the Python table."""
+    py = {
+        o.name: {
+            "value": int(o.op),
+            "request": o.request.__name__,
+            "channel": int(o.channel),
+            "min_len": o.min_len,
+        }
+        for o in shm_layout.OPS
+    }
+    assert py == dump["ops"]
+    assert list(dump["ops"]) == [o.name for o in shm_layout.OPS]
 
 
 def test_comparison_catches_drift(dump: dict[str, Any]) -> None:

@@ -400,7 +400,8 @@ static CUresult host_ptr(cgc_t *c, const cgs_copy *r, void **out) {
   return CUDA_SUCCESS;
 }
 
-static int op_copy(cgc_t *c, cgs_copy *r) {
+static int op_copy(cgc_t *c, cgs_copy *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_context *x, *sx;
   CUresult rc = use_ctx(c, r->h.ctx, false, &x);
   if (rc) return rc;
@@ -456,7 +457,8 @@ static int op_copy(cgc_t *c, cgs_copy *r) {
   return CUDA_SUCCESS;
 }
 
-static int op_memset(cgc_t *c, cgs_memset *r) {
+static int op_memset(cgc_t *c, cgs_memset *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_context *x, *sx;
   CUresult rc = use_ctx(c, r->h.ctx, false, &x);
   if (rc) return rc;
@@ -488,7 +490,8 @@ static int op_memset(cgc_t *c, cgs_memset *r) {
 
 /* ---- streams and events ---------------------------------------------------*/
 
-static int op_stream(cgc_t *c, cgs_stream *r) {
+static int op_stream(cgc_t *c, cgs_stream *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_context *x, *sx;
   CUresult rc = use_ctx(c, r->h.ctx, false, &x);
   if (rc) return rc;
@@ -619,7 +622,8 @@ static int op_event(cgc_t *c, cgs_event *r, uint64_t *ret, int *nret) {
 
 /* ---- modules and functions ------------------------------------------------*/
 
-static int op_blob(cgc_t *c, cgs_blob *r) {
+static int op_blob(cgc_t *c, cgs_blob *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_blob *b = &c->blobs[r->h.channel];
   if (r->offset == 0) {
     if (!b->buf || b->total != r->total) {
@@ -646,7 +650,8 @@ static void drop_function(cgc_t *c, cgc_function *f) {
   (void)c;
 }
 
-static int op_module(cgc_t *c, cgs_module *r) {
+static int op_module(cgc_t *c, cgs_module *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_context *x;
   CUresult rc = use_ctx(c, r->h.ctx, false, &x);
   if (rc) return rc;
@@ -847,7 +852,8 @@ static int op_func_attr(cgc_t *c, cgs_func_attr *r, uint64_t *ret, int *nret) {
 }
 
 /* The hot path: no allocation, two hash lookups, one driver call. */
-static int op_launch(cgc_t *c, cgs_launch *r) {
+static int op_launch(cgc_t *c, cgs_launch *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_context *x, *sx;
   CUresult rc = use_ctx(c, r->h.ctx, false, &x);
   if (rc) return rc;
@@ -875,7 +881,8 @@ static int op_launch(cgc_t *c, cgs_launch *r) {
 
 /* ---- pinned host memory -------------------------------------------------- */
 
-static int op_pin(cgc_t *c, cgs_pin *r) {
+static int op_pin(cgc_t *c, cgs_pin *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_context *x;
   /* Registration works without a context of the job's (ours is used then). */
   CUresult rc = use_ctx(c, r->h.ctx, true, &x);
@@ -965,7 +972,8 @@ static void CUDA_CB hostfn_trampoline(void *arg) {
   free(hf);
 }
 
-static int op_host_func(cgc_t *c, cgs_host_func *r) {
+static int op_host_func(cgc_t *c, cgs_host_func *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
   cgc_context *x, *sx;
   CUresult rc = use_ctx(c, r->h.ctx, false, &x);
   if (rc) return rc;
@@ -986,6 +994,31 @@ static int op_host_func(cgc_t *c, cgs_host_func *r) {
   return rc;
 }
 
+/* ---- the op table -----------------------------------------------------------
+ * One handler per op (cedana_gpu_ops.def, `handler`), each taking its op's
+ * request struct: the typed trampolines make a handler that takes another
+ * struct than the table says a compile error. */
+
+static int op_nop(cgc_t *c, cgs_req *r, uint64_t *ret, int *nret) {
+  (void)c, (void)r, (void)ret, (void)nret;
+  return CUDA_SUCCESS;
+}
+
+typedef int handler_fn(cgc_t *c, cgs_req *h, uint64_t *ret, int *nret);
+
+#define CGS_OP(name, request, channel, min_len, check, handler)              \
+  static int run_##name(cgc_t *c, cgs_req *h, uint64_t *ret, int *nret) { \
+    return handler(c, (request *)h, ret, nret);                            \
+  }
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
+
+static handler_fn *const handlers[CGS_OP_COUNT] = {
+#define CGS_OP(name, request, channel, min_len, check, handler) [CGS_OP_##name] = run_##name,
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
+};
+
 /* ---- the loop -------------------------------------------------------------*/
 
 static void execute(cgc_t *c, size_t avail) {
@@ -999,45 +1032,8 @@ static void execute(cgc_t *c, size_t avail) {
     if (c->log) cgc_log(c, "rejected request: %s", why);
   } else {
     __atomic_store_n(&c->n_op[h->op], c->n_op[h->op] + 1, __ATOMIC_RELAXED);
-    switch (h->op) {
-    case CGS_OP_NOP: rc = CUDA_SUCCESS; break;
-    case CGS_OP_LAUNCH: rc = op_launch(c, (cgs_launch *)h); break;
-    case CGS_OP_CTX_CREATE:
-    case CGS_OP_CTX_DESTROY:
-    case CGS_OP_CTX_SYNCHRONIZE:
-    case CGS_OP_PRIMARY_RETAIN:
-    case CGS_OP_PRIMARY_RELEASE:
-    case CGS_OP_PRIMARY_RESET: rc = op_ctx(c, (cgs_ctx *)h, ret, &nret); break;
-    case CGS_OP_MEM_ALLOC:
-    case CGS_OP_MEM_FREE:
-    case CGS_OP_MEM_GET_INFO: rc = op_mem(c, (cgs_mem *)h, ret, &nret); break;
-    case CGS_OP_MEMCPY_HTOD:
-    case CGS_OP_MEMCPY_DTOH:
-    case CGS_OP_MEMCPY_DTOD: rc = op_copy(c, (cgs_copy *)h); break;
-    case CGS_OP_MEMSET: rc = op_memset(c, (cgs_memset *)h); break;
-    case CGS_OP_STREAM_CREATE:
-    case CGS_OP_STREAM_DESTROY:
-    case CGS_OP_STREAM_SYNCHRONIZE:
-    case CGS_OP_STREAM_QUERY:
-    case CGS_OP_STREAM_WAIT_EVENT: rc = op_stream(c, (cgs_stream *)h); break;
-    case CGS_OP_EVENT_CREATE:
-    case CGS_OP_EVENT_RECORD:
-    case CGS_OP_EVENT_QUERY:
-    case CGS_OP_EVENT_SYNCHRONIZE:
-    case CGS_OP_EVENT_ELAPSED:
-    case CGS_OP_EVENT_DESTROY: rc = op_event(c, (cgs_event *)h, ret, &nret); break;
-    case CGS_OP_BLOB_PUT: rc = op_blob(c, (cgs_blob *)h); break;
-    case CGS_OP_MODULE_LOAD:
-    case CGS_OP_MODULE_UNLOAD: rc = op_module(c, (cgs_module *)h); break;
-    case CGS_OP_MODULE_GET_FUNCTION:
-    case CGS_OP_MODULE_GET_GLOBAL: rc = op_symbol(c, (cgs_symbol *)h, ret, &nret); break;
-    case CGS_OP_FUNC_GET_ATTRIBUTE:
-    case CGS_OP_FUNC_SET_ATTRIBUTE: rc = op_func_attr(c, (cgs_func_attr *)h, ret, &nret); break;
-    case CGS_OP_HOST_REGISTER:
-    case CGS_OP_HOST_UNREGISTER: rc = op_pin(c, (cgs_pin *)h); break;
-    case CGS_OP_HOST_FUNC: rc = op_host_func(c, (cgs_host_func *)h); break;
-    default: rc = CUDA_ERROR_INVALID_VALUE; break;
-    }
+    /* cgc_validate answered every op outside the table. */
+    rc = handlers[h->op](c, h, ret, &nret);
     if (rc == DEFERRED) return;
     if (rc && c->log) cgc_log(c, "%s failed: %s", cgc_op_name(h->op), cgc_cu_name(c, (CUresult)rc));
   }

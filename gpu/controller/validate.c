@@ -12,55 +12,18 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-enum { CH_OPT = 0, CH_REQ = 1, CH_DEPENDS = 2 };
-
-typedef struct op_info {
-  const char *name;
-  uint32_t min_len;
-  uint8_t channel;
-} op_info;
-
-static const op_info ops[CGS_OP_COUNT] = {
-    [CGS_OP_NOP] = {"NOP", sizeof(cgs_req), CH_OPT},
-    [CGS_OP_CTX_CREATE] = {"CTX_CREATE", sizeof(cgs_ctx), CH_OPT},
-    [CGS_OP_CTX_DESTROY] = {"CTX_DESTROY", sizeof(cgs_ctx), CH_REQ},
-    [CGS_OP_CTX_SYNCHRONIZE] = {"CTX_SYNCHRONIZE", sizeof(cgs_ctx), CH_REQ},
-    [CGS_OP_PRIMARY_RETAIN] = {"PRIMARY_RETAIN", sizeof(cgs_ctx), CH_OPT},
-    [CGS_OP_PRIMARY_RELEASE] = {"PRIMARY_RELEASE", sizeof(cgs_ctx), CH_OPT},
-    [CGS_OP_PRIMARY_RESET] = {"PRIMARY_RESET", sizeof(cgs_ctx), CH_REQ},
-    [CGS_OP_MEM_ALLOC] = {"MEM_ALLOC", sizeof(cgs_mem), CH_REQ},
-    [CGS_OP_MEM_FREE] = {"MEM_FREE", sizeof(cgs_mem), CH_OPT},
-    [CGS_OP_MEM_GET_INFO] = {"MEM_GET_INFO", sizeof(cgs_mem), CH_REQ},
-    [CGS_OP_MEMCPY_HTOD] = {"MEMCPY_HTOD", sizeof(cgs_copy), CH_DEPENDS},
-    [CGS_OP_MEMCPY_DTOH] = {"MEMCPY_DTOH", sizeof(cgs_copy), CH_DEPENDS},
-    [CGS_OP_MEMCPY_DTOD] = {"MEMCPY_DTOD", sizeof(cgs_copy), CH_DEPENDS},
-    [CGS_OP_MEMSET] = {"MEMSET", sizeof(cgs_memset), CH_DEPENDS},
-    [CGS_OP_STREAM_CREATE] = {"STREAM_CREATE", sizeof(cgs_stream), CH_OPT},
-    [CGS_OP_STREAM_DESTROY] = {"STREAM_DESTROY", sizeof(cgs_stream), CH_OPT},
-    [CGS_OP_STREAM_SYNCHRONIZE] = {"STREAM_SYNCHRONIZE", sizeof(cgs_stream), CH_REQ},
-    [CGS_OP_STREAM_QUERY] = {"STREAM_QUERY", sizeof(cgs_stream), CH_REQ},
-    [CGS_OP_STREAM_WAIT_EVENT] = {"STREAM_WAIT_EVENT", sizeof(cgs_stream), CH_OPT},
-    [CGS_OP_EVENT_CREATE] = {"EVENT_CREATE", sizeof(cgs_event), CH_OPT},
-    [CGS_OP_EVENT_RECORD] = {"EVENT_RECORD", sizeof(cgs_event), CH_OPT},
-    [CGS_OP_EVENT_QUERY] = {"EVENT_QUERY", sizeof(cgs_event), CH_REQ},
-    [CGS_OP_EVENT_SYNCHRONIZE] = {"EVENT_SYNCHRONIZE", sizeof(cgs_event), CH_REQ},
-    [CGS_OP_EVENT_ELAPSED] = {"EVENT_ELAPSED", sizeof(cgs_event), CH_REQ},
-    [CGS_OP_EVENT_DESTROY] = {"EVENT_DESTROY", sizeof(cgs_event), CH_OPT},
-    [CGS_OP_BLOB_PUT] = {"BLOB_PUT", sizeof(cgs_blob), CH_REQ},
-    [CGS_OP_MODULE_LOAD] = {"MODULE_LOAD", sizeof(cgs_module), CH_REQ},
-    [CGS_OP_MODULE_UNLOAD] = {"MODULE_UNLOAD", sizeof(cgs_module), CH_REQ},
-    /* A symbol request may end right after the name's NUL. */
-    [CGS_OP_MODULE_GET_FUNCTION] = {"MODULE_GET_FUNCTION", offsetof(cgs_symbol, name) + 1, CH_REQ},
-    [CGS_OP_MODULE_GET_GLOBAL] = {"MODULE_GET_GLOBAL", offsetof(cgs_symbol, name) + 1, CH_REQ},
-    [CGS_OP_FUNC_GET_ATTRIBUTE] = {"FUNC_GET_ATTRIBUTE", sizeof(cgs_func_attr), CH_REQ},
-    [CGS_OP_FUNC_SET_ATTRIBUTE] = {"FUNC_SET_ATTRIBUTE", sizeof(cgs_func_attr), CH_OPT},
-    [CGS_OP_LAUNCH] = {"LAUNCH", sizeof(cgs_launch), CH_OPT},
-    [CGS_OP_HOST_REGISTER] = {"HOST_REGISTER", sizeof(cgs_pin), CH_REQ},
-    [CGS_OP_HOST_UNREGISTER] = {"HOST_UNREGISTER", sizeof(cgs_pin), CH_REQ},
-    [CGS_OP_HOST_FUNC] = {"HOST_FUNC", sizeof(cgs_host_func), CH_OPT},
+/* The shortest length allowed for each op (cedana_gpu_ops.def, min_len). */
+static const uint32_t min_len[CGS_OP_COUNT] = {
+#define CGS_OP(name, request, channel, min, check, handler) \
+  [CGS_OP_##name] = (uint32_t)((min) ? (min) : sizeof(request)),
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
 };
 
-const char *cgc_op_name(uint32_t op) { return op < CGS_OP_COUNT ? ops[op].name : "INVALID_OP"; }
+const char *cgc_op_name(uint32_t op) {
+  const char *name = cgs_op_name(op);
+  return name ? name : "INVALID_OP";
+}
 
 static int why_fmt(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int why_fmt(char *why, size_t why_len, const char *fmt, ...) {
@@ -78,10 +41,21 @@ static int why_fmt(char *why, size_t why_len, const char *fmt, ...) {
 /* [a, a+n) inside [0, limit) without overflow. */
 static inline bool fits(uint64_t a, uint64_t n, uint64_t limit) { return a <= limit && n <= limit - a; }
 
+/* ---- per-op checks ----------------------------------------------------------
+ * One per `check` of cedana_gpu_ops.def, each taking its op's request struct:
+ * the table below calls them through typed trampolines, so a check that
+ * takes another struct than the table says does not compile. */
+
+static int check_none(const void *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)r, (void)staging_size, (void)why, (void)why_len;
+  return 0;
+}
+
 static int check_copy(const cgs_copy *r, uint64_t staging_size, char *why, size_t why_len) {
+  const char *name = cgs_op_name(r->h.op);
   bool has_channel = r->h.channel != CGS_NO_CHANNEL;
   uint64_t dev = r->h.op == CGS_OP_MEMCPY_DTOH ? r->src : r->dst;
-  if (dev + r->size < dev) BAD("%s: device range 0x%llx+%llu wraps around", ops[r->h.op].name,
+  if (dev + r->size < dev) BAD("%s: device range 0x%llx+%llu wraps around", name,
                               (unsigned long long)dev, (unsigned long long)r->size);
   if (r->h.op == CGS_OP_MEMCPY_DTOD) {
     if (r->src + r->size < r->src) BAD("MEMCPY_DTOD: source range wraps around");
@@ -92,22 +66,23 @@ static int check_copy(const cgs_copy *r, uint64_t staging_size, char *why, size_
   case CGS_HOST_STAGING:
     /* The staging area belongs to the channel and is reused as soon as the
      * request completes, so a staged copy always completes on it. */
-    if (!has_channel) BAD("%s: a staged copy needs a channel", ops[r->h.op].name);
+    if (!has_channel) BAD("%s: a staged copy needs a channel", name);
     if (!fits(r->host_offset, r->size, staging_size))
-      BAD("%s: staging range %llu+%llu exceeds the staging area (%llu bytes)", ops[r->h.op].name,
+      BAD("%s: staging range %llu+%llu exceeds the staging area (%llu bytes)", name,
           (unsigned long long)r->host_offset, (unsigned long long)r->size,
           (unsigned long long)staging_size);
     return 0;
   case CGS_HOST_PINNED:
-    if (!r->async && !has_channel) BAD("%s: a synchronous copy needs a channel", ops[r->h.op].name);
-    if (r->host_offset + r->size < r->host_offset) BAD("%s: pinned range wraps around", ops[r->h.op].name);
+    if (!r->async && !has_channel) BAD("%s: a synchronous copy needs a channel", name);
+    if (r->host_offset + r->size < r->host_offset) BAD("%s: pinned range wraps around", name);
     return 0;
   default:
-    BAD("%s: unknown host memory kind %u", ops[r->h.op].name, r->host_kind);
+    BAD("%s: unknown host memory kind %u", name, r->host_kind);
   }
 }
 
-static int check_memset(const cgs_memset *r, char *why, size_t why_len) {
+static int check_memset(const cgs_memset *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
   if (r->elem_size != 1 && r->elem_size != 2 && r->elem_size != 4)
     BAD("MEMSET: element size %u is not 1, 2 or 4", r->elem_size);
   if (r->height == 0) BAD("MEMSET: height is 0");
@@ -124,95 +99,115 @@ static int check_memset(const cgs_memset *r, char *why, size_t why_len) {
   return 0;
 }
 
+static int check_mem_alloc(const cgs_mem *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  if (r->size == 0) BAD("MEM_ALLOC: size 0");
+  return 0;
+}
+
+static int check_blob(const cgs_blob *r, uint64_t staging_size, char *why, size_t why_len) {
+  if (r->total == 0 || r->total > CGC_MAX_BLOB)
+    BAD("BLOB_PUT: total %llu outside 1..%llu", (unsigned long long)r->total, (unsigned long long)CGC_MAX_BLOB);
+  if (r->size > staging_size) BAD("BLOB_PUT: %llu bytes exceed the staging area", (unsigned long long)r->size);
+  if (!fits(r->offset, r->size, r->total))
+    BAD("BLOB_PUT: bytes %llu+%llu outside the blob (%llu)", (unsigned long long)r->offset,
+        (unsigned long long)r->size, (unsigned long long)r->total);
+  return 0;
+}
+
+static int check_module_load(const cgs_module *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  if (r->size == 0 || r->size > CGC_MAX_BLOB) BAD("MODULE_LOAD: image size %llu", (unsigned long long)r->size);
+  if (r->handle == 0) BAD("MODULE_LOAD: module handle 0");
+  return 0;
+}
+
+/* A symbol request may end right after its name's NUL (min_len), so only
+ * the bytes of the name that the request holds are searched. */
+static int check_symbol(const cgs_symbol *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  const char *name = cgs_op_name(r->h.op);
+  size_t avail = r->h.length < sizeof(cgs_symbol) ? r->h.length : sizeof(cgs_symbol);
+  avail -= offsetof(cgs_symbol, name);
+  if (!memchr(r->name, 0, avail)) BAD("%s: symbol name is not NUL-terminated", name);
+  if (r->name[0] == 0) BAD("%s: empty symbol name", name);
+  if (r->h.op == CGS_OP_MODULE_GET_FUNCTION && r->handle == 0) BAD("MODULE_GET_FUNCTION: function handle 0");
+  return 0;
+}
+
+static int check_launch(const cgs_launch *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  if (r->args_size > r->h.length - sizeof(cgs_launch))
+    BAD("LAUNCH: %u argument bytes exceed the request (%u bytes)", r->args_size, r->h.length);
+  return 0;
+}
+
+static int check_host_register(const cgs_pin *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  if (r->size == 0) BAD("HOST_REGISTER: size 0");
+  return 0;
+}
+
+/* CTX_CREATE and PRIMARY_RETAIN: a new minted context on a device. */
+static int check_ctx_new(const cgs_ctx *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  const char *name = cgs_op_name(r->h.op);
+  if (r->handle == 0) BAD("%s: context handle 0", name);
+  if (r->device < 0 || r->device >= CGS_MAX_DEVICES) BAD("%s: device %d", name, r->device);
+  return 0;
+}
+
+static int check_stream_create(const cgs_stream *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  /* 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD. */
+  if (r->handle <= 2) BAD("STREAM_CREATE: stream handle %llu is reserved", (unsigned long long)r->handle);
+  return 0;
+}
+
+static int check_event_create(const cgs_event *r, uint64_t staging_size, char *why, size_t why_len) {
+  (void)staging_size;
+  if (r->handle == 0) BAD("EVENT_CREATE: event handle 0");
+  return 0;
+}
+
+/* ---- the op table ------------------------------------------------------------ */
+
+typedef int check_fn(const cgs_req *h, uint64_t staging_size, char *why, size_t why_len);
+
+#define CGS_OP(name, request, channel, min, check, handler)                                      \
+  static int check_op_##name(const cgs_req *h, uint64_t staging_size, char *why, size_t why_len) { \
+    return check((const request *)h, staging_size, why, why_len);                                \
+  }
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
+
+static check_fn *const checks[CGS_OP_COUNT] = {
+#define CGS_OP(name, request, channel, min, check, handler) [CGS_OP_##name] = check_op_##name,
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
+};
+
 CGC_HIDDEN int cgc_validate(const void *buf, size_t len, uint32_t nchannels, uint64_t staging_size, char *why,
                             size_t why_len) {
   if (why && why_len) why[0] = 0;
   if (!buf || len < sizeof(cgs_req)) BAD("request shorter than its header (%zu bytes)", len);
   const cgs_req *h = buf;
   if (h->op >= CGS_OP_COUNT) BAD("unknown op %u", h->op);
-  const op_info *oi = &ops[h->op];
+  const char *name = cgs_op_name(h->op);
   if (h->nslots < 1 || h->nslots > CGS_MAX_REQUEST_SLOTS)
-    BAD("%s: slot count %u outside 1..%u", oi->name, h->nslots, CGS_MAX_REQUEST_SLOTS);
+    BAD("%s: slot count %u outside 1..%u", name, h->nslots, CGS_MAX_REQUEST_SLOTS);
   if (h->length < sizeof(cgs_req) || h->length > CGS_MAX_REQUEST)
-    BAD("%s: length %u outside %zu..%zu", oi->name, h->length, sizeof(cgs_req), (size_t)CGS_MAX_REQUEST);
+    BAD("%s: length %u outside %zu..%zu", name, h->length, sizeof(cgs_req), (size_t)CGS_MAX_REQUEST);
   if (cgs_slots_for(h->length) != h->nslots)
-    BAD("%s: length %u does not span %u slots", oi->name, h->length, h->nslots);
-  if (h->length > len) BAD("%s: length %u exceeds the %zu bytes received", oi->name, h->length, len);
-  if (h->length < oi->min_len) BAD("%s: length %u is shorter than the request (%u)", oi->name, h->length, oi->min_len);
+    BAD("%s: length %u does not span %u slots", name, h->length, h->nslots);
+  if (h->length > len) BAD("%s: length %u exceeds the %zu bytes received", name, h->length, len);
+  if (h->length < min_len[h->op])
+    BAD("%s: length %u is shorter than the request (%u)", name, h->length, min_len[h->op]);
   if (h->channel != CGS_NO_CHANNEL && h->channel >= nchannels)
-    BAD("%s: channel %u outside 0..%u", oi->name, h->channel, nchannels ? nchannels - 1 : 0);
-  if (oi->channel == CH_REQ && h->channel == CGS_NO_CHANNEL) BAD("%s: a synchronous request needs a channel", oi->name);
-
-  switch (h->op) {
-  case CGS_OP_MEMCPY_HTOD:
-  case CGS_OP_MEMCPY_DTOH:
-  case CGS_OP_MEMCPY_DTOD:
-    return check_copy(buf, staging_size, why, why_len);
-  case CGS_OP_MEMSET:
-    return check_memset(buf, why, why_len);
-  case CGS_OP_MEM_ALLOC: {
-    const cgs_mem *r = buf;
-    if (r->size == 0) BAD("MEM_ALLOC: size 0");
-    return 0;
-  }
-  case CGS_OP_BLOB_PUT: {
-    const cgs_blob *r = buf;
-    if (r->total == 0 || r->total > CGC_MAX_BLOB)
-      BAD("BLOB_PUT: total %llu outside 1..%llu", (unsigned long long)r->total, (unsigned long long)CGC_MAX_BLOB);
-    if (r->size > staging_size) BAD("BLOB_PUT: %llu bytes exceed the staging area", (unsigned long long)r->size);
-    if (!fits(r->offset, r->size, r->total))
-      BAD("BLOB_PUT: bytes %llu+%llu outside the blob (%llu)", (unsigned long long)r->offset,
-          (unsigned long long)r->size, (unsigned long long)r->total);
-    return 0;
-  }
-  case CGS_OP_MODULE_LOAD: {
-    const cgs_module *r = buf;
-    if (r->size == 0 || r->size > CGC_MAX_BLOB) BAD("MODULE_LOAD: image size %llu", (unsigned long long)r->size);
-    if (r->handle == 0) BAD("MODULE_LOAD: module handle 0");
-    return 0;
-  }
-  case CGS_OP_MODULE_GET_FUNCTION:
-  case CGS_OP_MODULE_GET_GLOBAL: {
-    const cgs_symbol *r = buf;
-    size_t avail = h->length < sizeof(cgs_symbol) ? h->length : sizeof(cgs_symbol);
-    avail -= offsetof(cgs_symbol, name);
-    if (!memchr(r->name, 0, avail)) BAD("%s: symbol name is not NUL-terminated", oi->name);
-    if (r->name[0] == 0) BAD("%s: empty symbol name", oi->name);
-    if (h->op == CGS_OP_MODULE_GET_FUNCTION && r->handle == 0) BAD("MODULE_GET_FUNCTION: function handle 0");
-    return 0;
-  }
-  case CGS_OP_LAUNCH: {
-    const cgs_launch *r = buf;
-    if (r->args_size > h->length - sizeof(cgs_launch))
-      BAD("LAUNCH: %u argument bytes exceed the request (%u bytes)", r->args_size, h->length);
-    return 0;
-  }
-  case CGS_OP_HOST_REGISTER: {
-    const cgs_pin *r = buf;
-    if (r->size == 0) BAD("HOST_REGISTER: size 0");
-    return 0;
-  }
-  case CGS_OP_CTX_CREATE:
-  case CGS_OP_PRIMARY_RETAIN: {
-    const cgs_ctx *r = buf;
-    if (r->handle == 0) BAD("%s: context handle 0", oi->name);
-    if (r->device < 0 || r->device >= CGS_MAX_DEVICES) BAD("%s: device %d", oi->name, r->device);
-    return 0;
-  }
-  case CGS_OP_STREAM_CREATE: {
-    const cgs_stream *r = buf;
-    /* 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD. */
-    if (r->handle <= 2) BAD("STREAM_CREATE: stream handle %llu is reserved", (unsigned long long)r->handle);
-    return 0;
-  }
-  case CGS_OP_EVENT_CREATE: {
-    const cgs_event *r = buf;
-    if (r->handle == 0) BAD("EVENT_CREATE: event handle 0");
-    return 0;
-  }
-  default:
-    return 0;
-  }
+    BAD("%s: channel %u outside 0..%u", name, h->channel, nchannels ? nchannels - 1 : 0);
+  if (cgs_op_channel_rule(h->op) == CGS_CHANNEL_SYNC && h->channel == CGS_NO_CHANNEL)
+    BAD("%s: a synchronous request needs a channel", name);
+  return checks[h->op](h, staging_size, why, why_len);
 }
 
 CGC_API int cgc_validate_request(const void *buf, size_t len, uint32_t nchannels, uint64_t staging_size, char *why,

@@ -18,8 +18,14 @@
  * so the controller copies each request out before validating it, and keeps
  * its own copy of the geometry (ring size, channel count, staging size).
  *
- * Mirrored in Python by cedana_gpu/controller/shm_layout.py; a test compares
- * the two field by field (tests/test_shm_layout.py).
+ * The ops are listed once, in cedana_gpu_ops.def. Mirrored in Python by
+ * cedana_gpu/controller/shm_protocol.py, which gen_protocol.py generates from
+ * this header and the op table (re-exported by shm_layout.py); a test
+ * compares the mirror with the compiler's layout field by field
+ * (tests/test_shm_layout.py), another that it is up to date
+ * (tests/test_protocol_generated.py). The parser knows this header's forms
+ * only: fixed-width integers, char, nested structs, constant-size arrays,
+ * object-like #defines of integer or string constants.
  */
 #ifndef CEDANA_GPU_SHM_H
 #define CEDANA_GPU_SHM_H
@@ -142,46 +148,42 @@ typedef struct cgs_channel {
  * Every request starts with cgs_req; op-specific arguments follow. Handles
  * (contexts, streams, events, modules, functions) are the values the
  * interposer minted; 0 means "none / the NULL stream". Device pointers are
- * real device addresses (placed by the controller). */
+ * real device addresses (placed by the controller). Which struct each op
+ * takes, whether it needs a channel and what it answers: cedana_gpu_ops.def. */
 enum cgs_op {
-  CGS_OP_NOP = 0,
-  CGS_OP_CTX_CREATE,       /* async: cgs_ctx */
-  CGS_OP_CTX_DESTROY,      /* sync:  cgs_ctx */
-  CGS_OP_CTX_SYNCHRONIZE,  /* sync:  cgs_ctx */
-  CGS_OP_PRIMARY_RETAIN,   /* async: cgs_ctx */
-  CGS_OP_PRIMARY_RELEASE,  /* async: cgs_ctx */
-  CGS_OP_PRIMARY_RESET,    /* sync:  cgs_ctx */
-  CGS_OP_MEM_ALLOC,        /* sync:  cgs_mem -> ret[0] = dptr */
-  CGS_OP_MEM_FREE,         /* sync:  cgs_mem */
-  CGS_OP_MEM_GET_INFO,     /* sync:  cgs_mem -> ret[0] = free, ret[1] = total */
-  CGS_OP_MEMCPY_HTOD,      /* cgs_copy: src in staging (sync) or pinned (async) */
-  CGS_OP_MEMCPY_DTOH,      /* cgs_copy: dst in staging (sync) or pinned (async) */
-  CGS_OP_MEMCPY_DTOD,      /* cgs_copy */
-  CGS_OP_MEMSET,           /* cgs_memset */
-  CGS_OP_STREAM_CREATE,    /* async: cgs_stream */
-  CGS_OP_STREAM_DESTROY,   /* async: cgs_stream */
-  CGS_OP_STREAM_SYNCHRONIZE, /* sync: cgs_stream */
-  CGS_OP_STREAM_QUERY,     /* sync:  cgs_stream */
-  CGS_OP_STREAM_WAIT_EVENT, /* async: cgs_stream (event, flags) */
-  CGS_OP_EVENT_CREATE,     /* async: cgs_event */
-  CGS_OP_EVENT_RECORD,     /* async: cgs_event */
-  CGS_OP_EVENT_QUERY,      /* sync:  cgs_event */
-  CGS_OP_EVENT_SYNCHRONIZE, /* sync: cgs_event */
-  CGS_OP_EVENT_ELAPSED,    /* sync:  cgs_event (event = start, other = end) -> ret[0] = float bits */
-  CGS_OP_EVENT_DESTROY,    /* async: cgs_event */
-  CGS_OP_BLOB_PUT,         /* sync:  cgs_blob: append staging bytes to the channel's blob */
-  CGS_OP_MODULE_LOAD,      /* sync:  cgs_module: image = the channel's blob */
-  CGS_OP_MODULE_UNLOAD,    /* sync:  cgs_module */
-  CGS_OP_MODULE_GET_FUNCTION, /* sync: cgs_symbol -> ret[0] = nparams; staging = cgs_param[nparams] */
-  CGS_OP_MODULE_GET_GLOBAL,   /* sync: cgs_symbol -> ret[0] = dptr, ret[1] = size */
-  CGS_OP_FUNC_GET_ATTRIBUTE,  /* sync: cgs_func_attr -> ret[0] = value */
-  CGS_OP_FUNC_SET_ATTRIBUTE,  /* async: cgs_func_attr */
-  CGS_OP_LAUNCH,           /* async: cgs_launch + packed argument bytes */
-  CGS_OP_HOST_REGISTER,    /* sync:  cgs_pin: map /dev/shm/cedana-gpu.<jid>.pin.<id> */
-  CGS_OP_HOST_UNREGISTER,  /* sync:  cgs_pin */
-  CGS_OP_HOST_FUNC,        /* async: cgs_host_func */
+#define CGS_OP(name, request, channel, min_len, check, handler) CGS_OP_##name,
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
   CGS_OP_COUNT
 };
+
+/* What a request's channel field may hold (the `channel` column of the op
+ * table). */
+enum cgs_channel_rule {
+  CGS_CHANNEL_ASYNC = 0,   /* optional: CGS_NO_CHANNEL queues the call */
+  CGS_CHANNEL_SYNC = 1,    /* required: the caller waits for the completion */
+  CGS_CHANNEL_DEPENDS = 2, /* the request's fields decide (staged or synchronous copies) */
+};
+
+/* The op's name without the CGS_OP_ prefix, or NULL for an unknown op. */
+static inline const char *cgs_op_name(uint32_t op) {
+  static const char *const names[CGS_OP_COUNT] = {
+#define CGS_OP(name, request, channel, min_len, check, handler) [CGS_OP_##name] = #name,
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
+  };
+  return op < CGS_OP_COUNT ? names[op] : NULL;
+}
+
+/* enum cgs_channel_rule of the op, or -1 for an unknown op. */
+static inline int cgs_op_channel_rule(uint32_t op) {
+  static const unsigned char rules[CGS_OP_COUNT] = {
+#define CGS_OP(name, request, channel, min_len, check, handler) [CGS_OP_##name] = CGS_CHANNEL_##channel,
+#include "cedana_gpu_ops.def"
+#undef CGS_OP
+  };
+  return op < CGS_OP_COUNT ? rules[op] : -1;
+}
 
 typedef struct cgs_req {
   uint32_t op;      /* enum cgs_op */

@@ -492,45 +492,8 @@ __attribute__((constructor)) static void ic_init(void) { pthread_atfork(NULL, NU
 /* ---- logging ----------------------------------------------------------------------- */
 
 const char *ic_op_name(uint32_t op) {
-  static const char *const names[CGS_OP_COUNT] = {
-      [CGS_OP_NOP] = "NOP",
-      [CGS_OP_CTX_CREATE] = "CTX_CREATE",
-      [CGS_OP_CTX_DESTROY] = "CTX_DESTROY",
-      [CGS_OP_CTX_SYNCHRONIZE] = "CTX_SYNCHRONIZE",
-      [CGS_OP_PRIMARY_RETAIN] = "PRIMARY_RETAIN",
-      [CGS_OP_PRIMARY_RELEASE] = "PRIMARY_RELEASE",
-      [CGS_OP_PRIMARY_RESET] = "PRIMARY_RESET",
-      [CGS_OP_MEM_ALLOC] = "MEM_ALLOC",
-      [CGS_OP_MEM_FREE] = "MEM_FREE",
-      [CGS_OP_MEM_GET_INFO] = "MEM_GET_INFO",
-      [CGS_OP_MEMCPY_HTOD] = "MEMCPY_HTOD",
-      [CGS_OP_MEMCPY_DTOH] = "MEMCPY_DTOH",
-      [CGS_OP_MEMCPY_DTOD] = "MEMCPY_DTOD",
-      [CGS_OP_MEMSET] = "MEMSET",
-      [CGS_OP_STREAM_CREATE] = "STREAM_CREATE",
-      [CGS_OP_STREAM_DESTROY] = "STREAM_DESTROY",
-      [CGS_OP_STREAM_SYNCHRONIZE] = "STREAM_SYNCHRONIZE",
-      [CGS_OP_STREAM_QUERY] = "STREAM_QUERY",
-      [CGS_OP_STREAM_WAIT_EVENT] = "STREAM_WAIT_EVENT",
-      [CGS_OP_EVENT_CREATE] = "EVENT_CREATE",
-      [CGS_OP_EVENT_RECORD] = "EVENT_RECORD",
-      [CGS_OP_EVENT_QUERY] = "EVENT_QUERY",
-      [CGS_OP_EVENT_SYNCHRONIZE] = "EVENT_SYNCHRONIZE",
-      [CGS_OP_EVENT_ELAPSED] = "EVENT_ELAPSED",
-      [CGS_OP_EVENT_DESTROY] = "EVENT_DESTROY",
-      [CGS_OP_BLOB_PUT] = "BLOB_PUT",
-      [CGS_OP_MODULE_LOAD] = "MODULE_LOAD",
-      [CGS_OP_MODULE_UNLOAD] = "MODULE_UNLOAD",
-      [CGS_OP_MODULE_GET_FUNCTION] = "MODULE_GET_FUNCTION",
-      [CGS_OP_MODULE_GET_GLOBAL] = "MODULE_GET_GLOBAL",
-      [CGS_OP_FUNC_GET_ATTRIBUTE] = "FUNC_GET_ATTRIBUTE",
-      [CGS_OP_FUNC_SET_ATTRIBUTE] = "FUNC_SET_ATTRIBUTE",
-      [CGS_OP_LAUNCH] = "LAUNCH",
-      [CGS_OP_HOST_REGISTER] = "HOST_REGISTER",
-      [CGS_OP_HOST_UNREGISTER] = "HOST_UNREGISTER",
-      [CGS_OP_HOST_FUNC] = "HOST_FUNC",
-  };
-  return op < CGS_OP_COUNT && names[op] ? names[op] : "?";
+  const char *name = cgs_op_name(op);
+  return name ? name : "?";
 }
 
 void ic_log_request(const cgs_req *r) {
