@@ -20,7 +20,7 @@ Dump: ``write_regions`` (shards) → ``file_records`` → ``save_manifest`` →
 """
 
 from cedana_gpu.checkpoint.archive import CRIU_DIR, open_checkpoint, pack, partial_path, path_size
-from cedana_gpu.checkpoint.codec import (
+from cedana_gpu.checkpoint.compression import (
     CODECS,
     COMPRESSIONS,
     check_compression,
@@ -32,8 +32,6 @@ from cedana_gpu.checkpoint.manifest import (
     CHECKSUM_ALGORITHM,
     FORMAT_VERSION,
     MANIFEST_NAME,
-    CheckpointError,
-    CorruptCheckpoint,
     FileRecord,
     JobInfo,
     Manifest,
@@ -59,6 +57,7 @@ from cedana_gpu.checkpoint.verify import (
     verify_files,
     verify_layout,
 )
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 __all__ = [
     "CHECKSUM_ALGORITHM",

@@ -21,6 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.checkpoint.compression import check_compression
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
+
+# The error classes live in cedana_gpu.errors (one hierarchy for the whole
+# package); they are re-exported here, where callers have imported them from.
+__all__ = [
+    "CHECKSUM_ALGORITHM",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "CheckpointError",
+    "CorruptCheckpoint",
+    "FileRecord",
+    "JobInfo",
+    "Manifest",
+    "RegionRecord",
+    "load_manifest",
+    "manifest_path",
+    "save_manifest",
+]
+
 FORMAT_VERSION = 1
 """Checkpoint format written by this cedana-gpu; older ones are read too."""
 
@@ -28,14 +48,6 @@ MANIFEST_NAME = "manifest.json"
 
 CHECKSUM_ALGORITHM = "crc32c"
 """What the manifest's checksums are unless it says otherwise (native ``cgc_checksum``)."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or used; the message is one line saying what to do."""
-
-
-class CorruptCheckpoint(CheckpointError):
-    """A checkpoint is damaged: truncated, a byte changed, a file missing, garbled."""
 
 
 @dataclass(slots=True)
@@ -269,8 +281,6 @@ class Manifest:
             )
         if version < 1:
             raise CorruptCheckpoint(f"{where}: format_version {version} is not a valid format")
-        from cedana_gpu.checkpoint.codec import check_compression
-
         compression = check_compression(_str(obj, "compression", where))
         streams = _int(obj, "streams", where)
         if streams < 1:
