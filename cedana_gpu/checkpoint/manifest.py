@@ -6,9 +6,12 @@ shard's uncompressed stream) with their checksums, and the size and checksum
 of every other file. An archive (``<name>.tar``) is only a transport encoding
 of that tree: the manifest always describes the unpacked, decompressed files.
 
-Unknown keys (at the top level and in ``job``) are kept in ``extra`` and
-written back, so a later format-1 writer can add fields an older reader
-carries along. A *newer* ``format_version`` is refused.
+What every member means and may hold is ``schemas/manifest-v1.schema.json``;
+``Manifest.from_json`` checks ``format_version`` first (a *newer* one is
+refused: upgrade), then the document against its version's schema, so the
+dataclasses are built from what is known to be well-formed. Unknown keys (at
+the top level and in ``job``) are kept in ``extra`` and written back, so a
+later format-1 writer can add fields an older reader carries along.
 """
 
 from __future__ import annotations
