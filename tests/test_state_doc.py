@@ -341,6 +341,18 @@ def test_schema_violations_are_refused_by_both_sides(
             "'chunk_fields' is",
             '"chunk_fields" is missing or not ["addr", "size", ...]',
         ),
+        "params_count": (
+            ["functions", 0, "params"],
+            [[0, 8]],
+            "functions[0]: 'params' has 1 items, 'nparams' says",
+            'function 0: "params" is missing or not a list of nparams [offset, size] pairs',
+        ),
+        "alloc_chunk": (
+            ["allocations", 0, 2],
+            len(doc["chunks"]),
+            f"allocations[0]: chunk {len(doc['chunks'])} is not listed",
+            "allocation 0 is in chunk",
+        ),
         "app_job_id": (
             ["app_job_id"],
             "x" * 64,

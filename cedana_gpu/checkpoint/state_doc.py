@@ -270,6 +270,7 @@ class GpuState:
         """Check ``d`` (format, version, then the schema) and build the state from it."""
         version = check_version(d, where)
         validate(d, load_schema(SCHEMA_NAME, version), where)
+        _check_references(d, where)
         return cls(
             version=version,
             job_id=d["job_id"],
@@ -307,6 +308,27 @@ class GpuState:
             counts=Counts(**_known(Counts, d["counts"])),
             extra={k: v for k, v in d.items() if k not in cls._KNOWN},
         )
+
+
+def _check_references(d: dict[str, Any], where: str) -> None:
+    """What JSON Schema cannot say and the native restore refuses: a function's
+    ``params`` count is its ``nparams``, an allocation's chunk is listed."""
+
+    def corrupt(what: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(
+            f"{where}: {what}: the checkpoint is corrupt or not from cedana-gpu"
+        )
+
+    for i, fn in enumerate(d["functions"]):
+        if fn["nparams"] >= 0 and len(fn["params"]) != fn["nparams"]:
+            raise corrupt(
+                f"functions[{i}]: 'params' has {len(fn['params'])} items, 'nparams' says "
+                f"{fn['nparams']}"
+            )
+    nchunks = len(d["chunks"])
+    for i, row in enumerate(d["allocations"]):
+        if row[2] >= nchunks:
+            raise corrupt(f"allocations[{i}]: chunk {row[2]} is not listed ({nchunks} chunks)")
 
 
 def check_version(d: Any, where: str) -> int:
