@@ -4,10 +4,17 @@ Pure Python (plus ``lz4``): no CUDA, no CRIU. The device and the checksum
 come in as callables (the native ``cgc_read_device``/``cgc_write_device``/
 ``cgc_checksum`` in production, plain Python in tests).
 
+The format of the two metadata documents is owned here: one JSON Schema per
+document and version in ``schemas/`` (``manifest-v1``, ``gpu-state-v1``)
+says every member, its type and meaning; ``manifest`` and ``state_doc`` are
+their typed readers and writers, which check the version and then the
+schema (``schema``). The native controller writes and reads the GPU state
+in C (``gpu/controller/state_doc.c``), held to the same schema by the tests.
+
 A checkpoint directory::
 
     manifest.json        Manifest: job, device, regions, files, compression, streams
-    gpu/state.json       handle tables (native cgc_export_state)
+    gpu/state.json       handle tables (native cgc_export_state; GpuState here)
     gpu/modules/<n>.img  module images
     gpu/img-0 … img-N-1  device memory shards (.lz4/.gz/.zz when compressed)
     gpu/pins/<id>.bin    pinned host memory
@@ -20,7 +27,7 @@ Dump: ``write_regions`` (shards) → ``file_records`` → ``save_manifest`` →
 """
 
 from cedana_gpu.checkpoint.archive import CRIU_DIR, open_checkpoint, pack, partial_path, path_size
-from cedana_gpu.checkpoint.codec import (
+from cedana_gpu.checkpoint.compression import (
     CODECS,
     COMPRESSIONS,
     check_compression,
@@ -32,8 +39,6 @@ from cedana_gpu.checkpoint.manifest import (
     CHECKSUM_ALGORITHM,
     FORMAT_VERSION,
     MANIFEST_NAME,
-    CheckpointError,
-    CorruptCheckpoint,
     FileRecord,
     JobInfo,
     Manifest,
@@ -52,6 +57,7 @@ from cedana_gpu.checkpoint.shards import (
     shard_name,
     write_regions,
 )
+from cedana_gpu.checkpoint.state_doc import STATE_VERSION, GpuState, load_state, save_state
 from cedana_gpu.checkpoint.verify import (
     check_checkpoint,
     file_checksum,
@@ -59,6 +65,7 @@ from cedana_gpu.checkpoint.verify import (
     verify_files,
     verify_layout,
 )
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 __all__ = [
     "CHECKSUM_ALGORITHM",
@@ -69,10 +76,12 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "SHARD_DIR",
+    "STATE_VERSION",
     "CheckpointError",
     "ChecksumFn",
     "CorruptCheckpoint",
     "FileRecord",
+    "GpuState",
     "JobInfo",
     "Manifest",
     "Progress",
@@ -87,12 +96,14 @@ __all__ = [
     "file_records",
     "is_archive",
     "load_manifest",
+    "load_state",
     "open_checkpoint",
     "pack",
     "partial_path",
     "path_size",
     "read_regions",
     "save_manifest",
+    "save_state",
     "shard_name",
     "suffix",
     "verify_files",

@@ -28,21 +28,11 @@ import stat
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from cedana_gpu.checkpoint.codec import (
-    CodecError,
-    StreamReader,
-    StreamWriter,
-    codec_of,
-    suffix,
-    write_all,
-)
-from cedana_gpu.checkpoint.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    CheckpointError,
-    CorruptCheckpoint,
-)
+from cedana_gpu.checkpoint.codec import CodecError, StreamReader, StreamWriter, write_all
+from cedana_gpu.checkpoint.compression import codec_of, suffix
+from cedana_gpu.checkpoint.manifest import FORMAT_VERSION, MANIFEST_NAME
 from cedana_gpu.checkpoint.progress import ProgressSink
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 CRIU_DIR = "criu"
 """CRIU's images in a checkpoint directory (compressed in archives with a codec)."""
@@ -248,7 +238,19 @@ def _is_tar_header(block: bytes) -> bool:
         stored = int(block[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
     except ValueError:
         return False
-    return stored in tarfile.calc_chksums(block[:BLOCK])
+    return stored in _header_checksums(block[:BLOCK])
+
+
+def _header_checksums(block: bytes) -> tuple[int, int]:
+    """A tar header's checksum, unsigned and signed bytes (old tars used either).
+
+    Computed here rather than with ``tarfile``'s private helper: the sum of
+    the header's bytes with the checksum field itself counted as spaces.
+    """
+    blanked = block[:148] + b" " * 8 + block[156:]
+    unsigned = sum(blanked)
+    signed = sum(b - 256 if b > 127 else b for b in blanked)
+    return unsigned, signed
 
 
 def safe_name(name: str) -> str | None:

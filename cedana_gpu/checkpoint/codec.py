@@ -1,13 +1,9 @@
-"""Compression of checkpoint files: names, shard suffixes, streaming codecs.
+"""Streaming codecs for checkpoint files (the names live in ``compression``).
 
-``--compression``:
-
-- ``none``: the checkpoint is a directory, nothing compressed;
-- ``tar``: one ``<name>.tar`` holding that directory, nothing compressed;
-- ``lz4`` / ``gzip`` / ``zlib``: one ``<name>.tar`` whose device memory
-  shards and CRIU image files are compressed with that codec (LZ4 frame
-  format, gzip, raw zlib; ``lz4 -d``, ``gzip -d``, ``zlib-flate -uncompress``
-  read them).
+The codecs of ``--compression`` ``lz4`` / ``gzip`` / ``zlib`` write the LZ4
+frame format, gzip and raw zlib; ``lz4 -d``, ``gzip -d``,
+``zlib-flate -uncompress`` read them. The names and suffixes are re-exported
+from ``compression`` for the callers that import them from here.
 
 Levels are the fastest ones (LZ4's default, zlib level 1): a dump is on the
 critical path of a preemption, where the node may be gone in seconds, so
@@ -23,49 +19,45 @@ from typing import Protocol, TypeAlias
 
 import lz4.frame
 
-from cedana_gpu.checkpoint.manifest import CheckpointError
+from cedana_gpu.checkpoint.compression import (
+    CODECS,
+    COMPRESSIONS,
+    SUFFIXES,
+    check_compression,
+    codec_of,
+    is_archive,
+    suffix,
+)
+from cedana_gpu.errors import CheckpointError
 
-COMPRESSIONS = ("none", "tar", "lz4", "gzip", "zlib")
-"""Values of ``--compression``."""
-
-CODECS = ("lz4", "gzip", "zlib")
-"""Compressions that compress bytes (``none`` and ``tar`` do not)."""
+__all__ = [
+    "CODECS",
+    "COMPRESSIONS",
+    "SUFFIXES",
+    "Buffer",
+    "CodecError",
+    "Compressor",
+    "Decompressor",
+    "StreamReader",
+    "StreamWriter",
+    "check_compression",
+    "codec_of",
+    "compressor",
+    "decompressor",
+    "is_archive",
+    "suffix",
+    "write_all",
+]
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
-
-SUFFIXES = {"lz4": ".lz4", "gzip": ".gz", "zlib": ".zz"}
 
 ZLIB_LEVEL = 1  # fastest deflate level: see the module docstring
 LZ4_LEVEL = 0  # LZ4's default (fast) mode, not LZ4-HC
 LZ4_BLOCK_SIZE = lz4.frame.BLOCKSIZE_MAX4MB  # as the lz4 tool; fewer block headers
 
 
-class CodecError(ValueError):
+class CodecError(CheckpointError):
     """Compressed data cannot be decoded."""
-
-
-def check_compression(name: str) -> str:
-    """Return ``name`` if it is a known compression, else raise ``CheckpointError``."""
-    if name not in COMPRESSIONS:
-        raise CheckpointError(f"unknown compression {name!r}: use one of {', '.join(COMPRESSIONS)}")
-    return name
-
-
-def codec_of(compression: str) -> str | None:
-    """The codec that compresses bytes under ``compression``, or None for none/tar."""
-    check_compression(compression)
-    return compression if compression in CODECS else None
-
-
-def is_archive(compression: str) -> bool:
-    """Whether a checkpoint with this compression is one ``.tar`` (all but ``none``)."""
-    return check_compression(compression) != "none"
-
-
-def suffix(compression: str) -> str:
-    """File name suffix of a file compressed under ``compression`` (``""`` if not)."""
-    codec = codec_of(compression)
-    return SUFFIXES[codec] if codec else ""
 
 
 class Compressor(Protocol):

@@ -6,9 +6,12 @@ shard's uncompressed stream) with their checksums, and the size and checksum
 of every other file. An archive (``<name>.tar``) is only a transport encoding
 of that tree: the manifest always describes the unpacked, decompressed files.
 
-Unknown keys (at the top level and in ``job``) are kept in ``extra`` and
-written back, so a later format-1 writer can add fields an older reader
-carries along. A *newer* ``format_version`` is refused.
+What every member means and may hold is ``schemas/manifest-v1.schema.json``;
+``Manifest.from_json`` checks ``format_version`` first (a *newer* one is
+refused: upgrade), then the document against its version's schema, so the
+dataclasses are built from what is known to be well-formed. Unknown keys (at
+the top level and in ``job``) are kept in ``extra`` and written back, so a
+later format-1 writer can add fields an older reader carries along.
 """
 
 from __future__ import annotations
@@ -21,21 +24,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.checkpoint.compression import check_compression
+from cedana_gpu.checkpoint.schema import load_schema, validate, validate_against
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
+
+# The error classes live in cedana_gpu.errors (one hierarchy for the whole
+# package); they are re-exported here, where callers have imported them from.
+__all__ = [
+    "CHECKSUM_ALGORITHM",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "CheckpointError",
+    "CorruptCheckpoint",
+    "FileRecord",
+    "JobInfo",
+    "Manifest",
+    "RegionRecord",
+    "load_manifest",
+    "manifest_path",
+    "save_manifest",
+]
+
 FORMAT_VERSION = 1
 """Checkpoint format written by this cedana-gpu; older ones are read too."""
 
 MANIFEST_NAME = "manifest.json"
 
+SCHEMA_NAME = "manifest"
+"""Its schema: ``schemas/manifest-v<format_version>.schema.json``."""
+
 CHECKSUM_ALGORITHM = "crc32c"
 """What the manifest's checksums are unless it says otherwise (native ``cgc_checksum``)."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or used; the message is one line saying what to do."""
-
-
-class CorruptCheckpoint(CheckpointError):
-    """A checkpoint is damaged: truncated, a byte changed, a file missing, garbled."""
 
 
 @dataclass(slots=True)
@@ -71,14 +90,19 @@ class RegionRecord:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "regions[]") -> RegionRecord:
-        obj = _mapping(d, where)
+        """A record checked against the manifest schema's ``regions`` items."""
+        _validate_part(d, ("regions", "items"), where)
+        return cls._build(d)
+
+    @classmethod
+    def _build(cls, obj: Mapping[str, Any]) -> RegionRecord:
         return cls(
-            addr=_int(obj, "addr", where),
-            size=_int(obj, "size", where),
-            shard=_int(obj, "shard", where),
-            offset=_int(obj, "offset", where),
-            stored_size=_int(obj, "stored_size", where),
-            checksum=_int(obj, "checksum", where),
+            addr=obj["addr"],
+            size=obj["size"],
+            shard=obj["shard"],
+            offset=obj["offset"],
+            stored_size=obj["stored_size"],
+            checksum=obj["checksum"],
         )
 
 
@@ -98,12 +122,13 @@ class FileRecord:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "files[]") -> FileRecord:
-        obj = _mapping(d, where)
-        return cls(
-            path=_str(obj, "path", where),
-            size=_int(obj, "size", where),
-            checksum=_int(obj, "checksum", where),
-        )
+        """A record checked against the manifest schema's ``files`` items."""
+        _validate_part(d, ("files", "items"), where)
+        return cls._build(d)
+
+    @classmethod
+    def _build(cls, obj: Mapping[str, Any]) -> FileRecord:
+        return cls(path=obj["path"], size=obj["size"], checksum=obj["checksum"])
 
 
 @dataclass
@@ -162,28 +187,24 @@ class JobInfo:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "job") -> JobInfo:
-        obj = _mapping(d, where)
-        cmd = _field(obj, "cmd", where)
-        if not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
-            raise _bad(where, "cmd", "a list of strings")
-        geometry = obj.get("geometry") or {}
-        if not isinstance(geometry, dict) or not all(_is_int(v) for v in geometry.values()):
-            raise _bad(where, "geometry", "an object of integers")
-        mounts = obj.get("persistent_mounts") or []
-        if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
-            raise _bad(where, "persistent_mounts", "a list of strings")
+        """Job info checked against the manifest schema's ``job``."""
+        _validate_part(d, ("job",), where)
+        return cls._build(d)
+
+    @classmethod
+    def _build(cls, obj: Mapping[str, Any]) -> JobInfo:
         return cls(
-            id=_str(obj, "id", where),
-            cmd=list(cmd),
-            segment_name=_str(obj, "segment_name", where),
-            segment_size=_int(obj, "segment_size", where),
-            generation=_int(obj, "generation", where),
-            cwd=_opt_str(obj, "cwd", where),
-            driver=_opt_str(obj, "driver", where),
-            geometry=dict(geometry),
-            persistent_mounts=list(mounts),
-            uid=_opt_int(obj, "uid", where),
-            gid=_opt_int(obj, "gid", where),
+            id=obj["id"],
+            cmd=list(obj["cmd"]),
+            segment_name=obj["segment_name"],
+            segment_size=obj["segment_size"],
+            generation=obj["generation"],
+            cwd=obj.get("cwd"),
+            driver=obj.get("driver"),
+            geometry=dict(obj.get("geometry") or {}),
+            persistent_mounts=list(obj.get("persistent_mounts") or []),
+            uid=obj.get("uid"),
+            gid=obj.get("gid"),
             extra={k: v for k, v in obj.items() if k not in cls._KNOWN},
         )
 
@@ -260,52 +281,30 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "manifest") -> Manifest:
-        obj = _mapping(d, where)
-        version = _int(obj, "format_version", where)
-        if version > FORMAT_VERSION:
-            raise CheckpointError(
-                f"checkpoint format {version} is newer than this cedana-gpu supports "
-                f"({FORMAT_VERSION}): upgrade cedana-gpu"
-            )
-        if version < 1:
-            raise CorruptCheckpoint(f"{where}: format_version {version} is not a valid format")
-        from cedana_gpu.checkpoint.codec import check_compression
+        """Check ``d`` (version, then its version's schema) and build the manifest.
 
-        compression = check_compression(_str(obj, "compression", where))
-        streams = _int(obj, "streams", where)
-        if streams < 1:
-            raise CorruptCheckpoint(f"{where}: streams is {streams}: the checkpoint is corrupt")
-        regions = _field(obj, "regions", where)
-        files = _field(obj, "files", where)
-        if not isinstance(regions, list):
-            raise _bad(where, "regions", "a list")
-        if not isinstance(files, list):
-            raise _bad(where, "files", "a list")
-        device = obj.get("device") or {}
-        phases = obj.get("phases") or {}
-        if not isinstance(device, dict):
-            raise _bad(where, "device", "an object")
-        if not isinstance(phases, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in phases.values()
-        ):
-            raise _bad(where, "phases", "an object of numbers")
-        created = obj.get("created", 0.0)
-        if not isinstance(created, int | float) or isinstance(created, bool):
-            raise _bad(where, "created", "a number")
+        A newer ``format_version`` is a ``CheckpointError`` (upgrade), so is an
+        unknown compression (a newer cedana-gpu may know it); anything else
+        the schema refuses is ``CorruptCheckpoint``, one line naming the member.
+        """
+        version = _check_version(d, where)
+        validate(d, load_schema(SCHEMA_NAME, version), where)
+        compression = check_compression(d["compression"])
+        created = d.get("created", 0.0)
         return cls(
             format_version=version,
-            job=JobInfo.from_json(_field(obj, "job", where), f"{where}: job"),
-            device=dict(device),
-            va_base=_int(obj, "va_base", where),
-            va_size=_int(obj, "va_size", where),
+            job=JobInfo._build(d["job"]),
+            device=dict(d.get("device") or {}),
+            va_base=d["va_base"],
+            va_size=d["va_size"],
             compression=compression,
-            streams=streams,
-            checksum=_str(obj, "checksum", where) if "checksum" in obj else CHECKSUM_ALGORITHM,
+            streams=d["streams"],
+            checksum=d.get("checksum", CHECKSUM_ALGORITHM),
             created=float(created),
-            phases={str(k): float(v) for k, v in phases.items()},
-            regions=[RegionRecord.from_json(r, f"{where}: regions[]") for r in regions],
-            files=[FileRecord.from_json(f, f"{where}: files[]") for f in files],
-            extra={k: v for k, v in obj.items() if k not in cls._KNOWN},
+            phases={str(k): float(v) for k, v in (d.get("phases") or {}).items()},
+            regions=[RegionRecord._build(r) for r in d["regions"]],
+            files=[FileRecord._build(f) for f in d["files"]],
+            extra={k: v for k, v in d.items() if k not in cls._KNOWN},
         )
 
 
@@ -366,58 +365,43 @@ def save_manifest(
     return final
 
 
-# --- field helpers: every failure is one line naming the field ---------------
+# --- schema helpers -----------------------------------------------------------
 
 
-def _bad(where: str, key: str, what: str) -> CorruptCheckpoint:
-    return CorruptCheckpoint(
-        f"{where}: '{key}' is not {what}: the checkpoint is corrupt or not from cedana-gpu"
-    )
-
-
-def _mapping(d: Any, where: str) -> Mapping[str, Any]:
+def _check_version(d: Any, where: str) -> int:
+    """``format_version``, before the schema: a newer one is refused with "upgrade"."""
     if not isinstance(d, dict):
         raise CorruptCheckpoint(
             f"{where}: not a JSON object: the checkpoint is corrupt or not from cedana-gpu"
         )
-    return d
-
-
-def _field(obj: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in obj:
+    if "format_version" not in d:
         raise CorruptCheckpoint(
-            f"{where}: no '{key}': the checkpoint is corrupt or not from cedana-gpu"
+            f"{where}: no 'format_version': the checkpoint is corrupt or not from cedana-gpu"
         )
-    return obj[key]
+    version = d["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CorruptCheckpoint(
+            f"{where}: 'format_version' is not an integer: "
+            "the checkpoint is corrupt or not from cedana-gpu"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format {version} is newer than this cedana-gpu supports "
+            f"({FORMAT_VERSION}): upgrade cedana-gpu"
+        )
+    if version < 1:
+        raise CorruptCheckpoint(f"{where}: format_version {version} is not a valid format")
+    return version
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
-    v = _field(obj, key, where)
-    if not _is_int(v):
-        raise _bad(where, key, "an integer")
-    return int(v)
-
-
-def _opt_int(obj: Mapping[str, Any], key: str, where: str) -> int | None:
-    v = obj.get(key)
-    if v is not None and not _is_int(v):
-        raise _bad(where, key, "an integer")
-    return v
-
-
-def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
-    v = _field(obj, key, where)
-    if not isinstance(v, str):
-        raise _bad(where, key, "a string")
-    return v
-
-
-def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
-    v = obj.get(key)
-    if v is not None and not isinstance(v, str):
-        raise _bad(where, key, "a string")
-    return v
+def _validate_part(d: Any, path: tuple[str, ...], where: str) -> None:
+    """Validate a part of a manifest (a region, a file, the job) on its own."""
+    root = load_schema(SCHEMA_NAME, FORMAT_VERSION)
+    sub: Mapping[str, Any] = root
+    for key in path:
+        sub = sub["properties"][key] if key != "items" else sub["items"]
+    if not isinstance(d, dict):
+        raise CorruptCheckpoint(
+            f"{where}: not a JSON object: the checkpoint is corrupt or not from cedana-gpu"
+        )
+    validate_against(d, sub, root, where)

@@ -34,10 +34,13 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from cedana_gpu.checkpoint.codec import CodecError, StreamReader, StreamWriter, suffix
-from cedana_gpu.checkpoint.manifest import CheckpointError, CorruptCheckpoint, RegionRecord
+from cedana_gpu.checkpoint.codec import CodecError, StreamReader, StreamWriter
+from cedana_gpu.checkpoint.compression import suffix
+from cedana_gpu.checkpoint.manifest import RegionRecord
 from cedana_gpu.checkpoint.progress import ProgressSink
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 SHARD_DIR = "gpu"
 """Where the shards are in a checkpoint directory."""
@@ -119,11 +122,15 @@ def plan(
     return runs
 
 
+_T = TypeVar("_T")
+
+
 class _Aborted(Exception):
     """Another thread failed; this one stops."""
 
 
-def _get(q: queue.Queue, abort: threading.Event):  # type: ignore[type-arg]
+def _get(q: queue.Queue[_T], abort: threading.Event) -> _T:
+    """The next item of ``q``; ``_Aborted`` once another thread failed."""
     while True:
         try:
             return q.get(timeout=_POLL)

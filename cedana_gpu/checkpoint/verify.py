@@ -17,15 +17,8 @@ import os
 from pathlib import Path
 
 from cedana_gpu.checkpoint.archive import open_checkpoint, safe_name
-from cedana_gpu.checkpoint.codec import codec_of
-from cedana_gpu.checkpoint.manifest import (
-    MANIFEST_NAME,
-    CheckpointError,
-    CorruptCheckpoint,
-    FileRecord,
-    Manifest,
-    load_manifest,
-)
+from cedana_gpu.checkpoint.compression import codec_of
+from cedana_gpu.checkpoint.manifest import MANIFEST_NAME, FileRecord, Manifest, load_manifest
 from cedana_gpu.checkpoint.progress import ProgressSink
 from cedana_gpu.checkpoint.shards import (
     SHARD_DIR,
@@ -34,6 +27,7 @@ from cedana_gpu.checkpoint.shards import (
     shard_name,
     shard_runs,
 )
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 
 def file_checksum(path: str | os.PathLike[str], checksum_fn: ChecksumFn) -> tuple[int, int]:

@@ -1,7 +1,8 @@
-/* A small JSON reader for the checkpoint's state.json (restore.c), which
- * checkpoint.c writes. The whole document is parsed into one arena, freed at
- * once. Integers keep all 64 bits (device addresses and minted handles do not
- * fit a double).
+/* A small JSON reader and writer for the checkpoint's state.json: the syntax
+ * only; what the document holds is state_doc.c's (cgc_state_doc.h). The
+ * reader parses the whole document into one arena, freed at once. Integers
+ * keep all 64 bits both ways (device addresses and minted handles do not fit
+ * a double).
  */
 #ifndef CGC_JSON_H
 #define CGC_JSON_H
@@ -9,10 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* state.json's format: "format": "cedana-gpu-state", "version": N. */
-#define CGC_STATE_FORMAT "cedana-gpu-state"
-#define CGC_STATE_VERSION 1
+#include <stdio.h>
 
 typedef enum cj_type { CJ_NULL, CJ_BOOL, CJ_NUM, CJ_STR, CJ_ARR, CJ_OBJ } cj_type;
 
@@ -47,5 +45,37 @@ bool cj_i64(const cj *v, int64_t *out);
 const char *cj_str(const cj *v);
 bool cj_bool(const cj *v, bool *out);
 size_t cj_len(const cj *v); /* members of an array or object, else 0 */
+
+/* ---- writer ---------------------------------------------------------------
+ *
+ * Streams a document to a FILE: the writer places the commas, colons and
+ * line breaks, and escapes strings, so callers only say what comes next.
+ * A container opened with `rows` puts each member on a line of its own (the
+ * top level, and lists of records: a reader of the file sees one record per
+ * line); others stay on one line. Write errors stay in the FILE (ferror).
+ */
+#define CJW_MAX_DEPTH 16
+
+typedef struct cjw {
+  FILE *f;
+  int depth;
+  int over;                  /* containers opened past CJW_MAX_DEPTH */
+  bool first[CJW_MAX_DEPTH]; /* no member written yet at this depth */
+  bool rows[CJW_MAX_DEPTH];  /* one member per line at this depth */
+  bool after_key;            /* a key was written: the value follows it */
+} cjw;
+
+void cjw_init(cjw *w, FILE *f);
+void cjw_obj_begin(cjw *w, bool rows);
+void cjw_obj_end(cjw *w);
+void cjw_arr_begin(cjw *w, bool rows);
+void cjw_arr_end(cjw *w);
+void cjw_key(cjw *w, const char *key); /* in an object, before each value */
+void cjw_u64(cjw *w, uint64_t v);
+void cjw_i64(cjw *w, int64_t v);
+void cjw_bool(cjw *w, bool v);
+/* A C string: what JSON needs is escaped, bytes >= 0x80 pass as they are
+ * (names from the driver or the job; UTF-8 passes through). NULL is "". */
+void cjw_str(cjw *w, const char *s);
 
 #endif

@@ -13,7 +13,7 @@
  * pipeline keeps two cores busy there too.
  */
 #include "cgc_internal.h"
-#include "cgc_json.h"
+#include "cgc_state_doc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -439,22 +439,6 @@ CUresult cgc_pin_map(cgc_t *c, uint32_t id, uint64_t size, uint64_t app_addr, cg
 
 /* ---- export -------------------------------------------------------------- */
 
-/* A JSON string: the names we write are C strings from the driver or the job
- * (function and global names), so escape what JSON needs and keep bytes >=
- * 0x80 as they are (UTF-8 passes through; the reader takes bytes back). */
-static void put_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-    if (*p == '"' || *p == '\\')
-      fprintf(f, "\\%c", *p);
-    else if (*p < 0x20)
-      fprintf(f, "\\u%04x", *p);
-    else
-      fputc(*p, f);
-  }
-  fputc('"', f);
-}
-
 static int write_file(cgc_t *c, const char *dir, const char *name, const void *buf, uint64_t n) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -498,15 +482,6 @@ static int make_dir(cgc_t *c, const char *dir, const char *sub) {
 
 static uint64_t minted_ctx(const cgc_context *x) { return x ? x->minted : 0; }
 
-static void hex(char *out, const uint8_t *b, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[b[i] >> 4];
-    out[2 * i + 1] = digits[b[i] & 15];
-  }
-  out[2 * n] = 0;
-}
-
 /* The job's address of a global: where it was before any restore moved it. */
 static uint64_t job_dptr(cgc_t *c, uint64_t dptr) {
   for (int i = 0; i < c->nremaps; i++)
@@ -514,58 +489,60 @@ static uint64_t job_dptr(cgc_t *c, uint64_t dptr) {
   return dptr;
 }
 
-/* Everything but the device memory; caller holds c->lock. */
+/* Everything but the device memory; caller holds c->lock. The document is
+ * written record by record through state_doc.c; the files beside it here. */
 static int export_locked(cgc_t *c, const char *dir, FILE *f) {
   int rc;
-  char buf[512];
   cgs_header *h = c->hdr;
   const char *name = strrchr(c->seg_path, '/');
   name = name ? name + 1 : c->seg_path;
-  fprintf(f, "{\n\"format\": \"cedana-gpu-state\",\n\"version\": %d,\n\"job_id\": ", CGC_STATE_VERSION);
-  put_str(f, c->job_id);
-  fprintf(f, ",\n\"app_job_id\": ");
-  put_str(f, c->app_job_id[0] ? c->app_job_id : c->job_id);
-  fprintf(f, ",\n\"segment\": {\"name\": ");
-  put_str(f, name);
-  fprintf(f,
-          ", \"size\": %llu, \"ring_slots\": %u, \"nchannels\": %u, \"staging_size\": %llu, \"timeout_ms\": %u},\n"
-          "\"generation\": %llu,\n\"va_base\": %llu,\n\"va_size\": %llu,\n\"granularity\": %llu,\n"
-          "\"driver_version\": %d,\n\"async_error\": %d,\n\"devices\": [",
-          (unsigned long long)c->segment_size, c->ring_slots, c->nchannels, (unsigned long long)c->staging_size,
-          c->timeout_ms, (unsigned long long)c->generation, (unsigned long long)c->va_base,
-          (unsigned long long)c->va_size, (unsigned long long)c->granularity, c->driver_version,
-          h ? (int)__atomic_load_n(&h->async_error, __ATOMIC_ACQUIRE) : 0);
+  cjw w;
+  cjw_init(&w, f);
+  sd_put_header(&w, &(sd_header){
+                        .job_id = c->job_id,
+                        .app_job_id = c->app_job_id[0] ? c->app_job_id : c->job_id,
+                        .seg_name = name,
+                        .seg_size = c->segment_size,
+                        .ring_slots = c->ring_slots,
+                        .nchannels = c->nchannels,
+                        .staging_size = c->staging_size,
+                        .timeout_ms = c->timeout_ms,
+                        .generation = c->generation,
+                        .va_base = c->va_base,
+                        .va_size = c->va_size,
+                        .granularity = c->granularity,
+                        .driver_version = c->driver_version,
+                        .async_error = h ? (int32_t)__atomic_load_n(&h->async_error, __ATOMIC_ACQUIRE) : 0,
+                    });
+  sd_list_begin(&w, "devices");
   for (int i = 0; i < c->device_count; i++) {
     CUdevice dev;
     char dname[256] = "";
-    uint8_t uuid[16] = {0};
+    sd_device d = {.ordinal = i, .name = dname};
     size_t total = 0;
     int major = 0, minor = 0;
     if (c->drv.cuDeviceGet(&dev, i) == CUDA_SUCCESS) {
       c->drv.cuDeviceGetName(dname, sizeof dname - 1, dev);
       CUuuid u;
-      if (c->drv.cuDeviceGetUuid && c->drv.cuDeviceGetUuid(&u, dev) == CUDA_SUCCESS) memcpy(uuid, u.bytes, 16);
+      if (c->drv.cuDeviceGetUuid && c->drv.cuDeviceGetUuid(&u, dev) == CUDA_SUCCESS) memcpy(d.uuid, u.bytes, 16);
       c->drv.cuDeviceTotalMem(&total, dev);
       c->drv.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
       c->drv.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
     }
-    hex(buf, uuid, 16);
-    fprintf(f, "%s\n  {\"ordinal\": %d, \"name\": ", i ? "," : "", i);
-    put_str(f, dname);
-    fprintf(f, ", \"uuid\": \"%s\", \"total_mem\": %llu, \"cc\": [%d, %d]}", buf, (unsigned long long)total, major,
-            minor);
+    d.total_mem = total;
+    d.cc_major = major;
+    d.cc_minor = minor;
+    sd_put_device(&w, &d);
   }
+  sd_list_end(&w);
 
-  fprintf(f, "],\n\"contexts\": [");
-  bool first = true;
+  sd_list_begin(&w, "contexts");
   for (size_t i = 0; i < c->contexts.cap; i++) {
     if (!cgc_hmap_live(&c->contexts.e[i])) continue;
     const cgc_context *x = c->contexts.e[i].val;
-    fprintf(f, "%s\n  {\"minted\": %llu, \"device\": %d, \"flags\": %u, \"primary\": %s, \"refs\": %d}",
-            first ? "" : ",", (unsigned long long)x->minted, x->device, x->flags, x->primary ? "true" : "false",
-            x->refs);
-    first = false;
+    sd_put_context(&w, &(sd_context){x->minted, x->device, x->flags, x->primary, x->refs});
   }
+  sd_list_end(&w);
 
   /* Chunks, then every allocation by chunk, in address order. */
   size_t nch;
@@ -575,33 +552,31 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
     return -ENOMEM;
   }
   uint64_t need[CGS_MAX_DEVICES] = {0};
-  fprintf(f, "],\n\"chunk_fields\": [\"addr\", \"size\", \"device\", \"slot_size\"],\n\"chunks\": [");
+  sd_rows_begin(&w, "chunks");
   for (size_t i = 0; i < nch; i++) {
-    fprintf(f, "%s\n  [%llu, %llu, %d, %u]", i ? "," : "", (unsigned long long)v[i]->base,
-            (unsigned long long)v[i]->size, v[i]->device, v[i]->slot_size);
+    sd_put_chunk(&w, &(sd_chunk){v[i]->base, v[i]->size, v[i]->device, v[i]->slot_size});
     need[v[i]->device] += v[i]->size;
   }
-  fprintf(f, "],\n\"device_bytes\": [");
-  for (int d = 0; d < c->device_count; d++) fprintf(f, "%s%llu", d ? ", " : "", (unsigned long long)need[d]);
-  fprintf(f, "],\n\"allocation_fields\": [\"addr\", \"size\", \"chunk\", \"context\"],\n\"allocations\": [");
-  first = true;
+  sd_list_end(&w);
+  cjw_key(&w, "device_bytes"); /* a short list of numbers: one line */
+  cjw_arr_begin(&w, false);
+  for (int d = 0; d < c->device_count; d++) cjw_u64(&w, need[d]);
+  cjw_arr_end(&w);
+  sd_rows_begin(&w, "allocations");
   for (size_t i = 0; i < nch; i++) {
     const cgc_chunk *ch = v[i];
     for (uint32_t s = 0; s < ch->nslots; s++) {
       const cgc_alloc *a = ch->slots[s];
-      if (!a) continue;
-      int n = snprintf(buf, sizeof buf, "%s\n  [%llu, %llu, %zu, %llu]", first ? "" : ",",
-                       (unsigned long long)a->dptr, (unsigned long long)a->req_size, i, (unsigned long long)a->ctx);
-      fwrite(buf, 1, (size_t)n, f);
-      first = false;
+      if (a) sd_put_alloc(&w, &(sd_alloc){a->dptr, a->req_size, i, a->ctx});
     }
   }
+  sd_list_end(&w);
   free(v);
 
   /* Modules and their images. */
   rc = make_dir(c, dir, "modules");
   if (rc) return rc;
-  fprintf(f, "],\n\"modules\": [");
+  sd_list_begin(&w, "modules");
   int nmod = 0;
   for (size_t i = 0; i < c->modules.cap; i++) {
     if (!cgc_hmap_live(&c->modules.e[i])) continue;
@@ -610,37 +585,26 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
     snprintf(file, sizeof file, "modules/%d.img", nmod);
     rc = write_file(c, dir, file, m->image, m->image_size);
     if (rc) return rc;
-    fprintf(f, "%s\n  {\"minted\": %llu, \"context\": %llu, \"file\": \"%s\", \"size\": %llu, \"checksum\": %llu}",
-            nmod ? "," : "", (unsigned long long)m->minted, (unsigned long long)minted_ctx(m->ctx), file,
-            (unsigned long long)m->image_size, (unsigned long long)cgc_checksum(m->image, m->image_size, 0));
+    sd_put_module(&w, &(sd_module){m->minted, minted_ctx(m->ctx), file, m->image_size,
+                                   cgc_checksum(m->image, m->image_size, 0)});
     nmod++;
   }
+  sd_list_end(&w);
 
-  fprintf(f, "],\n\"functions\": [");
-  first = true;
+  sd_list_begin(&w, "functions");
   for (size_t i = 0; i < c->functions.cap; i++) {
     if (!cgc_hmap_live(&c->functions.e[i])) continue;
     const cgc_function *fn = c->functions.e[i].val;
-    fprintf(f, "%s\n  {\"minted\": %llu, \"module\": %llu, \"name\": ", first ? "" : ",",
-            (unsigned long long)fn->minted, (unsigned long long)fn->module->minted);
-    put_str(f, fn->name);
-    fprintf(f, ", \"nparams\": %d, \"params_size\": %u, \"params\": [", fn->nparams, fn->params_size);
-    for (int k = 0; k < fn->nparams; k++)
-      fprintf(f, "%s[%u, %u]", k ? ", " : "", fn->params[k].offset, fn->params[k].size);
-    fprintf(f, "], \"attributes\": [");
-    bool a1 = true;
-    for (int k = 0; k < 32; k++) {
-      if (!(fn->attr_set & (1u << k))) continue;
-      fprintf(f, "%s[%d, %d]", a1 ? "" : ", ", k, fn->attrs[k]);
-      a1 = false;
-    }
-    fprintf(f, "]}");
-    first = false;
+    sd_function d = {fn->minted, fn->module->minted, fn->name, fn->nparams, fn->params_size, fn->params,
+                     fn->attr_set, {0}};
+    memcpy(d.attrs, fn->attrs, sizeof d.attrs);
+    sd_put_function(&w, &d);
   }
+  sd_list_end(&w);
 
   /* Known module globals and their contents: a restore reloads the module
    * (fresh values, new addresses) and puts them back. */
-  fprintf(f, "],\n\"globals\": [");
+  sd_list_begin(&w, "globals");
   uint64_t gbytes = 0;
   for (int i = 0; i < c->nglobals; i++) gbytes += c->globals[i].size;
   uint8_t *gbuf = gbytes ? malloc(gbytes) : NULL;
@@ -649,7 +613,6 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
     return -ENOMEM;
   }
   uint64_t goff = 0;
-  first = true;
   for (int i = 0; i < c->nglobals; i++) {
     const cgc_global *g = &c->globals[i];
     if (!g->name) continue; /* cannot be found again */
@@ -662,50 +625,40 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
                     (unsigned long long)g->size, cgc_cu_name(c, cr));
       return (int)cr;
     }
-    fprintf(f, "%s\n  {\"module\": %llu, \"name\": ", first ? "" : ",", (unsigned long long)g->module->minted);
-    put_str(f, g->name);
-    fprintf(f, ", \"addr\": %llu, \"size\": %llu, \"offset\": %llu, \"checksum\": %llu}",
-            (unsigned long long)job_dptr(c, g->dptr), (unsigned long long)g->size, (unsigned long long)goff,
-            (unsigned long long)cgc_checksum(gbuf + goff, g->size, 0));
+    sd_put_global(&w, &(sd_global){g->module->minted, g->name, job_dptr(c, g->dptr), g->size, goff,
+                                   cgc_checksum(gbuf + goff, g->size, 0)});
     goff += g->size;
-    first = false;
   }
+  sd_list_end(&w);
   rc = write_file(c, dir, "globals.bin", gbuf, goff);
   free(gbuf);
   if (rc) return rc;
 
-  fprintf(f, "],\n\"streams\": [");
-  first = true;
+  sd_list_begin(&w, "streams");
   for (size_t i = 0; i < c->streams.cap; i++) {
     if (!cgc_hmap_live(&c->streams.e[i])) continue;
     const cgc_stream *s = c->streams.e[i].val;
-    fprintf(f, "%s\n  {\"minted\": %llu, \"context\": %llu, \"flags\": %u, \"priority\": %d}", first ? "" : ",",
-            (unsigned long long)s->minted, (unsigned long long)minted_ctx(s->ctx), s->flags, s->priority);
-    first = false;
+    sd_put_stream(&w, &(sd_stream){s->minted, minted_ctx(s->ctx), s->flags, s->priority});
   }
-  fprintf(f, "],\n\"events\": [");
-  first = true;
+  sd_list_end(&w);
+  sd_list_begin(&w, "events");
   for (size_t i = 0; i < c->events.cap; i++) {
     if (!cgc_hmap_live(&c->events.e[i])) continue;
     const cgc_event *e = c->events.e[i].val;
-    fprintf(f, "%s\n  {\"minted\": %llu, \"context\": %llu, \"flags\": %u}", first ? "" : ",",
-            (unsigned long long)e->minted, (unsigned long long)minted_ctx(e->ctx), e->flags);
-    first = false;
+    sd_put_event(&w, &(sd_event){e->minted, minted_ctx(e->ctx), e->flags});
   }
-  fprintf(f, "],\n\"pins\": [");
-  first = true;
+  sd_list_end(&w);
+  sd_list_begin(&w, "pins");
   for (size_t i = 0; i < c->pins.cap; i++) {
     if (!cgc_hmap_live(&c->pins.e[i])) continue;
     const cgc_pin *p = c->pins.e[i].val;
-    fprintf(f, "%s\n  {\"id\": %u, \"size\": %llu, \"app_addr\": %llu, \"same_addr\": %s, \"registered\": %s}",
-            first ? "" : ",", p->id, (unsigned long long)p->size, (unsigned long long)p->app_addr,
-            p->same_addr ? "true" : "false", p->registered ? "true" : "false");
-    first = false;
+    sd_put_pin(&w, &(sd_pin){p->id, p->size, p->app_addr, p->same_addr, p->registered});
   }
+  sd_list_end(&w);
 
   /* Module images a thread was still sending (BLOB_PUT) when it parked. */
-  fprintf(f, "],\n\"blobs\": [");
-  first = true;
+  sd_list_begin(&w, "blobs");
+  bool first = true;
   for (uint32_t ch = 0; ch < c->nchannels; ch++) {
     const cgc_blob *b = &c->blobs[ch];
     if (!b->buf) continue;
@@ -717,13 +670,11 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
     snprintf(file, sizeof file, "blobs/%u.bin", ch);
     rc = write_file(c, dir, file, b->buf, b->filled);
     if (rc) return rc;
-    fprintf(f, "%s\n  {\"channel\": %u, \"total\": %llu, \"filled\": %llu, \"file\": \"%s\", \"checksum\": %llu}",
-            first ? "" : ",", ch, (unsigned long long)b->total, (unsigned long long)b->filled, file,
-            (unsigned long long)cgc_checksum(b->buf, b->filled, 0));
+    sd_put_blob(&w, &(sd_blob){ch, b->total, b->filled, file, cgc_checksum(b->buf, b->filled, 0)});
     first = false;
   }
-  fprintf(f, "],\n\"counts\": {\"allocations\": %d, \"bytes\": %llu, \"chunks\": %zu, \"modules\": %d}\n}\n",
-          c->alloc_live, (unsigned long long)c->alloc_bytes, nch, nmod);
+  sd_list_end(&w);
+  sd_put_end(&w, &(sd_counts){(uint64_t)c->alloc_live, c->alloc_bytes, nch, (uint64_t)nmod});
   return 0;
 }
 
@@ -744,8 +695,8 @@ CGC_API int cgc_export_state(cgc_t *c, const char *dir) {
     return -e;
   }
   char path[4096], tmp[4096];
-  snprintf(path, sizeof path, "%s/state.json", dir);
-  snprintf(tmp, sizeof tmp, "%s/.state.json.tmp", dir);
+  snprintf(path, sizeof path, "%s/" CGC_STATE_NAME, dir);
+  snprintf(tmp, sizeof tmp, "%s/." CGC_STATE_NAME ".tmp", dir);
   FILE *f = fopen(tmp, "we");
   if (!f) {
     int e = errno;

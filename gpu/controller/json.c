@@ -1,4 +1,5 @@
-/* The JSON reader of cgc_json.h: recursive descent into an arena. */
+/* The JSON reader and writer of cgc_json.h. The reader: recursive descent
+ * into an arena. */
 #include "cgc_json.h"
 
 #include <stdio.h>
@@ -379,3 +380,112 @@ bool cj_bool(const cj *v, bool *out) {
 }
 
 size_t cj_len(const cj *v) { return v && (v->type == CJ_ARR || v->type == CJ_OBJ) ? v->n : 0; }
+
+/* ---- writer --------------------------------------------------------------- */
+
+void cjw_init(cjw *w, FILE *f) {
+  memset(w, 0, sizeof *w);
+  w->f = f;
+}
+
+/* Before a value or a key: the separator from the previous member, and the
+ * line break of a container of rows (members at the top level unindented,
+ * records of a list indented by two). */
+static void sep(cjw *w) {
+  if (w->after_key) {
+    w->after_key = false;
+    return;
+  }
+  if (w->depth == 0) return;
+  bool first = w->first[w->depth];
+  w->first[w->depth] = false;
+  if (w->rows[w->depth])
+    fputs(first ? (w->depth == 1 ? "\n" : "\n  ") : (w->depth == 1 ? ",\n" : ",\n  "), w->f);
+  else if (!first)
+    fputs(", ", w->f);
+}
+
+static void open_(cjw *w, char ch, bool rows) {
+  sep(w);
+  fputc(ch, w->f);
+  if (w->depth + 1 >= CJW_MAX_DEPTH) { /* deeper than any document of ours: stay well-formed */
+    w->over++;
+    return;
+  }
+  w->depth++;
+  w->first[w->depth] = true;
+  w->rows[w->depth] = rows;
+}
+
+static void close_(cjw *w, char ch) {
+  if (w->over) {
+    w->over--;
+    fputc(ch, w->f);
+    return;
+  }
+  if (w->rows[w->depth] && !w->first[w->depth]) fputc('\n', w->f);
+  if (w->depth > 0) w->depth--;
+  fputc(ch, w->f);
+  if (w->depth == 0) fputc('\n', w->f);
+}
+
+void cjw_obj_begin(cjw *w, bool rows) { open_(w, '{', rows); }
+void cjw_obj_end(cjw *w) { close_(w, '}'); }
+void cjw_arr_begin(cjw *w, bool rows) { open_(w, '[', rows); }
+void cjw_arr_end(cjw *w) { close_(w, ']'); }
+
+static void put_escaped(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      fputc('\\', f);
+      fputc(*p, f);
+    } else if (*p < 0x20) {
+      fprintf(f, "\\u%04x", *p);
+    } else {
+      fputc(*p, f);
+    }
+  }
+  fputc('"', f);
+}
+
+void cjw_key(cjw *w, const char *key) {
+  sep(w);
+  put_escaped(w->f, key);
+  fputs(": ", w->f);
+  w->after_key = true;
+}
+
+/* Decimal digits by hand: a state document may hold 400,000 numbers, and
+ * fprintf's format parsing is most of the cost of writing one. */
+static void put_u64(FILE *f, uint64_t v, bool neg) {
+  char buf[24];
+  char *p = buf + sizeof buf;
+  *--p = 0;
+  do {
+    *--p = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  if (neg) *--p = '-';
+  fputs(p, f);
+}
+
+void cjw_u64(cjw *w, uint64_t v) {
+  sep(w);
+  put_u64(w->f, v, false);
+}
+
+void cjw_i64(cjw *w, int64_t v) {
+  sep(w);
+  put_u64(w->f, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, v < 0);
+}
+
+void cjw_bool(cjw *w, bool v) {
+  sep(w);
+  fputs(v ? "true" : "false", w->f);
+}
+
+void cjw_str(cjw *w, const char *s) {
+  sep(w);
+  put_escaped(w->f, s);
+}

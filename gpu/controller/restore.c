@@ -4,12 +4,14 @@
  * The job's memory (restored by CRIU) still holds the minted handles and the
  * device addresses it had: every chunk is mapped at its old address, and
  * every minted handle is bound to a new driver object made like the old one.
- * Everything is checked before anything is mapped (format, geometry, address
- * range, devices, memory); what fails later leaves what was built in the
- * tables, where cgc_close releases it.
+ * The document is read record by record through state_doc.c, which refuses
+ * what its schema does not allow; here is what a record means for this
+ * machine. Everything is checked before anything is mapped (format, version,
+ * the whole top level, geometry, address range, devices, memory); what fails
+ * later leaves what was built in the tables, where cgc_close releases it.
  */
 #include "cgc_internal.h"
-#include "cgc_json.h"
+#include "cgc_state_doc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -71,112 +73,35 @@ static const char *gib(char *buf, size_t len, uint64_t bytes) {
   return buf;
 }
 
-/* ---- fields --------------------------------------------------------------- */
-
-typedef struct reader {
-  cgc_t *c;
-  const char *where; /* "module 3" */
-  bool bad;
-} reader;
-
-static uint64_t u64_of(reader *r, const cj *obj, const char *key) {
-  uint64_t v = 0;
-  if (!r->bad && !cj_u64(cj_get(obj, key), &v)) {
-    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not a non-negative integer", r->where, key);
-    r->bad = true;
-  }
-  return v;
-}
-
-static int64_t i64_of(reader *r, const cj *obj, const char *key) {
-  int64_t v = 0;
-  if (!r->bad && !cj_i64(cj_get(obj, key), &v)) {
-    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not an integer", r->where, key);
-    r->bad = true;
-  }
-  return v;
-}
-
-static const char *str_of(reader *r, const cj *obj, const char *key) {
-  const char *s = cj_str(cj_get(obj, key));
-  if (!r->bad && !s) {
-    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not a string", r->where, key);
-    r->bad = true;
-  }
-  return s ? s : "";
-}
-
-static bool bool_of(reader *r, const cj *obj, const char *key) {
-  bool v = false;
-  if (!r->bad && !cj_bool(cj_get(obj, key), &v)) {
-    cgc_set_error(r->c, "state.json: %s: \"%s\" is missing or not a boolean", r->where, key);
-    r->bad = true;
-  }
-  return v;
-}
-
-static const cj *list_of(reader *r, const cj *obj, const char *key) {
-  const cj *v = cj_get(obj, key);
-  if (!r->bad && (!v || v->type != CJ_ARR)) {
-    cgc_set_error(r->c, "state.json: \"%s\" is missing or not a list", key);
-    r->bad = true;
-  }
-  return v;
-}
-
 /* ---- steps ---------------------------------------------------------------- */
 
-static int check_fit(cgc_t *c, const cj *st) {
-  reader r = {c, "top level", false};
-  const char *fmt = str_of(&r, st, "format");
-  if (r.bad || strcmp(fmt, CGC_STATE_FORMAT) != 0) ERR("state.json is not a cedana-gpu GPU state");
-  uint64_t version = u64_of(&r, st, "version");
-  if (r.bad) return -EINVAL;
-  if (version > CGC_STATE_VERSION)
-    ERR("state.json has format version %llu, newer than this controller understands (%d): restore with a newer "
-        "cedana-gpu",
-        (unsigned long long)version, CGC_STATE_VERSION);
-  if (version < 1) ERR("state.json has an unknown format version %llu", (unsigned long long)version);
-
-  const cj *seg = cj_get(st, "segment");
-  r.where = "segment";
-  const char *name = str_of(&r, seg, "name");
-  uint64_t size = u64_of(&r, seg, "size"), slots = u64_of(&r, seg, "ring_slots"),
-           nch = u64_of(&r, seg, "nchannels"), staging = u64_of(&r, seg, "staging_size");
-  if (r.bad) return -EINVAL;
+static int check_fit(cgc_t *c, const cj *st, const sd_header *h) {
   const char *ours = strrchr(c->seg_path, '/');
   ours = ours ? ours + 1 : c->seg_path;
-  if (strcmp(name, ours) != 0)
-    ERR("the checkpoint's segment is %s but this controller serves %s: open it with segment_name \"%s\"", name, ours,
-        name);
-  if (size != c->segment_size || slots != c->ring_slots || nch != c->nchannels || staging != c->staging_size)
-    ERR("the checkpoint's segment geometry (%llu bytes: %llu slots, %llu channels of %llu) differs from this "
+  if (strcmp(h->seg_name, ours) != 0)
+    ERR("the checkpoint's segment is %s but this controller serves %s: open it with segment_name \"%s\"", h->seg_name,
+        ours, h->seg_name);
+  if (h->seg_size != c->segment_size || h->ring_slots != c->ring_slots || h->nchannels != c->nchannels ||
+      h->staging_size != c->staging_size)
+    ERR("the checkpoint's segment geometry (%llu bytes: %u slots, %u channels of %llu) differs from this "
         "controller's (%llu bytes: %u slots, %u channels of %llu): open it with the checkpoint's geometry",
-        (unsigned long long)size, (unsigned long long)slots, (unsigned long long)nch, (unsigned long long)staging,
+        (unsigned long long)h->seg_size, h->ring_slots, h->nchannels, (unsigned long long)h->staging_size,
         (unsigned long long)c->segment_size, c->ring_slots, c->nchannels, (unsigned long long)c->staging_size);
-
-  r.where = "top level";
-  uint64_t va_base = u64_of(&r, st, "va_base"), va_size = u64_of(&r, st, "va_size");
-  if (r.bad) return -EINVAL;
-  if (va_base != c->va_base || va_size > c->va_size)
+  if (h->va_base != c->va_base || h->va_size > c->va_size)
     ERR("the checkpoint's device address range 0x%llx+0x%llx is not this controller's (0x%llx+0x%llx): open it "
         "with va_base 0x%llx and va_size 0x%llx",
-        (unsigned long long)va_base, (unsigned long long)va_size, (unsigned long long)c->va_base,
-        (unsigned long long)c->va_size, (unsigned long long)va_base, (unsigned long long)va_size);
+        (unsigned long long)h->va_base, (unsigned long long)h->va_size, (unsigned long long)c->va_base,
+        (unsigned long long)c->va_size, (unsigned long long)h->va_base, (unsigned long long)h->va_size);
 
   /* Devices and memory, before anything is mapped: what the chunks need. */
-  const cj *chunks = list_of(&r, st, "chunks");
-  if (r.bad) return -EINVAL;
+  const cj *chunks = sd_list(st, "chunks");
   uint64_t need[CGS_MAX_DEVICES] = {0};
   for (size_t i = 0; i < cj_len(chunks); i++) {
-    const cj *e = cj_at(chunks, i);
-    uint64_t size, device;
-    if (cj_len(e) != 4 || !cj_u64(cj_at(e, 1), &size) || !cj_u64(cj_at(e, 2), &device))
-      ERR("state.json: chunk %zu is not [addr, size, device, slot_size]", i);
-    if (device >= (uint64_t)c->device_count)
-      ERR("the checkpoint needs device %llu but this machine has %d device(s)", (unsigned long long)device,
-          c->device_count);
-    need[device] = need[device] + size < need[device] ? UINT64_MAX : need[device] + size;
+    sd_chunk ch;
+    if (sd_get_chunk(c, cj_at(chunks, i), i, &ch)) return -EINVAL;
+    if (ch.device >= c->device_count)
+      ERR("the checkpoint needs device %d but this machine has %d device(s)", (int)ch.device, c->device_count);
+    need[ch.device] = need[ch.device] + ch.size < need[ch.device] ? UINT64_MAX : need[ch.device] + ch.size;
   }
   for (int d = 0; d < c->device_count; d++) {
     if (!need[d]) continue;
@@ -211,22 +136,19 @@ static int put(cgc_t *c, cgc_hmap *m, uint64_t key, void *val, const char *what)
   pthread_mutex_lock(&c->lock);
   int rc = cgc_hmap_put(m, key, val);
   pthread_mutex_unlock(&c->lock);
-  if (rc == -EEXIST) cgc_set_error(c, "state.json: %s 0x%llx appears twice", what, (unsigned long long)key);
+  if (rc == -EEXIST) cgc_set_error(c, CGC_STATE_NAME ": %s 0x%llx appears twice", what, (unsigned long long)key);
   if (rc == -ENOMEM) cgc_set_error(c, "out of memory");
   return rc;
 }
 
 static int import_contexts(cgc_t *c, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
-    const cj *e = cj_at(list, i);
-    char where[48];
-    snprintf(where, sizeof where, "context %zu", i);
-    reader r = {c, where, false};
-    uint64_t minted = u64_of(&r, e, "minted"), flags = u64_of(&r, e, "flags");
-    int64_t device = i64_of(&r, e, "device"), refs = i64_of(&r, e, "refs");
-    bool primary = bool_of(&r, e, "primary");
-    if (r.bad) return -EINVAL;
-    if (!minted) ERR("state.json: %s has handle 0", where);
+    sd_context rec;
+    if (sd_get_context(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    uint64_t minted = rec.minted;
+    uint32_t flags = rec.flags;
+    int32_t device = rec.device;
+    bool primary = rec.primary;
     if (device < 0 || device >= c->device_count)
       ERR("the checkpoint's context 0x%llx is on device %lld; this machine has %d device(s)",
           (unsigned long long)minted, (long long)device, c->device_count);
@@ -257,7 +179,7 @@ static int import_contexts(cgc_t *c, const cj *list) {
     x->device = (int)device;
     x->flags = (unsigned)flags;
     x->primary = primary;
-    x->refs = (int)refs;
+    x->refs = rec.refs;
     if (put(c, &c->contexts, minted, x, "context")) {
       if (!primary) c->drv.cuCtxDestroy(x->real);
       free(x);
@@ -268,41 +190,33 @@ static int import_contexts(cgc_t *c, const cj *list) {
 }
 
 static int import_memory(cgc_t *c, const cj *st) {
-  reader r = {c, "top level", false};
-  const cj *chunks = list_of(&r, st, "chunks");
-  const cj *allocs = list_of(&r, st, "allocations");
-  if (r.bad) return -EINVAL;
+  const cj *chunks = sd_list(st, "chunks");
+  const cj *allocs = sd_list(st, "allocations");
   size_t n = cj_len(chunks);
   cgc_chunk **v = calloc(n ? n : 1, sizeof *v);
   if (!v) ERR("out of memory");
   int rc = 0;
   for (size_t i = 0; i < n && !rc; i++) {
-    const cj *e = cj_at(chunks, i);
-    uint64_t base, size, device, slot;
-    if (cj_len(e) != 4 || !cj_u64(cj_at(e, 0), &base) || !cj_u64(cj_at(e, 1), &size) ||
-        !cj_u64(cj_at(e, 2), &device) || !cj_u64(cj_at(e, 3), &slot) || slot > UINT32_MAX || device > INT32_MAX) {
-      cgc_set_error(c, "state.json: chunk %zu is not [addr, size, device, slot_size]", i);
-      rc = -EINVAL;
-      break;
-    }
-    rc = cgc_mem_chunk_at(c, base, size, (int)device, (uint32_t)slot, &v[i]);
+    sd_chunk ch;
+    rc = sd_get_chunk(c, cj_at(chunks, i), i, &ch);
+    if (!rc) rc = cgc_mem_chunk_at(c, ch.addr, ch.size, ch.device, ch.slot_size, &v[i]);
   }
   for (size_t i = 0; i < cj_len(allocs) && !rc; i++) {
-    const cj *e = cj_at(allocs, i);
-    uint64_t addr, size, chunk, ctx;
-    if (cj_len(e) != 4 || !cj_u64(cj_at(e, 0), &addr) || !cj_u64(cj_at(e, 1), &size) ||
-        !cj_u64(cj_at(e, 2), &chunk) || !cj_u64(cj_at(e, 3), &ctx) || chunk >= n) {
-      cgc_set_error(c, "state.json: allocation %zu is not [addr, size, chunk, context] of a listed chunk", i);
+    sd_alloc a;
+    if ((rc = sd_get_alloc(c, cj_at(allocs, i), i, &a))) break;
+    if (a.chunk >= n) {
+      cgc_set_error(c, CGC_STATE_NAME ": allocation %zu is in chunk %llu, which is not listed", i,
+                    (unsigned long long)a.chunk);
       rc = -EINVAL;
       break;
     }
-    if (ctx && !cgc_hmap_get(&c->contexts, ctx)) {
-      cgc_set_error(c, "state.json: allocation 0x%llx belongs to an unknown context 0x%llx", (unsigned long long)addr,
-                    (unsigned long long)ctx);
+    if (a.context && !cgc_hmap_get(&c->contexts, a.context)) {
+      cgc_set_error(c, CGC_STATE_NAME ": allocation 0x%llx belongs to an unknown context 0x%llx",
+                    (unsigned long long)a.addr, (unsigned long long)a.context);
       rc = -EINVAL;
       break;
     }
-    rc = cgc_mem_place(c, v[chunk], addr, size, ctx);
+    rc = cgc_mem_place(c, v[a.chunk], a.addr, a.size, a.context);
   }
   for (size_t i = 0; i < n; i++)
     if (v[i]) cgc_mem_chunk_done(c, v[i]);
@@ -312,17 +226,12 @@ static int import_memory(cgc_t *c, const cj *st) {
 
 static int import_modules(cgc_t *c, const char *dir, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
-    const cj *e = cj_at(list, i);
-    char where[48];
-    snprintf(where, sizeof where, "module %zu", i);
-    reader r = {c, where, false};
-    uint64_t minted = u64_of(&r, e, "minted"), ctx = u64_of(&r, e, "context"), size = u64_of(&r, e, "size"),
-             sum = u64_of(&r, e, "checksum");
-    const char *file = str_of(&r, e, "file");
-    if (r.bad) return -EINVAL;
-    if (strstr(file, "..") || file[0] == '/') ERR("state.json: %s names the file %s outside the checkpoint", where, file);
-    cgc_context *x = ctx_of(c, ctx);
-    if (!x) ERR("state.json: %s belongs to an unknown context 0x%llx", where, (unsigned long long)ctx);
+    sd_module rec;
+    if (sd_get_module(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    uint64_t minted = rec.minted, size = rec.size, sum = rec.checksum;
+    const char *file = rec.file;
+    cgc_context *x = ctx_of(c, rec.context);
+    if (!x) ERR(CGC_STATE_NAME ": module %zu belongs to an unknown context 0x%llx", i, (unsigned long long)rec.context);
     uint64_t len = 0;
     uint8_t *img = slurp(c, dir, file, &len);
     if (!img) return -EIO;
@@ -365,19 +274,16 @@ static int import_modules(cgc_t *c, const char *dir, const cj *list) {
 static int import_functions(cgc_t *c, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
     const cj *e = cj_at(list, i);
-    char where[48];
-    snprintf(where, sizeof where, "function %zu", i);
-    reader r = {c, where, false};
-    uint64_t minted = u64_of(&r, e, "minted"), mod = u64_of(&r, e, "module"), psize = u64_of(&r, e, "params_size");
-    int64_t nparams = i64_of(&r, e, "nparams");
-    const char *name = str_of(&r, e, "name");
-    const cj *params = cj_get(e, "params");
-    if (r.bad) return -EINVAL;
+    sd_function rec;
+    if (sd_get_function(c, e, i, &rec)) return -EINVAL;
+    uint64_t minted = rec.minted, mod = rec.module, psize = rec.params_size;
+    int32_t nparams = rec.nparams;
+    const char *name = rec.name;
     cgc_module *m = cgc_hmap_get(&c->modules, mod);
-    if (!m) ERR("state.json: %s (%s) belongs to an unknown module 0x%llx", where, name, (unsigned long long)mod);
-    if (nparams < -1 || nparams > CGC_MAX_PARAMS || (nparams >= 0 && cj_len(params) != (size_t)nparams) ||
-        psize > CGS_MAX_LAUNCH_ARGS)
-      ERR("state.json: %s (%s) has a bad parameter layout", where, name);
+    if (!m)
+      ERR(CGC_STATE_NAME ": function %zu (%s) belongs to an unknown module 0x%llx", i, name, (unsigned long long)mod);
+    if (psize > CGS_MAX_LAUNCH_ARGS)
+      ERR(CGC_STATE_NAME ": function %zu (%s) has a bad parameter layout", i, name);
     CUfunction real;
     CUresult rc = c->drv.cuCtxSetCurrent(m->ctx->real);
     if (!rc) rc = c->drv.cuModuleGetFunction(&real, m->real, name);
@@ -392,7 +298,7 @@ static int import_functions(cgc_t *c, const cj *list) {
     f->real = real;
     f->module = m;
     f->name = strdup(name);
-    f->nparams = (int)nparams;
+    f->nparams = nparams;
     f->params_size = (uint32_t)psize;
     f->params = malloc((size_t)(nparams > 0 ? nparams : 1) * sizeof *f->params);
     if (!f->name || !f->params) {
@@ -401,39 +307,35 @@ static int import_functions(cgc_t *c, const cj *list) {
       free(f);
       ERR("out of memory");
     }
-    for (int64_t k = 0; k < nparams; k++) {
-      const cj *p = cj_at(params, (size_t)k);
-      uint64_t off, size;
-      if (cj_len(p) != 2 || !cj_u64(cj_at(p, 0), &off) || !cj_u64(cj_at(p, 1), &size) || off + size > psize) {
+    for (int32_t k = 0; k < nparams; k++) {
+      cgs_param p;
+      int bad = sd_get_param(c, e, i, &rec, k, &p);
+      if (!bad && (uint64_t)p.offset + p.size > psize) {
+        cgc_set_error(c, CGC_STATE_NAME ": function %zu (%s): parameter %d is not [offset, size] within %llu bytes",
+                      i, name, (int)k, (unsigned long long)psize);
+        bad = -EINVAL;
+      }
+      if (bad) {
         free(f->name);
         free(f->params);
         free(f);
-        ERR("state.json: %s (%s): parameter %lld is not [offset, size] within %llu bytes", where, name,
-            (long long)k, (unsigned long long)psize);
+        return -EINVAL;
       }
-      f->params[k].offset = (uint32_t)off;
-      f->params[k].size = (uint32_t)size;
+      f->params[k] = p;
     }
     /* Attributes the job set (dynamic shared memory size, carveout, ...). */
-    const cj *attrs = cj_get(e, "attributes");
-    for (size_t k = 0; k < cj_len(attrs); k++) {
-      const cj *a = cj_at(attrs, k);
-      int64_t attr, val;
-      if (cj_len(a) != 2 || !cj_i64(cj_at(a, 0), &attr) || !cj_i64(cj_at(a, 1), &val) || attr < 0 || attr >= 32 ||
-          val < INT32_MIN || val > INT32_MAX) {
-        rc = CUDA_ERROR_INVALID_VALUE;
-      } else {
-        rc = c->drv.cuFuncSetAttribute ? c->drv.cuFuncSetAttribute(real, (CUfunction_attribute)attr, (int)val)
-                                       : CUDA_ERROR_NOT_SUPPORTED;
-        f->attrs[attr] = (int32_t)val;
-        f->attr_set |= 1u << attr;
-      }
+    for (int k = 0; k < 32; k++) {
+      if (!(rec.attr_set & (1u << k))) continue;
+      rc = c->drv.cuFuncSetAttribute ? c->drv.cuFuncSetAttribute(real, (CUfunction_attribute)k, rec.attrs[k])
+                                     : CUDA_ERROR_NOT_SUPPORTED;
+      f->attrs[k] = rec.attrs[k];
+      f->attr_set |= 1u << k;
       if (rc) {
-        cgc_set_error(c, "function %s: cannot set attribute %zu again: %s", name, k, cgc_cu_name(c, rc));
+        cgc_set_error(c, "function %s: cannot set attribute %d again: %s", name, k, cgc_cu_name(c, rc));
         free(f->name);
         free(f->params);
         free(f);
-        return rc ? (int)rc : -EINVAL;
+        return (int)rc;
       }
     }
     if (put(c, &c->functions, minted, f, "function")) {
@@ -480,20 +382,13 @@ static int import_globals(cgc_t *c, const char *dir, const cj *list) {
   if (!bytes) return -EIO;
   int rc = 0;
   for (size_t i = 0; i < cj_len(list) && !rc; i++) {
-    const cj *e = cj_at(list, i);
-    char where[48];
-    snprintf(where, sizeof where, "global %zu", i);
-    reader r = {c, where, false};
-    uint64_t mod = u64_of(&r, e, "module"), old = u64_of(&r, e, "addr"), size = u64_of(&r, e, "size"),
-             off = u64_of(&r, e, "offset"), sum = u64_of(&r, e, "checksum");
-    const char *name = str_of(&r, e, "name");
-    if (r.bad) {
-      rc = -EINVAL;
-      break;
-    }
-    cgc_module *m = cgc_hmap_get(&c->modules, mod);
+    sd_global rec;
+    if ((rc = sd_get_global(c, cj_at(list, i), i, &rec))) break;
+    uint64_t old = rec.addr, size = rec.size, off = rec.offset, sum = rec.checksum;
+    const char *name = rec.name;
+    cgc_module *m = cgc_hmap_get(&c->modules, rec.module);
     if (!m) {
-      cgc_set_error(c, "state.json: %s (%s) belongs to an unknown module", where, name);
+      cgc_set_error(c, CGC_STATE_NAME ": global %zu (%s) belongs to an unknown module", i, name);
       rc = -EINVAL;
       break;
     }
@@ -527,16 +422,14 @@ static int import_globals(cgc_t *c, const char *dir, const cj *list) {
 
 static int import_streams_events(cgc_t *c, const cj *streams, const cj *events) {
   for (size_t i = 0; i < cj_len(streams); i++) {
-    const cj *e = cj_at(streams, i);
-    char where[48];
-    snprintf(where, sizeof where, "stream %zu", i);
-    reader r = {c, where, false};
-    uint64_t minted = u64_of(&r, e, "minted"), ctx = u64_of(&r, e, "context"), flags = u64_of(&r, e, "flags");
-    int64_t prio = i64_of(&r, e, "priority");
-    if (r.bad) return -EINVAL;
-    cgc_context *x = ctx_of(c, ctx);
-    if (!x) ERR("state.json: %s belongs to an unknown context 0x%llx", where, (unsigned long long)ctx);
-    if (minted <= 2) ERR("state.json: %s has the reserved handle %llu", where, (unsigned long long)minted);
+    sd_stream rec;
+    if (sd_get_stream(c, cj_at(streams, i), i, &rec)) return -EINVAL;
+    uint64_t minted = rec.minted;
+    uint32_t flags = rec.flags;
+    int32_t prio = rec.priority;
+    cgc_context *x = ctx_of(c, rec.context);
+    if (!x)
+      ERR(CGC_STATE_NAME ": stream %zu belongs to an unknown context 0x%llx", i, (unsigned long long)rec.context);
     cgc_stream *s = calloc(1, sizeof *s);
     if (!s) ERR("out of memory");
     CUresult rc = c->drv.cuCtxSetCurrent(x->real);
@@ -557,14 +450,13 @@ static int import_streams_events(cgc_t *c, const cj *streams, const cj *events) 
     }
   }
   for (size_t i = 0; i < cj_len(events); i++) {
-    const cj *e = cj_at(events, i);
-    char where[48];
-    snprintf(where, sizeof where, "event %zu", i);
-    reader r = {c, where, false};
-    uint64_t minted = u64_of(&r, e, "minted"), ctx = u64_of(&r, e, "context"), flags = u64_of(&r, e, "flags");
-    if (r.bad) return -EINVAL;
-    cgc_context *x = ctx_of(c, ctx);
-    if (!x) ERR("state.json: %s belongs to an unknown context 0x%llx", where, (unsigned long long)ctx);
+    sd_event rec;
+    if (sd_get_event(c, cj_at(events, i), i, &rec)) return -EINVAL;
+    uint64_t minted = rec.minted;
+    uint32_t flags = rec.flags;
+    cgc_context *x = ctx_of(c, rec.context);
+    if (!x)
+      ERR(CGC_STATE_NAME ": event %zu belongs to an unknown context 0x%llx", i, (unsigned long long)rec.context);
     cgc_event *ev = calloc(1, sizeof *ev);
     if (!ev) ERR("out of memory");
     CUresult rc = c->drv.cuCtxSetCurrent(x->real);
@@ -592,17 +484,14 @@ static int import_streams_events(cgc_t *c, const cj *streams, const cj *events) 
 
 static int import_pins(cgc_t *c, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
-    const cj *e = cj_at(list, i);
-    char where[48];
-    snprintf(where, sizeof where, "pin %zu", i);
-    reader r = {c, where, false};
-    uint64_t id = u64_of(&r, e, "id"), size = u64_of(&r, e, "size"), app = u64_of(&r, e, "app_addr");
-    bool same = bool_of(&r, e, "same_addr");
-    if (r.bad) return -EINVAL;
-    if (id > UINT32_MAX || !size) ERR("state.json: %s has a bad id or size", where);
+    sd_pin rec;
+    if (sd_get_pin(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    uint32_t id = rec.id;
+    uint64_t size = rec.size, app = rec.app_addr;
+    bool same = rec.same_addr;
     cgc_pin *p;
     CUresult rc = c->drv.cuCtxSetCurrent(c->primary0);
-    if (!rc) rc = cgc_pin_map(c, (uint32_t)id, size, app, &p);
+    if (!rc) rc = cgc_pin_map(c, id, size, app, &p);
     if (rc) {
       cgc_set_error(c, "pinned host memory %s%llu (%llu bytes) cannot be mapped: re-create it with its saved "
                        "contents before the import (%s)",
@@ -623,17 +512,13 @@ static int import_pins(cgc_t *c, const cj *list) {
 
 static int import_blobs(cgc_t *c, const char *dir, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
-    const cj *e = cj_at(list, i);
-    char where[48];
-    snprintf(where, sizeof where, "blob %zu", i);
-    reader r = {c, where, false};
-    uint64_t ch = u64_of(&r, e, "channel"), total = u64_of(&r, e, "total"), filled = u64_of(&r, e, "filled"),
-             sum = u64_of(&r, e, "checksum");
-    const char *file = str_of(&r, e, "file");
-    if (r.bad) return -EINVAL;
-    if (ch >= c->nchannels || total == 0 || total > CGC_MAX_BLOB || filled > total || strstr(file, "..") ||
-        file[0] == '/')
-      ERR("state.json: %s is malformed", where);
+    sd_blob rec;
+    if (sd_get_blob(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    uint32_t ch = rec.channel;
+    uint64_t total = rec.total, filled = rec.filled, sum = rec.checksum;
+    const char *file = rec.file;
+    if (ch >= c->nchannels || filled > total)
+      ERR(CGC_STATE_NAME ": blob %zu is on channel %u of %u, or holds more than its total", i, ch, c->nchannels);
     uint64_t len = 0;
     uint8_t *b = slurp(c, dir, file, &len);
     if (!b) return -EIO;
@@ -657,40 +542,29 @@ static int import_blobs(cgc_t *c, const char *dir, const cj *list) {
 }
 
 static int import(cgc_t *c, const char *dir, const cj *st) {
-  int rc = check_fit(c, st);
+  sd_header h;
+  int rc = sd_get_header(c, st, &h);
+  if (!rc) rc = check_fit(c, st, &h);
   if (rc) return rc;
-  reader r = {c, "top level", false};
-  const cj *contexts = list_of(&r, st, "contexts");
-  const cj *modules = list_of(&r, st, "modules");
-  const cj *functions = list_of(&r, st, "functions");
-  const cj *globals = list_of(&r, st, "globals");
-  const cj *streams = list_of(&r, st, "streams");
-  const cj *events = list_of(&r, st, "events");
-  const cj *pins = list_of(&r, st, "pins");
-  const cj *blobs = list_of(&r, st, "blobs");
-  const char *app_job = str_of(&r, st, "app_job_id");
-  int64_t async_error = i64_of(&r, st, "async_error");
-  if (r.bad) return -EINVAL;
-  if (!app_job[0] || strlen(app_job) >= CGS_JOB_ID_MAX) ERR("state.json: app_job_id is malformed");
-  if ((rc = import_contexts(c, contexts))) return rc;
+  if ((rc = import_contexts(c, sd_list(st, "contexts")))) return rc;
   if ((rc = c->drv.cuCtxSetCurrent(c->primary0))) {
     cgc_set_error(c, "cuCtxSetCurrent: %s", cgc_cu_name(c, (CUresult)rc));
     return rc;
   }
   if ((rc = import_memory(c, st))) return rc;
-  if ((rc = import_modules(c, dir, modules))) return rc;
-  if ((rc = import_functions(c, functions))) return rc;
-  if ((rc = import_globals(c, dir, globals))) return rc;
-  if ((rc = import_streams_events(c, streams, events))) return rc;
-  if ((rc = import_pins(c, pins))) return rc;
-  if ((rc = import_blobs(c, dir, blobs))) return rc;
+  if ((rc = import_modules(c, dir, sd_list(st, "modules")))) return rc;
+  if ((rc = import_functions(c, sd_list(st, "functions")))) return rc;
+  if ((rc = import_globals(c, dir, sd_list(st, "globals")))) return rc;
+  if ((rc = import_streams_events(c, sd_list(st, "streams"), sd_list(st, "events")))) return rc;
+  if ((rc = import_pins(c, sd_list(st, "pins")))) return rc;
+  if ((rc = import_blobs(c, dir, sd_list(st, "blobs")))) return rc;
   /* The job's own name for itself (its pinned files are named from it), and
    * the error it had not been told about yet. */
-  snprintf(c->app_job_id, sizeof c->app_job_id, "%s", app_job);
+  snprintf(c->app_job_id, sizeof c->app_job_id, "%s", h.app_job_id);
   if (c->hdr) {
     memset(c->hdr->job_id, 0, sizeof c->hdr->job_id);
     memcpy(c->hdr->job_id, c->app_job_id, strlen(c->app_job_id));
-    __atomic_store_n(&c->hdr->async_error, (int32_t)async_error, __ATOMIC_RELEASE);
+    __atomic_store_n(&c->hdr->async_error, h.async_error, __ATOMIC_RELEASE);
   }
   return 0;
 }
@@ -707,14 +581,14 @@ CGC_API int cgc_import_state(cgc_t *c, const char *dir) {
     return -EBUSY;
   }
   uint64_t len = 0;
-  char *text = (char *)slurp(c, dir, "state.json", &len);
+  char *text = (char *)slurp(c, dir, CGC_STATE_NAME, &len);
   if (!text) return -ENOENT;
   char why[160];
   cj_doc *doc = NULL;
   const cj *st = cj_parse(text, len, &doc, why, sizeof why);
   free(text);
   if (!st) {
-    cgc_set_error(c, "%s/state.json is malformed: %s", dir, why);
+    cgc_set_error(c, "%s/" CGC_STATE_NAME " is malformed: %s", dir, why);
     return -EINVAL;
   }
   CUcontext saved = NULL;
