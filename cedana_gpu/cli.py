@@ -22,7 +22,7 @@ from cedana_gpu.commands import gpu as gpu_commands
 from cedana_gpu.commands import job as job_commands
 from cedana_gpu.commands import ps as ps_commands
 from cedana_gpu.commands import restore as restore_commands
-from cedana_gpu.criu import CriuError, CriuNotFound
+from cedana_gpu.cr.criu import CriuError, CriuNotFound
 from cedana_gpu.gpu_info import DriverError, NoDriver
 from cedana_gpu.paths import NativeNotBuilt
 

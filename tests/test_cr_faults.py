@@ -210,7 +210,7 @@ wait "$pid"
 
 
 def test_criu_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
-    from cedana_gpu.criu import criu_path
+    from cedana_gpu.cr.criu import criu_path
 
     expected = list(run_direct(*TRAIN))
     wrapper = tmp_path / "criu"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cedana_gpu.controller import control
-from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs import lifecycle
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     FINAL_STATES,
@@ -101,18 +101,18 @@ def test_persistent_mount_checks(tmp_path: Path) -> None:
         ("/proc/x", "system"),
         (str(f), "not a directory"),
     ):
-        with pytest.raises(spawn.JobError, match=why):
-            spawn.check_persistent_mounts([bad])
+        with pytest.raises(lifecycle.JobError, match=why):
+            lifecycle.check_persistent_mounts([bad])
     if os.geteuid() == 0:
         d = str(tmp_path / "d")
-        assert spawn.check_persistent_mounts([d, d + "/", ""]) == [d]
+        assert lifecycle.check_persistent_mounts([d, d + "/", ""]) == [d]
     else:
-        with pytest.raises(spawn.JobError, match="need root"):
-            spawn.check_persistent_mounts([str(tmp_path / "d")])
+        with pytest.raises(lifecycle.JobError, match="need root"):
+            lifecycle.check_persistent_mounts([str(tmp_path / "d")])
 
 
 def test_dump_helpers() -> None:
-    from cedana_gpu import dumper
+    from cedana_gpu.cr import dump as dumper
 
     cid = dumper.checkpoint_id("job1")
     assert cid.startswith("job1-") and len(cid.split("-")) == 4
@@ -133,4 +133,4 @@ def test_job_shm_dir_is_used_when_it_exists(
     assert shm_layout.segment_path("jx") == tmp_path / "jx" / "cedana-gpu.jx"
     assert shm_layout.pin_paths("jx") == [tmp_path / "jx" / "cedana-gpu.jx.pin.3"]
     job = Job(jid="jx", cmd=["x"], shm_dir=str(tmp_path / "jx"), segment="cedana-gpu.old")
-    assert spawn.segment_file(job) == tmp_path / "jx" / "cedana-gpu.old"
+    assert lifecycle.segment_file(job) == tmp_path / "jx" / "cedana-gpu.old"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cedana_gpu.commands import CommandError
 from cedana_gpu.commands.exec import user_errors
-from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs import lifecycle
 
 COMPRESSIONS = ("none", "tar", "lz4", "gzip", "zlib")
 PHASES = (
@@ -105,11 +105,11 @@ def format_result(doc: dict) -> str:  # type: ignore[type-arg]
 
 @user_errors
 def cmd_dump(args: argparse.Namespace) -> int:
-    from cedana_gpu.dumper import DumpError, DumpOptions, dump_job, find_job_by_pid, require_root
+    from cedana_gpu.cr.dump import DumpError, DumpOptions, dump_job, find_job_by_pid, require_root
 
     try:
         require_root()
-        state, store = spawn.open_store()
+        state, store = lifecycle.open_store()
         with store:
             if args.dump_kind == "process":
                 job = find_job_by_pid(store, args.pid)

@@ -30,11 +30,16 @@ from collections.abc import Callable
 
 from cedana_gpu.commands import CommandError
 from cedana_gpu.controller.control import ControlError
-from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs import lifecycle
 from cedana_gpu.jobs.statedir import StateDirError
 from cedana_gpu.jobs.store import StoreError
 
-JOB_ERRORS: tuple[type[Exception], ...] = (spawn.JobError, StoreError, StateDirError, ControlError)
+JOB_ERRORS: tuple[type[Exception], ...] = (
+    lifecycle.JobError,
+    StoreError,
+    StateDirError,
+    ControlError,
+)
 
 GPU_DRIVERS = ("system", "fake")
 DRIVER_ENV = "CEDANA_GPU_DRIVER"
@@ -131,14 +136,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
     driver = _driver(args) if args.gpu else "none"
     mounts = list(args.persistent_mounts)
     mounts += [m.strip() for m in os.environ.get(PERSISTENT_MOUNTS_ENV, "").split(",") if m.strip()]
-    started = spawn.start_job(
+    started = lifecycle.start_job(
         command, gpu=args.gpu, driver=driver, jid=args.jid, persistent_mounts=mounts
     )
     if not args.attach:
         print(started.job.jid)
         return 0
     sys.stdout.flush()
-    job = spawn.follow(started, sys.stdout.buffer)
+    job = lifecycle.follow(started, sys.stdout.buffer)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
-    return spawn.exit_status(job)
+    return lifecycle.exit_status(job)

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cedana_gpu import criu
 from cedana_gpu.controller import control
-from cedana_gpu.jobs import spawn, statedir
+from cedana_gpu.cr import criu
+from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
 
 DEFAULT_FREEZE_TIMEOUT_MS = 30_000
@@ -111,7 +111,7 @@ def _env_number(name: str, default: float) -> float:
 def find_job_by_pid(store: JobStore, pid: int) -> Job:
     """The running job whose root process (as the host sees it) is ``pid``."""
     for job in store.list():
-        job = spawn.refresh(store, job)
+        job = lifecycle.refresh(store, job)
         if job.active and job.pid == pid:
             return job
     raise DumpError(
@@ -267,9 +267,9 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         raise DumpError(str(e)) from None
     if options.streams < 1:
         raise DumpError(f"--stream must be at least 1, not {options.streams}")
-    job = spawn.refresh(store, job)
+    job = lifecycle.refresh(store, job)
     if job.state != RUNNING or not job.pid:
-        raise DumpError(f"job {job.jid} is not running ({spawn.describe(job)})")
+        raise DumpError(f"job {job.jid} is not running ({lifecycle.describe(job)})")
     if not job.socket_path:
         raise DumpError(f"job {job.jid} has no controller to talk to")
 
@@ -442,7 +442,7 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
             except control.ControlError as e:
                 _remove(final)
                 raise DumpError(f"job {job.jid}: {e}") from None
-            spawn.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
+            processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
             stopped = False
             frozen = False
     except BaseException:
@@ -496,9 +496,9 @@ def _wait_final(store: JobStore, jid: str) -> Job:
     """Wait until the killed job's end is recorded (its controller records it)."""
     deadline = time.monotonic() + END_TIMEOUT
     while True:
-        job = spawn.refresh(store, store.require(jid))
+        job = lifecycle.refresh(store, store.require(jid))
         if job.state in FINAL_STATES:
-            while spawn.process_alive(job.controller_pid) and time.monotonic() < deadline:
+            while processes.process_alive(job.controller_pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
             return job
         if time.monotonic() > deadline:

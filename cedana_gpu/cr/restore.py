@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cedana_gpu.dumper import DumpError, progress_poller, require_root
-from cedana_gpu.jobs import spawn, statedir
+from cedana_gpu.cr.dump import DumpError, progress_poller, require_root
+from cedana_gpu.jobs import lifecycle, statedir
 from cedana_gpu.jobs.store import Job, JobStore
 
 
@@ -39,7 +39,7 @@ class RestoreError(DumpError):
 @dataclass
 class RestoreResult:
     job: Job
-    started: spawn.StartedJob
+    started: lifecycle.StartedJob
     source: str
     checkpoint_id: str | None
     phases: dict[str, float] = field(default_factory=dict)
@@ -110,7 +110,7 @@ def restore_job(
             cid = found if isinstance(found, str) else None
         driver = (driver or job.driver or "system") if gpu else "none"
         t1 = time.monotonic()
-        new_jid = new_jid or spawn.new_job_id()
+        new_jid = new_jid or lifecycle.new_job_id()
         try:
             statedir.check_job_id(new_jid)
         except ValueError as e:
@@ -118,7 +118,7 @@ def restore_job(
         socket = statedir.job_dir(state, new_jid) / statedir.CONTROL_SOCKET
         try:
             with progress_poller(socket, show):
-                started = spawn.start_job(
+                started = lifecycle.start_job(
                     job.cmd,
                     gpu=gpu,
                     driver=driver,
@@ -130,7 +130,7 @@ def restore_job(
                     generation=job.generation + 1,
                     restored_from=cid or str(source),
                 )
-        except spawn.JobError as e:
+        except lifecycle.JobError as e:
             raise RestoreError(f"cannot restore {source}: {e}") from None
         phases["start"] = time.monotonic() - t1
         jdir = statedir.job_dir(state, started.job.jid)

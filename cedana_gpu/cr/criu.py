@@ -18,7 +18,7 @@ from pathlib import Path
 ENV_VAR = "CEDANA_CRIU"
 """Environment variable naming the criu executable to use."""
 
-DEFAULT_WRAPPER = Path(__file__).resolve().parent.parent / ".criu" / "bin" / "criu"
+DEFAULT_WRAPPER = Path(__file__).resolve().parents[2] / ".criu" / "bin" / "criu"
 """Where ``scripts/setup-criu.sh`` puts its wrapper by default."""
 
 _SETUP_HINT = f"run `make setup` (scripts/setup-criu.sh, as root) or set {ENV_VAR}=/path/to/criu"
