@@ -17,8 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-from cedana_gpu.commands import CommandError
-from cedana_gpu.commands.exec import user_errors
 from cedana_gpu.jobs import lifecycle
 
 COMPRESSIONS = ("none", "tar", "lz4", "gzip", "zlib")
@@ -103,31 +101,27 @@ def format_result(doc: dict) -> str:  # type: ignore[type-arg]
     return "\n".join(lines)
 
 
-@user_errors
 def cmd_dump(args: argparse.Namespace) -> int:
-    from cedana_gpu.cr.dump import DumpError, DumpOptions, dump_job, find_job_by_pid, require_root
+    from cedana_gpu.cr.dump import DumpOptions, dump_job, find_job_by_pid, require_root
 
-    try:
-        require_root()
-        state, store = lifecycle.open_store()
-        with store:
-            if args.dump_kind == "process":
-                job = find_job_by_pid(store, args.pid)
-            else:
-                job = store.require(args.jid)
-            result = dump_job(
-                store,
-                state,
-                job,
-                DumpOptions(
-                    directory=args.dir.absolute() if args.dir else None,
-                    compression=args.compression,
-                    streams=args.streams,
-                    leave_running=args.leave_running,
-                ),
-            )
-    except DumpError as e:
-        raise CommandError(str(e)) from None
+    require_root()
+    state, store = lifecycle.open_store()
+    with store:
+        if args.dump_kind == "process":
+            job = find_job_by_pid(store, args.pid)
+        else:
+            job = store.require(args.jid)
+        result = dump_job(
+            store,
+            state,
+            job,
+            DumpOptions(
+                directory=args.dir.absolute() if args.dir else None,
+                compression=args.compression,
+                streams=args.streams,
+                leave_running=args.leave_running,
+            ),
+        )
     doc = result.to_json()
     if args.output == "json":
         print(json.dumps(doc, indent=2))

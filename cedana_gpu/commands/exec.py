@@ -23,42 +23,15 @@ JIT caches a restored job expects to find as they were.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
-from collections.abc import Callable
 
 from cedana_gpu.commands import CommandError
-from cedana_gpu.controller.control import ControlError
 from cedana_gpu.jobs import lifecycle
-from cedana_gpu.jobs.statedir import StateDirError
-from cedana_gpu.jobs.store import StoreError
-
-JOB_ERRORS: tuple[type[Exception], ...] = (
-    lifecycle.JobError,
-    StoreError,
-    StateDirError,
-    ControlError,
-)
 
 GPU_DRIVERS = ("system", "fake")
 DRIVER_ENV = "CEDANA_GPU_DRIVER"
 PERSISTENT_MOUNTS_ENV = "CEDANA_PERSISTENT_MOUNTS"
-
-
-def user_errors(
-    handler: Callable[[argparse.Namespace], int],
-) -> Callable[[argparse.Namespace], int]:
-    """Report the job machinery's errors as the CLI's one-line errors."""
-
-    @functools.wraps(handler)
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except JOB_ERRORS as e:
-            raise CommandError(str(e)) from None
-
-    return wrapped
 
 
 def _add_job_options(parser: argparse.ArgumentParser, gpu_flag: str) -> None:
@@ -124,7 +97,6 @@ def _driver(args: argparse.Namespace) -> str:
     return default_driver_kind("system")
 
 
-@user_errors
 def cmd_exec(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":

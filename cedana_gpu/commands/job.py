@@ -13,7 +13,6 @@ import argparse
 import json
 import time
 
-from cedana_gpu.commands.exec import user_errors
 from cedana_gpu.controller import control
 from cedana_gpu.jobs import lifecycle
 
@@ -53,7 +52,6 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     checkpoints.set_defaults(handler=cmd_checkpoints)
 
 
-@user_errors
 def cmd_kill(args: argparse.Namespace) -> int:
     _state, store = lifecycle.open_store()
     with store:
@@ -62,7 +60,6 @@ def cmd_kill(args: argparse.Namespace) -> int:
     return 0
 
 
-@user_errors
 def cmd_inspect(args: argparse.Namespace) -> int:
     state, store = lifecycle.open_store()
     with store:
@@ -80,7 +77,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-@user_errors
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     from cedana_gpu.checkpoint.progress import human_bytes
     from cedana_gpu.commands.ps import _table

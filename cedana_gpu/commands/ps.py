@@ -13,7 +13,6 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from cedana_gpu.commands.exec import user_errors
 from cedana_gpu.jobs import lifecycle
 from cedana_gpu.jobs.store import Job
 
@@ -53,7 +52,6 @@ def format_jobs(jobs: Sequence[Job]) -> str:
     return _table(rows)
 
 
-@user_errors
 def cmd_ps(args: argparse.Namespace) -> int:
     _state, store = lifecycle.open_store()
     with store:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.errors import ControllerError
 from cedana_gpu.jobs import statedir
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 for the NUL
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class ControlError(RuntimeError):
+class ControlError(ControllerError):
     """A control request could not be made or was refused (printed as one line)."""
 
 

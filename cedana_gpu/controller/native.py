@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.errors import ControllerError
 from cedana_gpu.paths import NativeNotBuilt, native_dir
 
 LIBRARY_NAME = "libcedana-gpu-controller.so"
 INFO_BUFFER = 1 << 16
 
 
-class NativeError(RuntimeError):
+class NativeError(ControllerError):
     """A dispatcher call failed. ``code`` is a negative errno or a positive CUresult."""
 
     def __init__(self, what: str, code: int, message: str) -> None:

@@ -51,6 +51,7 @@ from typing import Any
 
 from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
+from cedana_gpu.errors import ControllerError
 from cedana_gpu.jobs import processes, statedir
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
@@ -74,7 +75,7 @@ DUMPED_GRACE_S = 10.0
 (CRIU killed it) before the controller concludes the dump did not happen."""
 
 
-class StartupError(RuntimeError):
+class StartupError(ControllerError):
     """The job could not be started; the message is recorded in the store."""
 
 

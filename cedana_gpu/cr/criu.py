@@ -15,6 +15,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cedana_gpu.errors import CedanaError, SetupError
+
 ENV_VAR = "CEDANA_CRIU"
 """Environment variable naming the criu executable to use."""
 
@@ -31,11 +33,11 @@ _GENERIC = re.compile(r"(Dumping|Restoring|Pre-dumping) FAILED\.?\s*$")
 _TIMESTAMP = re.compile(r"^\(\s*\d+\.\d+\)\s*")
 
 
-class CriuNotFound(RuntimeError):
+class CriuNotFound(SetupError):
     """No usable criu executable."""
 
 
-class CriuError(RuntimeError):
+class CriuError(CedanaError):
     """criu ran and failed (or could not be run, or timed out)."""
 
     def __init__(

@@ -42,6 +42,7 @@ from typing import Any
 
 from cedana_gpu.controller import control
 from cedana_gpu.cr import criu
+from cedana_gpu.errors import DumpError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
 
@@ -53,10 +54,6 @@ END_TIMEOUT = 60.0
 """How long a dump waits for a killed job's end to be recorded."""
 
 ROOT_ONLY = "checkpoint and restore need root (CRIU): run cedana dump/restore as root"
-
-
-class DumpError(RuntimeError):
-    """A dump failed; the job runs on (one line saying why)."""
 
 
 def require_root() -> None:

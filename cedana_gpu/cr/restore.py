@@ -27,13 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cedana_gpu.cr.dump import DumpError, progress_poller, require_root
+from cedana_gpu.cr.dump import progress_poller, require_root
+from cedana_gpu.errors import RestoreError
 from cedana_gpu.jobs import lifecycle, statedir
 from cedana_gpu.jobs.store import Job, JobStore
-
-
-class RestoreError(DumpError):
-    """A restore failed; nothing was left running (one line saying why)."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from cedana_gpu import errors
 from cedana_gpu.jobs import statedir
 from cedana_gpu.jobs.processes import process_alive, signal_job
 from cedana_gpu.jobs.store import (
@@ -41,8 +42,8 @@ DEFAULT_START_TIMEOUT = 300.0
 START_TIMEOUT_ENV = "CEDANA_START_TIMEOUT"
 
 
-class JobError(RuntimeError):
-    """A job could not be started, found or ended (printed as one line)."""
+JobError = errors.JobError
+"""A job could not be started, found or ended (printed as one line)."""
 
 
 def new_job_id() -> str:

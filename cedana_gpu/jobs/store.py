@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu import errors
+
 STARTING, RUNNING, EXITED, KILLED, FAILED = "starting", "running", "exited", "killed", "failed"
 CHECKPOINTED = "checkpointed"
 """The job was dumped (without --leave-running) and ended; its checkpoint remains."""
@@ -88,8 +90,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreError(RuntimeError):
-    """The job store cannot be used (printed as one line)."""
+StoreError = errors.StoreError
+"""The job store cannot be used (printed as one line); ``cedana_gpu.errors.StoreError``."""
 
 
 class DuplicateJob(StoreError):
