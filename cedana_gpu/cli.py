@@ -21,6 +21,7 @@ from cedana_gpu.commands import gpu as gpu_commands
 from cedana_gpu.commands import job as job_commands
 from cedana_gpu.commands import ps as ps_commands
 from cedana_gpu.commands import restore as restore_commands
+from cedana_gpu.cr.pipeline import Terminated
 from cedana_gpu.errors import CedanaError
 from cedana_gpu.paths import NativeNotBuilt
 
@@ -79,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, EXIT_USER_ERROR)
     except KeyboardInterrupt:
         return 130
+    except Terminated as e:
+        # A dump or restore stopped by SIGTERM, its undos done: exit as the signal would.
+        return 128 + e.signum
     except BrokenPipeError:
         # The reader went away (`cedana gpu info | head`): not an error. Point
         # stdout at /dev/null so the interpreter's final flush stays quiet.

@@ -112,13 +112,13 @@ def test_persistent_mount_checks(tmp_path: Path) -> None:
 
 
 def test_dump_helpers() -> None:
-    from cedana_gpu.cr import dump as dumper
+    from cedana_gpu.cr import dump
 
-    cid = dumper.checkpoint_id("job1")
+    cid = dump.checkpoint_id("job1")
     assert cid.startswith("job1-") and len(cid.split("-")) == 4
-    assert dumper.tree_pids(os.getpid())[0] == os.getpid()
-    dumper.continue_tree(2**22 + 12345)  # no such process: nothing to do
-    assert dumper.log_file_keys(os.getpid(), None) == []
+    assert dump.tree_pids(os.getpid())[0] == os.getpid()
+    dump.continue_tree(2**22 + 12345)  # no such process: nothing to do
+    assert dump.log_file_keys(os.getpid(), None) == []
 
 
 def test_job_shm_dir_is_used_when_it_exists(

@@ -24,6 +24,8 @@ name (generation + 1), re-create the pinned files, import the GPU state,
 write every region back verifying its checksum, then ``criu restore -d``
 (this process is a child subreaper: the restored job becomes its child),
 ``adopt_job``, and serve (``cgc_start``): the job's parked threads wake up.
+These run as phases on ``cr.pipeline`` (``restore_phases_list``: restore_gpu,
+criu_restore, whose undo kills the restored job, serve, record).
 
 Checkpoint ops on the control socket: ``freeze``, ``dump_gpu`` (GPU state
 into a checkpoint directory), ``dumped`` (CRIU is about to kill the job: its
@@ -51,6 +53,7 @@ from typing import Any
 
 from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
+from cedana_gpu.cr.pipeline import Phase, Pipeline
 from cedana_gpu.errors import ControllerError
 from cedana_gpu.jobs import processes, statedir
 from cedana_gpu.jobs.store import (
@@ -133,6 +136,7 @@ class Controller:
         self._ended = threading.Event()
         self.progress: Any = None  # gpu_state.Counter, made with the driver
         self.restore_phases: dict[str, float] = {}
+        self._restore_t0 = 0.0
 
     # ---- 1. setup ---------------------------------------------------------------
 
@@ -741,28 +745,39 @@ class Controller:
             os.close(log_fd)
         log.info("job %s restored: pid %d", self.jid, pid)
 
+    def restore_phases_list(self) -> list[Phase[Controller]]:
+        """The controller's part of a restore, on the checkpoint/restore runner."""
+        return [
+            Phase("restore_gpu", Controller.restore_gpu),
+            Phase("criu_restore", Controller.restore_process, undo=Controller.kill_job),
+            Phase("serve", Controller.start_serving),
+            Phase("record", Controller._record_restored),
+        ]
+
+    def _record_restored(self) -> None:
+        assert self.store is not None and self.job is not None
+        self.restore_phases["controller"] = time.monotonic() - self._restore_t0
+        with contextlib.suppress(OSError):
+            (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
+        self.state = RUNNING
+        self.store.update(
+            self.jid,
+            state=RUNNING,
+            pid=self.job.pid,
+            pid_namespace=self.job.pid_namespace,
+            controller_pid=os.getpid(),
+            generation=self.generation,
+        )
+
     def run_restore(self) -> int:
         """Restore a job from a checkpoint and serve it until it ends."""
         try:
             self.setup()
             self.load_driver()
-            t0 = time.monotonic()
-            self.restore_gpu()
-            self.restore_process()
-            self.start_serving()
-            self.restore_phases["controller"] = time.monotonic() - t0
-            assert self.store is not None and self.job is not None
-            with contextlib.suppress(OSError):
-                (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
-            self.state = RUNNING
-            self.store.update(
-                self.jid,
-                state=RUNNING,
-                pid=self.job.pid,
-                pid_namespace=self.job.pid_namespace,
-                controller_pid=os.getpid(),
-                generation=self.generation,
-            )
+            self._restore_t0 = time.monotonic()
+            # SIGTERM keeps its handler (request_stop): the runner must not take it over.
+            pipeline = Pipeline(self.restore_phases_list(), handle_sigterm=False, report=log.error)
+            pipeline.run(self)
             if self._stop.is_set():
                 self.kill_job()
         except StartupError as e:

@@ -1,27 +1,34 @@
 """Dumping a job: the CLI's side of a checkpoint (``cedana dump job|process``).
 
-    freeze ─ dump_gpu ─ criu dump ─ manifest ─ archive ─ rename ─ record
-    (controller)        (this process)
+A dump is a list of phases (``DUMP_PHASES``) run by ``cr.pipeline``; each
+has an undo, called in reverse order when a later phase fails or the dump is
+interrupted (Ctrl-C, SIGTERM), so that a failed dump leaves the job running
+and no checkpoint behind:
 
-1. ``freeze`` (control socket; GPU jobs): the job's CUDA calls are parked at
-   the call boundary, its streams drained.
-2. ``dump_gpu``: the controller, which owns the CUDA context, writes the GPU
-   state into ``<partial>/gpu`` (shards written in parallel).
-3. ``criu dump`` of the job's PID namespace into ``<partial>/criu``, /dev/shm
-   marked external (the job's segment is re-created by the restoring
-   controller; persistent tmpfs mounts are saved in the images). Without
-   ``--leave-running`` the job is left *stopped*, not killed, so that nothing
-   is lost if a later step fails.
-4. The manifest (files with their checksums, the regions the controller
-   wrote), then the archive (``tar``/``lz4``/``gzip``/``zlib``), then the
-   rename from ``.<name>.partial``: a half-written checkpoint is never listed.
-5. With ``--leave-running`` the job was unfrozen right after CRIU; without,
-   it is now killed and its controller records it as ``checkpointed``.
+    phase       does                                          undo
+    directory   create ``.<name>.partial``                    remove it
+    connect     one control connection to the job's           close it (a controller
+                controller, for the whole dump                left frozen by it unfreezes)
+    freeze      GPU jobs: the engine freezes the job          unfreeze
+    gpu_dump    the engine writes the GPU state into          (the directory's undo)
+                ``<partial>/gpu`` (shards in parallel)
+    criu_dump   CRIU dumps the job's PID namespace into       SIGCONT the tree CRIU
+                ``<partial>/criu``, /dev/shm external;        left stopped
+                without ``--leave-running`` the job is left
+                *stopped*, not killed, so nothing is lost if
+                a later phase fails
+    thaw        ``--leave-running``: unfreeze right away      -
+    commit      manifest (files and checksums, the GPU        remove the checkpoint
+                regions), archive or rename: a half-written
+                checkpoint is never listed
+    release     without ``--leave-running``: the controller   - (point of no return:
+                is told (``dumped``) and the job killed       nothing is undone after it)
+    record      wait until the end is recorded, record the    -
+                checkpoint in the job store
 
-Any failure before the end: the job is continued and unfrozen, the partial
-checkpoint removed, and the error (one line) says why. The whole sequence
-holds one control connection: if this process dies mid-dump, the controller
-unfreezes the job itself.
+The engine (``cr.engine.GpuEngine``; today ``InterceptEngine``, the job's
+controller over its control socket) does freeze, gpu_dump and unfreeze; the
+rest is the same for any engine.
 """
 
 from __future__ import annotations
@@ -33,21 +40,20 @@ import secrets
 import shutil
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cedana_gpu.controller import control
 from cedana_gpu.cr import criu
+from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, InterceptEngine
+from cedana_gpu.cr.pipeline import Phase, Pipeline
 from cedana_gpu.errors import DumpError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
 
 DEFAULT_FREEZE_TIMEOUT_MS = 30_000
-FREEZE_TIMEOUT_ENV = "CEDANA_FREEZE_TIMEOUT_MS"
 CRIU_TIMEOUT_ENV = "CEDANA_CRIU_TIMEOUT"
 DEFAULT_CRIU_TIMEOUT = 600.0
 END_TIMEOUT = 60.0
@@ -182,80 +188,266 @@ def continue_tree(root: int) -> None:
             os.kill(pid, signal.SIGCONT)
 
 
-@contextlib.contextmanager
-def progress_poller(client_path: Path, enabled: bool) -> Iterator[None]:
-    """Draw the controller's progress (its ``progress`` op) on stderr while the body runs."""
-    if not enabled:
-        yield
-        return
-    from cedana_gpu.checkpoint.progress import Progress
+@dataclass
+class DumpContext:
+    """What the dump phases share."""
 
-    stop = threading.Event()
-    bars: dict[str, Progress] = {}
-    since = time.monotonic()
+    store: JobStore
+    state: Path
+    job: Job
+    options: DumpOptions
+    cid: str
+    base: Path
+    """The directory the checkpoint goes in."""
+    final: Path
+    partial: Path
+    freeze_ms: int
+    show: bool
+    """Draw progress on stderr."""
+    timings: dict[str, float]
+    """The pipeline's timings so far (the manifest records them)."""
+    mount_ns: bool = False
+    client: control.ControlClient | None = None
+    engine: GpuEngine | None = None
+    gpu: GpuDump = field(default_factory=GpuDump)
+    log_keys: list[str] = field(default_factory=list)
+    stopped: bool = False
+    """CRIU left the job's tree stopped (``--leave-stopped``)."""
+    committed: bool = False
 
-    def poll_once() -> None:
-        nonlocal since
-        try:
-            snap = control.request(client_path, {"op": "progress"}, timeout=2)
-        except control.ControlError:
-            return
-        phase = str(snap.get("phase") or "")
-        if not phase:
-            return
-        bar = bars.get(phase)
-        if bar is None:
-            for other in bars.values():
-                other.close()
-            bar = bars[phase] = Progress(phase, int(snap.get("total") or 0), enabled=True)
-            bar.start = since  # the phase began before it was first seen
-        since = time.monotonic()
-        delta = int(snap.get("done") or 0) - bar.done
-        if delta > 0:
-            bar.add(delta)
 
-    def poll() -> None:
-        while not stop.wait(0.2):
-            poll_once()
+# ---- the phases, in order ----------------------------------------------------------
 
-    t = threading.Thread(target=poll, name="progress", daemon=True)
-    t.start()
+
+def make_directory(ctx: DumpContext) -> None:
     try:
-        yield
-    finally:
-        stop.set()
-        t.join(timeout=5)
-        poll_once()
-        for bar in bars.values():
-            bar.close()
-
-
-def _timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
-    t0 = time.monotonic()
+        if ctx.options.directory is None:
+            statedir.ensure_private_dir(ctx.base.parent)
+        ctx.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (OSError, statedir.StateDirError) as e:
+        raise DumpError(f"cannot create the checkpoint directory {ctx.base}: {e}") from None
+    # The paths the checkpoint is recorded under have no symbolic links.
+    resolved = ctx.base.resolve()
+    ctx.final = resolved / ctx.final.name
+    ctx.partial = resolved / ctx.partial.name
+    ctx.base = resolved
     try:
-        return fn()
-    finally:
-        phases[name] = time.monotonic() - t0
+        ctx.partial.mkdir(mode=0o700)
+        (ctx.partial / "criu").mkdir(mode=0o700)
+    except OSError as e:
+        raise DumpError(f"cannot create {ctx.partial}: {e.strerror}") from None
 
 
-def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> DumpResult:
-    """Checkpoint ``job`` (running). Raises DumpError (one line); the job then runs on."""
+def remove_partial(ctx: DumpContext) -> None:
+    shutil.rmtree(ctx.partial, ignore_errors=True)
+
+
+def connect(ctx: DumpContext) -> None:
+    assert ctx.job.socket_path
+    try:
+        ctx.client = control.ControlClient(Path(ctx.job.socket_path))
+    except control.ControlError as e:
+        raise DumpError(f"cannot reach the controller of job {ctx.job.jid}: {e}") from None
+    if ctx.job.gpu:
+        ctx.engine = InterceptEngine(ctx.client, jid=ctx.job.jid, show_progress=ctx.show)
+
+
+def disconnect(ctx: DumpContext) -> None:
+    if ctx.client is not None:
+        ctx.client.close()
+
+
+def is_gpu(ctx: DumpContext) -> bool:
+    return ctx.job.gpu
+
+
+def freeze(ctx: DumpContext) -> None:
+    assert ctx.engine is not None
+    ctx.engine.freeze(ctx.freeze_ms)
+
+
+def unfreeze_quietly(ctx: DumpContext) -> None:
+    assert ctx.engine is not None
+    # A controller that cannot be told (it died, the connection broke) is no
+    # failure of the undo: a live one unfreezes the job when the connection
+    # closes (the next undo), and a dead one's job cannot go on anyway.
+    with contextlib.suppress(DumpError):
+        ctx.engine.unfreeze()
+
+
+def dump_gpu(ctx: DumpContext) -> None:
+    assert ctx.engine is not None
+    ctx.gpu = ctx.engine.dump_gpu(
+        ctx.partial, compression=ctx.options.compression, streams=ctx.options.streams
+    )
+
+
+def criu_dump(ctx: DumpContext) -> None:
+    job, options = ctx.job, ctx.options
+    assert job.pid is not None
+    criu_log = statedir.job_dir(ctx.state, job.jid) / "criu-dump.log"
+    args = ["dump", "-t", str(job.pid), "-D", str(ctx.partial / "criu")]
+    args.append("--leave-running" if options.leave_running else "--leave-stopped")
+    if ctx.mount_ns:
+        args += ["--external", "mnt[/dev/shm]:shm"]
+    ctx.log_keys = log_file_keys(job.pid, job.log_path)
+    for key in ctx.log_keys:
+        args += ["--external", key]
+    # Set first: CRIU may stop the tree and then fail, and the undo must continue it.
+    ctx.stopped = not options.leave_running
+    try:
+        criu.run_criu(
+            args, log_file=criu_log, timeout=_env_number(CRIU_TIMEOUT_ENV, DEFAULT_CRIU_TIMEOUT)
+        )
+    except (criu.CriuError, criu.CriuNotFound) as e:
+        raise DumpError(f"CRIU could not dump job {job.jid}: {e}") from None
+    with contextlib.suppress(OSError):
+        shutil.copyfile(criu_log, ctx.partial / "criu" / "dump.log")
+
+
+def continue_stopped(ctx: DumpContext) -> None:
+    if ctx.stopped and ctx.job.pid:
+        continue_tree(ctx.job.pid)
+        ctx.stopped = False
+
+
+def leaves_running_gpu(ctx: DumpContext) -> bool:
+    return ctx.options.leave_running and ctx.job.gpu
+
+
+def thaw(ctx: DumpContext) -> None:
+    """With ``--leave-running`` the job goes on as soon as CRIU has it, before the archive."""
+    assert ctx.engine is not None
+    ctx.engine.unfreeze()
+
+
+def commit(ctx: DumpContext) -> None:
     from cedana_gpu.checkpoint import (
         SHARD_DIR,
         CheckpointError,
         JobInfo,
         Manifest,
         RegionRecord,
-        check_compression,
         file_records,
         is_archive,
         pack,
-        partial_path,
         path_size,
         save_manifest,
         write_regions,
     )
+    from cedana_gpu.checkpoint.progress import Progress
     from cedana_gpu.controller import native
+
+    job, options, partial, gpu = ctx.job, ctx.options, ctx.partial, ctx.gpu
+    try:
+        regions_file = partial / ".gpu-regions.json"
+        regions: list[RegionRecord] = []
+        if regions_file.exists():
+            regions = [RegionRecord.from_json(r) for r in json.loads(regions_file.read_text())]
+            regions_file.unlink()
+        if not job.gpu:
+            # No device memory: the shards are there, empty, as in any checkpoint.
+            write_regions(partial / SHARD_DIR, [], _no_read, options.streams, options.compression)
+        files = file_records(partial, native.checksum)
+        info = JobInfo(
+            id=job.jid,
+            cmd=list(job.cmd),
+            segment_name=job.segment or "",
+            segment_size=gpu.segment_size,
+            generation=job.generation,
+            cwd=job.cwd,
+            driver=job.driver if job.gpu else None,
+            geometry=dict(gpu.geometry),
+            persistent_mounts=list(job.persistent_mounts),
+            uid=os.geteuid(),
+            gid=os.getegid(),
+            extra={
+                "gpu": job.gpu,
+                "log_path": job.log_path,
+                "log_files": ctx.log_keys,
+                "mount_namespace": ctx.mount_ns,
+                "pid_namespace": job.pid_namespace,
+                "checkpoint_id": ctx.cid,
+                "restored_from": job.restored_from,
+            },
+        )
+        phases_now = dict(ctx.timings)
+        phases_now.update(
+            {k if k.startswith("gpu") else f"gpu_{k}": v for k, v in gpu.phases.items()}
+        )
+        manifest = Manifest(
+            job=info,
+            va_base=gpu.va_base,
+            va_size=gpu.va_size,
+            compression=options.compression,
+            streams=options.streams,
+            regions=regions,
+            files=files,
+            device=dict(gpu.device),
+            phases=phases_now,
+        )
+        save_manifest(manifest, partial)
+        if is_archive(options.compression):
+            with Progress("archive", path_size(partial), enabled=ctx.show) as bar:
+                pack(partial, ctx.final, options.compression, bar)
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            os.rename(partial, ctx.final)
+    except CheckpointError as e:
+        raise DumpError(f"cannot write the checkpoint of job {job.jid}: {e}") from None
+    except OSError as e:
+        raise DumpError(
+            f"cannot write the checkpoint of job {job.jid}: {e.strerror or e}"
+        ) from None
+
+
+def uncommit(ctx: DumpContext) -> None:
+    _remove(ctx.final)
+
+
+def ends_the_job(ctx: DumpContext) -> bool:
+    return not ctx.options.leave_running
+
+
+def release(ctx: DumpContext) -> None:
+    """The job lives on in its checkpoint: end it."""
+    assert ctx.client is not None and ctx.job.pid is not None
+    try:
+        ctx.client.call({"op": "dumped"}, timeout=30)
+    except control.ControlError as e:
+        raise DumpError(f"job {ctx.job.jid}: {e}") from None
+    processes.signal_job(ctx.job.pid, ctx.job.pid_namespace, signal.SIGKILL)
+    ctx.stopped = False
+
+
+def record(ctx: DumpContext) -> None:
+    if not ctx.options.leave_running:
+        ctx.job = _wait_final(ctx.store, ctx.job.jid)
+    disconnect(ctx)
+
+
+DUMP_PHASES: list[Phase[DumpContext]] = [
+    Phase("directory", make_directory, undo=remove_partial),
+    Phase("connect", connect, undo=disconnect),
+    Phase("freeze", freeze, undo=unfreeze_quietly, timing="freeze", when=is_gpu),
+    Phase("gpu_dump", dump_gpu, timing="gpu_dump", when=is_gpu),
+    Phase("criu_dump", criu_dump, undo=continue_stopped, timing="criu_dump"),
+    Phase("thaw", thaw, when=leaves_running_gpu),
+    Phase("commit", commit, undo=uncommit, timing="archive"),
+    Phase("release", release, when=ends_the_job, irreversible=True),
+    Phase("record", record),
+]
+
+
+def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> DumpResult:
+    """Checkpoint ``job`` (running). Raises DumpError (one line); the job then runs on."""
+    from cedana_gpu.checkpoint import (
+        CheckpointError,
+        check_compression,
+        is_archive,
+        partial_path,
+        path_size,
+    )
 
     require_root()
     try:
@@ -272,207 +464,43 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
 
     cid = checkpoint_id(job.jid)
     base = options.directory or statedir.checkpoints_dir(state, job.jid)
-    try:
-        if options.directory is None:
-            statedir.ensure_private_dir(base.parent)
-        base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except (OSError, statedir.StateDirError) as e:
-        raise DumpError(f"cannot create the checkpoint directory {base}: {e}") from None
-    base = base.resolve()
-    final = base / (cid + (".tar" if is_archive(options.compression) else ""))
-    partial = partial_path(base / cid)
-    freeze_ms = options.freeze_timeout_ms or int(
-        _env_number(FREEZE_TIMEOUT_ENV, DEFAULT_FREEZE_TIMEOUT_MS)
+    base = base.absolute()
+    pipeline = Pipeline(DUMP_PHASES)
+    ctx = DumpContext(
+        store=store,
+        state=state,
+        job=job,
+        options=options,
+        cid=cid,
+        base=base,
+        final=base / (cid + (".tar" if is_archive(options.compression) else "")),
+        partial=partial_path(base / cid),
+        freeze_ms=options.freeze_timeout_ms
+        or int(_env_number(FREEZE_TIMEOUT_ENV, DEFAULT_FREEZE_TIMEOUT_MS)),
+        show=sys.stderr.isatty() if options.progress is None else options.progress,
+        timings=pipeline.timings,
+        mount_ns=job_is_mount_ns(job),
     )
-    show = sys.stderr.isatty() if options.progress is None else options.progress
-    phases: dict[str, float] = {}
-    mount_ns = job_is_mount_ns(job)
-    criu_log = statedir.job_dir(state, job.jid) / "criu-dump.log"
     t_start = time.monotonic()
-
-    try:
-        client = control.ControlClient(Path(job.socket_path))
-    except control.ControlError as e:
-        raise DumpError(f"cannot reach the controller of job {job.jid}: {e}") from None
-    frozen = False
-    stopped = False
-    gpu_answer: dict[str, Any] = {}
-    try:
-        try:
-            partial.mkdir(mode=0o700)
-            (partial / "criu").mkdir(mode=0o700)
-        except OSError as e:
-            raise DumpError(f"cannot create {partial}: {e.strerror}") from None
-        # 1-2. GPU state, by the controller.
-        if job.gpu:
-            try:
-                _timed(
-                    phases,
-                    "freeze",
-                    lambda: client.call(
-                        {"op": "freeze", "timeout_ms": freeze_ms},
-                        timeout=freeze_ms / 1000 + 30,
-                    ),
-                )
-                frozen = True
-                with progress_poller(Path(job.socket_path), show):
-                    gpu_answer = _timed(
-                        phases,
-                        "gpu_dump",
-                        lambda: client.call(
-                            {
-                                "op": "dump_gpu",
-                                "dir": str(partial),
-                                "compression": options.compression,
-                                "streams": options.streams,
-                            },
-                            timeout=None,
-                        ),
-                    )
-            except control.ControlError as e:
-                hint = ""
-                if not frozen and "timed out" in str(e):
-                    hint = f"; dump it when it is less busy, or raise {FREEZE_TIMEOUT_ENV}"
-                raise DumpError(f"{e}{hint}") from None
-        # 3. CPU state, by CRIU.
-        args = ["dump", "-t", str(job.pid), "-D", str(partial / "criu")]
-        args.append("--leave-running" if options.leave_running else "--leave-stopped")
-        if mount_ns:
-            args += ["--external", "mnt[/dev/shm]:shm"]
-        log_keys = log_file_keys(job.pid, job.log_path)
-        for key in log_keys:
-            args += ["--external", key]
-        try:
-            stopped = not options.leave_running
-            _timed(
-                phases,
-                "criu_dump",
-                lambda: criu.run_criu(
-                    args,
-                    log_file=criu_log,
-                    timeout=_env_number(CRIU_TIMEOUT_ENV, DEFAULT_CRIU_TIMEOUT),
-                ),
-            )
-        except (criu.CriuError, criu.CriuNotFound) as e:
-            raise DumpError(f"CRIU could not dump job {job.jid}: {e}") from None
-        with contextlib.suppress(OSError):
-            shutil.copyfile(criu_log, partial / "criu" / "dump.log")
-        if options.leave_running and frozen:
-            try:
-                client.call({"op": "unfreeze"}, timeout=30)
-            except control.ControlError as e:
-                raise DumpError(f"cannot unfreeze job {job.jid}: {e}") from None
-            frozen = False
-        # 4. Manifest and archive.
-        t0 = time.monotonic()
-        try:
-            regions_file = partial / ".gpu-regions.json"
-            regions: list[RegionRecord] = []
-            if regions_file.exists():
-                regions = [RegionRecord.from_json(r) for r in json.loads(regions_file.read_text())]
-                regions_file.unlink()
-            if not job.gpu:
-                # No device memory: the shards are there, empty, as in any checkpoint.
-                write_regions(
-                    partial / SHARD_DIR, [], _no_read, options.streams, options.compression
-                )
-            files = file_records(partial, native.checksum)
-            info = JobInfo(
-                id=job.jid,
-                cmd=list(job.cmd),
-                segment_name=job.segment or "",
-                segment_size=int(gpu_answer.get("segment_size", 0)),
-                generation=job.generation,
-                cwd=job.cwd,
-                driver=job.driver if job.gpu else None,
-                geometry={k: int(v) for k, v in (gpu_answer.get("geometry") or {}).items()},
-                persistent_mounts=list(job.persistent_mounts),
-                uid=os.geteuid(),
-                gid=os.getegid(),
-                extra={
-                    "gpu": job.gpu,
-                    "log_path": job.log_path,
-                    "log_files": log_keys,
-                    "mount_namespace": mount_ns,
-                    "pid_namespace": job.pid_namespace,
-                    "checkpoint_id": cid,
-                    "restored_from": job.restored_from,
-                },
-            )
-            phases_now = dict(phases)
-            phases_now.update(
-                {f"gpu_{k}" if not k.startswith("gpu") else k: v
-                 for k, v in (gpu_answer.get("phases") or {}).items()}
-            )  # fmt: skip
-            manifest = Manifest(
-                job=info,
-                va_base=int(gpu_answer.get("va_base", 0)),
-                va_size=int(gpu_answer.get("va_size", 0)),
-                compression=options.compression,
-                streams=options.streams,
-                regions=regions,
-                files=files,
-                device=dict(gpu_answer.get("device") or {}),
-                phases=phases_now,
-            )
-            save_manifest(manifest, partial)
-            if is_archive(options.compression):
-                from cedana_gpu.checkpoint.progress import Progress
-
-                total = path_size(partial)
-                with Progress("archive", total, enabled=show) as bar:
-                    pack(partial, final, options.compression, bar)
-                shutil.rmtree(partial, ignore_errors=True)
-            else:
-                os.rename(partial, final)
-        except CheckpointError as e:
-            raise DumpError(f"cannot write the checkpoint of job {job.jid}: {e}") from None
-        except OSError as e:
-            raise DumpError(
-                f"cannot write the checkpoint of job {job.jid}: {e.strerror or e}"
-            ) from None
-        phases["archive"] = time.monotonic() - t0
-        # 5. The job lives on in its checkpoint: end it (or it runs on).
-        if not options.leave_running:
-            try:
-                client.call({"op": "dumped"}, timeout=30)
-            except control.ControlError as e:
-                _remove(final)
-                raise DumpError(f"job {job.jid}: {e}") from None
-            processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
-            stopped = False
-            frozen = False
-    except BaseException:
-        # Nothing is lost: the job continues, the partial checkpoint goes.
-        if stopped:
-            continue_tree(job.pid)
-        if frozen:
-            with contextlib.suppress(control.ControlError):
-                client.call({"op": "unfreeze"}, timeout=30)
-        client.close()
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if not options.leave_running:
-        job = _wait_final(store, job.jid)
-    client.close()
+    phases = pipeline.run(ctx)
     phases["total"] = time.monotonic() - t_start
     ckpt = Checkpoint(
         id=cid,
         jid=job.jid,
-        path=str(final),
-        size=path_size(final),
+        path=str(ctx.final),
+        size=path_size(ctx.final),
         compression=options.compression,
         streams=options.streams,
         leave_running=options.leave_running,
-        generation=job.generation,
+        generation=ctx.job.generation,
         phases=phases,
     )
     store.add_checkpoint(ckpt)
     return DumpResult(
         checkpoint=ckpt,
         job=store.require(job.jid),
-        gpu_bytes=int(gpu_answer.get("bytes", 0)),
-        regions=int(gpu_answer.get("regions", 0)),
+        gpu_bytes=ctx.gpu.bytes,
+        regions=ctx.gpu.regions,
         phases=phases,
     )
 
