@@ -20,7 +20,7 @@ $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install "scikit-build-core>=0.10" "nvidia-cuda-runtime>=13"
 	$(PIP) install "cuda-bindings>=13,<14" "lz4>=4" "numpy>=1.26" "nvidia-ml-py>=12" \
-		"pytest>=8" "pytest-xdist>=3.5" "hypothesis>=6.100" "ruff>=0.5"
+		"pytest>=8" "pytest-xdist>=3.5" "hypothesis>=6.100" "ruff>=0.5" "mypy>=1.10"
 	touch $@
 
 # Editable install: Python edits take effect at once; native changes rebuild
@@ -38,6 +38,7 @@ PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake)
 lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
+	$(VENV)/bin/mypy cedana_gpu
 
 # Everything on the fake driver, then the driver conformance suite again
 # through the interposer (each worker's calls forwarded to a controller that

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from cedana_gpu.jobs import lifecycle
 
@@ -83,7 +84,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     process.set_defaults(handler=cmd_dump)
 
 
-def format_result(doc: dict) -> str:  # type: ignore[type-arg]
+def format_result(doc: dict[str, Any]) -> str:
     from cedana_gpu.checkpoint.progress import human_bytes
 
     lines = [

@@ -12,6 +12,7 @@ tables and columns without breaking existing stores.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -376,7 +377,7 @@ class JobStore:
                 raise StoreError(f"a checkpoint with id {ckpt.id!r} exists already") from None
         return ckpt
 
-    def checkpoints(self, jid: str | None = None) -> list[Checkpoint]:
+    def checkpoints(self, jid: str | None = None) -> builtins.list[Checkpoint]:
         """A job's checkpoints (all jobs' without ``jid``), oldest first."""
         sql = "SELECT * FROM checkpoints"
         args: tuple[str, ...] = ()
