@@ -47,7 +47,7 @@ from typing import Any
 
 from cedana_gpu.controller import control
 from cedana_gpu.cr import criu
-from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, InterceptEngine
+from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
 from cedana_gpu.cr.pipeline import Phase, Pipeline
 from cedana_gpu.errors import DumpError
 from cedana_gpu.jobs import lifecycle, processes, statedir
@@ -248,8 +248,7 @@ def connect(ctx: DumpContext) -> None:
         ctx.client = control.ControlClient(Path(ctx.job.socket_path))
     except control.ControlError as e:
         raise DumpError(f"cannot reach the controller of job {ctx.job.jid}: {e}") from None
-    if ctx.job.gpu:
-        ctx.engine = InterceptEngine(ctx.client, jid=ctx.job.jid, show_progress=ctx.show)
+    ctx.engine = dump_engine(ctx.job, ctx.client, show_progress=ctx.show)
 
 
 def disconnect(ctx: DumpContext) -> None:

@@ -29,11 +29,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cedana_gpu.controller import control
 from cedana_gpu.errors import DumpError, RestoreError
 from cedana_gpu.jobs import lifecycle, statedir
+from cedana_gpu.jobs.store import Job
+
+if TYPE_CHECKING:
+    # Only for annotations: importing checkpoint/ is left to the phases that use it.
+    from cedana_gpu.checkpoint.manifest import JobInfo
 
 FREEZE_TIMEOUT_ENV = "CEDANA_FREEZE_TIMEOUT_MS"
 
@@ -181,6 +186,27 @@ class InterceptEngine:
                 )
         except lifecycle.JobError as e:
             raise RestoreError(f"cannot restore {spec.source or spec.directory}: {e}") from None
+
+
+def dump_engine(
+    job: Job, client: control.ControlClient, *, show_progress: bool
+) -> GpuEngine | None:
+    """The engine that freezes and dumps ``job``'s GPU state; None for a job without GPU.
+
+    The one place the pipelines choose an engine: today every GPU job runs on
+    the interposer, so it is ``InterceptEngine``."""
+    if not job.gpu:
+        return None
+    return InterceptEngine(client, jid=job.jid, show_progress=show_progress)
+
+
+def restore_engine(job: JobInfo) -> GpuEngine:
+    """The engine that brings a checkpoint's job back (see ``dump_engine``).
+
+    Plain jobs too: their restore also goes through a controller in restore
+    mode (driver ``none``), which runs CRIU and supervises the job."""
+    del job  # every checkpoint so far was made by the intercept engine
+    return InterceptEngine(None)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from cedana_gpu.cr.dump import require_root
-from cedana_gpu.cr.engine import GpuEngine, InterceptEngine, RestoreSpec
+from cedana_gpu.cr.engine import GpuEngine, RestoreSpec, restore_engine
 from cedana_gpu.cr.pipeline import Phase, Pipeline
 from cedana_gpu.errors import RestoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
@@ -94,8 +94,8 @@ class RestoreContext:
     new_jid: str
     driver: str | None
     show: bool
-    engine: GpuEngine
     timings: dict[str, float]
+    engine: GpuEngine | None = None
     directory: Path | None = None
     manifest: Any = None  # checkpoint.Manifest, imported with the phase
     started: lifecycle.StartedJob | None = None
@@ -126,6 +126,7 @@ def restore_gpu(ctx: RestoreContext) -> None:
         statedir.check_job_id(ctx.new_jid)
     except ValueError as e:
         raise RestoreError(str(e)) from None
+    ctx.engine = restore_engine(job)
     ctx.started = ctx.engine.restore_gpu(
         RestoreSpec(
             directory=ctx.directory,
@@ -196,7 +197,6 @@ def restore_job(
         new_jid=new_jid or lifecycle.new_job_id(),
         driver=driver,
         show=sys.stderr.isatty() if progress is None else progress,
-        engine=InterceptEngine(None),
         timings=pipeline.timings,
     )
     t0 = time.monotonic()
