@@ -91,6 +91,32 @@ def test_control_client_keeps_one_connection_and_disconnect_is_seen(tmp_path: Pa
         server.close()
 
 
+def test_control_client_drops_the_answer_of_a_request_cut_short(tmp_path: Path) -> None:
+    """After a wait that timed out (or was interrupted), the late answer is not
+    taken for the next request's: a dump interrupted during dump_gpu must get
+    its unfreeze answered, not dump_gpu's."""
+    release = threading.Event()
+
+    def slow(_req: dict) -> dict:  # type: ignore[type-arg]
+        release.wait(10)
+        return {"op": "slow"}
+
+    def fast(_req: dict) -> dict:  # type: ignore[type-arg]
+        return {"op": "fast"}
+
+    server = control.ControlServer(tmp_path / "c.sock", {"slow": slow, "fast": fast})
+    server.start()
+    try:
+        with control.ControlClient(tmp_path / "c.sock") as client:
+            with pytest.raises(control.ControlError, match="did not answer"):
+                client.call({"op": "slow"}, timeout=0.2)
+            release.set()
+            assert client.call({"op": "fast"})["op"] == "fast"
+            assert client.call({"op": "fast"})["op"] == "fast"
+    finally:
+        server.close()
+
+
 def test_persistent_mount_checks(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("")
