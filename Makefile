@@ -43,6 +43,7 @@ PY_DIRS := $(wildcard cedana_gpu tests samples bench gpu cmake tools)
 lint: $(VENV)/.built
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
+	$(VENV)/bin/mypy cedana_gpu
 
 # Everything on the fake driver, then the driver conformance suite again
 # through the interposer (each worker's calls forwarded to a controller that

@@ -156,7 +156,7 @@ class Worker:
         gpu_info.load_driver("fake")
         # What a controller has imported by the time it dumps or restores: the
         # first dump in a process would otherwise pay ~13 ms of imports.
-        for name in ("cedana_gpu.checkpoint.shards", "cedana_gpu.controller.gpu_state"):
+        for name in ("cedana_gpu.checkpoint.shards", "cedana_gpu.cr.gpu_state"):
             importlib.import_module(name)
 
         return native.Dispatcher()
@@ -216,7 +216,7 @@ class Worker:
 
     def op_dump(self, req: dict[str, Any]) -> dict[str, Any]:
         """The controller's GPU dump, exactly as its control op ``dump_gpu`` calls it."""
-        from cedana_gpu.controller import gpu_state
+        from cedana_gpu.cr import gpu_state
 
         ckpt = Path(req["dir"])
         ckpt.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -240,7 +240,7 @@ class Worker:
         from types import SimpleNamespace
 
         from cedana_gpu.checkpoint.manifest import RegionRecord
-        from cedana_gpu.controller import gpu_state
+        from cedana_gpu.cr import gpu_state
 
         ckpt = Path(req["dir"])
         records = [

@@ -15,15 +15,14 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import cedana_gpu
-from cedana_gpu.commands import CommandError
 from cedana_gpu.commands import dump as dump_commands
 from cedana_gpu.commands import exec as exec_commands
 from cedana_gpu.commands import gpu as gpu_commands
 from cedana_gpu.commands import job as job_commands
 from cedana_gpu.commands import ps as ps_commands
 from cedana_gpu.commands import restore as restore_commands
-from cedana_gpu.criu import CriuError, CriuNotFound
-from cedana_gpu.gpu_info import DriverError, NoDriver
+from cedana_gpu.cr.pipeline import Terminated
+from cedana_gpu.errors import CedanaError
 from cedana_gpu.paths import NativeNotBuilt
 
 PROG = "cedana"
@@ -38,15 +37,9 @@ COMMAND_GROUPS = (
 )
 """Modules with a ``register(subcommands)`` function, in ``--help`` order."""
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    CommandError,
-    NoDriver,
-    DriverError,
-    NativeNotBuilt,
-    CriuNotFound,
-    CriuError,
-)
-"""Exceptions whose message tells the user what to do: printed without a traceback."""
+USER_ERRORS: tuple[type[Exception], ...] = (CedanaError, NativeNotBuilt)
+"""Exceptions whose message tells the user what to do: printed without a traceback.
+(``NativeNotBuilt`` lives in ``paths``, which does not derive from ``errors``.)"""
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
@@ -87,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, EXIT_USER_ERROR)
     except KeyboardInterrupt:
         return 130
+    except Terminated as e:
+        # A dump or restore stopped by SIGTERM, its undos done: exit as the signal would.
+        return 128 + e.signum
     except BrokenPipeError:
         # The reader went away (`cedana gpu info | head`): not an error. Point
         # stdout at /dev/null so the interpreter's final flush stays quiet.

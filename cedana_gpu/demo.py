@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 
 
-def pick_driver() -> str:
+def pick_driver() -> gpu_info.DriverKind:
     try:
         if gpu_info.list_devices("system"):
             return "system"

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from cedana_gpu.errors import SetupError
 from cedana_gpu.paths import fake_libdir
 
 DriverKind = Literal["fake", "system"]
@@ -37,11 +38,11 @@ _RTLD_DI_LINKMAP = 2  # dlinfo request: the object's struct link_map
 _CUDA_ERROR_NO_DEVICE = 100
 
 
-class NoDriver(RuntimeError):
+class NoDriver(SetupError):
     """No CUDA driver library could be loaded."""
 
 
-class DriverError(RuntimeError):
+class DriverError(SetupError):
     """A driver was loaded but could not be used (conflict, failing call)."""
 
 

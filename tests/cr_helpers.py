@@ -59,7 +59,7 @@ def clean_env(state: Path, **extra: str) -> dict[str, str]:
 
 
 def alive(pid: int | None) -> bool:
-    from cedana_gpu.jobs.spawn import process_alive
+    from cedana_gpu.jobs.processes import process_alive
 
     return process_alive(pid)
 

@@ -210,7 +210,7 @@ wait "$pid"
 
 
 def test_criu_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
-    from cedana_gpu.criu import criu_path
+    from cedana_gpu.cr.criu import criu_path
 
     expected = list(run_direct(*TRAIN))
     wrapper = tmp_path / "criu"
@@ -265,6 +265,39 @@ def test_controller_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
     # Without its controller the job cannot go on: it ends, recorded as failed.
     job = cedana.wait_final(jid)
     assert job["state"] == "failed"
+    assert segment_leftovers(jid) == []
+
+
+def test_sigterm_mid_dump_undoes_it(cedana: Cedana, tmp_path: Path) -> None:
+    """SIGTERM to 'cedana dump' while the GPU state is written: the dump's
+    undos run (the job is unfrozen and runs on, the partial checkpoint goes)
+    and it exits as the signal would, 143."""
+    big = ("--device-mib", "512")  # a GPU dump long enough to be interrupted
+    expected = list(run_direct(*TRAIN, *big))
+    jid = unique_jid("st")
+    cedana.exec_gpu(jid, sys.executable, *TRAIN, *SLEEP, *big)
+    cedana.wait_log(jid, r"^step \d+ loss", 2)
+    ckdir = tmp_path / "c"
+    dump = subprocess.Popen(
+        [sys.executable, "-m", "cedana_gpu", "dump", "job", jid, "--dir", str(ckdir),
+         "--compression", "gzip"],
+        env=cedana.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: any(ckdir.glob(".*.partial/gpu")), "the GPU dump to start", 300)
+        dump.send_signal(signal.SIGTERM)
+        _out, err = dump.communicate(timeout=600)
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    assert dump.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    assert cedana.json("job", "checkpoints", jid) == []
+    assert list(ckdir.iterdir()) == []
+    job = cedana.wait_final(jid)
+    assert job["status"] == "exited (0)", (cedana.log(jid), cedana.controller_log(jid))
+    assert without_notes(cedana.log(jid)) == expected
     assert segment_leftovers(jid) == []
 
 

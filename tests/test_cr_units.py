@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cedana_gpu.controller import control
-from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs import lifecycle
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     FINAL_STATES,
@@ -91,6 +91,32 @@ def test_control_client_keeps_one_connection_and_disconnect_is_seen(tmp_path: Pa
         server.close()
 
 
+def test_control_client_drops_the_answer_of_a_request_cut_short(tmp_path: Path) -> None:
+    """After a wait that timed out (or was interrupted), the late answer is not
+    taken for the next request's: a dump interrupted during dump_gpu must get
+    its unfreeze answered, not dump_gpu's."""
+    release = threading.Event()
+
+    def slow(_req: dict) -> dict:  # type: ignore[type-arg]
+        release.wait(10)
+        return {"op": "slow"}
+
+    def fast(_req: dict) -> dict:  # type: ignore[type-arg]
+        return {"op": "fast"}
+
+    server = control.ControlServer(tmp_path / "c.sock", {"slow": slow, "fast": fast})
+    server.start()
+    try:
+        with control.ControlClient(tmp_path / "c.sock") as client:
+            with pytest.raises(control.ControlError, match="did not answer"):
+                client.call({"op": "slow"}, timeout=0.2)
+            release.set()
+            assert client.call({"op": "fast"})["op"] == "fast"
+            assert client.call({"op": "fast"})["op"] == "fast"
+    finally:
+        server.close()
+
+
 def test_persistent_mount_checks(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("")
@@ -101,24 +127,24 @@ def test_persistent_mount_checks(tmp_path: Path) -> None:
         ("/proc/x", "system"),
         (str(f), "not a directory"),
     ):
-        with pytest.raises(spawn.JobError, match=why):
-            spawn.check_persistent_mounts([bad])
+        with pytest.raises(lifecycle.JobError, match=why):
+            lifecycle.check_persistent_mounts([bad])
     if os.geteuid() == 0:
         d = str(tmp_path / "d")
-        assert spawn.check_persistent_mounts([d, d + "/", ""]) == [d]
+        assert lifecycle.check_persistent_mounts([d, d + "/", ""]) == [d]
     else:
-        with pytest.raises(spawn.JobError, match="need root"):
-            spawn.check_persistent_mounts([str(tmp_path / "d")])
+        with pytest.raises(lifecycle.JobError, match="need root"):
+            lifecycle.check_persistent_mounts([str(tmp_path / "d")])
 
 
 def test_dump_helpers() -> None:
-    from cedana_gpu import dumper
+    from cedana_gpu.cr import dump
 
-    cid = dumper.checkpoint_id("job1")
+    cid = dump.checkpoint_id("job1")
     assert cid.startswith("job1-") and len(cid.split("-")) == 4
-    assert dumper.tree_pids(os.getpid())[0] == os.getpid()
-    dumper.continue_tree(2**22 + 12345)  # no such process: nothing to do
-    assert dumper.log_file_keys(os.getpid(), None) == []
+    assert dump.tree_pids(os.getpid())[0] == os.getpid()
+    dump.continue_tree(2**22 + 12345)  # no such process: nothing to do
+    assert dump.log_file_keys(os.getpid(), None) == []
 
 
 def test_job_shm_dir_is_used_when_it_exists(
@@ -133,4 +159,4 @@ def test_job_shm_dir_is_used_when_it_exists(
     assert shm_layout.segment_path("jx") == tmp_path / "jx" / "cedana-gpu.jx"
     assert shm_layout.pin_paths("jx") == [tmp_path / "jx" / "cedana-gpu.jx.pin.3"]
     job = Job(jid="jx", cmd=["x"], shm_dir=str(tmp_path / "jx"), segment="cedana-gpu.old")
-    assert spawn.segment_file(job) == tmp_path / "jx" / "cedana-gpu.old"
+    assert lifecycle.segment_file(job) == tmp_path / "jx" / "cedana-gpu.old"

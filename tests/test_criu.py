@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cedana_gpu import criu
-from cedana_gpu.criu import CriuError, CriuNotFound, criu_check, criu_path, run_criu
+from cedana_gpu.cr import criu
+from cedana_gpu.cr.criu import CriuError, CriuNotFound, criu_check, criu_path, run_criu
 
 REPO = Path(__file__).resolve().parent.parent
 SETUP = REPO / "scripts" / "setup-criu.sh"

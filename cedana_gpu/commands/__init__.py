@@ -7,6 +7,8 @@ the parsed arguments and returning the exit status.
 
 from __future__ import annotations
 
+from cedana_gpu.errors import CedanaError
 
-class CommandError(Exception):
+
+class CommandError(CedanaError):
     """An error the user can act on: printed as one line, exit status 1."""

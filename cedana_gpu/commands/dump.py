@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from cedana_gpu.commands import CommandError
-from cedana_gpu.commands.exec import user_errors
-from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs import lifecycle
 
 COMPRESSIONS = ("none", "tar", "lz4", "gzip", "zlib")
 PHASES = (
@@ -85,7 +84,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     process.set_defaults(handler=cmd_dump)
 
 
-def format_result(doc: dict) -> str:  # type: ignore[type-arg]
+def format_result(doc: dict[str, Any]) -> str:
     from cedana_gpu.checkpoint.progress import human_bytes
 
     lines = [
@@ -103,31 +102,27 @@ def format_result(doc: dict) -> str:  # type: ignore[type-arg]
     return "\n".join(lines)
 
 
-@user_errors
 def cmd_dump(args: argparse.Namespace) -> int:
-    from cedana_gpu.dumper import DumpError, DumpOptions, dump_job, find_job_by_pid, require_root
+    from cedana_gpu.cr.dump import DumpOptions, dump_job, find_job_by_pid, require_root
 
-    try:
-        require_root()
-        state, store = spawn.open_store()
-        with store:
-            if args.dump_kind == "process":
-                job = find_job_by_pid(store, args.pid)
-            else:
-                job = store.require(args.jid)
-            result = dump_job(
-                store,
-                state,
-                job,
-                DumpOptions(
-                    directory=args.dir.absolute() if args.dir else None,
-                    compression=args.compression,
-                    streams=args.streams,
-                    leave_running=args.leave_running,
-                ),
-            )
-    except DumpError as e:
-        raise CommandError(str(e)) from None
+    require_root()
+    state, store = lifecycle.open_store()
+    with store:
+        if args.dump_kind == "process":
+            job = find_job_by_pid(store, args.pid)
+        else:
+            job = store.require(args.jid)
+        result = dump_job(
+            store,
+            state,
+            job,
+            DumpOptions(
+                directory=args.dir.absolute() if args.dir else None,
+                compression=args.compression,
+                streams=args.streams,
+                leave_running=args.leave_running,
+            ),
+        )
     doc = result.to_json()
     if args.output == "json":
         print(json.dumps(doc, indent=2))

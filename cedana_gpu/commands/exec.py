@@ -23,37 +23,15 @@ JIT caches a restored job expects to find as they were.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
-from collections.abc import Callable
 
 from cedana_gpu.commands import CommandError
-from cedana_gpu.controller.control import ControlError
-from cedana_gpu.jobs import spawn
-from cedana_gpu.jobs.statedir import StateDirError
-from cedana_gpu.jobs.store import StoreError
-
-JOB_ERRORS: tuple[type[Exception], ...] = (spawn.JobError, StoreError, StateDirError, ControlError)
+from cedana_gpu.jobs import lifecycle
 
 GPU_DRIVERS = ("system", "fake")
 DRIVER_ENV = "CEDANA_GPU_DRIVER"
 PERSISTENT_MOUNTS_ENV = "CEDANA_PERSISTENT_MOUNTS"
-
-
-def user_errors(
-    handler: Callable[[argparse.Namespace], int],
-) -> Callable[[argparse.Namespace], int]:
-    """Report the job machinery's errors as the CLI's one-line errors."""
-
-    @functools.wraps(handler)
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except JOB_ERRORS as e:
-            raise CommandError(str(e)) from None
-
-    return wrapped
 
 
 def _add_job_options(parser: argparse.ArgumentParser, gpu_flag: str) -> None:
@@ -119,7 +97,6 @@ def _driver(args: argparse.Namespace) -> str:
     return default_driver_kind("system")
 
 
-@user_errors
 def cmd_exec(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
@@ -131,14 +108,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
     driver = _driver(args) if args.gpu else "none"
     mounts = list(args.persistent_mounts)
     mounts += [m.strip() for m in os.environ.get(PERSISTENT_MOUNTS_ENV, "").split(",") if m.strip()]
-    started = spawn.start_job(
+    started = lifecycle.start_job(
         command, gpu=args.gpu, driver=driver, jid=args.jid, persistent_mounts=mounts
     )
     if not args.attach:
         print(started.job.jid)
         return 0
     sys.stdout.flush()
-    job = spawn.follow(started, sys.stdout.buffer)
+    job = lifecycle.follow(started, sys.stdout.buffer)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
-    return spawn.exit_status(job)
+    return lifecycle.exit_status(job)

@@ -13,9 +13,8 @@ import argparse
 import json
 import time
 
-from cedana_gpu.commands.exec import user_errors
 from cedana_gpu.controller import control
-from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs import lifecycle
 
 INFO_TIMEOUT = 10.0
 
@@ -53,21 +52,19 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     checkpoints.set_defaults(handler=cmd_checkpoints)
 
 
-@user_errors
 def cmd_kill(args: argparse.Namespace) -> int:
-    _state, store = spawn.open_store()
+    _state, store = lifecycle.open_store()
     with store:
-        job = spawn.kill_job(store, args.jid)
-    print(f"{job.jid} {spawn.describe(job)}")
+        job = lifecycle.kill_job(store, args.jid)
+    print(f"{job.jid} {lifecycle.describe(job)}")
     return 0
 
 
-@user_errors
 def cmd_inspect(args: argparse.Namespace) -> int:
-    state, store = spawn.open_store()
+    state, store = lifecycle.open_store()
     with store:
-        job = spawn.refresh(store, store.require(args.jid))
-    doc = dict(job.to_json(), status=spawn.describe(job), live=None)
+        job = lifecycle.refresh(store, store.require(args.jid))
+    doc = dict(job.to_json(), status=lifecycle.describe(job), live=None)
     if job.active:
         try:
             doc["live"] = control.control_request(
@@ -80,12 +77,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-@user_errors
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     from cedana_gpu.checkpoint.progress import human_bytes
     from cedana_gpu.commands.ps import _table
 
-    _state, store = spawn.open_store()
+    _state, store = lifecycle.open_store()
     with store:
         store.require(args.jid)
         found = store.checkpoints(args.jid)

@@ -13,8 +13,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from cedana_gpu.commands.exec import user_errors
-from cedana_gpu.jobs import spawn
+from cedana_gpu.jobs import lifecycle
 from cedana_gpu.jobs.store import Job
 
 
@@ -44,7 +43,7 @@ def format_jobs(jobs: Sequence[Job]) -> str:
         (
             j.jid,
             str(j.pid) if j.pid else "-",
-            spawn.describe(j),
+            lifecycle.describe(j),
             j.driver if j.gpu and j.driver else "-",
             j.log_path or "-",
         )
@@ -53,13 +52,12 @@ def format_jobs(jobs: Sequence[Job]) -> str:
     return _table(rows)
 
 
-@user_errors
 def cmd_ps(args: argparse.Namespace) -> int:
-    _state, store = spawn.open_store()
+    _state, store = lifecycle.open_store()
     with store:
-        jobs = [spawn.refresh(store, j) for j in store.list()]
+        jobs = [lifecycle.refresh(store, j) for j in store.list()]
     if args.output == "json":
-        print(json.dumps([dict(j.to_json(), status=spawn.describe(j)) for j in jobs], indent=2))
+        print(json.dumps([dict(j.to_json(), status=lifecycle.describe(j)) for j in jobs], indent=2))
     else:
         print(format_jobs(jobs))
     return 0

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from cedana_gpu.commands import CommandError
-from cedana_gpu.commands.exec import GPU_DRIVERS, user_errors
-from cedana_gpu.jobs import spawn
+from cedana_gpu.commands.exec import GPU_DRIVERS
+from cedana_gpu.jobs import lifecycle
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,26 +57,22 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     job.set_defaults(handler=cmd_restore)
 
 
-@user_errors
 def cmd_restore(args: argparse.Namespace) -> int:
-    from cedana_gpu.dumper import DumpError, require_root
-    from cedana_gpu.restorer import restore_job
+    from cedana_gpu.cr.dump import require_root
+    from cedana_gpu.cr.restore import restore_job
 
     if args.jid is None and args.path is None:
         raise CommandError("name a job (restore job ID) or a checkpoint (--path P)")
-    try:
-        require_root()
-        state, store = spawn.open_store()
-        result = restore_job(
-            store,
-            state,
-            jid=args.jid,
-            path=args.path,
-            new_jid=args.new_jid,
-            driver=args.gpu_driver,
-        )
-    except DumpError as e:
-        raise CommandError(str(e)) from None
+    require_root()
+    state, store = lifecycle.open_store()
+    result = restore_job(
+        store,
+        state,
+        jid=args.jid,
+        path=args.path,
+        new_jid=args.new_jid,
+        driver=args.gpu_driver,
+    )
     doc = result.to_json()
     if args.output == "json":
         print(json.dumps(doc, indent=2), flush=True)
@@ -87,7 +83,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not args.attach:
         return 0
     sys.stdout.flush()
-    job = spawn.follow(result.started, sys.stdout.buffer)
+    job = lifecycle.follow(result.started, sys.stdout.buffer)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
-    return spawn.exit_status(job)
+    return lifecycle.exit_status(job)

@@ -28,6 +28,12 @@ ENV_DEFAULTS = {
 the dispatcher's defaults."""
 
 
+def _setting(args: argparse.Namespace, key: str) -> int:
+    """The flag ``key``, else its environment variable (``ENV_DEFAULTS``)."""
+    value = getattr(args, key)
+    return int(value) if value is not None else _env_int(ENV_DEFAULTS[key])
+
+
 def _env_int(name: str) -> int:
     value = os.environ.get(name, "").strip()
     if not value:
@@ -118,10 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pid_namespace=args.pid_namespace,
             persistent_mounts=list(args.persistent_mounts),
             restore=args.restore.absolute() if args.restore is not None else None,
-            **{
-                key: getattr(args, key) if getattr(args, key) is not None else _env_int(env)
-                for key, env in ENV_DEFAULTS.items()
-            },
+            ring_slots=_setting(args, "ring_slots"),
+            nchannels=_setting(args, "nchannels"),
+            staging_size=_setting(args, "staging_size"),
+            timeout_ms=_setting(args, "timeout_ms"),
         )
         controller = Controller(options)
     except (ValueError, DriverError, StartupError, statedir.StateDirError) as e:

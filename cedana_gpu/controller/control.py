@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.errors import ControllerError
 from cedana_gpu.jobs import statedir
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 for the NUL
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class ControlError(RuntimeError):
+class ControlError(ControllerError):
     """A control request could not be made or was refused (printed as one line)."""
 
 
@@ -204,9 +205,28 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
 def _exchange(
     sock: socket.socket, path: Path, message: dict[str, Any], timeout: float | None
 ) -> dict[str, Any]:
+    _send_request(sock, path, message, timeout)
+    return _accepted(_receive(sock, path, timeout))
+
+
+def _send_request(
+    sock: socket.socket, path: Path, message: dict[str, Any], timeout: float | None
+) -> None:
     sock.settimeout(timeout)
     try:
         _send(sock, message)
+    except TimeoutError:
+        raise ControlError(
+            f"the controller at {path} did not answer within {timeout:g} s"
+        ) from None
+    except OSError as e:
+        raise ControlError(f"control request to {path} failed: {e.strerror}") from None
+
+
+def _receive(sock: socket.socket, path: Path, timeout: float | None) -> dict[str, Any]:
+    """The next answer on ``sock``, refused or not."""
+    sock.settimeout(timeout)
+    try:
         data = sock.recv(MAX_MESSAGE)
     except TimeoutError:
         raise ControlError(
@@ -217,9 +237,12 @@ def _exchange(
     if not data:
         raise ControlError(f"the controller at {path} closed the connection")
     try:
-        answer = _decode(data)
+        return _decode(data)
     except ValueError as e:
         raise ControlError(f"bad answer from the controller at {path}: {e}") from None
+
+
+def _accepted(answer: dict[str, Any]) -> dict[str, Any]:
     if not answer.get("ok"):
         raise ControlError(str(answer.get("error") or "request refused"))
     return answer
@@ -244,12 +267,28 @@ class ControlClient:
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
         self.path = Path(path)
         self._sock: socket.socket | None = _connect(self.path, timeout)
+        self._unanswered = 0
+        """Requests sent whose answer was not read (the wait was interrupted or timed out)."""
 
     def call(self, message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
-        """Send ``message`` and return the answer; ``timeout`` None waits as long as it takes."""
-        if self._sock is None:
+        """Send ``message`` and return the answer; ``timeout`` None waits as long as it takes.
+
+        An earlier request whose wait was cut short (Ctrl-C, SIGTERM, a
+        timeout) may still be answered: that answer is read and dropped
+        first, within ``timeout``, or this request would take it for its own
+        (a dump interrupted during ``dump_gpu`` then unfreezes the job once
+        the controller has stopped writing)."""
+        sock = self._sock
+        if sock is None:
             raise ControlError(f"the connection to {self.path} is closed")
-        return _exchange(self._sock, self.path, message, timeout)
+        while self._unanswered:
+            _receive(sock, self.path, timeout)
+            self._unanswered -= 1
+        _send_request(sock, self.path, message, timeout)
+        self._unanswered += 1
+        answer = _receive(sock, self.path, timeout)
+        self._unanswered -= 1
+        return _accepted(answer)
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

@@ -26,13 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.errors import ControllerError
 from cedana_gpu.paths import NativeNotBuilt, native_dir
+
+_Signature = tuple[str, Any, tuple[Any, ...]]
+"""A C function's name, result type and argument types, as ctypes wants them."""
 
 LIBRARY_NAME = "libcedana-gpu-controller.so"
 INFO_BUFFER = 1 << 16
 
 
-class NativeError(RuntimeError):
+class NativeError(ControllerError):
     """A dispatcher call failed. ``code`` is a negative errno or a positive CUresult."""
 
     def __init__(self, what: str, code: int, message: str) -> None:
@@ -129,7 +133,7 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
         except OSError as e:
             raise NativeNotBuilt(f"cannot load the GPU dispatcher {path}: {e}") from None
         cfg_p = ctypes.POINTER(cgc_config)
-        for name, restype, argtypes in (
+        required: list[_Signature] = [
             ("cgc_open", ctypes.c_int, (cfg_p, ctypes.POINTER(_c))),
             ("cgc_start", ctypes.c_int, (_c,)),
             ("cgc_freeze", ctypes.c_int, (_c, ctypes.c_uint32)),
@@ -150,20 +154,22 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
                     ctypes.c_size_t,
                 ),
             ),
-        ):
+        ]
+        for name, restype, argtypes in required:
             fn = getattr(lib, name)
             fn.restype = restype
             fn.argtypes = argtypes
         u64, u64_p = ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)
         size_p = ctypes.POINTER(ctypes.c_size_t)
-        for name, restype, argtypes in (
+        optional: list[_Signature] = [
             ("cgc_checksum", u64, (ctypes.c_void_p, ctypes.c_size_t, u64)),
             ("cgc_regions", ctypes.c_int, (_c, u64_p, ctypes.c_size_t, size_p)),
             ("cgc_read_device", ctypes.c_int, (_c, u64, ctypes.c_void_p, u64, u64_p)),
             ("cgc_write_device", ctypes.c_int, (_c, u64, ctypes.c_void_p, u64)),
             ("cgc_export_state", ctypes.c_int, (_c, ctypes.c_char_p)),
             ("cgc_import_state", ctypes.c_int, (_c, ctypes.c_char_p)),
-        ):
+        ]
+        for name, restype, argtypes in optional:
             # Checkpoint support: missing from an old build, said when used.
             fn = getattr(lib, name, None)
             if fn is not None:

@@ -24,6 +24,8 @@ name (generation + 1), re-create the pinned files, import the GPU state,
 write every region back verifying its checksum, then ``criu restore -d``
 (this process is a child subreaper: the restored job becomes its child),
 ``adopt_job``, and serve (``cgc_start``): the job's parked threads wake up.
+These run as phases on ``cr.pipeline`` (``restore_phases_list``: restore_gpu,
+criu_restore, whose undo kills the restored job, serve, record).
 
 Checkpoint ops on the control socket: ``freeze``, ``dump_gpu`` (GPU state
 into a checkpoint directory), ``dumped`` (CRIU is about to kill the job: its
@@ -49,9 +51,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cedana_gpu.controller import shm_layout
+from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
-from cedana_gpu.jobs import spawn, statedir
+from cedana_gpu.cr.pipeline import Phase, Pipeline
+from cedana_gpu.errors import ControllerError
+from cedana_gpu.jobs import processes, statedir
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     EXITED,
@@ -74,7 +78,7 @@ DUMPED_GRACE_S = 10.0
 (CRIU killed it) before the controller concludes the dump did not happen."""
 
 
-class StartupError(RuntimeError):
+class StartupError(ControllerError):
     """The job could not be started; the message is recorded in the store."""
 
 
@@ -108,7 +112,7 @@ class Controller:
         self.store: JobStore | None = None
         self.server: ControlServer | None = None
         self.dispatcher: Any = None  # native.Dispatcher, imported with the driver
-        self.job: spawn.JobProcess | None = None
+        self.job: jobspawn.JobProcess | None = None
         self.state = STARTING
         self.generation = 1
         self._stop = threading.Event()
@@ -132,6 +136,7 @@ class Controller:
         self._ended = threading.Event()
         self.progress: Any = None  # gpu_state.Counter, made with the driver
         self.restore_phases: dict[str, float] = {}
+        self._restore_t0 = 0.0
 
     # ---- 1. setup ---------------------------------------------------------------
 
@@ -146,7 +151,7 @@ class Controller:
         self._choose_mounts()
         self._claim_row()
         try:
-            spawn.set_child_subreaper()
+            jobspawn.set_child_subreaper()
         except OSError as e:
             log.warning("cannot become a child subreaper: %s", e.strerror)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -237,7 +242,7 @@ class Controller:
             return
         if job.state != STARTING:
             raise StartupError(f"job {self.jid} exists already ({job.state}): use another job id")
-        if job.controller_pid not in (None, os.getpid()) and spawn.process_alive(
+        if job.controller_pid not in (None, os.getpid()) and processes.process_alive(
             job.controller_pid
         ):
             raise StartupError(
@@ -279,7 +284,8 @@ class Controller:
             return
         # Import here: nothing may load cuda-bindings before the driver is chosen.
         from cedana_gpu import gpu_info
-        from cedana_gpu.controller import gpu_state, native
+        from cedana_gpu.controller import native
+        from cedana_gpu.cr import gpu_state
 
         self.progress = gpu_state.Counter()
 
@@ -352,7 +358,7 @@ class Controller:
         if self.gpu:
             from cedana_gpu.paths import native_dir
 
-            env = spawn.gpu_job_env(env, native_dir(), self.jid, "/" + self.segment)
+            env = jobspawn.gpu_job_env(env, native_dir(), self.jid, "/" + self.segment)
         return env
 
     def start_job(self) -> None:
@@ -368,7 +374,7 @@ class Controller:
                 try:
                     try:
                         self.job = self._spawn(log_fd, self.opts.pid_namespace)
-                    except spawn.NoPidNamespace as e:
+                    except jobspawn.NoPidNamespace as e:
                         hint = "" if os.geteuid() == 0 else ", which needs root"
                         note = (
                             f"cedana: job {self.jid} runs without a PID namespace of its own "
@@ -377,7 +383,7 @@ class Controller:
                         os.write(log_fd, note.encode())
                         log.warning("%s", note.strip())
                         self.job = self._spawn(log_fd, False)
-                except spawn.MountError as e:
+                except jobspawn.MountError as e:
                     raise StartupError(f"cannot set up the mounts of job {self.jid}: {e}") from None
                 except OSError as e:
                     raise StartupError(
@@ -403,14 +409,14 @@ class Controller:
         if self._stop.is_set():
             self.kill_job()
 
-    def _spawn(self, log_fd: int, pid_namespace: bool) -> spawn.JobProcess:
+    def _spawn(self, log_fd: int, pid_namespace: bool) -> jobspawn.JobProcess:
         mounts = None
         if self.mount_ns and pid_namespace:
-            mounts = spawn.MountSetup(
+            mounts = jobspawn.MountSetup(
                 shm_dir=self.shm_dir,
                 persistent=tuple(self.persistent_mounts),
             )
-        return spawn.spawn_job_process(
+        return jobspawn.spawn_job_process(
             self.opts.command,
             env=self.job_env(),
             log_fd=log_fd,
@@ -422,7 +428,7 @@ class Controller:
     def adopt_job(self, pid: int, *, pid_namespace: bool) -> None:
         """Supervise a job that is already running below this process (a restore)."""
         with self._job_lock:
-            self.job = spawn.JobProcess(pid=pid, pid_namespace=pid_namespace)
+            self.job = jobspawn.JobProcess(pid=pid, pid_namespace=pid_namespace)
         self.state = RUNNING
 
     def kill_job(self) -> None:
@@ -456,8 +462,8 @@ class Controller:
         if not self.job.pid_namespace:
             # Without a namespace, the job's other processes do not die with
             # it; end its session as a namespace's end would.
-            spawn.signal_job(pid, False, signal.SIGKILL)
-        state, code, sig = spawn.wait_status(status)
+            processes.signal_job(pid, False, signal.SIGKILL)
+        state, code, sig = jobspawn.wait_status(status)
         self._ended.set()
         if self._dumped:
             # CRIU dumped the job and killed it: it lives on in its checkpoint.
@@ -592,7 +598,7 @@ class Controller:
                 self._ckpt_lock.release()
 
     def _op_dump_gpu(self, request: dict[str, Any]) -> dict[str, Any]:
-        from cedana_gpu.controller import gpu_state
+        from cedana_gpu.cr import gpu_state
 
         self._require_frozen()
         directory = request.get("dir")
@@ -659,7 +665,7 @@ class Controller:
         """Open the segment as the checkpoint had it and rebuild the GPU state in it."""
         if not self.gpu:
             return
-        from cedana_gpu.controller import gpu_state
+        from cedana_gpu.cr import gpu_state
 
         m = self.manifest
         assert m is not None and self.opts.restore is not None
@@ -691,7 +697,7 @@ class Controller:
 
     def restore_process(self) -> None:
         """``criu restore -d`` the job's processes; they become this process's children."""
-        from cedana_gpu import criu
+        from cedana_gpu.cr import criu
 
         assert self.store is not None and self.manifest is not None
         assert self.opts.restore is not None
@@ -705,7 +711,7 @@ class Controller:
         for mount in self.persistent_mounts:
             # The mount point must exist; the tmpfs's contents come from the checkpoint.
             try:
-                spawn.prepare_persistent_mount(mount)
+                jobspawn.prepare_persistent_mount(mount)
             except OSError as e:
                 raise StartupError(f"cannot create the mount point {mount}: {e}") from None
         args = ["restore", "-d", "-D", str(images), "--pidfile", str(pidfile)]
@@ -739,28 +745,39 @@ class Controller:
             os.close(log_fd)
         log.info("job %s restored: pid %d", self.jid, pid)
 
+    def restore_phases_list(self) -> list[Phase[Controller]]:
+        """The controller's part of a restore, on the checkpoint/restore runner."""
+        return [
+            Phase("restore_gpu", Controller.restore_gpu),
+            Phase("criu_restore", Controller.restore_process, undo=Controller.kill_job),
+            Phase("serve", Controller.start_serving),
+            Phase("record", Controller._record_restored),
+        ]
+
+    def _record_restored(self) -> None:
+        assert self.store is not None and self.job is not None
+        self.restore_phases["controller"] = time.monotonic() - self._restore_t0
+        with contextlib.suppress(OSError):
+            (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
+        self.state = RUNNING
+        self.store.update(
+            self.jid,
+            state=RUNNING,
+            pid=self.job.pid,
+            pid_namespace=self.job.pid_namespace,
+            controller_pid=os.getpid(),
+            generation=self.generation,
+        )
+
     def run_restore(self) -> int:
         """Restore a job from a checkpoint and serve it until it ends."""
         try:
             self.setup()
             self.load_driver()
-            t0 = time.monotonic()
-            self.restore_gpu()
-            self.restore_process()
-            self.start_serving()
-            self.restore_phases["controller"] = time.monotonic() - t0
-            assert self.store is not None and self.job is not None
-            with contextlib.suppress(OSError):
-                (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
-            self.state = RUNNING
-            self.store.update(
-                self.jid,
-                state=RUNNING,
-                pid=self.job.pid,
-                pid_namespace=self.job.pid_namespace,
-                controller_pid=os.getpid(),
-                generation=self.generation,
-            )
+            self._restore_t0 = time.monotonic()
+            # SIGTERM keeps its handler (request_stop): the runner must not take it over.
+            pipeline = Pipeline(self.restore_phases_list(), handle_sigterm=False, report=log.error)
+            pipeline.run(self)
             if self._stop.is_set():
                 self.kill_job()
         except StartupError as e:

@@ -1,1 +1,1 @@
-"""Jobs: the job store, the state directory, and starting a job."""
+"""Jobs: the job store, the state directory, and the CLI's side of a job (``lifecycle``)."""

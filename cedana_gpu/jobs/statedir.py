@@ -25,6 +25,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from cedana_gpu.errors import StoreError
+
 ENV_VAR = "CEDANA_STATE_DIR"
 ROOT_STATE_DIR = Path("/var/lib/cedana-gpu")
 APP = "cedana-gpu"
@@ -47,7 +49,7 @@ field (CGS_JOB_ID_MAX) with its terminating NUL."""
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class StateDirError(RuntimeError):
+class StateDirError(StoreError):
     """The state directory cannot be used (printed as one line)."""
 
 

@@ -12,6 +12,7 @@ tables and columns without breaking existing stores.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from cedana_gpu import errors
 
 STARTING, RUNNING, EXITED, KILLED, FAILED = "starting", "running", "exited", "killed", "failed"
 CHECKPOINTED = "checkpointed"
@@ -88,8 +91,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreError(RuntimeError):
-    """The job store cannot be used (printed as one line)."""
+StoreError = errors.StoreError
+"""The job store cannot be used (printed as one line); ``cedana_gpu.errors.StoreError``."""
 
 
 class DuplicateJob(StoreError):
@@ -374,7 +377,7 @@ class JobStore:
                 raise StoreError(f"a checkpoint with id {ckpt.id!r} exists already") from None
         return ckpt
 
-    def checkpoints(self, jid: str | None = None) -> list[Checkpoint]:
+    def checkpoints(self, jid: str | None = None) -> builtins.list[Checkpoint]:
         """A job's checkpoints (all jobs' without ``jid``), oldest first."""
         sql = "SELECT * FROM checkpoints"
         args: tuple[str, ...] = ()

@@ -15,10 +15,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cedana_gpu.errors import CedanaError, SetupError
+
 ENV_VAR = "CEDANA_CRIU"
 """Environment variable naming the criu executable to use."""
 
-DEFAULT_WRAPPER = Path(__file__).resolve().parent.parent / ".criu" / "bin" / "criu"
+DEFAULT_WRAPPER = Path(__file__).resolve().parents[2] / ".criu" / "bin" / "criu"
 """Where ``scripts/setup-criu.sh`` puts its wrapper by default."""
 
 _SETUP_HINT = f"run `make setup` (scripts/setup-criu.sh, as root) or set {ENV_VAR}=/path/to/criu"
@@ -31,11 +33,11 @@ _GENERIC = re.compile(r"(Dumping|Restoring|Pre-dumping) FAILED\.?\s*$")
 _TIMESTAMP = re.compile(r"^\(\s*\d+\.\d+\)\s*")
 
 
-class CriuNotFound(RuntimeError):
+class CriuNotFound(SetupError):
     """No usable criu executable."""
 
 
-class CriuError(RuntimeError):
+class CriuError(CedanaError):
     """criu ran and failed (or could not be run, or timed out)."""
 
     def __init__(

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cedana_gpu.controller import shm_layout
+from cedana_gpu.errors import ControllerError
 
 GPU_DIR = "gpu"
 PINS_DIR = "pins"
@@ -38,7 +39,7 @@ the CLI moves them into the manifest and removes the file."""
 _PIN_RE = re.compile(r"\.pin\.(\d+)$")
 
 
-class GpuStateError(RuntimeError):
+class GpuStateError(ControllerError):
     """The GPU state could not be dumped or restored (one line saying why)."""
 
 

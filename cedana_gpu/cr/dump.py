@@ -1,0 +1,530 @@
+"""Dumping a job: the CLI's side of a checkpoint (``cedana dump job|process``).
+
+A dump is a list of phases (``DUMP_PHASES``) run by ``cr.pipeline``; each
+has an undo, called in reverse order when a later phase fails or the dump is
+interrupted (Ctrl-C, SIGTERM), so that a failed dump leaves the job running
+and no checkpoint behind:
+
+    phase       does                                          undo
+    directory   create ``.<name>.partial``                    remove it
+    connect     one control connection to the job's           close it (a controller
+                controller, for the whole dump                left frozen by it unfreezes)
+    freeze      GPU jobs: the engine freezes the job          unfreeze
+    gpu_dump    the engine writes the GPU state into          (the directory's undo)
+                ``<partial>/gpu`` (shards in parallel)
+    criu_dump   CRIU dumps the job's PID namespace into       SIGCONT the tree CRIU
+                ``<partial>/criu``, /dev/shm external;        left stopped
+                without ``--leave-running`` the job is left
+                *stopped*, not killed, so nothing is lost if
+                a later phase fails
+    thaw        ``--leave-running``: unfreeze right away      -
+    commit      manifest (files and checksums, the GPU        remove the checkpoint
+                regions), archive or rename: a half-written
+                checkpoint is never listed
+    release     without ``--leave-running``: the controller   - (point of no return:
+                is told (``dumped``) and the job killed       nothing is undone after it)
+    record      wait until the end is recorded, record the    -
+                checkpoint in the job store
+
+The engine (``cr.engine.GpuEngine``; today ``InterceptEngine``, the job's
+controller over its control socket) does freeze, gpu_dump and unfreeze; the
+rest is the same for any engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cedana_gpu.controller import control
+from cedana_gpu.cr import criu
+from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
+from cedana_gpu.cr.pipeline import Phase, Pipeline
+from cedana_gpu.errors import DumpError
+from cedana_gpu.jobs import lifecycle, processes, statedir
+from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
+
+DEFAULT_FREEZE_TIMEOUT_MS = 30_000
+CRIU_TIMEOUT_ENV = "CEDANA_CRIU_TIMEOUT"
+DEFAULT_CRIU_TIMEOUT = 600.0
+END_TIMEOUT = 60.0
+"""How long a dump waits for a killed job's end to be recorded."""
+
+ROOT_ONLY = "checkpoint and restore need root (CRIU): run cedana dump/restore as root"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise DumpError(ROOT_ONLY)
+
+
+@dataclass
+class DumpOptions:
+    directory: Path | None = None
+    compression: str = "none"
+    streams: int = 1
+    leave_running: bool = False
+    freeze_timeout_ms: int = 0
+    progress: bool | None = None
+    """Draw progress on stderr: None means when stderr is a terminal."""
+
+
+@dataclass
+class DumpResult:
+    checkpoint: Checkpoint
+    job: Job
+    gpu_bytes: int = 0
+    regions: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.checkpoint
+        return {
+            "checkpoint": c.id,
+            "job": c.jid,
+            "path": c.path,
+            "size": c.size,
+            "compression": c.compression,
+            "streams": c.streams,
+            "leave_running": c.leave_running,
+            "generation": c.generation,
+            "gpu_bytes": self.gpu_bytes,
+            "regions": self.regions,
+            "phases": self.phases,
+            "job_state": self.job.state,
+        }
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def find_job_by_pid(store: JobStore, pid: int) -> Job:
+    """The running job whose root process (as the host sees it) is ``pid``."""
+    for job in store.list():
+        job = lifecycle.refresh(store, job)
+        if job.active and job.pid == pid:
+            return job
+    raise DumpError(
+        f"no running cedana job has pid {pid} (see 'cedana ps'; "
+        "only jobs started with 'cedana exec' can be dumped)"
+    )
+
+
+def checkpoint_id(jid: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"{jid}-{stamp}-{secrets.token_hex(2)}"
+
+
+def job_is_mount_ns(job: Job) -> bool:
+    return bool(job.shm_dir) and Path(job.shm_dir or "") == statedir.JOB_SHM_DIRS / job.jid
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants (every thread's children)."""
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        out.append(pid)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return out
+
+
+def log_file_keys(root: int, log_path: str | None) -> list[str]:
+    """CRIU's ``file[mnt_id:inode]`` keys of the job's log as its processes have it open.
+
+    The log is dumped as an external file and handed to the restored job
+    (``--inherit-fd``) as the new job's log: the old one may be gone (a
+    migration), and a file opened outside the job's mount namespace could not
+    be dumped at all."""
+    if not log_path:
+        return []
+    keys: list[str] = []
+    for pid in tree_pids(root):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != log_path:
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    fields = dict(
+                        line.split(":", 1) for line in f.read().splitlines() if ":" in line
+                    )
+                mnt_id = int(fields["mnt_id"].strip())
+                ino = int(fields["ino"].strip()) if "ino" in fields else os.stat(log_path).st_ino
+            except (OSError, KeyError, ValueError):
+                continue
+            key = f"file[{mnt_id:x}:{ino:x}]"
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def continue_tree(root: int) -> None:
+    """SIGCONT a job left stopped by ``criu dump --leave-stopped``."""
+    for pid in tree_pids(root):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGCONT)
+
+
+@dataclass
+class DumpContext:
+    """What the dump phases share."""
+
+    store: JobStore
+    state: Path
+    job: Job
+    options: DumpOptions
+    cid: str
+    base: Path
+    """The directory the checkpoint goes in."""
+    final: Path
+    partial: Path
+    freeze_ms: int
+    show: bool
+    """Draw progress on stderr."""
+    timings: dict[str, float]
+    """The pipeline's timings so far (the manifest records them)."""
+    mount_ns: bool = False
+    client: control.ControlClient | None = None
+    engine: GpuEngine | None = None
+    gpu: GpuDump = field(default_factory=GpuDump)
+    log_keys: list[str] = field(default_factory=list)
+    stopped: bool = False
+    """CRIU left the job's tree stopped (``--leave-stopped``)."""
+    committed: bool = False
+
+
+# ---- the phases, in order ----------------------------------------------------------
+
+
+def make_directory(ctx: DumpContext) -> None:
+    try:
+        if ctx.options.directory is None:
+            statedir.ensure_private_dir(ctx.base.parent)
+        ctx.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (OSError, statedir.StateDirError) as e:
+        raise DumpError(f"cannot create the checkpoint directory {ctx.base}: {e}") from None
+    # The paths the checkpoint is recorded under have no symbolic links.
+    resolved = ctx.base.resolve()
+    ctx.final = resolved / ctx.final.name
+    ctx.partial = resolved / ctx.partial.name
+    ctx.base = resolved
+    try:
+        ctx.partial.mkdir(mode=0o700)
+        (ctx.partial / "criu").mkdir(mode=0o700)
+    except OSError as e:
+        raise DumpError(f"cannot create {ctx.partial}: {e.strerror}") from None
+
+
+def remove_partial(ctx: DumpContext) -> None:
+    shutil.rmtree(ctx.partial, ignore_errors=True)
+
+
+def connect(ctx: DumpContext) -> None:
+    assert ctx.job.socket_path
+    try:
+        ctx.client = control.ControlClient(Path(ctx.job.socket_path))
+    except control.ControlError as e:
+        raise DumpError(f"cannot reach the controller of job {ctx.job.jid}: {e}") from None
+    ctx.engine = dump_engine(ctx.job, ctx.client, show_progress=ctx.show)
+
+
+def disconnect(ctx: DumpContext) -> None:
+    if ctx.client is not None:
+        ctx.client.close()
+
+
+def is_gpu(ctx: DumpContext) -> bool:
+    return ctx.job.gpu
+
+
+def freeze(ctx: DumpContext) -> None:
+    assert ctx.engine is not None
+    ctx.engine.freeze(ctx.freeze_ms)
+
+
+def unfreeze_quietly(ctx: DumpContext) -> None:
+    assert ctx.engine is not None
+    # A controller that cannot be told (it died, the connection broke) is no
+    # failure of the undo: a live one unfreezes the job when the connection
+    # closes (the next undo), and a dead one's job cannot go on anyway.
+    with contextlib.suppress(DumpError):
+        ctx.engine.unfreeze()
+
+
+def dump_gpu(ctx: DumpContext) -> None:
+    assert ctx.engine is not None
+    ctx.gpu = ctx.engine.dump_gpu(
+        ctx.partial, compression=ctx.options.compression, streams=ctx.options.streams
+    )
+
+
+def criu_dump(ctx: DumpContext) -> None:
+    job, options = ctx.job, ctx.options
+    assert job.pid is not None
+    criu_log = statedir.job_dir(ctx.state, job.jid) / "criu-dump.log"
+    args = ["dump", "-t", str(job.pid), "-D", str(ctx.partial / "criu")]
+    args.append("--leave-running" if options.leave_running else "--leave-stopped")
+    if ctx.mount_ns:
+        args += ["--external", "mnt[/dev/shm]:shm"]
+    ctx.log_keys = log_file_keys(job.pid, job.log_path)
+    for key in ctx.log_keys:
+        args += ["--external", key]
+    # Set first: CRIU may stop the tree and then fail, and the undo must continue it.
+    ctx.stopped = not options.leave_running
+    try:
+        criu.run_criu(
+            args, log_file=criu_log, timeout=_env_number(CRIU_TIMEOUT_ENV, DEFAULT_CRIU_TIMEOUT)
+        )
+    except (criu.CriuError, criu.CriuNotFound) as e:
+        raise DumpError(f"CRIU could not dump job {job.jid}: {e}") from None
+    with contextlib.suppress(OSError):
+        shutil.copyfile(criu_log, ctx.partial / "criu" / "dump.log")
+
+
+def continue_stopped(ctx: DumpContext) -> None:
+    if ctx.stopped and ctx.job.pid:
+        continue_tree(ctx.job.pid)
+        ctx.stopped = False
+
+
+def leaves_running_gpu(ctx: DumpContext) -> bool:
+    return ctx.options.leave_running and ctx.job.gpu
+
+
+def thaw(ctx: DumpContext) -> None:
+    """With ``--leave-running`` the job goes on as soon as CRIU has it, before the archive."""
+    assert ctx.engine is not None
+    ctx.engine.unfreeze()
+
+
+def commit(ctx: DumpContext) -> None:
+    from cedana_gpu.checkpoint import (
+        SHARD_DIR,
+        CheckpointError,
+        JobInfo,
+        Manifest,
+        RegionRecord,
+        file_records,
+        is_archive,
+        pack,
+        path_size,
+        save_manifest,
+        write_regions,
+    )
+    from cedana_gpu.checkpoint.progress import Progress
+    from cedana_gpu.controller import native
+
+    job, options, partial, gpu = ctx.job, ctx.options, ctx.partial, ctx.gpu
+    try:
+        regions_file = partial / ".gpu-regions.json"
+        regions: list[RegionRecord] = []
+        if regions_file.exists():
+            regions = [RegionRecord.from_json(r) for r in json.loads(regions_file.read_text())]
+            regions_file.unlink()
+        if not job.gpu:
+            # No device memory: the shards are there, empty, as in any checkpoint.
+            write_regions(partial / SHARD_DIR, [], _no_read, options.streams, options.compression)
+        files = file_records(partial, native.checksum)
+        info = JobInfo(
+            id=job.jid,
+            cmd=list(job.cmd),
+            segment_name=job.segment or "",
+            segment_size=gpu.segment_size,
+            generation=job.generation,
+            cwd=job.cwd,
+            driver=job.driver if job.gpu else None,
+            geometry=dict(gpu.geometry),
+            persistent_mounts=list(job.persistent_mounts),
+            uid=os.geteuid(),
+            gid=os.getegid(),
+            extra={
+                "gpu": job.gpu,
+                "log_path": job.log_path,
+                "log_files": ctx.log_keys,
+                "mount_namespace": ctx.mount_ns,
+                "pid_namespace": job.pid_namespace,
+                "checkpoint_id": ctx.cid,
+                "restored_from": job.restored_from,
+            },
+        )
+        phases_now = dict(ctx.timings)
+        phases_now.update(
+            {k if k.startswith("gpu") else f"gpu_{k}": v for k, v in gpu.phases.items()}
+        )
+        manifest = Manifest(
+            job=info,
+            va_base=gpu.va_base,
+            va_size=gpu.va_size,
+            compression=options.compression,
+            streams=options.streams,
+            regions=regions,
+            files=files,
+            device=dict(gpu.device),
+            phases=phases_now,
+        )
+        save_manifest(manifest, partial)
+        if is_archive(options.compression):
+            with Progress("archive", path_size(partial), enabled=ctx.show) as bar:
+                pack(partial, ctx.final, options.compression, bar)
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            os.rename(partial, ctx.final)
+    except CheckpointError as e:
+        raise DumpError(f"cannot write the checkpoint of job {job.jid}: {e}") from None
+    except OSError as e:
+        raise DumpError(
+            f"cannot write the checkpoint of job {job.jid}: {e.strerror or e}"
+        ) from None
+
+
+def uncommit(ctx: DumpContext) -> None:
+    _remove(ctx.final)
+
+
+def ends_the_job(ctx: DumpContext) -> bool:
+    return not ctx.options.leave_running
+
+
+def release(ctx: DumpContext) -> None:
+    """The job lives on in its checkpoint: end it."""
+    assert ctx.client is not None and ctx.job.pid is not None
+    try:
+        ctx.client.call({"op": "dumped"}, timeout=30)
+    except control.ControlError as e:
+        raise DumpError(f"job {ctx.job.jid}: {e}") from None
+    processes.signal_job(ctx.job.pid, ctx.job.pid_namespace, signal.SIGKILL)
+    ctx.stopped = False
+
+
+def record(ctx: DumpContext) -> None:
+    if not ctx.options.leave_running:
+        ctx.job = _wait_final(ctx.store, ctx.job.jid)
+    disconnect(ctx)
+
+
+DUMP_PHASES: list[Phase[DumpContext]] = [
+    Phase("directory", make_directory, undo=remove_partial),
+    Phase("connect", connect, undo=disconnect),
+    Phase("freeze", freeze, undo=unfreeze_quietly, timing="freeze", when=is_gpu),
+    Phase("gpu_dump", dump_gpu, timing="gpu_dump", when=is_gpu),
+    Phase("criu_dump", criu_dump, undo=continue_stopped, timing="criu_dump"),
+    Phase("thaw", thaw, when=leaves_running_gpu),
+    Phase("commit", commit, undo=uncommit, timing="archive"),
+    Phase("release", release, when=ends_the_job, irreversible=True),
+    Phase("record", record),
+]
+
+
+def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> DumpResult:
+    """Checkpoint ``job`` (running). Raises DumpError (one line); the job then runs on."""
+    from cedana_gpu.checkpoint import (
+        CheckpointError,
+        check_compression,
+        is_archive,
+        partial_path,
+        path_size,
+    )
+
+    require_root()
+    try:
+        check_compression(options.compression)
+    except CheckpointError as e:
+        raise DumpError(str(e)) from None
+    if options.streams < 1:
+        raise DumpError(f"--stream must be at least 1, not {options.streams}")
+    job = lifecycle.refresh(store, job)
+    if job.state != RUNNING or not job.pid:
+        raise DumpError(f"job {job.jid} is not running ({lifecycle.describe(job)})")
+    if not job.socket_path:
+        raise DumpError(f"job {job.jid} has no controller to talk to")
+
+    cid = checkpoint_id(job.jid)
+    base = options.directory or statedir.checkpoints_dir(state, job.jid)
+    base = base.absolute()
+    pipeline = Pipeline(DUMP_PHASES)
+    ctx = DumpContext(
+        store=store,
+        state=state,
+        job=job,
+        options=options,
+        cid=cid,
+        base=base,
+        final=base / (cid + (".tar" if is_archive(options.compression) else "")),
+        partial=partial_path(base / cid),
+        freeze_ms=options.freeze_timeout_ms
+        or int(_env_number(FREEZE_TIMEOUT_ENV, DEFAULT_FREEZE_TIMEOUT_MS)),
+        show=sys.stderr.isatty() if options.progress is None else options.progress,
+        timings=pipeline.timings,
+        mount_ns=job_is_mount_ns(job),
+    )
+    t_start = time.monotonic()
+    phases = pipeline.run(ctx)
+    phases["total"] = time.monotonic() - t_start
+    ckpt = Checkpoint(
+        id=cid,
+        jid=job.jid,
+        path=str(ctx.final),
+        size=path_size(ctx.final),
+        compression=options.compression,
+        streams=options.streams,
+        leave_running=options.leave_running,
+        generation=ctx.job.generation,
+        phases=phases,
+    )
+    store.add_checkpoint(ckpt)
+    return DumpResult(
+        checkpoint=ckpt,
+        job=store.require(job.jid),
+        gpu_bytes=ctx.gpu.bytes,
+        regions=ctx.gpu.regions,
+        phases=phases,
+    )
+
+
+def _no_read(addr: int, size: int, dst: memoryview) -> int:
+    raise AssertionError("a job without GPU has no device memory to read")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _wait_final(store: JobStore, jid: str) -> Job:
+    """Wait until the killed job's end is recorded (its controller records it)."""
+    deadline = time.monotonic() + END_TIMEOUT
+    while True:
+        job = lifecycle.refresh(store, store.require(jid))
+        if job.state in FINAL_STATES:
+            while processes.process_alive(job.controller_pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return job
+        if time.monotonic() > deadline:
+            return job
+        time.sleep(0.02)

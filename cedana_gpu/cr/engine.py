@@ -1,0 +1,257 @@
+"""GPU engines: what the dump and restore pipelines need from a GPU checkpoint mechanism.
+
+The pipelines (``cr.dump``, ``cr.restore``) know phases, CRIU, the manifest
+and the job store; how a job's GPU state is quiesced, saved and brought back
+is an engine's business, behind ``GpuEngine``:
+
+- ``freeze``: the job makes no more GPU progress (dump phase ``freeze``);
+- ``dump_gpu``: its GPU state goes into the checkpoint directory (``gpu_dump``);
+- ``unfreeze``: it goes on (the undo of ``freeze``; ``--leave-running``);
+- ``restore_gpu``: a checkpoint's job comes back with its GPU state.
+
+``InterceptEngine`` is today's: the interposer forwards the job's CUDA calls
+to the job's controller, which owns the context; the engine reaches that
+controller over its control socket (ops ``freeze``, ``dump_gpu``,
+``unfreeze``, ``progress``). Its GPU state is only ever in the controller,
+and a restored job must be a child of its controller, so its
+``restore_gpu`` starts a controller in restore mode, which rebuilds the GPU
+state and then has CRIU bring the processes back below it
+(``Controller.run_restore``). An engine on the driver's own
+``cuCheckpointProcess*`` API would lock/checkpoint/restore/unlock the job's
+process instead and plug into the same pipelines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cedana_gpu.controller import control
+from cedana_gpu.errors import DumpError, RestoreError
+from cedana_gpu.jobs import lifecycle, statedir
+from cedana_gpu.jobs.store import Job
+
+if TYPE_CHECKING:
+    # Only for annotations: importing checkpoint/ is left to the phases that use it.
+    from cedana_gpu.checkpoint.manifest import JobInfo
+
+FREEZE_TIMEOUT_ENV = "CEDANA_FREEZE_TIMEOUT_MS"
+
+
+@dataclass
+class GpuDump:
+    """What a GPU dump tells the manifest besides the files it wrote."""
+
+    bytes: int = 0
+    regions: int = 0
+    segment_size: int = 0
+    va_base: int = 0
+    va_size: int = 0
+    geometry: dict[str, int] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    """The engine's own timings (reported with a ``gpu_`` prefix)."""
+
+    @classmethod
+    def from_answer(cls, answer: dict[str, Any]) -> GpuDump:
+        return cls(
+            bytes=int(answer.get("bytes", 0)),
+            regions=int(answer.get("regions", 0)),
+            segment_size=int(answer.get("segment_size", 0)),
+            va_base=int(answer.get("va_base", 0)),
+            va_size=int(answer.get("va_size", 0)),
+            geometry={k: int(v) for k, v in (answer.get("geometry") or {}).items()},
+            device=dict(answer.get("device") or {}),
+            phases={k: float(v) for k, v in (answer.get("phases") or {}).items()},
+        )
+
+
+@dataclass
+class RestoreSpec:
+    """A verified checkpoint to bring back as job ``jid``."""
+
+    directory: Path
+    jid: str
+    state: Path
+    cmd: Sequence[str]
+    gpu: bool
+    driver: str
+    cwd: str
+    generation: int
+    persistent_mounts: Sequence[str]
+    restored_from: str
+    """The checkpoint id, or its path when it has none."""
+    source: str = ""
+    """Where the checkpoint came from (for messages)."""
+    progress: bool = False
+
+
+class GpuEngine(Protocol):
+    """A GPU checkpoint mechanism, as the dump and restore pipelines use it.
+
+    Errors are ``DumpError`` (dump side) or ``RestoreError`` (restore side),
+    one line each."""
+
+    def freeze(self, timeout_ms: int) -> None:
+        """Stop the job's GPU work at a consistent point; raise if it did not stop."""
+        ...
+
+    def dump_gpu(self, directory: Path, *, compression: str, streams: int) -> GpuDump:
+        """Write the frozen job's GPU state under ``directory``."""
+        ...
+
+    def unfreeze(self) -> None:
+        """Let the job's GPU work go on; nothing to do when it is not frozen."""
+        ...
+
+    def restore_gpu(self, spec: RestoreSpec) -> lifecycle.StartedJob:
+        """Bring ``spec``'s job back with its GPU state; return once it runs."""
+        ...
+
+
+class InterceptEngine:
+    """The interposer's controller, reached over the job's control socket.
+
+    Dump side: one connection from ``freeze`` to the end of the dump (the
+    controller unfreezes a job whose freezing connection goes away), shared
+    with the dump's other requests to the controller (``dumped``)."""
+
+    def __init__(
+        self, client: control.ControlClient | None, *, jid: str = "", show_progress: bool = False
+    ) -> None:
+        self.client = client
+        self.jid = jid
+        self.show_progress = show_progress
+        self.frozen = False
+
+    def _call(self, message: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        if self.client is None:
+            raise control.ControlError(f"job {self.jid} has no control connection")
+        return self.client.call(message, timeout=timeout)
+
+    def freeze(self, timeout_ms: int) -> None:
+        try:
+            self._call({"op": "freeze", "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000 + 30)
+        except control.ControlError as e:
+            hint = ""
+            if "timed out" in str(e):
+                hint = f"; dump it when it is less busy, or raise {FREEZE_TIMEOUT_ENV}"
+            raise DumpError(f"{e}{hint}") from None
+        self.frozen = True
+
+    def dump_gpu(self, directory: Path, *, compression: str, streams: int) -> GpuDump:
+        assert self.client is not None
+        request = {
+            "op": "dump_gpu",
+            "dir": str(directory),
+            "compression": compression,
+            "streams": streams,
+        }
+        try:
+            with progress_poller(self.client.path, self.show_progress):
+                answer = self._call(request, timeout=None)
+        except control.ControlError as e:
+            raise DumpError(str(e)) from None
+        return GpuDump.from_answer(answer)
+
+    def unfreeze(self) -> None:
+        if not self.frozen:
+            return
+        try:
+            self._call({"op": "unfreeze"}, timeout=30)
+        except control.ControlError as e:
+            raise DumpError(f"cannot unfreeze job {self.jid}: {e}") from None
+        self.frozen = False
+
+    def restore_gpu(self, spec: RestoreSpec) -> lifecycle.StartedJob:
+        socket = statedir.job_dir(spec.state, spec.jid) / statedir.CONTROL_SOCKET
+        try:
+            with progress_poller(socket, spec.progress):
+                return lifecycle.start_job(
+                    spec.cmd,
+                    gpu=spec.gpu,
+                    driver=spec.driver,
+                    jid=spec.jid,
+                    state=spec.state,
+                    persistent_mounts=spec.persistent_mounts,
+                    restore=spec.directory.absolute(),
+                    cwd=spec.cwd,
+                    generation=spec.generation,
+                    restored_from=spec.restored_from,
+                )
+        except lifecycle.JobError as e:
+            raise RestoreError(f"cannot restore {spec.source or spec.directory}: {e}") from None
+
+
+def dump_engine(
+    job: Job, client: control.ControlClient, *, show_progress: bool
+) -> GpuEngine | None:
+    """The engine that freezes and dumps ``job``'s GPU state; None for a job without GPU.
+
+    The one place the pipelines choose an engine: today every GPU job runs on
+    the interposer, so it is ``InterceptEngine``."""
+    if not job.gpu:
+        return None
+    return InterceptEngine(client, jid=job.jid, show_progress=show_progress)
+
+
+def restore_engine(job: JobInfo) -> GpuEngine:
+    """The engine that brings a checkpoint's job back (see ``dump_engine``).
+
+    Plain jobs too: their restore also goes through a controller in restore
+    mode (driver ``none``), which runs CRIU and supervises the job."""
+    del job  # every checkpoint so far was made by the intercept engine
+    return InterceptEngine(None)
+
+
+@contextlib.contextmanager
+def progress_poller(client_path: Path, enabled: bool) -> Iterator[None]:
+    """Draw the controller's progress (its ``progress`` op) on stderr while the body runs."""
+    if not enabled:
+        yield
+        return
+    from cedana_gpu.checkpoint.progress import Progress
+
+    stop = threading.Event()
+    bars: dict[str, Progress] = {}
+    since = time.monotonic()
+
+    def poll_once() -> None:
+        nonlocal since
+        try:
+            snap = control.request(client_path, {"op": "progress"}, timeout=2)
+        except control.ControlError:
+            return
+        phase = str(snap.get("phase") or "")
+        if not phase:
+            return
+        bar = bars.get(phase)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[phase] = Progress(phase, int(snap.get("total") or 0), enabled=True)
+            bar.start = since  # the phase began before it was first seen
+        since = time.monotonic()
+        delta = int(snap.get("done") or 0) - bar.done
+        if delta > 0:
+            bar.add(delta)
+
+    def poll() -> None:
+        while not stop.wait(0.2):
+            poll_once()
+
+    t = threading.Thread(target=poll, name="progress", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        poll_once()
+        for bar in bars.values():
+            bar.close()

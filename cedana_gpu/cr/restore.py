@@ -1,0 +1,224 @@
+"""Restoring a job: the CLI's side (``cedana restore job``).
+
+A restore is a list of phases (``RESTORE_PHASES``) run by ``cr.pipeline``,
+after the checkpoint was found (the job's latest, or ``--path``: a directory
+or an archive, e.g. copied from another machine):
+
+    phase        does                                          undo
+    check        verify the checkpoint before anything starts  (the scratch directory
+                 (``checkpoint.check_checkpoint``): an archive  goes in any case)
+                 is unpacked into a scratch directory under
+                 the state directory; the manifest (format
+                 version), every file's size and checksum and
+                 every shard's size are checked. A corrupt,
+                 truncated, incomplete or newer checkpoint is
+                 refused here, in one line
+    restore_gpu  the engine brings the job back under a new    kill the restored job
+                 job id. ``InterceptEngine``: a new controller
+                 in restore mode re-creates the segment and
+                 pinned files, imports the GPU state, writes
+                 every region back verifying its checksum, runs
+                 ``criu restore`` itself (the restored job
+                 becomes its child: ``Controller.run_restore``,
+                 on the same runner) and serves the job; a
+                 failed restore leaves nothing behind
+    collect      the controller's own timings                  -
+
+The scratch directory is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cedana_gpu.cr.dump import require_root
+from cedana_gpu.cr.engine import GpuEngine, RestoreSpec, restore_engine
+from cedana_gpu.cr.pipeline import Phase, Pipeline
+from cedana_gpu.errors import RestoreError
+from cedana_gpu.jobs import lifecycle, processes, statedir
+from cedana_gpu.jobs.store import FINAL_STATES, Job, JobStore
+
+
+@dataclass
+class RestoreResult:
+    job: Job
+    started: lifecycle.StartedJob
+    source: str
+    checkpoint_id: str | None
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job.jid,
+            "pid": self.job.pid,
+            "state": self.job.state,
+            "generation": self.job.generation,
+            "checkpoint": self.checkpoint_id,
+            "path": self.source,
+            "controller_pid": self.job.controller_pid,
+            "phases": self.phases,
+        }
+
+
+def resolve_source(store: JobStore, jid: str | None, path: Path | None) -> tuple[Path, str | None]:
+    """(checkpoint path, checkpoint id if known) for ``restore job ID`` / ``--path``."""
+    if path is not None:
+        return path.absolute(), None
+    if jid is None:
+        raise RestoreError("name a job (restore job ID) or a checkpoint (--path P)")
+    store.require(jid)
+    ckpt = store.latest_checkpoint(jid)
+    if ckpt is None:
+        raise RestoreError(f"job {jid} has no checkpoints: dump it first, or give --path")
+    return Path(ckpt.path), ckpt.id
+
+
+@dataclass
+class RestoreContext:
+    """What the restore phases share."""
+
+    store: JobStore
+    state: Path
+    source: Path
+    cid: str | None
+    scratch: Path
+    new_jid: str
+    driver: str | None
+    show: bool
+    timings: dict[str, float]
+    engine: GpuEngine | None = None
+    directory: Path | None = None
+    manifest: Any = None  # checkpoint.Manifest, imported with the phase
+    started: lifecycle.StartedJob | None = None
+
+
+def check(ctx: RestoreContext) -> None:
+    from cedana_gpu.checkpoint import CHECKSUM_ALGORITHM, CheckpointError, Progress
+    from cedana_gpu.checkpoint.verify import check_checkpoint
+    from cedana_gpu.controller import native
+
+    try:
+        with Progress("check", _size(ctx.source), enabled=ctx.show) as bar:
+            ctx.directory, ctx.manifest = check_checkpoint(
+                ctx.source, ctx.scratch, native.checksum, bar, algorithm=CHECKSUM_ALGORITHM
+            )
+    except CheckpointError as e:
+        raise RestoreError(f"cannot restore {ctx.source}: {e}") from None
+
+
+def restore_gpu(ctx: RestoreContext) -> None:
+    assert ctx.directory is not None and ctx.manifest is not None
+    job = ctx.manifest.job
+    gpu = bool(job.extra.get("gpu", bool(job.segment_name)))
+    if ctx.cid is None:
+        found = job.extra.get("checkpoint_id")
+        ctx.cid = found if isinstance(found, str) else None
+    try:
+        statedir.check_job_id(ctx.new_jid)
+    except ValueError as e:
+        raise RestoreError(str(e)) from None
+    ctx.engine = restore_engine(job)
+    ctx.started = ctx.engine.restore_gpu(
+        RestoreSpec(
+            directory=ctx.directory,
+            jid=ctx.new_jid,
+            state=ctx.state,
+            cmd=list(job.cmd),
+            gpu=gpu,
+            driver=(ctx.driver or job.driver or "system") if gpu else "none",
+            cwd=job.cwd,
+            generation=job.generation + 1,
+            persistent_mounts=list(job.persistent_mounts),
+            restored_from=ctx.cid or str(ctx.source),
+            source=str(ctx.source),
+            progress=ctx.show,
+        )
+    )
+
+
+def kill_restored(ctx: RestoreContext) -> None:
+    """A restore interrupted once its job runs: end the job (its controller records it)."""
+    if ctx.started is None:
+        return
+    job = ctx.store.get(ctx.new_jid)
+    if job is None or job.state in FINAL_STATES:
+        return
+    if job.pid:
+        processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
+    else:
+        lifecycle.signal_controller(job.controller_pid, signal.SIGTERM)
+
+
+def collect(ctx: RestoreContext) -> None:
+    assert ctx.started is not None
+    jdir = statedir.job_dir(ctx.state, ctx.started.job.jid)
+    with contextlib.suppress(OSError, ValueError):
+        ctx.timings.update(json.loads((jdir / "restore-phases.json").read_text()))
+
+
+RESTORE_PHASES: list[Phase[RestoreContext]] = [
+    Phase("check", check, timing="check"),
+    Phase("restore_gpu", restore_gpu, undo=kill_restored, timing="start"),
+    Phase("collect", collect),
+]
+
+
+def restore_job(
+    store: JobStore,
+    state: Path,
+    *,
+    jid: str | None,
+    path: Path | None = None,
+    new_jid: str | None = None,
+    driver: str | None = None,
+    progress: bool | None = None,
+) -> RestoreResult:
+    """Restore a checkpoint as a new job and return once it runs."""
+    require_root()
+    source, cid = resolve_source(store, jid, path)
+    scratch_root = statedir.restore_tmp_dir(state)
+    statedir.ensure_private_dir(scratch_root)
+    pipeline = Pipeline(RESTORE_PHASES)
+    ctx = RestoreContext(
+        store=store,
+        state=state,
+        source=source,
+        cid=cid,
+        scratch=scratch_root / secrets.token_hex(6),
+        new_jid=new_jid or lifecycle.new_job_id(),
+        driver=driver,
+        show=sys.stderr.isatty() if progress is None else progress,
+        timings=pipeline.timings,
+    )
+    t0 = time.monotonic()
+    try:
+        phases = pipeline.run(ctx)
+        phases["total"] = time.monotonic() - t0
+    finally:
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
+    assert ctx.started is not None
+    return RestoreResult(
+        job=ctx.started.job,
+        started=ctx.started,
+        source=str(source),
+        checkpoint_id=ctx.cid,
+        phases=phases,
+    )
+
+
+def _size(path: Path) -> int:
+    from cedana_gpu.checkpoint import path_size
+
+    try:
+        return path_size(path)
+    except OSError:
+        return 0
