@@ -210,7 +210,15 @@ CGC_HIDDEN int cgc_validate(const void *buf, size_t len, uint32_t nchannels, uin
   return checks[h->op](h, staging_size, why, why_len);
 }
 
+/* The exported entry takes a caller's buffer, which may sit at any address
+ * (the dispatcher's own copy is aligned): validate an aligned copy, since the
+ * request structs hold 64-bit fields. */
 CGC_API int cgc_validate_request(const void *buf, size_t len, uint32_t nchannels, uint64_t staging_size, char *why,
                                  size_t why_len) {
-  return cgc_validate(buf, len, nchannels, staging_size, why, why_len);
+  if (!buf || ((uintptr_t)buf & (_Alignof(max_align_t) - 1)) == 0)
+    return cgc_validate(buf, len, nchannels, staging_size, why, why_len);
+  _Alignas(max_align_t) unsigned char copy[CGS_MAX_REQUEST];
+  size_t n = len < sizeof copy ? len : sizeof copy; /* longer is refused on its length field anyway */
+  memcpy(copy, buf, n);
+  return cgc_validate(copy, n, nchannels, staging_size, why, why_len);
 }
