@@ -12,7 +12,7 @@ NATIVE_SOURCES := $(shell find CMakeLists.txt cmake gpu tools tests/fake_cuda sa
 	-type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cmake' \
 	-o -name 'CMakeLists.txt' -o -name 'gen_*.py' -o -name '*.def' -o -name '*.inc' \) 2>/dev/null)
 
-.PHONY: setup demo test test-gpu lint criu clean
+.PHONY: setup demo test test-gpu lint criu clean check-native
 
 setup: $(VENV)/.built criu
 
@@ -56,9 +56,15 @@ test: setup lint
 # driver conformance suite on NVIDIA's driver, directly and through the
 # interposer. Without one, every test skips with the reason.
 test-gpu: setup
-	$(VENV)/bin/pytest -q tests/gpu
-	CEDANA_TEST_CUDA_PATH=system $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
-	CEDANA_TEST_CUDA_PATH=system-interposer $(VENV)/bin/pytest -n $(JOBS) -q tests/fake_cuda
+	$(VENV)/bin/pytest -q -rs tests/gpu
+	CEDANA_TEST_CUDA_PATH=system $(VENV)/bin/pytest -n $(JOBS) -q -rs tests/fake_cuda
+	CEDANA_TEST_CUDA_PATH=system-interposer $(VENV)/bin/pytest -n $(JOBS) -q -rs tests/fake_cuda
+
+# The native code under AddressSanitizer + UndefinedBehaviorSanitizer and
+# ThreadSanitizer, driven by the conformance and dispatcher tests
+# (scripts/check-native.sh); .ci/run runs it after `make test`.
+check-native: setup
+	JOBS=$(JOBS) PY=$(PY) scripts/check-native.sh
 
 demo: setup
 	$(PY) -m cedana_gpu.demo

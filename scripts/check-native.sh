@@ -5,9 +5,9 @@
 #   address,undefined  the driver conformance suite directly and through the
 #                      interposer, the dispatcher's live and fuzz tests, the
 #                      native checkpoint tests, the layout check
-#   thread             the ring and the dispatcher under many job threads: the
-#                      conformance suite through the interposer and the
-#                      dispatcher's live tests
+#   thread             the ring's consumer and the dispatcher's threads (dispatch
+#                      loop, stream workers, callbacks): the dispatcher's live
+#                      tests
 #
 # Each sanitizer gets a CMake build of its own under build/sanitize-<name>
 # (incremental on a second run), installed into a private native dir that the
@@ -58,8 +58,9 @@ if [[ $only == all || $only == thread ]]; then
   echo "== ThreadSanitizer"
   native=$(build thread thread)
   export TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0
-  # setarch -R: gcc 12's TSan cannot map its shadow under this kernel's
-  # address-space randomisation.
-  CEDANA_TEST_CUDA_PATH=interposer setarch -R bash -c "$(declare -f run); run '$native' \
-    '$(gcc -print-file-name=libtsan.so)' tests/fake_cuda tests/test_dispatcher_live.py"
+  # Only the dispatcher's tests: the conformance suite through the
+  # interposer cannot run under TSan yet, because the fake driver's device
+  # range (32 TiB on) and the interposer's pinned range (96 TiB on) are
+  # fixed addresses inside TSan's shadow memory.
+  run "$native" "$(gcc -print-file-name=libtsan.so)" tests/test_dispatcher_live.py
 fi

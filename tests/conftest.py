@@ -58,6 +58,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from preload import set_child_preload
 
 REPO = Path(__file__).resolve().parent.parent
 CUDA_PATH_ENV = "CEDANA_TEST_CUDA_PATH"
@@ -178,6 +179,7 @@ class DispatcherServer:
         }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env.update(fake_env or {})
+        set_child_preload(env)
         # The server's stderr (the fake driver's and the dispatcher's logs)
         # goes to a file, quoted when the server fails; it lives as long as
         # the server, so no `with`.
@@ -286,6 +288,12 @@ class InterposerPath(DriverPath):
             self.servers.pop().stop()
 
 
+def _preload_env(*libraries: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    set_child_preload(env, *libraries)
+    return env
+
+
 @contextlib.contextmanager
 def _interposer_path(name: str = "interposer", driver: str = "fake") -> Iterator[DriverPath]:
     from cedana_gpu import paths
@@ -299,7 +307,7 @@ def _interposer_path(name: str = "interposer", driver: str = "fake") -> Iterator
     path = InterposerPath(
         name=name,
         libdir=intercept / "shim",
-        env={"LD_PRELOAD": str(intercept / "libcedana-gpu.so")},
+        env=_preload_env(str(intercept / "libcedana-gpu.so")),
         real_gpu=driver == "system",
         preload=intercept / "libcedana-gpu.so",
         driver=driver,
