@@ -23,7 +23,6 @@ from cedana_gpu.commands import ps as ps_commands
 from cedana_gpu.commands import restore as restore_commands
 from cedana_gpu.cr.pipeline import Terminated
 from cedana_gpu.errors import CedanaError
-from cedana_gpu.paths import NativeNotBuilt
 
 PROG = "cedana"
 
@@ -37,9 +36,6 @@ COMMAND_GROUPS = (
 )
 """Modules with a ``register(subcommands)`` function, in ``--help`` order."""
 
-USER_ERRORS: tuple[type[Exception], ...] = (CedanaError, NativeNotBuilt)
-"""Exceptions whose message tells the user what to do: printed without a traceback.
-(``NativeNotBuilt`` lives in ``paths``, which does not derive from ``errors``.)"""
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
@@ -76,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.handler(args)
         sys.stdout.flush()
-    except USER_ERRORS as e:
+    except CedanaError as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, EXIT_USER_ERROR)
     except KeyboardInterrupt:
         return 130

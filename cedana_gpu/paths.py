@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 import cedana_gpu
+from cedana_gpu.errors import SetupError
 
 DISTRIBUTION = "cedana-gpu"
 NATIVE = "_native"
@@ -28,7 +29,7 @@ NATIVE = "_native"
 _MARKER = Path("fake") / "libcuda.so.1"
 
 
-class NativeNotBuilt(RuntimeError):
+class NativeNotBuilt(SetupError):
     """The native libraries are missing: the package was not built."""
 
 

@@ -24,13 +24,6 @@ import cedana_gpu
 
 PACKAGE = Path(cedana_gpu.__file__).parent
 
-KNOWN_CYCLES: list[tuple[str, str]] = [
-    # codec imports CheckpointError from manifest, manifest imports
-    # check_compression from codec inside a function. checkpoint/ is being
-    # reworked in parallel to break it; once it is gone the test below says
-    # so, and this entry must go.
-    ("cedana_gpu.checkpoint.manifest", "cedana_gpu.checkpoint.codec"),
-]
 """Edges (importer, imported) that close a cycle known and being fixed elsewhere."""
 
 
@@ -120,28 +113,5 @@ def test_find_cycle_finds_one_and_only_one() -> None:
 
 
 def test_cedana_gpu_has_no_import_cycle() -> None:
-    graph = import_graph()
-    for importer, imported in KNOWN_CYCLES:
-        graph[importer].discard(imported)
-    cycle = find_cycle(graph)
+    cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
-
-
-def reaches(graph: dict[str, set[str]], src: str, dst: str) -> bool:
-    seen, todo = set(), [src]
-    while todo:
-        node = todo.pop()
-        if node == dst:
-            return True
-        if node not in seen:
-            seen.add(node)
-            todo.extend(graph.get(node, ()))
-    return False
-
-
-def test_known_cycles_are_still_there() -> None:
-    """An allowance that no longer allows anything must go, or it could hide a new cycle."""
-    graph = import_graph()
-    for importer, imported in KNOWN_CYCLES:
-        still = imported in graph[importer] and reaches(graph, imported, importer)
-        assert still, f"the cycle {importer} -> {imported} is gone: remove it from KNOWN_CYCLES"
