@@ -1032,6 +1032,13 @@ static void execute(cgc_t *c, size_t avail) {
     if (c->log) cgc_log(c, "rejected request: %s", why);
   } else {
     __atomic_store_n(&c->n_op[h->op], c->n_op[h->op] + 1, __ATOMIC_RELAXED);
+    /* Pairs with cgc_complete's release of the channel's previous request.
+     * The job posts a channel's next request only once it saw the last one
+     * done, so what the completing thread (and the stream that ran the copy)
+     * did to the staging area comes before this request touches it. That
+     * order runs through the job's process, where ThreadSanitizer cannot see
+     * it; this acquire states it inside ours. */
+    if (h->channel != CGS_NO_CHANNEL) (void)__atomic_load_n(&chan(c, h->channel)->done, __ATOMIC_ACQUIRE);
     /* cgc_validate answered every op outside the table. */
     rc = handlers[h->op](c, h, ret, &nret);
     if (rc == DEFERRED) return;
