@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.commands.output import add_output_option
 from cedana_gpu.jobs import lifecycle
 
 COMPRESSIONS = ("none", "tar", "lz4", "gzip", "zlib")
@@ -58,9 +59,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the job running after the dump (default: it ends, checkpointed)",
     )
-    parser.add_argument(
-        "--output", "-o", choices=("text", "json"), default="text", help="output format"
-    )
+    add_output_option(parser, human="text")
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

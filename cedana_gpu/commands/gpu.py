@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 
 from cedana_gpu import gpu_info
+from cedana_gpu.commands.output import add_output_option, table
 from cedana_gpu.gpu_info import (
     CUDA_SONAME,
     DEVICE_SOURCES,
@@ -51,13 +52,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="List the GPUs of a driver: index, name, UUID, memory, compute capability.",
     )
     _add_driver_option(info, default="system")
-    info.add_argument(
-        "--output",
-        "-o",
-        choices=("table", "json"),
-        default="table",
-        help="output format (default: table)",
-    )
+    add_output_option(info)
     info.add_argument(
         "--source",
         choices=DEVICE_SOURCES,
@@ -106,14 +101,6 @@ def _memory(n: int) -> str:
     return f"{mib} MiB" if rest == 0 else f"{n / (1 << 20):.1f} MiB"
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
 def format_devices(devices: Sequence[DeviceInfo]) -> str:
     rows = [("INDEX", "NAME", "UUID", "MEMORY", "COMPUTE")]
     rows += [
@@ -126,7 +113,7 @@ def format_devices(devices: Sequence[DeviceInfo]) -> str:
         )
         for d in devices
     ]
-    return _table(rows)
+    return table(rows)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 
+from cedana_gpu.commands.output import add_output_option, table
 from cedana_gpu.controller import control
 from cedana_gpu.jobs import lifecycle
 
@@ -42,13 +43,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="List a job's checkpoints with their size, time and options.",
     )
     checkpoints.add_argument("jid", metavar="ID")
-    checkpoints.add_argument(
-        "--output",
-        "-o",
-        choices=("table", "json"),
-        default="table",
-        help="output format (default: table)",
-    )
+    add_output_option(checkpoints)
     checkpoints.set_defaults(handler=cmd_checkpoints)
 
 
@@ -79,7 +74,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     from cedana_gpu.checkpoint.progress import human_bytes
-    from cedana_gpu.commands.ps import _table
 
     _state, store = lifecycle.open_store()
     with store:
@@ -101,5 +95,5 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         )
         for c in found
     ]
-    print(_table(rows))
+    print(table(rows))
     return 0

@@ -13,28 +13,15 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from cedana_gpu.commands.output import add_output_option, table
 from cedana_gpu.jobs import lifecycle
 from cedana_gpu.jobs.store import Job
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ps = subcommands.add_parser("ps", help="list jobs", description="List jobs.")
-    ps.add_argument(
-        "--output",
-        "-o",
-        choices=("table", "json"),
-        default="table",
-        help="output format (default: table)",
-    )
+    add_output_option(ps)
     ps.set_defaults(handler=cmd_ps)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
 
 
 def format_jobs(jobs: Sequence[Job]) -> str:
@@ -49,7 +36,7 @@ def format_jobs(jobs: Sequence[Job]) -> str:
         )
         for j in jobs
     ]
-    return _table(rows)
+    return table(rows)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cedana_gpu.commands import CommandError
 from cedana_gpu.commands.exec import GPU_DRIVERS
+from cedana_gpu.commands.output import add_output_option
 from cedana_gpu.jobs import lifecycle
 
 
@@ -51,9 +52,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=None,
         help="the driver the new controller uses (default: the one the job had)",
     )
-    job.add_argument(
-        "--output", "-o", choices=("text", "json"), default="text", help="output format"
-    )
+    add_output_option(job, human="text")
     job.set_defaults(handler=cmd_restore)
 
 
