@@ -830,23 +830,13 @@ def cedana(*args: str) -> list[str]:
 
 
 def cli_env(state: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FAKE_CUDA_")
-        and k
-        not in (
-            "LD_LIBRARY_PATH",
-            "LD_PRELOAD",
-            "CEDANA_GPU_DRIVER",
-            "CEDANA_GPU_SHM",
-            "CEDANA_PERSISTENT_MOUNTS",
-        )
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["CEDANA_STATE_DIR"] = str(state)
-    env.update(extra)
-    return env
+    """The environment of a CLI run: the tests' own (tests/cr_helpers.py)."""
+    sys.path.insert(0, str(TESTS))
+    try:
+        from cr_helpers import clean_env
+    finally:
+        sys.path.remove(str(TESTS))
+    return clean_env(state, **extra)
 
 
 def run_cli(state: Path, *args: str, timeout: float = 600) -> str:

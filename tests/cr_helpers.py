@@ -37,8 +37,9 @@ def unique_jid(prefix: str = "cr") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-def clean_env(state: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment, minus anything that picks or configures a driver."""
+def clean_env(state: Path | None = None, **extra: str) -> dict[str, str]:
+    """The caller's environment, minus anything that picks or configures a driver or a
+    job's GPU set-up; with ``state``, a state directory of the caller's own."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -53,7 +54,8 @@ def clean_env(state: Path, **extra: str) -> dict[str, str]:
         )
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["CEDANA_STATE_DIR"] = str(state)
+    if state is not None:
+        env["CEDANA_STATE_DIR"] = str(state)
     env.update(extra)
     return env
 

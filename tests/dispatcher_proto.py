@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cedana_gpu.controller import shm_layout
+from cedana_gpu.controller.native import cgc_config
 from cedana_gpu.paths import native_dir
 
 SLOT_SIZE = 256
@@ -110,21 +111,9 @@ def load_fake_driver() -> ctypes.CDLL:
     return ctypes.CDLL(str(native_dir() / "fake" / "libcuda.so.1"), mode=ctypes.RTLD_GLOBAL)
 
 
-class Config(ctypes.Structure):
-    _fields_ = (
-        ("job_id", ctypes.c_char_p),
-        ("ring_slots", ctypes.c_uint32),
-        ("nchannels", ctypes.c_uint32),
-        ("staging_size", ctypes.c_uint64),
-        ("va_base", ctypes.c_uint64),
-        ("va_size", ctypes.c_uint64),
-        ("generation", ctypes.c_uint64),
-        ("timeout_ms", ctypes.c_uint32),
-        ("uid", ctypes.c_uint32),
-        ("gid", ctypes.c_uint32),
-        ("shm_dir", ctypes.c_char_p),
-        ("segment_name", ctypes.c_char_p),
-    )
+# The dispatcher's configuration struct: the package's mirror, which
+# tests/test_shm_layout.py checks against the C layout.
+Config = cgc_config
 
 
 def load_dispatcher() -> ctypes.CDLL:

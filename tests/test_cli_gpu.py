@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cr_helpers import clean_env
 
 import cedana_gpu
 from cedana_gpu.gpu_info import DeviceInfo, format_uuid
@@ -20,19 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 def expected_uuid(index: int) -> str:
     h = (b"cedana-fake-gpu" + bytes([index])).hex()
     return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without anything that picks a driver or configures one."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FAKE_CUDA_")
-        and k not in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CEDANA_GPU_DRIVER")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
 
 
 def cedana(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

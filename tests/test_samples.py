@@ -8,32 +8,18 @@ one thread and with several.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from cr_helpers import clean_env
 
 from cedana_gpu import paths
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 300  # a hang fails the test instead of blocking the run
-
-
-def env_for(state: Path | None = None, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("FAKE_CUDA_", "CEDANA_GPU_SHM"))
-        and k not in ("LD_LIBRARY_PATH", "LD_PRELOAD")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    if state is not None:
-        env["CEDANA_STATE_DIR"] = str(state)
-    env.update(extra)
-    return env
 
 
 def sample_cmd(name: str, *args: str) -> list[str]:
@@ -45,7 +31,7 @@ def sample_cmd(name: str, *args: str) -> list[str]:
 def run_direct(cmd: list[str]) -> str:
     proc = subprocess.run(
         cmd,
-        env=env_for(LD_LIBRARY_PATH=str(paths.fake_libdir())),
+        env=clean_env(LD_LIBRARY_PATH=str(paths.fake_libdir())),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -73,7 +59,7 @@ def run_through_interposer(cmd: list[str], state: Path) -> str:
             "--",
             *cmd,
         ],
-        env=env_for(state),
+        env=clean_env(state),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -391,15 +391,7 @@ class Controller:
                     ) from None
         finally:
             os.close(log_fd)
-        self.state = RUNNING
-        self.store.update(
-            self.jid,
-            state=RUNNING,
-            pid=self.job.pid,
-            pid_namespace=self.job.pid_namespace,
-            controller_pid=os.getpid(),
-            generation=self.generation,
-        )
+        self._record_running()
         log.info(
             "job %s running: pid %d%s",
             self.jid,
@@ -754,11 +746,9 @@ class Controller:
             Phase("record", Controller._record_restored),
         ]
 
-    def _record_restored(self) -> None:
+    def _record_running(self) -> None:
+        """The job runs under this controller: the store says so, with who serves it."""
         assert self.store is not None and self.job is not None
-        self.restore_phases["controller"] = time.monotonic() - self._restore_t0
-        with contextlib.suppress(OSError):
-            (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
         self.state = RUNNING
         self.store.update(
             self.jid,
@@ -768,6 +758,13 @@ class Controller:
             controller_pid=os.getpid(),
             generation=self.generation,
         )
+
+    def _record_restored(self) -> None:
+        assert self.store is not None and self.job is not None
+        self.restore_phases["controller"] = time.monotonic() - self._restore_t0
+        with contextlib.suppress(OSError):
+            (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
+        self._record_running()
 
     def run_restore(self) -> int:
         """Restore a job from a checkpoint and serve it until it ends."""
