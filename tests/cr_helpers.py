@@ -242,8 +242,8 @@ def segment_leftovers(*jids: str) -> list[Path]:
     return found
 
 
-def native_ready() -> None:
-    """Fail (not skip) when the native parts are missing: the suite needs them."""
+def native_ready() -> Path:
+    """The native directory; fail (not skip) when its parts are missing: the suite needs them."""
     from cedana_gpu import paths
     from cedana_gpu.controller import native
 
@@ -254,6 +254,7 @@ def native_ready() -> None:
     for f in (
         d / "controller" / "libcedana-gpu-controller.so",
         d / "intercept" / "libcedana-gpu.so",
+        d / "intercept" / "shim" / "libcuda.so.1",
         d / "fake" / "libcuda.so.1",
     ):
         if not f.exists():
@@ -262,6 +263,12 @@ def native_ready() -> None:
     for name in ("cgc_checksum", "cgc_regions", "cgc_read_device", "cgc_export_state"):
         if not hasattr(lib, name):
             pytest.fail(f"the dispatcher has no {name}: rebuild with 'make setup'")
+    return d
+
+
+def exec_gpu_args(jid: str, *cmd: str) -> list[str]:
+    """``cedana exec`` of ``cmd`` as GPU job ``jid`` on the fake driver, attached."""
+    return ["exec", "--gpu", "--gpu-driver", "fake", "--jid", jid, "--attach", "--", *cmd]
 
 
 def kill_pid(pid: int | None) -> None:

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cr_helpers import Cedana, alive, assert_one_line_error, clean_env, unique_jid
+from cr_helpers import (
+    Cedana,
+    alive,
+    assert_one_line_error,
+    clean_env,
+    exec_gpu_args,
+    native_ready,
+    unique_jid,
+)
 
 from cedana_gpu.controller import shm_layout
 
@@ -309,21 +317,7 @@ def test_ordinary_user_runs_without_pid_namespace_and_is_told_once(
 
 @pytest.fixture(scope="module")
 def native() -> Path:
-    from cedana_gpu import paths
-
-    try:
-        d = paths.native_dir()
-    except paths.NativeNotBuilt as e:
-        pytest.fail(str(e))
-    for f in (
-        d / "controller" / "libcedana-gpu-controller.so",
-        d / "intercept" / "libcedana-gpu.so",
-        d / "intercept" / "shim" / "libcuda.so.1",
-        d / "fake" / "libcuda.so.1",
-    ):
-        if not f.exists():
-            pytest.fail(f"{f} does not exist: build and install the native parts first")
-    return d
+    return native_ready()
 
 
 # Put in front of every GPU job snippet: the driver API as `cu`, and `ok()`.
@@ -389,18 +383,7 @@ def test_train_mlp_through_cedana_matches_direct(
     assert checksum.startswith("checksum: ")
 
     jid = unique_jid("mlp")
-    out = cedana(
-        "exec",
-        "--gpu",
-        "--gpu-driver",
-        "fake",
-        "--jid",
-        jid,
-        "--attach",
-        "--",
-        sys.executable,
-        *args,
-    )
+    out = cedana(*exec_gpu_args(jid, sys.executable, *args))
     assert out.returncode == 0, (out.stdout, out.stderr)
     lines = out.stdout.splitlines()
     assert checksum in lines
@@ -415,17 +398,7 @@ def test_train_mlp_through_cedana_matches_direct(
 
 def test_gpu_job_exit_code_propagates(cedana: Cedana, native: Path) -> None:
     jid = unique_jid("ex")
-    out = cedana(
-        "exec",
-        "--gpu",
-        "--gpu-driver",
-        "fake",
-        "--jid",
-        jid,
-        "--attach",
-        "--",
-        *gpu_job("ok(cu.cuMemFree(buf)); sys.exit(3)"),
-    )
+    out = cedana(*exec_gpu_args(jid, *gpu_job("ok(cu.cuMemFree(buf)); sys.exit(3)")))
     assert out.returncode == 3, (out.stdout, out.stderr)
     assert "gpu ready" in out.stdout.splitlines()
     job = cedana.job(jid)

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cr_helpers import clean_env
+from cr_helpers import clean_env, exec_gpu_args
 
 from cedana_gpu import paths
 
@@ -45,20 +45,7 @@ def run_direct(cmd: list[str]) -> str:
 def run_through_interposer(cmd: list[str], state: Path) -> str:
     jid = f"s{uuid.uuid4().hex[:12]}"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cedana_gpu",
-            "exec",
-            "--gpu",
-            "--gpu-driver",
-            "fake",
-            "--jid",
-            jid,
-            "--attach",
-            "--",
-            *cmd,
-        ],
+        [sys.executable, "-m", "cedana_gpu", *exec_gpu_args(jid, *cmd)],
         env=clean_env(state),
         cwd=REPO,
         capture_output=True,
