@@ -61,6 +61,9 @@ import pytest
 from preload import set_child_preload
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The CLI-with-CRIU fixtures (cedana, native_parts), shared by several modules.
+pytest_plugins = ("cr_fixtures",)
 CUDA_PATH_ENV = "CEDANA_TEST_CUDA_PATH"
 DEFAULT_CUDA_PATH = "fake"
 

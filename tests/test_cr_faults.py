@@ -34,7 +34,6 @@ from cr_helpers import (
     alive,
     assert_one_line_error,
     clean_env,
-    native_ready,
     needs_root,
     run_direct,
     segment_leftovers,
@@ -43,23 +42,10 @@ from cr_helpers import (
     without_notes,
 )
 
-pytestmark = [needs_root]
+pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 
 TRAIN = ("samples/train_mlp.py", "--steps", "24", "--print-every", "1")
 SLEEP = ("--sleep-per-step", "0.05")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _native() -> None:
-    native_ready()
-
-
-@pytest.fixture
-def cedana(tmp_path: Path) -> Iterator[Cedana]:
-    """A state directory of the test's own; jobs still running at the end are killed."""
-    c = Cedana(tmp_path / "state")
-    yield c
-    c.kill_all()
 
 
 @dataclass
@@ -75,7 +61,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Checkpoint
     c = Cedana(base / "state")
     jid = unique_jid("fx")
     try:
-        c.exec_gpu(jid, sys.executable, *TRAIN, *SLEEP, "--device-mib", "1")
+        # Steps enough (20 s) that a loaded machine cannot end the job before
+        # the second dump; that dump ends it anyway.
+        c.exec_gpu(jid, sys.executable, *TRAIN, *SLEEP, "--device-mib", "1", "--steps", "400")
         c.wait_log(jid, r"^step \d+ loss", 3)
         d = c.dump(jid, "--dir", str(base / "c"), "--stream", "2", "--leave-running")
         a = c.dump(jid, "--dir", str(base / "c"), "--compression", "tar")

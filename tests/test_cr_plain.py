@@ -6,7 +6,6 @@ Quick cases: a plain job's dump and restore go through the same orchestration
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,13 @@ from cr_helpers import (
     Cedana,
     alive,
     assert_one_line_error,
-    native_ready,
     needs_root,
     segment_leftovers,
     unique_jid,
     wait_for,
 )
 
-pytestmark = [needs_root]
+pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 
 # Counts to N; its state lives both in the shell and in the persistent tmpfs.
 COUNTER = """\
@@ -35,18 +33,6 @@ while [ "$i" -lt "$n" ]; do
 done
 echo "end"
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _native() -> None:
-    native_ready()  # the checksums are native
-
-
-@pytest.fixture
-def cedana(tmp_path: Path) -> Iterator[Cedana]:
-    c = Cedana(tmp_path / "state")
-    yield c
-    c.kill_all()
 
 
 def counter(c: Cedana, tmp_path: Path, jid: str, n: int) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from cr_helpers import (
     Cedana,
     alive,
     checksum_line,
-    native_ready,
     needs_root,
     run_direct,
     segment_leftovers,
@@ -30,25 +28,12 @@ from cr_helpers import (
     without_notes,
 )
 
-pytestmark = [needs_root]
+pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 
 STEPS = 24
 TRAIN = ("samples/train_mlp.py", "--steps", str(STEPS), "--print-every", "1")
 SLEEP = ("--sleep-per-step", "0.05")
 STEP_LINE = r"^step \d+ loss"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _native() -> None:
-    native_ready()
-
-
-@pytest.fixture
-def cedana(tmp_path: Path) -> Iterator[Cedana]:
-    """A state directory of the test's own; jobs still running at the end are killed."""
-    c = Cedana(tmp_path / "state")
-    yield c
-    c.kill_all()
 
 
 def train(*extra: str) -> list[str]:
@@ -132,7 +117,9 @@ def test_dump_kill_restore_matches_uninterrupted_run(
 
 @pytest.mark.slow
 def test_three_dump_restore_cycles(cedana: Cedana, tmp_path: Path) -> None:
-    steps = ("--steps", "40")
+    # 6 s of steps: each generation must still have steps left when the next
+    # dump comes, also on a loaded machine where a CLI start takes a second.
+    steps = ("--steps", "120")
     expected = list(run_direct(*TRAIN, *steps))
     jids = [unique_jid(f"cy{i}") for i in range(4)]
     start_training(cedana, jids[0], *steps)
