@@ -365,6 +365,8 @@ CGC_HIDDEN void cgc_ckpt_free(cgc_t *c);
 CGC_HIDDEN CUresult cgc_pin_map(cgc_t *c, uint32_t id, uint64_t size, uint64_t app_addr, cgc_pin **out);
 
 /* complete.c */
+/* Destroy a driver object of one of the kinds a context teardown buries. */
+CGC_HIDDEN void cgc_dead_destroy(cgc_t *c, const cgc_dead *d);
 /* A task completing request `h` (its op, channel and token) in context ctx. */
 CGC_HIDDEN cgc_task *cgc_task_new(cgc_t *c, cgc_task_kind kind, const cgs_req *h,
                                   cgc_context *ctx);
