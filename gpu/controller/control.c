@@ -420,9 +420,7 @@ static int sync_all(cgc_t *c) {
   c->drv.cuCtxGetCurrent(&saved);
   int rc = cgc_ctx_sync(c, c->primary0);
   pthread_mutex_lock(&c->lock);
-  for (size_t i = 0; i < c->contexts.cap; i++) {
-    if (!cgc_hmap_live(&c->contexts.e[i])) continue;
-    cgc_context *x = c->contexts.e[i].val;
+  CGC_HMAP_EACH(&c->contexts, cgc_context *, x) {
     if (x->real == c->primary0) continue;
     CUresult r = cgc_ctx_sync(c, x->real);
     if (!rc) rc = (int)r;

@@ -124,13 +124,6 @@ static CUresult keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, si
   return CUDA_ERROR_OUT_OF_MEMORY;
 }
 
-/* Each live entry of hash table m, as v. Deleting v is allowed (cgc_hmap_del
- * leaves the other entries in place); `break` would only end the inner loop,
- * so the bodies use none. */
-#define FOR_EACH_LIVE(m, T, v)                 \
-  for (size_t i_ = 0; i_ < (m)->cap; i_++)     \
-    for (T v = cgc_hmap_live(&(m)->e[i_]) ? (m)->e[i_].val : NULL; v; v = NULL)
-
 static void free_function(cgc_function *f) {
   free(f->name);
   free(f->params);
@@ -233,26 +226,26 @@ static void drop_ctx_resources(cgc_t *c, cgc_context *x, cgc_task *t) {
   } while (0)
   pthread_mutex_lock(&c->lock);
   /* Each table files its objects under their minted handles. */
-  FOR_EACH_LIVE(&c->functions, cgc_function *, f) {
+  CGC_HMAP_EACH(&c->functions, cgc_function *, f) {
     if (f->module->ctx != x) continue;
     cgc_hmap_del(&c->functions, f->minted);
     free_function(f);
   }
   drop_globals(c, NULL, x);
-  FOR_EACH_LIVE(&c->modules, cgc_module *, m) {
+  CGC_HMAP_EACH(&c->modules, cgc_module *, m) {
     if (m->ctx != x) continue;
     cgc_hmap_del(&c->modules, m->minted);
     BURY(CGC_DEAD_MODULE, m->real);
     free(m->image);
     free(m);
   }
-  FOR_EACH_LIVE(&c->streams, cgc_stream *, s) {
+  CGC_HMAP_EACH(&c->streams, cgc_stream *, s) {
     if (s->ctx != x) continue;
     cgc_hmap_del(&c->streams, s->minted);
     BURY(CGC_DEAD_STREAM, s->real);
     free(s);
   }
-  FOR_EACH_LIVE(&c->events, cgc_event *, ev) {
+  CGC_HMAP_EACH(&c->events, cgc_event *, ev) {
     if (ev->ctx != x) continue;
     cgc_hmap_del(&c->events, ev->minted);
     pthread_mutex_lock(&c->evlock);
@@ -679,7 +672,7 @@ static int op_module(cgc_t *c, cgs_module *r, uint64_t *ret, int *nret) {
   pthread_mutex_lock(&c->lock);
   cgc_hmap_del(&c->modules, r->handle);
   if (m->nfunctions) {
-    FOR_EACH_LIVE(&c->functions, cgc_function *, f) {
+    CGC_HMAP_EACH(&c->functions, cgc_function *, f) {
       if (f->module != m) continue;
       cgc_hmap_del(&c->functions, f->minted);
       free_function(f);
@@ -1132,27 +1125,27 @@ void *cgc_dispatch_main(void *arg) {
 
 /* Free the tables (the driver objects go with the contexts or were freed). */
 void cgc_tables_free(cgc_t *c) {
-  FOR_EACH_LIVE(&c->functions, cgc_function *, f) free_function(f);
-  FOR_EACH_LIVE(&c->modules, cgc_module *, m) {
+  CGC_HMAP_EACH(&c->functions, cgc_function *, f) free_function(f);
+  CGC_HMAP_EACH(&c->modules, cgc_module *, m) {
     c->drv.cuModuleUnload(m->real);
     free(m->image);
     free(m);
   }
-  FOR_EACH_LIVE(&c->streams, cgc_stream *, s) {
+  CGC_HMAP_EACH(&c->streams, cgc_stream *, s) {
     c->drv.cuStreamDestroy(s->real);
     free(s);
   }
-  FOR_EACH_LIVE(&c->events, cgc_event *, e) {
+  CGC_HMAP_EACH(&c->events, cgc_event *, e) {
     c->drv.cuEventDestroy(e->real);
     free(e);
   }
-  FOR_EACH_LIVE(&c->pins, cgc_pin *, p) {
+  CGC_HMAP_EACH(&c->pins, cgc_pin *, p) {
     char path[sizeof c->pin_prefix + 16];
     snprintf(path, sizeof path, "%s%u", c->pin_prefix, p->id);
     cgc_pin_unmap(c, p);
     unlink(path);
   }
-  FOR_EACH_LIVE(&c->contexts, cgc_context *, x) {
+  CGC_HMAP_EACH(&c->contexts, cgc_context *, x) {
     for (int k = 0; k < x->nev; k++) c->drv.cuEventDestroy(x->evpool[k]);
     free(x->evpool);
     /* Primary contexts: our own retains are released by cgc_close. */
