@@ -331,6 +331,10 @@ CGC_HIDDEN void cgc_complete(cgc_t *c, uint32_t channel, uint32_t token, int32_t
 CGC_HIDDEN void cgc_async_error(cgc_t *c, int32_t rc);
 CGC_HIDDEN bool cgc_ring_ready(cgc_t *c);
 CGC_HIDDEN void cgc_tables_free(cgc_t *c);
+/* Keep a new object, made on the stack around its driver object `real`, in
+ * table m under its minted handle (a heap copy goes in). 0, or -ENOMEM or
+ * -EEXIST (the handle is taken), with the driver object destroyed again. */
+CGC_HIDDEN int cgc_table_keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real);
 
 /* memory.c: allocations inside the reserved range */
 CGC_HIDDEN int cgc_va_init(cgc_t *c);

@@ -109,19 +109,22 @@ static void *table_del(cgc_t *c, cgc_hmap *m, uint64_t key) {
   return v;
 }
 
-/* Keep a new object, made on the stack around its driver object `real`, in
- * table m under the job's handle (a heap copy goes in). Without memory for
- * the copy or the entry, the driver object is destroyed again and the call
- * fails as out of memory. */
-static CUresult keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real) {
+int cgc_table_keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real) {
   void *copy = malloc(size);
+  int rc = -ENOMEM;
   if (copy) {
     memcpy(copy, obj, size);
-    if (!table_put(c, m, handle, copy)) return CUDA_SUCCESS;
+    if (!(rc = table_put(c, m, handle, copy))) return 0;
     free(copy);
   }
   cgc_dead_destroy(c, &real);
-  return CUDA_ERROR_OUT_OF_MEMORY;
+  return rc;
+}
+
+/* A new object kept for the job (cgc_table_keep): a full table is out of
+ * memory to the job. */
+static CUresult keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real) {
+  return cgc_table_keep(c, m, handle, obj, size, real) ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
 }
 
 static void free_function(cgc_function *f) {
