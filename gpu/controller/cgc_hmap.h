@@ -53,7 +53,14 @@ int cgc_hmap_put(cgc_hmap *m, uint64_t key, void *val);
 void *cgc_hmap_del(cgc_hmap *m, uint64_t key);
 void cgc_hmap_free(cgc_hmap *m);
 
-/* Iterate: for (size_t i = 0; i < m->cap; i++) if (cgc_hmap_live(&m->e[i])) ... */
 static inline int cgc_hmap_live(const cgc_hmap_entry *e) { return e->val && e->val != CGC_HMAP_TOMB; }
+
+/* Each live entry of table m, as v of type T: CGC_HMAP_EACH(&c->streams,
+ * cgc_stream *, s) { ... }. Deleting v's entry is allowed (cgc_hmap_del
+ * leaves the others in place); `break` would only end the inner loop, so a
+ * body leaves with return or not at all. */
+#define CGC_HMAP_EACH(m, T, v)             \
+  for (size_t i_ = 0; i_ < (m)->cap; i_++) \
+    for (T v = cgc_hmap_live(&(m)->e[i_]) ? (T)(m)->e[i_].val : NULL; v; v = NULL)
 
 #endif

@@ -331,6 +331,10 @@ CGC_HIDDEN void cgc_complete(cgc_t *c, uint32_t channel, uint32_t token, int32_t
 CGC_HIDDEN void cgc_async_error(cgc_t *c, int32_t rc);
 CGC_HIDDEN bool cgc_ring_ready(cgc_t *c);
 CGC_HIDDEN void cgc_tables_free(cgc_t *c);
+/* Keep a new object, made on the stack around its driver object `real`, in
+ * table m under its minted handle (a heap copy goes in). 0, or -ENOMEM or
+ * -EEXIST (the handle is taken), with the driver object destroyed again. */
+CGC_HIDDEN int cgc_table_keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real);
 
 /* memory.c: allocations inside the reserved range */
 CGC_HIDDEN int cgc_va_init(cgc_t *c);
@@ -365,6 +369,8 @@ CGC_HIDDEN void cgc_ckpt_free(cgc_t *c);
 CGC_HIDDEN CUresult cgc_pin_map(cgc_t *c, uint32_t id, uint64_t size, uint64_t app_addr, cgc_pin **out);
 
 /* complete.c */
+/* Destroy a driver object of one of the kinds a context teardown buries. */
+CGC_HIDDEN void cgc_dead_destroy(cgc_t *c, const cgc_dead *d);
 /* A task completing request `h` (its op, channel and token) in context ctx. */
 CGC_HIDDEN cgc_task *cgc_task_new(cgc_t *c, cgc_task_kind kind, const cgs_req *h,
                                   cgc_context *ctx);

@@ -124,16 +124,7 @@ void sd_list_begin(cjw *w, const char *name);
 void sd_rows_begin(cjw *w, const char *name); /* "chunks" or "allocations" */
 void sd_list_end(cjw *w);
 void sd_put_device(cjw *w, const sd_device *d);
-void sd_put_context(cjw *w, const sd_context *x);
-void sd_put_chunk(cjw *w, const sd_chunk *x);
-void sd_put_alloc(cjw *w, const sd_alloc *x);
-void sd_put_module(cjw *w, const sd_module *x);
 void sd_put_function(cjw *w, const sd_function *x);
-void sd_put_global(cjw *w, const sd_global *x);
-void sd_put_stream(cjw *w, const sd_stream *x);
-void sd_put_event(cjw *w, const sd_event *x);
-void sd_put_pin(cjw *w, const sd_pin *x);
-void sd_put_blob(cjw *w, const sd_blob *x);
 void sd_put_end(cjw *w, const sd_counts *n);
 
 /* ---- reader ---------------------------------------------------------------
@@ -145,18 +136,23 @@ void sd_put_end(cjw *w, const sd_counts *n);
 int sd_get_header(cgc_t *c, const cj *st, sd_header *out);
 /* The list member `name` of the document (checked by sd_get_header). */
 const cj *sd_list(const cj *st, const char *name);
-int sd_get_context(cgc_t *c, const cj *e, size_t i, sd_context *out);
-int sd_get_chunk(cgc_t *c, const cj *e, size_t i, sd_chunk *out);
-int sd_get_alloc(cgc_t *c, const cj *e, size_t i, sd_alloc *out);
-int sd_get_module(cgc_t *c, const cj *e, size_t i, sd_module *out);
 /* out->params is NULL: the parameters are read one at a time with
  * sd_get_param (k < nparams), into the caller's own array. */
 int sd_get_function(cgc_t *c, const cj *e, size_t i, sd_function *out);
 int sd_get_param(cgc_t *c, const cj *e, size_t i, const sd_function *fn, int32_t k, cgs_param *out);
-int sd_get_global(cgc_t *c, const cj *e, size_t i, sd_global *out);
-int sd_get_stream(cgc_t *c, const cj *e, size_t i, sd_stream *out);
-int sd_get_event(cgc_t *c, const cj *e, size_t i, sd_event *out);
-int sd_get_pin(cgc_t *c, const cj *e, size_t i, sd_pin *out);
-int sd_get_blob(cgc_t *c, const cj *e, size_t i, sd_blob *out);
+
+/* ---- the other records ----------------------------------------------------
+ * Written and read whole, each from the one table of its members in
+ * state_doc.c; for each kind X here:
+ *   void sd_put_X(cjw *w, const sd_X *x);
+ *   int sd_get_X(cgc_t *c, const cj *e, size_t i, sd_X *out);
+ * (chunks and allocations are rows, begun with sd_rows_begin). */
+#define SD_RECORDS(X) X(context) X(chunk) X(alloc) X(module) X(global) X(stream) X(event) X(pin) X(blob)
+
+#define SD_DECLARE(kind)                             \
+  void sd_put_##kind(cjw *w, const sd_##kind *x); \
+  int sd_get_##kind(cgc_t *c, const cj *e, size_t i, sd_##kind *out);
+SD_RECORDS(SD_DECLARE)
+#undef SD_DECLARE
 
 #endif

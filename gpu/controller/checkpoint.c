@@ -276,28 +276,37 @@ static CUresult write_plain(cgc_t *c, uint64_t addr, const uint8_t *src, uint64_
   return CUDA_SUCCESS;
 }
 
-CGC_API int cgc_read_device(cgc_t *c, uint64_t addr, void *dst, uint64_t size, uint64_t *checksum) {
-  if (!c) return -EINVAL;
-  if (!dst && size) {
-    cgc_set_error(c, "cgc_read_device: no destination buffer");
+/* The copy behind cgc_read_device (into dst) and cgc_write_device (from
+ * src): one range between the device and host memory, pipelined through the
+ * bounce buffer or straight from pinned memory where it can be. The checksum
+ * goes on from *checksum; a read always computes it, a write only when
+ * asked. */
+static int device_copy(cgc_t *c, bool write, uint64_t addr, void *dst, const void *src, uint64_t size,
+                       uint64_t *checksum) {
+  const char *who = write ? "cgc_write_device" : "cgc_read_device";
+  if (!(write ? src : dst) && size) {
+    cgc_set_error(c, "%s: no %s buffer", who, write ? "source" : "destination");
     return -EINVAL;
   }
   uint32_t crc = ~(uint32_t)(checksum ? *checksum : 0);
-  int device = 0, r = region_device(c, "cgc_read_device", addr, size, &device);
+  int device = 0, r = region_device(c, who, addr, size, &device);
   if (r) return r;
   if (size) {
     copy_job j;
     CUresult rc = copy_begin(c, device, &j);
-    if (!rc) {
+    if (!rc && write) {
+      bool direct = host_pinned(c, src, size);
+      uint32_t *sum = checksum ? &crc : NULL;
+      rc = direct || j.x->bounce ? write_pipe(c, j.x, addr, src, size, direct, sum)
+                                 : write_plain(c, addr, src, size, sum);
+    } else if (!rc) {
       bool direct = host_pinned(c, dst, size);
-      if (direct || j.x->bounce)
-        rc = read_pipe(c, j.x, addr, dst, size, direct, &crc);
-      else
-        rc = read_plain(c, addr, dst, size, &crc);
+      rc = direct || j.x->bounce ? read_pipe(c, j.x, addr, dst, size, direct, &crc)
+                                 : read_plain(c, addr, dst, size, &crc);
     }
     copy_end(&j);
     if (rc) {
-      cgc_set_error(c, "cgc_read_device: copy of 0x%llx+%llu failed: %s", (unsigned long long)addr,
+      cgc_set_error(c, "%s: copy %s 0x%llx+%llu failed: %s", who, write ? "to" : "of", (unsigned long long)addr,
                     (unsigned long long)size, cgc_cu_name(c, rc));
       return (int)rc;
     }
@@ -306,34 +315,12 @@ CGC_API int cgc_read_device(cgc_t *c, uint64_t addr, void *dst, uint64_t size, u
   return 0;
 }
 
+CGC_API int cgc_read_device(cgc_t *c, uint64_t addr, void *dst, uint64_t size, uint64_t *checksum) {
+  return c ? device_copy(c, false, addr, dst, NULL, size, checksum) : -EINVAL;
+}
+
 CGC_API int cgc_write_device_checksum(cgc_t *c, uint64_t addr, const void *src, uint64_t size, uint64_t *checksum) {
-  if (!c) return -EINVAL;
-  if (!src && size) {
-    cgc_set_error(c, "cgc_write_device: no source buffer");
-    return -EINVAL;
-  }
-  uint32_t crc = ~(uint32_t)(checksum ? *checksum : 0);
-  int device = 0, r = region_device(c, "cgc_write_device", addr, size, &device);
-  if (r) return r;
-  if (size) {
-    copy_job j;
-    CUresult rc = copy_begin(c, device, &j);
-    if (!rc) {
-      bool direct = host_pinned(c, src, size);
-      if (direct || j.x->bounce)
-        rc = write_pipe(c, j.x, addr, src, size, direct, checksum ? &crc : NULL);
-      else
-        rc = write_plain(c, addr, src, size, checksum ? &crc : NULL);
-    }
-    copy_end(&j);
-    if (rc) {
-      cgc_set_error(c, "cgc_write_device: copy to 0x%llx+%llu failed: %s", (unsigned long long)addr,
-                    (unsigned long long)size, cgc_cu_name(c, rc));
-      return (int)rc;
-    }
-  }
-  if (checksum) *checksum = (uint32_t)~crc;
-  return 0;
+  return c ? device_copy(c, true, addr, NULL, src, size, checksum) : -EINVAL;
 }
 
 CGC_API int cgc_write_device(cgc_t *c, uint64_t addr, const void *src, uint64_t size) {
@@ -537,9 +524,7 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
   sd_list_end(&w);
 
   sd_list_begin(&w, "contexts");
-  for (size_t i = 0; i < c->contexts.cap; i++) {
-    if (!cgc_hmap_live(&c->contexts.e[i])) continue;
-    const cgc_context *x = c->contexts.e[i].val;
+  CGC_HMAP_EACH(&c->contexts, const cgc_context *, x) {
     sd_put_context(&w, &(sd_context){x->minted, x->device, x->flags, x->primary, x->refs});
   }
   sd_list_end(&w);
@@ -578,9 +563,7 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
   if (rc) return rc;
   sd_list_begin(&w, "modules");
   int nmod = 0;
-  for (size_t i = 0; i < c->modules.cap; i++) {
-    if (!cgc_hmap_live(&c->modules.e[i])) continue;
-    cgc_module *m = c->modules.e[i].val;
+  CGC_HMAP_EACH(&c->modules, cgc_module *, m) {
     char file[64];
     snprintf(file, sizeof file, "modules/%d.img", nmod);
     rc = write_file(c, dir, file, m->image, m->image_size);
@@ -592,9 +575,7 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
   sd_list_end(&w);
 
   sd_list_begin(&w, "functions");
-  for (size_t i = 0; i < c->functions.cap; i++) {
-    if (!cgc_hmap_live(&c->functions.e[i])) continue;
-    const cgc_function *fn = c->functions.e[i].val;
+  CGC_HMAP_EACH(&c->functions, const cgc_function *, fn) {
     sd_function d = {fn->minted, fn->module->minted, fn->name, fn->nparams, fn->params_size, fn->params,
                      fn->attr_set, {0}};
     memcpy(d.attrs, fn->attrs, sizeof d.attrs);
@@ -635,23 +616,17 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
   if (rc) return rc;
 
   sd_list_begin(&w, "streams");
-  for (size_t i = 0; i < c->streams.cap; i++) {
-    if (!cgc_hmap_live(&c->streams.e[i])) continue;
-    const cgc_stream *s = c->streams.e[i].val;
+  CGC_HMAP_EACH(&c->streams, const cgc_stream *, s) {
     sd_put_stream(&w, &(sd_stream){s->minted, minted_ctx(s->ctx), s->flags, s->priority});
   }
   sd_list_end(&w);
   sd_list_begin(&w, "events");
-  for (size_t i = 0; i < c->events.cap; i++) {
-    if (!cgc_hmap_live(&c->events.e[i])) continue;
-    const cgc_event *e = c->events.e[i].val;
+  CGC_HMAP_EACH(&c->events, const cgc_event *, e) {
     sd_put_event(&w, &(sd_event){e->minted, minted_ctx(e->ctx), e->flags});
   }
   sd_list_end(&w);
   sd_list_begin(&w, "pins");
-  for (size_t i = 0; i < c->pins.cap; i++) {
-    if (!cgc_hmap_live(&c->pins.e[i])) continue;
-    const cgc_pin *p = c->pins.e[i].val;
+  CGC_HMAP_EACH(&c->pins, const cgc_pin *, p) {
     sd_put_pin(&w, &(sd_pin){p->id, p->size, p->app_addr, p->same_addr, p->registered});
   }
   sd_list_end(&w);

@@ -83,6 +83,14 @@ void cgc_pin_unmap(cgc_t *c, cgc_pin *p) {
   free(p);
 }
 
+void cgc_dead_destroy(cgc_t *c, const cgc_dead *d) {
+  switch (d->kind) {
+  case CGC_DEAD_STREAM: c->drv.cuStreamDestroy((CUstream)d->h); break;
+  case CGC_DEAD_EVENT: c->drv.cuEventDestroy((CUevent)d->h); break;
+  case CGC_DEAD_MODULE: c->drv.cuModuleUnload((CUmodule)d->h); break;
+  }
+}
+
 static void run_task(cgc_t *c, cgc_task *t) {
   CUresult rc = CUDA_SUCCESS;
   uint64_t ret[1] = {t->ret0};
@@ -115,13 +123,7 @@ static void run_task(cgc_t *c, cgc_task *t) {
       nanosleep(&ts, NULL);
     }
     rc = cgc_ctx_sync(c, t->ctx->real);
-    for (int i = 0; i < t->ndead; i++) {
-      switch (t->dead[i].kind) {
-      case CGC_DEAD_STREAM: c->drv.cuStreamDestroy((CUstream)t->dead[i].h); break;
-      case CGC_DEAD_EVENT: c->drv.cuEventDestroy((CUevent)t->dead[i].h); break;
-      case CGC_DEAD_MODULE: c->drv.cuModuleUnload((CUmodule)t->dead[i].h); break;
-      }
-    }
+    for (int i = 0; i < t->ndead; i++) cgc_dead_destroy(c, &t->dead[i]);
     free(t->dead);
     t->dead = NULL;
     for (cgc_alloc *a = t->alloc, *n; a; a = n) {

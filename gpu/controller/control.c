@@ -76,22 +76,12 @@ int cgc_driver_load(cgc_t *c) {
 
 /* ---- open -----------------------------------------------------------------*/
 
-static bool job_id_ok(const char *id) {
-  size_t n = id ? strlen(id) : 0;
-  if (n == 0 || n >= CGS_JOB_ID_MAX) return false;
-  if (id[0] == '.') return false;
-  for (size_t i = 0; i < n; i++) {
-    char ch = id[i];
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-          ch == '_' || ch == '.'))
-      return false;
-  }
-  return true;
-}
-
-static bool file_name_ok(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 200 || s[0] == '.') return false;
+/* A job id (at most CGS_JOB_ID_MAX - 1 bytes) or a file name (at most 200):
+ * letters, digits, '-', '_' and '.', not empty and not starting with '.', so
+ * it names one plain file wherever it is put in a path. */
+static bool name_ok(const char *s, size_t max) {
+  size_t n = s ? strlen(s) : 0;
+  if (n == 0 || n > max || s[0] == '.') return false;
   for (size_t i = 0; i < n; i++) {
     char ch = s[i];
     if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
@@ -214,7 +204,7 @@ CGC_API int cgc_open(const cgc_config *cfg, cgc_t **out) {
   open_err[0] = 0;
   int rc = 0;
 
-  if (!cfg || !job_id_ok(cfg->job_id)) {
+  if (!cfg || !name_ok(cfg->job_id, CGS_JOB_ID_MAX - 1)) {
     cgc_set_error(c, "invalid job id: use 1-%d of [A-Za-z0-9._-], not starting with '.'", CGS_JOB_ID_MAX - 1);
     rc = -EINVAL;
     goto fail;
@@ -225,7 +215,7 @@ CGC_API int cgc_open(const cgc_config *cfg, cgc_t **out) {
     char dflt[CGS_JOB_ID_MAX + 32];
     snprintf(dflt, sizeof dflt, "%s%s", CGS_NAME_PREFIX + 1, cfg->job_id);
     const char *name = cfg->segment_name && *cfg->segment_name ? cfg->segment_name : dflt;
-    if (!file_name_ok(name)) {
+    if (!name_ok(name, 200)) {
       cgc_set_error(c, "invalid segment name '%s': use 1-200 of [A-Za-z0-9._-], not starting with '.'", name);
       rc = -EINVAL;
       goto fail;
@@ -420,9 +410,7 @@ static int sync_all(cgc_t *c) {
   c->drv.cuCtxGetCurrent(&saved);
   int rc = cgc_ctx_sync(c, c->primary0);
   pthread_mutex_lock(&c->lock);
-  for (size_t i = 0; i < c->contexts.cap; i++) {
-    if (!cgc_hmap_live(&c->contexts.e[i])) continue;
-    cgc_context *x = c->contexts.e[i].val;
+  CGC_HMAP_EACH(&c->contexts, cgc_context *, x) {
     if (x->real == c->primary0) continue;
     CUresult r = cgc_ctx_sync(c, x->real);
     if (!rc) rc = (int)r;

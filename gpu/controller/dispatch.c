@@ -109,6 +109,43 @@ static void *table_del(cgc_t *c, cgc_hmap *m, uint64_t key) {
   return v;
 }
 
+int cgc_table_keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real) {
+  void *copy = malloc(size);
+  int rc = -ENOMEM;
+  if (copy) {
+    memcpy(copy, obj, size);
+    if (!(rc = table_put(c, m, handle, copy))) return 0;
+    free(copy);
+  }
+  cgc_dead_destroy(c, &real);
+  return rc;
+}
+
+/* A new object kept for the job (cgc_table_keep): a full table is out of
+ * memory to the job. */
+static CUresult keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real) {
+  return cgc_table_keep(c, m, handle, obj, size, real) ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+}
+
+static void free_function(cgc_function *f) {
+  free(f->name);
+  free(f->params);
+  free(f);
+}
+
+/* What a handler that queues work resolves first: the request's context,
+ * made current, and the stream it names (in its own context, sx). */
+typedef struct target {
+  cgc_context *x, *sx;
+  CUstream s;
+} target;
+
+static CUresult use_target(cgc_t *c, const cgs_req *h, uint64_t stream, uint32_t per_thread, target *t) {
+  CUresult rc = use_ctx(c, h->ctx, false, &t->x);
+  if (!rc) rc = get_stream(c, stream, per_thread, t->x, &t->s, &t->sx);
+  return rc;
+}
+
 /* ---- waiting without blocking -------------------------------------------- */
 
 /* Record a private event behind the work queued on `stream` and let a worker
@@ -137,7 +174,38 @@ static int wait_stream(cgc_t *c, const cgs_req *h, cgc_context *sctx, CUstream s
   return DEFERRED;
 }
 
+/* Free an allocation (a) or unmap a pinned file (p) once the work queued in
+ * context x has run, from a worker; without memory for the task, wait for
+ * that work here. */
+static int release_drained(cgc_t *c, const cgs_req *h, cgc_context *x, cgc_alloc *a, cgc_pin *p) {
+  cgc_task *t = cgc_task_new(c, a ? CGC_TASK_FREE : CGC_TASK_UNPIN, h, x);
+  if (!t) {
+    CUresult rc = cgc_ctx_sync(c, x->real);
+    c->cur = NULL;
+    if (a) cgc_mem_release(c, a);
+    if (p) cgc_pin_unmap(c, p);
+    return rc;
+  }
+  t->alloc = a;
+  t->pin = p;
+  cgc_task_submit(c, t);
+  return DEFERRED;
+}
+
 /* ---- contexts ------------------------------------------------------------ */
+
+/* Forget the module globals of module m, or of every module in context x
+ * (the caller holds c->lock). */
+static void drop_globals(cgc_t *c, const cgc_module *m, const cgc_context *x) {
+  for (int i = 0; i < c->nglobals;) {
+    if (c->globals[i].module == m || c->globals[i].module->ctx == x) {
+      free(c->globals[i].name);
+      c->globals[i] = c->globals[--c->nglobals];
+    } else {
+      i++;
+    }
+  }
+}
 
 /* Take everything that belongs to context x out of the tables, for a task
  * that destroys the driver objects once the context has drained (the
@@ -160,49 +228,29 @@ static void drop_ctx_resources(cgc_t *c, cgc_context *x, cgc_task *t) {
     t->ndead++;                                                        \
   } while (0)
   pthread_mutex_lock(&c->lock);
-  for (size_t i = 0; i < c->functions.cap; i++) {
-    cgc_hmap_entry *e = &c->functions.e[i];
-    if (!cgc_hmap_live(e)) continue;
-    cgc_function *f = e->val;
+  /* Each table files its objects under their minted handles. */
+  CGC_HMAP_EACH(&c->functions, cgc_function *, f) {
     if (f->module->ctx != x) continue;
-    cgc_hmap_del(&c->functions, e->key);
-    free(f->name);
-    free(f->params);
-    free(f);
+    cgc_hmap_del(&c->functions, f->minted);
+    free_function(f);
   }
-  for (int i = 0; i < c->nglobals;) {
-    if (c->globals[i].module->ctx == x) {
-      free(c->globals[i].name);
-      c->globals[i] = c->globals[--c->nglobals];
-    } else {
-      i++;
-    }
-  }
-  for (size_t i = 0; i < c->modules.cap; i++) {
-    cgc_hmap_entry *e = &c->modules.e[i];
-    if (!cgc_hmap_live(e)) continue;
-    cgc_module *m = e->val;
+  drop_globals(c, NULL, x);
+  CGC_HMAP_EACH(&c->modules, cgc_module *, m) {
     if (m->ctx != x) continue;
-    cgc_hmap_del(&c->modules, e->key);
+    cgc_hmap_del(&c->modules, m->minted);
     BURY(CGC_DEAD_MODULE, m->real);
     free(m->image);
     free(m);
   }
-  for (size_t i = 0; i < c->streams.cap; i++) {
-    cgc_hmap_entry *e = &c->streams.e[i];
-    if (!cgc_hmap_live(e)) continue;
-    cgc_stream *s = e->val;
+  CGC_HMAP_EACH(&c->streams, cgc_stream *, s) {
     if (s->ctx != x) continue;
-    cgc_hmap_del(&c->streams, e->key);
+    cgc_hmap_del(&c->streams, s->minted);
     BURY(CGC_DEAD_STREAM, s->real);
     free(s);
   }
-  for (size_t i = 0; i < c->events.cap; i++) {
-    cgc_hmap_entry *e = &c->events.e[i];
-    if (!cgc_hmap_live(e)) continue;
-    cgc_event *ev = e->val;
+  CGC_HMAP_EACH(&c->events, cgc_event *, ev) {
     if (ev->ctx != x) continue;
-    cgc_hmap_del(&c->events, e->key);
+    cgc_hmap_del(&c->events, ev->minted);
     pthread_mutex_lock(&c->evlock);
     bool busy = ev->busy > 0;
     if (busy) ev->dead = true; /* its waiter destroys it */
@@ -363,16 +411,7 @@ static int op_mem(cgc_t *c, cgs_mem *r, uint64_t *ret, int *nret) {
   case CGS_OP_MEM_FREE: {
     cgc_alloc *a = cgc_mem_take(c, r->dptr);
     if (!a) return CUDA_ERROR_INVALID_VALUE;
-    cgc_task *t = cgc_task_new(c, CGC_TASK_FREE, &r->h, x);
-    if (!t) {
-      rc = cgc_ctx_sync(c, x->real);
-      c->cur = NULL;
-      cgc_mem_release(c, a);
-      return rc;
-    }
-    t->alloc = a;
-    cgc_task_submit(c, t);
-    return DEFERRED;
+    return release_drained(c, &r->h, x, a, NULL);
   }
   case CGS_OP_MEM_GET_INFO: {
     size_t fr = 0, total = 0;
@@ -402,11 +441,8 @@ static CUresult host_ptr(cgc_t *c, const cgs_copy *r, void **out) {
 
 static int op_copy(cgc_t *c, cgs_copy *r, uint64_t *ret, int *nret) {
   (void)ret, (void)nret;
-  cgc_context *x, *sx;
-  CUresult rc = use_ctx(c, r->h.ctx, false, &x);
-  if (rc) return rc;
-  CUstream s;
-  rc = get_stream(c, r->stream, r->per_thread, x, &s, &sx);
+  target t;
+  CUresult rc = use_target(c, &r->h, r->stream, r->per_thread, &t);
   if (rc) return rc;
   if (r->size == 0) return CUDA_SUCCESS;
   if (c->nremaps) { /* module globals that moved in a restore */
@@ -431,39 +467,36 @@ static int op_copy(cgc_t *c, cgs_copy *r, uint64_t *ret, int *nret) {
       void *priv = malloc(r->size);
       if (priv) {
         memcpy(priv, hp, r->size);
-        rc = c->drv.cuMemcpyHtoDAsync(r->dst, priv, r->size, s);
+        rc = c->drv.cuMemcpyHtoDAsync(r->dst, priv, r->size, t.s);
         free(priv);
         return rc;
       }
     }
-    rc = c->drv.cuMemcpyHtoDAsync(r->dst, hp, r->size, s);
+    rc = c->drv.cuMemcpyHtoDAsync(r->dst, hp, r->size, t.s);
     break;
   case CGS_OP_MEMCPY_DTOH:
     if (!cgc_mem_valid(c, r->src, r->size)) return CUDA_ERROR_INVALID_VALUE;
     rc = host_ptr(c, r, &hp);
     if (rc) return rc;
-    rc = c->drv.cuMemcpyDtoHAsync(hp, r->src, r->size, s);
+    rc = c->drv.cuMemcpyDtoHAsync(hp, r->src, r->size, t.s);
     break;
   default:
     if (!cgc_mem_valid(c, r->dst, r->size) || !cgc_mem_valid(c, r->src, r->size)) return CUDA_ERROR_INVALID_VALUE;
-    rc = c->drv.cuMemcpyDtoDAsync(r->dst, r->src, r->size, s);
+    rc = c->drv.cuMemcpyDtoDAsync(r->dst, r->src, r->size, t.s);
     break;
   }
   if (rc) return rc;
   /* A staged copy completes when the bytes have moved: the job reuses its
    * staging area right after. */
   bool staged = r->h.op != CGS_OP_MEMCPY_DTOD && r->host_kind == CGS_HOST_STAGING;
-  if ((staged || !r->async) && r->h.channel != CGS_NO_CHANNEL) return wait_stream(c, &r->h, sx, s);
+  if ((staged || !r->async) && r->h.channel != CGS_NO_CHANNEL) return wait_stream(c, &r->h, t.sx, t.s);
   return CUDA_SUCCESS;
 }
 
 static int op_memset(cgc_t *c, cgs_memset *r, uint64_t *ret, int *nret) {
   (void)ret, (void)nret;
-  cgc_context *x, *sx;
-  CUresult rc = use_ctx(c, r->h.ctx, false, &x);
-  if (rc) return rc;
-  CUstream s;
-  rc = get_stream(c, r->stream, r->per_thread, x, &s, &sx);
+  target t;
+  CUresult rc = use_target(c, &r->h, r->stream, r->per_thread, &t);
   if (rc) return rc;
   if (r->width == 0) return CUDA_SUCCESS;
   if (c->nremaps) r->dst = cgc_global_remap(c, r->dst);
@@ -472,19 +505,19 @@ static int op_memset(cgc_t *c, cgs_memset *r, uint64_t *ret, int *nret) {
   if (!cgc_mem_valid(c, r->dst, span)) return CUDA_ERROR_INVALID_VALUE;
   if (r->height == 1) {
     switch (r->elem_size) {
-    case 1: rc = c->drv.cuMemsetD8Async(r->dst, (unsigned char)r->value, r->width, s); break;
-    case 2: rc = c->drv.cuMemsetD16Async(r->dst, (unsigned short)r->value, r->width, s); break;
-    default: rc = c->drv.cuMemsetD32Async(r->dst, r->value, r->width, s); break;
+    case 1: rc = c->drv.cuMemsetD8Async(r->dst, (unsigned char)r->value, r->width, t.s); break;
+    case 2: rc = c->drv.cuMemsetD16Async(r->dst, (unsigned short)r->value, r->width, t.s); break;
+    default: rc = c->drv.cuMemsetD32Async(r->dst, r->value, r->width, t.s); break;
     }
   } else {
     switch (r->elem_size) {
-    case 1: rc = c->drv.cuMemsetD2D8Async(r->dst, r->pitch, (unsigned char)r->value, r->width, r->height, s); break;
-    case 2: rc = c->drv.cuMemsetD2D16Async(r->dst, r->pitch, (unsigned short)r->value, r->width, r->height, s); break;
-    default: rc = c->drv.cuMemsetD2D32Async(r->dst, r->pitch, r->value, r->width, r->height, s); break;
+    case 1: rc = c->drv.cuMemsetD2D8Async(r->dst, r->pitch, (unsigned char)r->value, r->width, r->height, t.s); break;
+    case 2: rc = c->drv.cuMemsetD2D16Async(r->dst, r->pitch, (unsigned short)r->value, r->width, r->height, t.s); break;
+    default: rc = c->drv.cuMemsetD2D32Async(r->dst, r->pitch, r->value, r->width, r->height, t.s); break;
     }
   }
   if (rc) return rc;
-  if (!r->async && r->h.channel != CGS_NO_CHANNEL) return wait_stream(c, &r->h, sx, s);
+  if (!r->async && r->h.channel != CGS_NO_CHANNEL) return wait_stream(c, &r->h, t.sx, t.s);
   return CUDA_SUCCESS;
 }
 
@@ -498,23 +531,10 @@ static int op_stream(cgc_t *c, cgs_stream *r, uint64_t *ret, int *nret) {
   switch (r->h.op) {
   case CGS_OP_STREAM_CREATE: {
     if (cgc_hmap_get(&c->streams, r->handle)) return CUDA_ERROR_INVALID_VALUE;
-    cgc_stream *s = calloc(1, sizeof *s);
-    if (!s) return CUDA_ERROR_OUT_OF_MEMORY;
-    rc = c->drv.cuStreamCreateWithPriority(&s->real, r->flags, r->priority);
-    if (rc) {
-      free(s);
-      return rc;
-    }
-    s->minted = r->handle;
-    s->ctx = x;
-    s->flags = r->flags;
-    s->priority = r->priority;
-    if (table_put(c, &c->streams, r->handle, s)) {
-      c->drv.cuStreamDestroy(s->real);
-      free(s);
-      return CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    return CUDA_SUCCESS;
+    cgc_stream s = {.minted = r->handle, .ctx = x, .flags = r->flags, .priority = r->priority};
+    rc = c->drv.cuStreamCreateWithPriority(&s.real, r->flags, r->priority);
+    if (rc) return rc;
+    return keep(c, &c->streams, r->handle, &s, sizeof s, (cgc_dead){CGC_DEAD_STREAM, s.real});
   }
   case CGS_OP_STREAM_DESTROY: {
     cgc_stream *s = table_del(c, &c->streams, r->handle);
@@ -553,22 +573,10 @@ static int op_event(cgc_t *c, cgs_event *r, uint64_t *ret, int *nret) {
   if (rc) return rc;
   if (r->h.op == CGS_OP_EVENT_CREATE) {
     if (cgc_hmap_get(&c->events, r->handle)) return CUDA_ERROR_INVALID_VALUE;
-    cgc_event *e = calloc(1, sizeof *e);
-    if (!e) return CUDA_ERROR_OUT_OF_MEMORY;
-    rc = c->drv.cuEventCreate(&e->real, r->flags);
-    if (rc) {
-      free(e);
-      return rc;
-    }
-    e->minted = r->handle;
-    e->ctx = x;
-    e->flags = r->flags;
-    if (table_put(c, &c->events, r->handle, e)) {
-      c->drv.cuEventDestroy(e->real);
-      free(e);
-      return CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    return CUDA_SUCCESS;
+    cgc_event e = {.minted = r->handle, .ctx = x, .flags = r->flags};
+    rc = c->drv.cuEventCreate(&e.real, r->flags);
+    if (rc) return rc;
+    return keep(c, &c->events, r->handle, &e, sizeof e, (cgc_dead){CGC_DEAD_EVENT, e.real});
   }
   cgc_event *e = cgc_hmap_get(&c->events, r->handle);
   if (!e) return CUDA_ERROR_INVALID_HANDLE;
@@ -642,14 +650,6 @@ static int op_blob(cgc_t *c, cgs_blob *r, uint64_t *ret, int *nret) {
   return CUDA_SUCCESS;
 }
 
-static void drop_function(cgc_t *c, cgc_function *f) {
-  f->module->nfunctions--;
-  free(f->name);
-  free(f->params);
-  free(f);
-  (void)c;
-}
-
 static int op_module(cgc_t *c, cgs_module *r, uint64_t *ret, int *nret) {
   (void)ret, (void)nret;
   cgc_context *x;
@@ -659,46 +659,29 @@ static int op_module(cgc_t *c, cgs_module *r, uint64_t *ret, int *nret) {
     cgc_blob *b = &c->blobs[r->h.channel];
     if (!b->buf || b->total != r->size || b->filled != r->size) return CUDA_ERROR_INVALID_VALUE;
     if (cgc_hmap_get(&c->modules, r->handle)) return CUDA_ERROR_INVALID_VALUE;
-    cgc_module *m = calloc(1, sizeof *m);
-    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
-    rc = c->drv.cuModuleLoadData(&m->real, b->buf);
-    if (rc) {
-      free(m);
-      return rc;
-    }
-    m->minted = r->handle;
-    m->ctx = x;
-    m->image = b->buf; /* kept as loaded: a restore loads it again */
-    m->image_size = r->size;
-    b->buf = NULL;
+    /* The image is kept as loaded: a restore loads it again. */
+    cgc_module m = {.minted = r->handle, .ctx = x, .image = b->buf, .image_size = r->size};
+    rc = c->drv.cuModuleLoadData(&m.real, b->buf);
+    if (rc) return rc;
+    b->buf = NULL; /* the module's now, kept or not */
     b->total = b->filled = 0;
-    if (table_put(c, &c->modules, r->handle, m)) {
-      c->drv.cuModuleUnload(m->real);
-      free(m->image);
-      free(m);
-      return CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    return CUDA_SUCCESS;
+    rc = keep(c, &c->modules, r->handle, &m, sizeof m, (cgc_dead){CGC_DEAD_MODULE, m.real});
+    if (rc) free(m.image);
+    return rc;
   }
   /* MODULE_UNLOAD */
   cgc_module *m = cgc_hmap_get(&c->modules, r->handle);
   if (!m) return CUDA_ERROR_INVALID_HANDLE;
   pthread_mutex_lock(&c->lock);
   cgc_hmap_del(&c->modules, r->handle);
-  for (size_t i = 0; m->nfunctions && i < c->functions.cap; i++) {
-    cgc_hmap_entry *e = &c->functions.e[i];
-    if (!cgc_hmap_live(e) || ((cgc_function *)e->val)->module != m) continue;
-    cgc_function *f = cgc_hmap_del(&c->functions, e->key);
-    drop_function(c, f);
-  }
-  for (int i = 0; i < c->nglobals;) {
-    if (c->globals[i].module == m) {
-      free(c->globals[i].name);
-      c->globals[i] = c->globals[--c->nglobals];
-    } else {
-      i++;
+  if (m->nfunctions) {
+    CGC_HMAP_EACH(&c->functions, cgc_function *, f) {
+      if (f->module != m) continue;
+      cgc_hmap_del(&c->functions, f->minted);
+      free_function(f);
     }
   }
+  drop_globals(c, m, NULL);
   pthread_mutex_unlock(&c->lock);
   rc = c->drv.cuModuleUnload(m->real);
   free(m->image);
@@ -820,9 +803,7 @@ static int op_symbol(cgc_t *c, cgs_symbol *r, uint64_t *ret, int *nret) {
   f->name = strdup(r->name);
   rc = f->name ? param_layout(c, f) : CUDA_ERROR_OUT_OF_MEMORY;
   if (rc || table_put(c, &c->functions, r->handle, f)) {
-    free(f->name);
-    free(f->params);
-    free(f);
+    free_function(f);
     return rc ? rc : CUDA_ERROR_OUT_OF_MEMORY;
   }
   m->nfunctions++;
@@ -854,14 +835,11 @@ static int op_func_attr(cgc_t *c, cgs_func_attr *r, uint64_t *ret, int *nret) {
 /* The hot path: no allocation, two hash lookups, one driver call. */
 static int op_launch(cgc_t *c, cgs_launch *r, uint64_t *ret, int *nret) {
   (void)ret, (void)nret;
-  cgc_context *x, *sx;
-  CUresult rc = use_ctx(c, r->h.ctx, false, &x);
+  target t;
+  CUresult rc = use_target(c, &r->h, r->stream, r->per_thread, &t);
   if (rc) return rc;
   cgc_function *f = cgc_hmap_get(&c->functions, r->function);
   if (!f) return CUDA_ERROR_INVALID_HANDLE;
-  CUstream s;
-  rc = get_stream(c, r->stream, r->per_thread, x, &s, &sx);
-  if (rc) return rc;
   /* Copy the packed arguments to an aligned buffer: a kernel may read a
    * 16-byte-aligned parameter type in place (the fake driver does). */
   memcpy(c->argbuf, (const uint8_t *)r + sizeof(cgs_launch), r->args_size);
@@ -871,12 +849,12 @@ static int op_launch(cgc_t *c, cgs_launch *r, uint64_t *ret, int *nret) {
     void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, c->argbuf, CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
                      CU_LAUNCH_PARAM_END};
     return c->drv.cuLaunchKernel(f->real, r->grid[0], r->grid[1], r->grid[2], r->block[0], r->block[1],
-                                 r->block[2], r->shared_bytes, s, NULL, extra);
+                                 r->block[2], r->shared_bytes, t.s, NULL, extra);
   }
   if (r->args_size < f->params_size) return CUDA_ERROR_INVALID_VALUE;
   for (int i = 0; i < f->nparams; i++) c->kparams[i] = c->argbuf + f->params[i].offset;
   return c->drv.cuLaunchKernel(f->real, r->grid[0], r->grid[1], r->grid[2], r->block[0], r->block[1], r->block[2],
-                               r->shared_bytes, s, f->nparams ? c->kparams : NULL, NULL);
+                               r->shared_bytes, t.s, f->nparams ? c->kparams : NULL, NULL);
 }
 
 /* ---- pinned host memory -------------------------------------------------- */
@@ -891,16 +869,7 @@ static int op_pin(cgc_t *c, cgs_pin *r, uint64_t *ret, int *nret) {
     cgc_pin *p = table_del(c, &c->pins, r->pin_id);
     if (!p) return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
     /* Queued copies may still use the pages: unmap after a synchronize. */
-    cgc_task *t = cgc_task_new(c, CGC_TASK_UNPIN, &r->h, x);
-    if (!t) {
-      rc = cgc_ctx_sync(c, x->real);
-      c->cur = NULL;
-      cgc_pin_unmap(c, p);
-      return rc;
-    }
-    t->pin = p;
-    cgc_task_submit(c, t);
-    return DEFERRED;
+    return release_drained(c, &r->h, x, NULL, p);
   }
   if (cgc_hmap_get(&c->pins, r->pin_id)) return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
   /* Mapped at the job's address where that is free (checkpoint.c). */
@@ -1159,43 +1128,27 @@ void *cgc_dispatch_main(void *arg) {
 
 /* Free the tables (the driver objects go with the contexts or were freed). */
 void cgc_tables_free(cgc_t *c) {
-  for (size_t i = 0; i < c->functions.cap; i++) {
-    if (!cgc_hmap_live(&c->functions.e[i])) continue;
-    cgc_function *f = c->functions.e[i].val;
-    free(f->name);
-    free(f->params);
-    free(f);
-  }
-  for (size_t i = 0; i < c->modules.cap; i++) {
-    if (!cgc_hmap_live(&c->modules.e[i])) continue;
-    cgc_module *m = c->modules.e[i].val;
+  CGC_HMAP_EACH(&c->functions, cgc_function *, f) free_function(f);
+  CGC_HMAP_EACH(&c->modules, cgc_module *, m) {
     c->drv.cuModuleUnload(m->real);
     free(m->image);
     free(m);
   }
-  for (size_t i = 0; i < c->streams.cap; i++) {
-    if (!cgc_hmap_live(&c->streams.e[i])) continue;
-    cgc_stream *s = c->streams.e[i].val;
+  CGC_HMAP_EACH(&c->streams, cgc_stream *, s) {
     c->drv.cuStreamDestroy(s->real);
     free(s);
   }
-  for (size_t i = 0; i < c->events.cap; i++) {
-    if (!cgc_hmap_live(&c->events.e[i])) continue;
-    cgc_event *e = c->events.e[i].val;
+  CGC_HMAP_EACH(&c->events, cgc_event *, e) {
     c->drv.cuEventDestroy(e->real);
     free(e);
   }
-  for (size_t i = 0; i < c->pins.cap; i++) {
-    if (!cgc_hmap_live(&c->pins.e[i])) continue;
-    cgc_pin *p = c->pins.e[i].val;
+  CGC_HMAP_EACH(&c->pins, cgc_pin *, p) {
     char path[sizeof c->pin_prefix + 16];
     snprintf(path, sizeof path, "%s%u", c->pin_prefix, p->id);
     cgc_pin_unmap(c, p);
     unlink(path);
   }
-  for (size_t i = 0; i < c->contexts.cap; i++) {
-    if (!cgc_hmap_live(&c->contexts.e[i])) continue;
-    cgc_context *x = c->contexts.e[i].val;
+  CGC_HMAP_EACH(&c->contexts, cgc_context *, x) {
     for (int k = 0; k < x->nev; k++) c->drv.cuEventDestroy(x->evpool[k]);
     free(x->evpool);
     /* Primary contexts: our own retains are released by cgc_close. */

@@ -614,9 +614,7 @@ bool cgc_mem_valid(cgc_t *c, uint64_t p, uint64_t len) {
     if (p >= g->dptr && p - g->dptr <= g->size && len <= g->size - (p - g->dptr)) return true;
   }
   /* Pinned host memory mapped at the job's address: device-accessible. */
-  for (size_t i = 0; i < c->pins.cap; i++) {
-    if (!cgc_hmap_live(&c->pins.e[i])) continue;
-    const cgc_pin *pin = c->pins.e[i].val;
+  CGC_HMAP_EACH(&c->pins, const cgc_pin *, pin) {
     uint64_t b = (uint64_t)(uintptr_t)pin->map;
     if (pin->same_addr && pin->registered && p >= b && p - b <= pin->size && len <= pin->size - (p - b))
       return true;

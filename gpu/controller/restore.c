@@ -141,6 +141,29 @@ static int put(cgc_t *c, cgc_hmap *m, uint64_t key, void *val, const char *what)
   return rc;
 }
 
+/* cgc_table_keep for a record's object, with the error set. */
+static int keep(cgc_t *c, cgc_hmap *m, uint64_t key, const void *obj, size_t size, const char *what, cgc_dead real) {
+  int rc = cgc_table_keep(c, m, key, obj, size, real);
+  if (rc == -EEXIST) cgc_set_error(c, CGC_STATE_NAME ": %s 0x%llx appears twice", what, (unsigned long long)key);
+  if (rc == -ENOMEM) cgc_set_error(c, "out of memory");
+  return rc;
+}
+
+/* The context record i (a module, stream or event) names, or NULL with the
+ * error set. */
+static cgc_context *rec_ctx(cgc_t *c, const char *what, size_t i, uint64_t minted) {
+  cgc_context *x = ctx_of(c, minted);
+  if (!x)
+    cgc_set_error(c, CGC_STATE_NAME ": %s %zu belongs to an unknown context 0x%llx", what, i,
+                  (unsigned long long)minted);
+  return x;
+}
+
+static int recreate_failed(cgc_t *c, const char *what, uint64_t minted, CUresult rc) {
+  cgc_set_error(c, "cannot re-create %s 0x%llx: %s", what, (unsigned long long)minted, cgc_cu_name(c, rc));
+  return (int)rc;
+}
+
 static int import_contexts(cgc_t *c, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
     sd_context rec;
@@ -228,43 +251,32 @@ static int import_modules(cgc_t *c, const char *dir, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
     sd_module rec;
     if (sd_get_module(c, cj_at(list, i), i, &rec)) return -EINVAL;
-    uint64_t minted = rec.minted, size = rec.size, sum = rec.checksum;
     const char *file = rec.file;
-    cgc_context *x = ctx_of(c, rec.context);
-    if (!x) ERR(CGC_STATE_NAME ": module %zu belongs to an unknown context 0x%llx", i, (unsigned long long)rec.context);
+    cgc_module m = {.minted = rec.minted, .ctx = rec_ctx(c, "module", i, rec.context)};
+    if (!m.ctx) return -EINVAL;
     uint64_t len = 0;
     uint8_t *img = slurp(c, dir, file, &len);
     if (!img) return -EIO;
-    if (len != size) {
+    if (len != rec.size) {
       free(img);
       ERR("module %zu (%s): %llu bytes, the checkpoint says %llu: the checkpoint is damaged", i, file,
-          (unsigned long long)len, (unsigned long long)size);
+          (unsigned long long)len, (unsigned long long)rec.size);
     }
-    if (cgc_checksum(img, len, 0) != sum) {
+    if (cgc_checksum(img, len, 0) != rec.checksum) {
       free(img);
       ERR("module %zu (%s): checksum mismatch: the checkpoint is damaged", i, file);
     }
-    cgc_module *m = calloc(1, sizeof *m);
-    if (!m) {
-      free(img);
-      ERR("out of memory");
-    }
-    CUresult rc = c->drv.cuCtxSetCurrent(x->real);
-    if (!rc) rc = c->drv.cuModuleLoadData(&m->real, img);
+    CUresult rc = c->drv.cuCtxSetCurrent(m.ctx->real);
+    if (!rc) rc = c->drv.cuModuleLoadData(&m.real, img);
     if (rc) {
       free(img);
-      free(m);
       cgc_set_error(c, "module %zu (%s): cannot load it on this device: %s", i, file, cgc_cu_name(c, rc));
       return (int)rc;
     }
-    m->minted = minted;
-    m->ctx = x;
-    m->image = img;
-    m->image_size = len;
-    if (put(c, &c->modules, minted, m, "module")) {
-      c->drv.cuModuleUnload(m->real);
+    m.image = img;
+    m.image_size = len;
+    if (keep(c, &c->modules, m.minted, &m, sizeof m, "module", (cgc_dead){CGC_DEAD_MODULE, m.real})) {
       free(img);
-      free(m);
       return -EINVAL;
     }
   }
@@ -424,60 +436,26 @@ static int import_streams_events(cgc_t *c, const cj *streams, const cj *events) 
   for (size_t i = 0; i < cj_len(streams); i++) {
     sd_stream rec;
     if (sd_get_stream(c, cj_at(streams, i), i, &rec)) return -EINVAL;
-    uint64_t minted = rec.minted;
-    uint32_t flags = rec.flags;
-    int32_t prio = rec.priority;
-    cgc_context *x = ctx_of(c, rec.context);
-    if (!x)
-      ERR(CGC_STATE_NAME ": stream %zu belongs to an unknown context 0x%llx", i, (unsigned long long)rec.context);
-    cgc_stream *s = calloc(1, sizeof *s);
-    if (!s) ERR("out of memory");
-    CUresult rc = c->drv.cuCtxSetCurrent(x->real);
-    if (!rc) rc = c->drv.cuStreamCreateWithPriority(&s->real, (unsigned)flags, (int)prio);
-    if (rc) {
-      free(s);
-      cgc_set_error(c, "cannot re-create stream 0x%llx: %s", (unsigned long long)minted, cgc_cu_name(c, rc));
-      return (int)rc;
-    }
-    s->minted = minted;
-    s->ctx = x;
-    s->flags = (unsigned)flags;
-    s->priority = (int)prio;
-    if (put(c, &c->streams, minted, s, "stream")) {
-      c->drv.cuStreamDestroy(s->real);
-      free(s);
-      return -EINVAL;
-    }
+    cgc_stream s = {.minted = rec.minted, .flags = rec.flags, .priority = rec.priority};
+    if (!(s.ctx = rec_ctx(c, "stream", i, rec.context))) return -EINVAL;
+    CUresult rc = c->drv.cuCtxSetCurrent(s.ctx->real);
+    if (!rc) rc = c->drv.cuStreamCreateWithPriority(&s.real, s.flags, s.priority);
+    if (rc) return recreate_failed(c, "stream", s.minted, rc);
+    if (keep(c, &c->streams, s.minted, &s, sizeof s, "stream", (cgc_dead){CGC_DEAD_STREAM, s.real})) return -EINVAL;
   }
   for (size_t i = 0; i < cj_len(events); i++) {
     sd_event rec;
     if (sd_get_event(c, cj_at(events, i), i, &rec)) return -EINVAL;
-    uint64_t minted = rec.minted;
-    uint32_t flags = rec.flags;
-    cgc_context *x = ctx_of(c, rec.context);
-    if (!x)
-      ERR(CGC_STATE_NAME ": event %zu belongs to an unknown context 0x%llx", i, (unsigned long long)rec.context);
-    cgc_event *ev = calloc(1, sizeof *ev);
-    if (!ev) ERR("out of memory");
-    CUresult rc = c->drv.cuCtxSetCurrent(x->real);
-    if (!rc) rc = c->drv.cuEventCreate(&ev->real, (unsigned)flags);
+    cgc_event ev = {.minted = rec.minted, .flags = rec.flags};
+    if (!(ev.ctx = rec_ctx(c, "event", i, rec.context))) return -EINVAL;
+    CUresult rc = c->drv.cuCtxSetCurrent(ev.ctx->real);
+    if (!rc) rc = c->drv.cuEventCreate(&ev.real, ev.flags);
     /* The job was frozen with every stream idle, so whatever the event had
      * recorded was complete: record it on the idle NULL stream to match
      * (queries and synchronizes succeed, elapsed times are measurable). */
-    if (!rc) c->drv.cuEventRecord(ev->real, NULL);
-    if (rc) {
-      free(ev);
-      cgc_set_error(c, "cannot re-create event 0x%llx: %s", (unsigned long long)minted, cgc_cu_name(c, rc));
-      return (int)rc;
-    }
-    ev->minted = minted;
-    ev->ctx = x;
-    ev->flags = (unsigned)flags;
-    if (put(c, &c->events, minted, ev, "event")) {
-      c->drv.cuEventDestroy(ev->real);
-      free(ev);
-      return -EINVAL;
-    }
+    if (!rc) c->drv.cuEventRecord(ev.real, NULL);
+    if (rc) return recreate_failed(c, "event", ev.minted, rc);
+    if (keep(c, &c->events, ev.minted, &ev, sizeof ev, "event", (cgc_dead){CGC_DEAD_EVENT, ev.real})) return -EINVAL;
   }
   return 0;
 }

@@ -1,60 +1,168 @@
 /* The GPU state document, gpu/state.json: its writer and its reader, record
  * by record (see cgc_state_doc.h; the schema is the Python package's
- * schemas/gpu-state-v1.schema.json). Each sd_put_X writes exactly the
- * members sd_get_X reads back, in the schema's names and types. */
+ * schemas/gpu-state-v1.schema.json). Each record's members are listed once,
+ * in document order, in a table that the writer and the reader both walk, so
+ * sd_put_X writes exactly the members sd_get_X reads back, in the schema's
+ * names and types. */
 #include "cgc_state_doc.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
+
+/* ---- the records' members ---------------------------------------------------
+ * A member's C type is taken from its struct (_Generic), so a table cannot
+ * disagree with the record it describes. The type decides how the member is
+ * written (unsigned types as unsigned numbers, int32_t as signed ones); what
+ * the reader accepts of it is its rule, NULL for the type's own range. */
+
+typedef enum { T_U64, T_U32, T_I32, T_BOOL, T_STR } mtype;
+
+typedef struct rule {
+  int64_t lo; /* integers: the range (lo >= 0 for unsigned members) */
+  uint64_t hi;
+  const char *what; /* the message's "\"key\" is missing or not <what>" */
+  bool path;        /* strings: a file beside the document */
+} rule;
+
+typedef struct member {
+  const char *key;
+  size_t off;
+  mtype type;
+  const rule *rule;
+} member;
+
+#define MTYPE(S, f) \
+  _Generic(((S *)0)->f, uint64_t: T_U64, uint32_t: T_U32, int32_t: T_I32, bool: T_BOOL, const char *: T_STR)
+/* Member f of struct S, under its own name or under `key`. */
+#define M(S, f, rule) {#f, offsetof(S, f), MTYPE(S, f), rule}
+#define M_AS(S, f, key, rule) {key, offsetof(S, f), MTYPE(S, f), rule}
+#define COUNT(a) (sizeof(a) / sizeof *(a))
+
+static const rule TYPE_RULE[] = {
+    [T_U64] = {0, UINT64_MAX, "a non-negative integer", false},
+    [T_U32] = {0, UINT32_MAX, "an integer from 0 to 4294967295", false},
+    [T_I32] = {INT32_MIN, INT32_MAX, "a 32-bit integer", false},
+    [T_BOOL] = {0, 0, "a boolean", false},
+    [T_STR] = {0, 0, "a string", false},
+};
+static const rule HANDLE = {1, UINT64_MAX, "a handle (a positive integer)", false};
+/* 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD: never minted. */
+static const rule STREAM_HANDLE = {3, UINT64_MAX, "a stream handle (an integer above 2)", false};
+static const rule CHECKSUM = {0, UINT32_MAX, "a checksum (an integer from 0 to 4294967295)", false};
+static const rule POSITIVE = {1, UINT64_MAX, "a positive integer", false};
+static const rule BLOB_TOTAL = {1, CGC_MAX_BLOB, "an integer from 1 to 2147483648", false};
+static const rule NPARAMS = {-1, CGC_MAX_PARAMS, "an integer from -1 to 4096", false};
+static const rule PATH = {0, 0, "a path inside the checkpoint", true};
+
+/* The header's top-level members before and after its "segment" object. */
+static const member HEADER_IDS[] = {M(sd_header, job_id, NULL), M(sd_header, app_job_id, NULL)};
+static const member SEGMENT[] = {M_AS(sd_header, seg_name, "name", NULL), M_AS(sd_header, seg_size, "size", NULL),
+                                 M(sd_header, ring_slots, NULL), M(sd_header, nchannels, NULL),
+                                 M(sd_header, staging_size, NULL), M(sd_header, timeout_ms, NULL)};
+static const member HEADER_REST[] = {M(sd_header, generation, NULL), M(sd_header, va_base, NULL),
+                                     M(sd_header, va_size, NULL), M(sd_header, granularity, NULL),
+                                     M(sd_header, driver_version, NULL), M(sd_header, async_error, NULL)};
+static const member COUNTS[] = {M(sd_counts, allocations, NULL), M(sd_counts, bytes, NULL),
+                                M(sd_counts, chunks, NULL), M(sd_counts, modules, NULL)};
+
+static const member CONTEXT[] = {M(sd_context, minted, &HANDLE), M(sd_context, device, NULL),
+                                 M(sd_context, flags, NULL), M(sd_context, primary, NULL), M(sd_context, refs, NULL)};
+/* The columns of the rows, in the order of their items (the schema's
+ * chunk_fields and allocation_fields; a parameter is [offset, size]). */
+static const member CHUNK[] = {M(sd_chunk, addr, NULL), M(sd_chunk, size, NULL), M(sd_chunk, device, NULL),
+                               M(sd_chunk, slot_size, NULL)};
+static const member ALLOC[] = {M(sd_alloc, addr, NULL), M(sd_alloc, size, NULL), M(sd_alloc, chunk, NULL),
+                               M(sd_alloc, context, NULL)};
+static const member PARAM[] = {M(cgs_param, offset, NULL), M(cgs_param, size, NULL)};
+static const member MODULE[] = {M(sd_module, minted, &HANDLE), M(sd_module, context, NULL),
+                                M(sd_module, file, &PATH), M(sd_module, size, NULL),
+                                M(sd_module, checksum, &CHECKSUM)};
+/* A function's members before its "params" and "attributes". */
+static const member FUNCTION[] = {M(sd_function, minted, &HANDLE), M(sd_function, module, &HANDLE),
+                                  M(sd_function, name, NULL), M(sd_function, nparams, &NPARAMS),
+                                  M(sd_function, params_size, NULL)};
+static const member GLOBAL[] = {M(sd_global, module, &HANDLE), M(sd_global, name, NULL), M(sd_global, addr, NULL),
+                                M(sd_global, size, NULL), M(sd_global, offset, NULL),
+                                M(sd_global, checksum, &CHECKSUM)};
+static const member STREAM[] = {M(sd_stream, minted, &STREAM_HANDLE), M(sd_stream, context, NULL),
+                                M(sd_stream, flags, NULL), M(sd_stream, priority, NULL)};
+static const member EVENT[] = {M(sd_event, minted, &HANDLE), M(sd_event, context, NULL), M(sd_event, flags, NULL)};
+static const member PIN[] = {M(sd_pin, id, NULL), M(sd_pin, size, &POSITIVE), M(sd_pin, app_addr, NULL),
+                             M(sd_pin, same_addr, NULL), M(sd_pin, registered, NULL)};
+static const member BLOB[] = {M(sd_blob, channel, NULL), M(sd_blob, total, &BLOB_TOTAL), M(sd_blob, filled, NULL),
+                              M(sd_blob, file, &PATH), M(sd_blob, checksum, &CHECKSUM)};
+
+/* A record: an object of named members, or a row, a list of numbers whose
+ * columns the document names once (in `fields`, for chunks and allocations)
+ * and which must fit their columns' types. */
+typedef struct record {
+  const char *name; /* in messages: "context 3: ...", "chunk 3 is not [...]" */
+  const member *m;
+  size_t n;
+  bool row;
+  const char *fields;
+} record;
+
+#define OBJECT(name, m) {name, m, COUNT(m), false, NULL}
+#define ROW(name, m, fields) {name, m, COUNT(m), true, fields}
+
+static const record context_record = OBJECT("context", CONTEXT);
+static const record chunk_record = ROW("chunk", CHUNK, "chunk_fields");
+static const record alloc_record = ROW("allocation", ALLOC, "allocation_fields");
+static const record param_record = ROW("parameter", PARAM, NULL);
+static const record module_record = OBJECT("module", MODULE);
+static const record global_record = OBJECT("global", GLOBAL);
+static const record stream_record = OBJECT("stream", STREAM);
+static const record event_record = OBJECT("event", EVENT);
+static const record pin_record = OBJECT("pin", PIN);
+static const record blob_record = OBJECT("blob", BLOB);
 
 /* ---- writer ---------------------------------------------------------------- */
 
-static void key_u64(cjw *w, const char *k, uint64_t v) {
-  cjw_key(w, k);
-  cjw_u64(w, v);
+static void put_value(cjw *w, const member *m, const void *rec) {
+  const char *p = (const char *)rec + m->off;
+  switch (m->type) {
+  case T_U64: cjw_u64(w, *(const uint64_t *)p); break;
+  case T_U32: cjw_u64(w, *(const uint32_t *)p); break;
+  case T_I32: cjw_i64(w, *(const int32_t *)p); break;
+  case T_BOOL: cjw_bool(w, *(const bool *)p); break;
+  case T_STR: cjw_str(w, *(const char *const *)p); break;
+  }
 }
 
-static void key_i64(cjw *w, const char *k, int64_t v) {
-  cjw_key(w, k);
-  cjw_i64(w, v);
+/* Members as "key": value pairs, into the object the caller has begun. */
+static void put_members(cjw *w, const member *m, size_t n, const void *rec) {
+  for (size_t k = 0; k < n; k++) {
+    cjw_key(w, m[k].key);
+    put_value(w, &m[k], rec);
+  }
 }
 
-static void key_str(cjw *w, const char *k, const char *v) {
-  cjw_key(w, k);
-  cjw_str(w, v);
+static void put_record(cjw *w, const record *r, const void *rec) {
+  if (r->row) {
+    cjw_arr_begin(w, false);
+    for (size_t k = 0; k < r->n; k++) put_value(w, &r->m[k], rec);
+    cjw_arr_end(w);
+    return;
+  }
+  cjw_obj_begin(w, false);
+  put_members(w, r->m, r->n, rec);
+  cjw_obj_end(w);
 }
-
-static void key_bool(cjw *w, const char *k, bool v) {
-  cjw_key(w, k);
-  cjw_bool(w, v);
-}
-
-/* The columns of the two lists written as rows, in the order of their rows'
- * items (the schema's chunk_fields and allocation_fields). */
-static const char *const CHUNK_FIELDS[] = {"addr", "size", "device", "slot_size"};
-static const char *const ALLOC_FIELDS[] = {"addr", "size", "chunk", "context"};
 
 void sd_put_header(cjw *w, const sd_header *h) {
   cjw_obj_begin(w, true);
-  key_str(w, "format", CGC_STATE_FORMAT);
-  key_i64(w, "version", CGC_STATE_VERSION);
-  key_str(w, "job_id", h->job_id);
-  key_str(w, "app_job_id", h->app_job_id);
+  cjw_key(w, "format");
+  cjw_str(w, CGC_STATE_FORMAT);
+  cjw_key(w, "version");
+  cjw_i64(w, CGC_STATE_VERSION);
+  put_members(w, HEADER_IDS, COUNT(HEADER_IDS), h);
   cjw_key(w, "segment");
   cjw_obj_begin(w, false);
-  key_str(w, "name", h->seg_name);
-  key_u64(w, "size", h->seg_size);
-  key_u64(w, "ring_slots", h->ring_slots);
-  key_u64(w, "nchannels", h->nchannels);
-  key_u64(w, "staging_size", h->staging_size);
-  key_u64(w, "timeout_ms", h->timeout_ms);
+  put_members(w, SEGMENT, COUNT(SEGMENT), h);
   cjw_obj_end(w);
-  key_u64(w, "generation", h->generation);
-  key_u64(w, "va_base", h->va_base);
-  key_u64(w, "va_size", h->va_size);
-  key_u64(w, "granularity", h->granularity);
-  key_i64(w, "driver_version", h->driver_version);
-  key_i64(w, "async_error", h->async_error);
+  put_members(w, HEADER_REST, COUNT(HEADER_REST), h);
 }
 
 void sd_list_begin(cjw *w, const char *name) {
@@ -63,16 +171,18 @@ void sd_list_begin(cjw *w, const char *name) {
 }
 
 void sd_rows_begin(cjw *w, const char *name) {
-  const char *const *fields = strcmp(name, "chunks") == 0 ? CHUNK_FIELDS : ALLOC_FIELDS;
-  cjw_key(w, strcmp(name, "chunks") == 0 ? "chunk_fields" : "allocation_fields");
+  const record *r = strcmp(name, "chunks") == 0 ? &chunk_record : &alloc_record;
+  cjw_key(w, r->fields);
   cjw_arr_begin(w, false);
-  for (int i = 0; i < 4; i++) cjw_str(w, fields[i]);
+  for (size_t k = 0; k < r->n; k++) cjw_str(w, r->m[k].key);
   cjw_arr_end(w);
   sd_list_begin(w, name);
 }
 
 void sd_list_end(cjw *w) { cjw_arr_end(w); }
 
+/* A device is written from what the driver says and only checked on reading
+ * (the uuid as hex digits, cc as a pair): no table. */
 void sd_put_device(cjw *w, const sd_device *d) {
   static const char digits[] = "0123456789abcdef";
   char uuid[33];
@@ -82,10 +192,14 @@ void sd_put_device(cjw *w, const sd_device *d) {
   }
   uuid[32] = 0;
   cjw_obj_begin(w, false);
-  key_i64(w, "ordinal", d->ordinal);
-  key_str(w, "name", d->name);
-  key_str(w, "uuid", uuid);
-  key_u64(w, "total_mem", d->total_mem);
+  cjw_key(w, "ordinal");
+  cjw_i64(w, d->ordinal);
+  cjw_key(w, "name");
+  cjw_str(w, d->name);
+  cjw_key(w, "uuid");
+  cjw_str(w, uuid);
+  cjw_key(w, "total_mem");
+  cjw_u64(w, d->total_mem);
   cjw_key(w, "cc");
   cjw_arr_begin(w, false);
   cjw_i64(w, d->cc_major);
@@ -94,59 +208,12 @@ void sd_put_device(cjw *w, const sd_device *d) {
   cjw_obj_end(w);
 }
 
-void sd_put_context(cjw *w, const sd_context *x) {
-  cjw_obj_begin(w, false);
-  key_u64(w, "minted", x->minted);
-  key_i64(w, "device", x->device);
-  key_u64(w, "flags", x->flags);
-  key_bool(w, "primary", x->primary);
-  key_i64(w, "refs", x->refs);
-  cjw_obj_end(w);
-}
-
-void sd_put_chunk(cjw *w, const sd_chunk *x) {
-  cjw_arr_begin(w, false);
-  cjw_u64(w, x->addr);
-  cjw_u64(w, x->size);
-  cjw_i64(w, x->device);
-  cjw_u64(w, x->slot_size);
-  cjw_arr_end(w);
-}
-
-void sd_put_alloc(cjw *w, const sd_alloc *x) {
-  cjw_arr_begin(w, false);
-  cjw_u64(w, x->addr);
-  cjw_u64(w, x->size);
-  cjw_u64(w, x->chunk);
-  cjw_u64(w, x->context);
-  cjw_arr_end(w);
-}
-
-void sd_put_module(cjw *w, const sd_module *x) {
-  cjw_obj_begin(w, false);
-  key_u64(w, "minted", x->minted);
-  key_u64(w, "context", x->context);
-  key_str(w, "file", x->file);
-  key_u64(w, "size", x->size);
-  key_u64(w, "checksum", x->checksum);
-  cjw_obj_end(w);
-}
-
 void sd_put_function(cjw *w, const sd_function *x) {
   cjw_obj_begin(w, false);
-  key_u64(w, "minted", x->minted);
-  key_u64(w, "module", x->module);
-  key_str(w, "name", x->name);
-  key_i64(w, "nparams", x->nparams);
-  key_u64(w, "params_size", x->params_size);
+  put_members(w, FUNCTION, COUNT(FUNCTION), x);
   cjw_key(w, "params");
   cjw_arr_begin(w, false);
-  for (int32_t k = 0; k < x->nparams; k++) {
-    cjw_arr_begin(w, false);
-    cjw_u64(w, x->params[k].offset);
-    cjw_u64(w, x->params[k].size);
-    cjw_arr_end(w);
-  }
+  for (int32_t k = 0; k < x->nparams; k++) put_record(w, &param_record, &x->params[k]);
   cjw_arr_end(w);
   cjw_key(w, "attributes");
   cjw_arr_begin(w, false);
@@ -161,61 +228,10 @@ void sd_put_function(cjw *w, const sd_function *x) {
   cjw_obj_end(w);
 }
 
-void sd_put_global(cjw *w, const sd_global *x) {
-  cjw_obj_begin(w, false);
-  key_u64(w, "module", x->module);
-  key_str(w, "name", x->name);
-  key_u64(w, "addr", x->addr);
-  key_u64(w, "size", x->size);
-  key_u64(w, "offset", x->offset);
-  key_u64(w, "checksum", x->checksum);
-  cjw_obj_end(w);
-}
-
-void sd_put_stream(cjw *w, const sd_stream *x) {
-  cjw_obj_begin(w, false);
-  key_u64(w, "minted", x->minted);
-  key_u64(w, "context", x->context);
-  key_u64(w, "flags", x->flags);
-  key_i64(w, "priority", x->priority);
-  cjw_obj_end(w);
-}
-
-void sd_put_event(cjw *w, const sd_event *x) {
-  cjw_obj_begin(w, false);
-  key_u64(w, "minted", x->minted);
-  key_u64(w, "context", x->context);
-  key_u64(w, "flags", x->flags);
-  cjw_obj_end(w);
-}
-
-void sd_put_pin(cjw *w, const sd_pin *x) {
-  cjw_obj_begin(w, false);
-  key_u64(w, "id", x->id);
-  key_u64(w, "size", x->size);
-  key_u64(w, "app_addr", x->app_addr);
-  key_bool(w, "same_addr", x->same_addr);
-  key_bool(w, "registered", x->registered);
-  cjw_obj_end(w);
-}
-
-void sd_put_blob(cjw *w, const sd_blob *x) {
-  cjw_obj_begin(w, false);
-  key_u64(w, "channel", x->channel);
-  key_u64(w, "total", x->total);
-  key_u64(w, "filled", x->filled);
-  key_str(w, "file", x->file);
-  key_u64(w, "checksum", x->checksum);
-  cjw_obj_end(w);
-}
-
 void sd_put_end(cjw *w, const sd_counts *n) {
   cjw_key(w, "counts");
   cjw_obj_begin(w, false);
-  key_u64(w, "allocations", n->allocations);
-  key_u64(w, "bytes", n->bytes);
-  key_u64(w, "chunks", n->chunks);
-  key_u64(w, "modules", n->modules);
+  put_members(w, COUNTS, COUNT(COUNTS), n);
   cjw_obj_end(w);
   cjw_obj_end(w);
 }
@@ -259,12 +275,6 @@ static int64_t rd_i(rd *r, const cj *v, const char *key, int64_t lo, int64_t hi,
   return r->bad ? 0 : x;
 }
 
-#define U64(r, o, k) rd_u(r, cj_get(o, k), k, 0, UINT64_MAX, "a non-negative integer")
-#define U32(r, o, k) (uint32_t) rd_u(r, cj_get(o, k), k, 0, UINT32_MAX, "an integer from 0 to 4294967295")
-#define I32(r, o, k) (int32_t) rd_i(r, cj_get(o, k), k, INT32_MIN, INT32_MAX, "a 32-bit integer")
-#define HANDLE(r, o, k) rd_u(r, cj_get(o, k), k, 1, UINT64_MAX, "a handle (a positive integer)")
-#define CHECKSUM(r, o, k) rd_u(r, cj_get(o, k), k, 0, UINT32_MAX, "a checksum (an integer from 0 to 4294967295)")
-
 static const char *rd_str(rd *r, const cj *obj, const char *key) {
   const char *s = cj_str(cj_get(obj, key));
   if (!s) rd_fail(r, key, "a string");
@@ -293,24 +303,79 @@ static const cj *rd_type(rd *r, const cj *obj, const char *key, cj_type type, co
 
 static int rd_done(const rd *r) { return r->bad ? -EINVAL : 0; }
 
-/* A row of n non-negative integers (chunks, allocations), in `out`. */
-static bool row(const cj *e, size_t n, uint64_t *out) {
-  if (!e || e->type != CJ_ARR || cj_len(e) != n) return false;
-  for (size_t k = 0; k < n; k++)
-    if (!cj_u64(cj_at(e, k), &out[k])) return false;
+/* Member m of the object `obj`, checked by its rule, into the record. */
+static void rd_member(rd *r, const member *m, const cj *obj, void *rec) {
+  char *p = (char *)rec + m->off;
+  const rule *u = m->rule ? m->rule : &TYPE_RULE[m->type];
+  const cj *v = cj_get(obj, m->key);
+  switch (m->type) {
+  case T_U64: *(uint64_t *)p = rd_u(r, v, m->key, (uint64_t)u->lo, u->hi, u->what); break;
+  case T_U32: *(uint32_t *)p = (uint32_t)rd_u(r, v, m->key, (uint64_t)u->lo, u->hi, u->what); break;
+  case T_I32: *(int32_t *)p = (int32_t)rd_i(r, v, m->key, u->lo, (int64_t)u->hi, u->what); break;
+  case T_BOOL: *(bool *)p = rd_bool(r, obj, m->key); break;
+  case T_STR: *(const char **)p = u->path ? rd_file(r, obj, m->key) : rd_str(r, obj, m->key); break;
+  }
+}
+
+static void rd_members(rd *r, const member *m, size_t n, const cj *obj, void *rec) {
+  for (size_t k = 0; k < n; k++) rd_member(r, &m[k], obj, rec);
+}
+
+/* A row (e) of record r into rec: as many non-negative integers as it has
+ * columns, each within its column's type. */
+static bool rd_row(const record *r, const cj *e, void *rec) {
+  if (!e || e->type != CJ_ARR || cj_len(e) != r->n) return false;
+  for (size_t k = 0; k < r->n; k++) {
+    uint64_t v;
+    char *p = (char *)rec + r->m[k].off;
+    if (!cj_u64(cj_at(e, k), &v)) return false;
+    switch (r->m[k].type) {
+    case T_U32:
+      if (v > UINT32_MAX) return false;
+      *(uint32_t *)p = (uint32_t)v;
+      break;
+    case T_I32:
+      if (v > INT32_MAX) return false;
+      *(int32_t *)p = (int32_t)v;
+      break;
+    default: *(uint64_t *)p = v; break; /* the tables' rows hold no other type */
+    }
+  }
   return true;
 }
 
-/* A constant list of strings (chunk_fields, allocation_fields): the columns
- * this reader takes the rows' items to be. */
-static void rd_fields(rd *r, const cj *st, const char *key, const char *const *want) {
-  const cj *v = cj_get(st, key);
-  bool ok = v && v->type == CJ_ARR && cj_len(v) == 4;
-  for (size_t k = 0; ok && k < 4; k++) {
-    const char *s = cj_str(cj_at(v, k));
-    ok = s && strcmp(s, want[k]) == 0;
+/* "[addr, size, device, slot_size]": a row's columns, for its messages. */
+static const char *row_names(const record *r, char *buf, size_t len) {
+  size_t at = (size_t)snprintf(buf, len, "[");
+  for (size_t k = 0; k < r->n && at < len; k++)
+    at += (size_t)snprintf(buf + at, len - at, "%s%s", k ? ", " : "", r->m[k].key);
+  if (at < len) snprintf(buf + at, len - at, "]");
+  return buf;
+}
+
+static int get_record(cgc_t *c, const record *r, const cj *e, size_t i, void *rec) {
+  if (r->row) {
+    char names[64];
+    if (rd_row(r, e, rec)) return 0;
+    cgc_set_error(c, CGC_STATE_NAME ": %s %zu is not %s", r->name, i, row_names(r, names, sizeof names));
+    return -EINVAL;
   }
-  if (!ok) rd_fail(r, key, "[\"addr\", \"size\", ...] as this version writes it");
+  rd rr;
+  rd_init(&rr, c, r->name, i);
+  rd_members(&rr, r->m, r->n, e, rec);
+  return rd_done(&rr);
+}
+
+/* The column names (chunk_fields, allocation_fields): those this reader
+ * takes the rows' items to be. */
+static void rd_fields(rd *r, const cj *st, const record *rows) {
+  const cj *v = cj_get(st, rows->fields);
+  bool ok = v && v->type == CJ_ARR && cj_len(v) == rows->n;
+  for (size_t k = 0; ok && k < rows->n; k++) {
+    const char *s = cj_str(cj_at(v, k));
+    ok = s && strcmp(s, rows->m[k].key) == 0;
+  }
+  if (!ok) rd_fail(r, rows->fields, "[\"addr\", \"size\", ...] as this version writes it");
 }
 
 static const char *const LISTS[] = {"devices", "contexts", "chunks",  "device_bytes", "allocations", "modules",
@@ -321,11 +386,11 @@ const cj *sd_list(const cj *st, const char *name) { return cj_get(st, name); }
 static int get_device(cgc_t *c, const cj *e, size_t i) {
   rd r;
   rd_init(&r, c, "device", i);
-  (void)I32(&r, e, "ordinal");
+  rd_i(&r, cj_get(e, "ordinal"), "ordinal", INT32_MIN, INT32_MAX, TYPE_RULE[T_I32].what);
   rd_str(&r, e, "name");
   const char *uuid = rd_str(&r, e, "uuid");
   if (!r.bad && strlen(uuid) != 32) rd_fail(&r, "uuid", "32 hex digits");
-  U64(&r, e, "total_mem");
+  rd_u(&r, cj_get(e, "total_mem"), "total_mem", 0, UINT64_MAX, TYPE_RULE[T_U64].what);
   const cj *cc = rd_type(&r, e, "cc", CJ_ARR, "[major, minor]");
   if (!r.bad && cj_len(cc) != 2) rd_fail(&r, "cc", "[major, minor]");
   rd_i(&r, cj_at(cc, 0), "cc", INT32_MIN, INT32_MAX, "[major, minor]");
@@ -360,19 +425,13 @@ int sd_get_header(cgc_t *c, const cj *st, sd_header *h) {
 
   rd r;
   rd_init(&r, c, "top level", SIZE_MAX);
-  h->job_id = rd_str(&r, st, "job_id");
-  h->app_job_id = rd_str(&r, st, "app_job_id");
+  rd_members(&r, HEADER_IDS, COUNT(HEADER_IDS), st, h);
   if (!r.bad && (!h->app_job_id[0] || strlen(h->app_job_id) >= CGS_JOB_ID_MAX))
     rd_fail(&r, "app_job_id", "a job id of 1 to 63 bytes");
-  h->generation = U64(&r, st, "generation");
-  h->va_base = U64(&r, st, "va_base");
-  h->va_size = U64(&r, st, "va_size");
-  h->granularity = U64(&r, st, "granularity");
-  h->driver_version = I32(&r, st, "driver_version");
-  h->async_error = I32(&r, st, "async_error");
-  rd_fields(&r, st, "chunk_fields", CHUNK_FIELDS);
-  rd_fields(&r, st, "allocation_fields", ALLOC_FIELDS);
-  for (size_t k = 0; k < sizeof LISTS / sizeof *LISTS; k++) rd_type(&r, st, LISTS[k], CJ_ARR, "a list");
+  rd_members(&r, HEADER_REST, COUNT(HEADER_REST), st, h);
+  rd_fields(&r, st, &chunk_record);
+  rd_fields(&r, st, &alloc_record);
+  for (size_t k = 0; k < COUNT(LISTS); k++) rd_type(&r, st, LISTS[k], CJ_ARR, "a list");
   const cj *seg = rd_type(&r, st, "segment", CJ_OBJ, "an object");
   const cj *counts = rd_type(&r, st, "counts", CJ_OBJ, "an object");
   if (r.bad) return -EINVAL;
@@ -383,19 +442,12 @@ int sd_get_header(cgc_t *c, const cj *st, sd_header *h) {
   if (r.bad) return -EINVAL;
 
   rd_init(&r, c, "segment", SIZE_MAX);
-  h->seg_name = rd_str(&r, seg, "name");
-  h->seg_size = U64(&r, seg, "size");
-  h->ring_slots = U32(&r, seg, "ring_slots");
-  h->nchannels = U32(&r, seg, "nchannels");
-  h->staging_size = U64(&r, seg, "staging_size");
-  h->timeout_ms = U32(&r, seg, "timeout_ms");
+  rd_members(&r, SEGMENT, COUNT(SEGMENT), seg, h);
   if (r.bad) return -EINVAL;
 
+  sd_counts n; /* checked, not kept: the lists themselves are counted */
   rd_init(&r, c, "counts", SIZE_MAX);
-  U64(&r, counts, "allocations");
-  U64(&r, counts, "bytes");
-  U64(&r, counts, "chunks");
-  U64(&r, counts, "modules");
+  rd_members(&r, COUNTS, COUNT(COUNTS), counts, &n);
   if (r.bad) return -EINVAL;
 
   const cj *devices = cj_get(st, "devices");
@@ -404,57 +456,11 @@ int sd_get_header(cgc_t *c, const cj *st, sd_header *h) {
   return 0;
 }
 
-int sd_get_context(cgc_t *c, const cj *e, size_t i, sd_context *x) {
-  rd r;
-  rd_init(&r, c, "context", i);
-  x->minted = HANDLE(&r, e, "minted");
-  x->device = I32(&r, e, "device");
-  x->flags = U32(&r, e, "flags");
-  x->primary = rd_bool(&r, e, "primary");
-  x->refs = I32(&r, e, "refs");
-  return rd_done(&r);
-}
-
-int sd_get_chunk(cgc_t *c, const cj *e, size_t i, sd_chunk *x) {
-  uint64_t v[4];
-  if (!row(e, 4, v) || v[2] > INT32_MAX || v[3] > UINT32_MAX) {
-    cgc_set_error(c, CGC_STATE_NAME ": chunk %zu is not [addr, size, device, slot_size]", i);
-    return -EINVAL;
-  }
-  *x = (sd_chunk){v[0], v[1], (int32_t)v[2], (uint32_t)v[3]};
-  return 0;
-}
-
-int sd_get_alloc(cgc_t *c, const cj *e, size_t i, sd_alloc *x) {
-  uint64_t v[4];
-  if (!row(e, 4, v)) {
-    cgc_set_error(c, CGC_STATE_NAME ": allocation %zu is not [addr, size, chunk, context]", i);
-    return -EINVAL;
-  }
-  *x = (sd_alloc){v[0], v[1], v[2], v[3]};
-  return 0;
-}
-
-int sd_get_module(cgc_t *c, const cj *e, size_t i, sd_module *x) {
-  rd r;
-  rd_init(&r, c, "module", i);
-  x->minted = HANDLE(&r, e, "minted");
-  x->context = U64(&r, e, "context");
-  x->file = rd_file(&r, e, "file");
-  x->size = U64(&r, e, "size");
-  x->checksum = CHECKSUM(&r, e, "checksum");
-  return rd_done(&r);
-}
-
 int sd_get_function(cgc_t *c, const cj *e, size_t i, sd_function *x) {
   memset(x, 0, sizeof *x);
   rd r;
   rd_init(&r, c, "function", i);
-  x->minted = HANDLE(&r, e, "minted");
-  x->module = HANDLE(&r, e, "module");
-  x->name = rd_str(&r, e, "name");
-  x->nparams = (int32_t)rd_i(&r, cj_get(e, "nparams"), "nparams", -1, CGC_MAX_PARAMS, "an integer from -1 to 4096");
-  x->params_size = U32(&r, e, "params_size");
+  rd_members(&r, FUNCTION, COUNT(FUNCTION), e, x);
   const cj *params = rd_type(&r, e, "params", CJ_ARR, "a list");
   const cj *attrs = rd_type(&r, e, "attributes", CJ_ARR, "a list");
   if (!r.bad && x->nparams >= 0 && cj_len(params) != (size_t)x->nparams)
@@ -474,66 +480,17 @@ int sd_get_function(cgc_t *c, const cj *e, size_t i, sd_function *x) {
 }
 
 int sd_get_param(cgc_t *c, const cj *e, size_t i, const sd_function *fn, int32_t k, cgs_param *out) {
-  uint64_t v[2];
-  if (!row(cj_at(cj_get(e, "params"), (size_t)k), 2, v) || v[0] > UINT32_MAX || v[1] > UINT32_MAX) {
-    cgc_set_error(c, CGC_STATE_NAME ": function %zu (%s): parameter %d is not [offset, size]", i, fn->name, (int)k);
-    return -EINVAL;
-  }
-  out->offset = (uint32_t)v[0];
-  out->size = (uint32_t)v[1];
-  return 0;
+  char names[32];
+  if (rd_row(&param_record, cj_at(cj_get(e, "params"), (size_t)k), out)) return 0;
+  cgc_set_error(c, CGC_STATE_NAME ": function %zu (%s): %s %d is not %s", i, fn->name, param_record.name, (int)k,
+                row_names(&param_record, names, sizeof names));
+  return -EINVAL;
 }
 
-int sd_get_global(cgc_t *c, const cj *e, size_t i, sd_global *x) {
-  rd r;
-  rd_init(&r, c, "global", i);
-  x->module = HANDLE(&r, e, "module");
-  x->name = rd_str(&r, e, "name");
-  x->addr = U64(&r, e, "addr");
-  x->size = U64(&r, e, "size");
-  x->offset = U64(&r, e, "offset");
-  x->checksum = CHECKSUM(&r, e, "checksum");
-  return rd_done(&r);
-}
+/* ---- the records written and read whole from their tables ----------------- */
 
-int sd_get_stream(cgc_t *c, const cj *e, size_t i, sd_stream *x) {
-  rd r;
-  rd_init(&r, c, "stream", i);
-  /* 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD: never minted. */
-  x->minted = rd_u(&r, cj_get(e, "minted"), "minted", 3, UINT64_MAX, "a stream handle (an integer above 2)");
-  x->context = U64(&r, e, "context");
-  x->flags = U32(&r, e, "flags");
-  x->priority = I32(&r, e, "priority");
-  return rd_done(&r);
-}
-
-int sd_get_event(cgc_t *c, const cj *e, size_t i, sd_event *x) {
-  rd r;
-  rd_init(&r, c, "event", i);
-  x->minted = HANDLE(&r, e, "minted");
-  x->context = U64(&r, e, "context");
-  x->flags = U32(&r, e, "flags");
-  return rd_done(&r);
-}
-
-int sd_get_pin(cgc_t *c, const cj *e, size_t i, sd_pin *x) {
-  rd r;
-  rd_init(&r, c, "pin", i);
-  x->id = U32(&r, e, "id");
-  x->size = rd_u(&r, cj_get(e, "size"), "size", 1, UINT64_MAX, "a positive integer");
-  x->app_addr = U64(&r, e, "app_addr");
-  x->same_addr = rd_bool(&r, e, "same_addr");
-  x->registered = rd_bool(&r, e, "registered");
-  return rd_done(&r);
-}
-
-int sd_get_blob(cgc_t *c, const cj *e, size_t i, sd_blob *x) {
-  rd r;
-  rd_init(&r, c, "blob", i);
-  x->channel = U32(&r, e, "channel");
-  x->total = rd_u(&r, cj_get(e, "total"), "total", 1, CGC_MAX_BLOB, "an integer from 1 to 2147483648");
-  x->filled = U64(&r, e, "filled");
-  x->file = rd_file(&r, e, "file");
-  x->checksum = CHECKSUM(&r, e, "checksum");
-  return rd_done(&r);
-}
+#define SD_DEFINE(kind)                                                                  \
+  void sd_put_##kind(cjw *w, const sd_##kind *x) { put_record(w, &kind##_record, x); } \
+  int sd_get_##kind(cgc_t *c, const cj *e, size_t i, sd_##kind *x) { return get_record(c, &kind##_record, e, i, x); }
+SD_RECORDS(SD_DEFINE)
+#undef SD_DEFINE

@@ -36,7 +36,15 @@ static int why_fmt(char *why, size_t why_len, const char *fmt, ...) {
   return CUDA_ERROR_INVALID_VALUE;
 }
 
-#define BAD(...) return why_fmt(why, why_len, __VA_ARGS__)
+/* What a check is given besides the request: the staging area's size, and
+ * where to say what is wrong (why_len 0: nowhere). */
+typedef struct vq {
+  uint64_t staging_size;
+  char *why;
+  size_t why_len;
+} vq;
+
+#define BAD(...) return why_fmt(q->why, q->why_len, __VA_ARGS__)
 
 /* [a, a+n) inside [0, limit) without overflow. */
 static inline bool fits(uint64_t a, uint64_t n, uint64_t limit) { return a <= limit && n <= limit - a; }
@@ -46,12 +54,12 @@ static inline bool fits(uint64_t a, uint64_t n, uint64_t limit) { return a <= li
  * the table below calls them through typed trampolines, so a check that
  * takes another struct than the table says does not compile. */
 
-static int check_none(const void *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)r, (void)staging_size, (void)why, (void)why_len;
+static int check_none(const void *r, const vq *q) {
+  (void)r, (void)q;
   return 0;
 }
 
-static int check_copy(const cgs_copy *r, uint64_t staging_size, char *why, size_t why_len) {
+static int check_copy(const cgs_copy *r, const vq *q) {
   const char *name = cgs_op_name(r->h.op);
   bool has_channel = r->h.channel != CGS_NO_CHANNEL;
   uint64_t dev = r->h.op == CGS_OP_MEMCPY_DTOH ? r->src : r->dst;
@@ -67,10 +75,10 @@ static int check_copy(const cgs_copy *r, uint64_t staging_size, char *why, size_
     /* The staging area belongs to the channel and is reused as soon as the
      * request completes, so a staged copy always completes on it. */
     if (!has_channel) BAD("%s: a staged copy needs a channel", name);
-    if (!fits(r->host_offset, r->size, staging_size))
+    if (!fits(r->host_offset, r->size, q->staging_size))
       BAD("%s: staging range %llu+%llu exceeds the staging area (%llu bytes)", name,
           (unsigned long long)r->host_offset, (unsigned long long)r->size,
-          (unsigned long long)staging_size);
+          (unsigned long long)q->staging_size);
     return 0;
   case CGS_HOST_PINNED:
     if (!r->async && !has_channel) BAD("%s: a synchronous copy needs a channel", name);
@@ -81,8 +89,7 @@ static int check_copy(const cgs_copy *r, uint64_t staging_size, char *why, size_
   }
 }
 
-static int check_memset(const cgs_memset *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_memset(const cgs_memset *r, const vq *q) {
   if (r->elem_size != 1 && r->elem_size != 2 && r->elem_size != 4)
     BAD("MEMSET: element size %u is not 1, 2 or 4", r->elem_size);
   if (r->height == 0) BAD("MEMSET: height is 0");
@@ -99,24 +106,22 @@ static int check_memset(const cgs_memset *r, uint64_t staging_size, char *why, s
   return 0;
 }
 
-static int check_mem_alloc(const cgs_mem *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_mem_alloc(const cgs_mem *r, const vq *q) {
   if (r->size == 0) BAD("MEM_ALLOC: size 0");
   return 0;
 }
 
-static int check_blob(const cgs_blob *r, uint64_t staging_size, char *why, size_t why_len) {
+static int check_blob(const cgs_blob *r, const vq *q) {
   if (r->total == 0 || r->total > CGC_MAX_BLOB)
     BAD("BLOB_PUT: total %llu outside 1..%llu", (unsigned long long)r->total, (unsigned long long)CGC_MAX_BLOB);
-  if (r->size > staging_size) BAD("BLOB_PUT: %llu bytes exceed the staging area", (unsigned long long)r->size);
+  if (r->size > q->staging_size) BAD("BLOB_PUT: %llu bytes exceed the staging area", (unsigned long long)r->size);
   if (!fits(r->offset, r->size, r->total))
     BAD("BLOB_PUT: bytes %llu+%llu outside the blob (%llu)", (unsigned long long)r->offset,
         (unsigned long long)r->size, (unsigned long long)r->total);
   return 0;
 }
 
-static int check_module_load(const cgs_module *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_module_load(const cgs_module *r, const vq *q) {
   if (r->size == 0 || r->size > CGC_MAX_BLOB) BAD("MODULE_LOAD: image size %llu", (unsigned long long)r->size);
   if (r->handle == 0) BAD("MODULE_LOAD: module handle 0");
   return 0;
@@ -124,8 +129,7 @@ static int check_module_load(const cgs_module *r, uint64_t staging_size, char *w
 
 /* A symbol request may end right after its name's NUL (min_len), so only
  * the bytes of the name that the request holds are searched. */
-static int check_symbol(const cgs_symbol *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_symbol(const cgs_symbol *r, const vq *q) {
   const char *name = cgs_op_name(r->h.op);
   size_t avail = r->h.length < sizeof(cgs_symbol) ? r->h.length : sizeof(cgs_symbol);
   avail -= offsetof(cgs_symbol, name);
@@ -135,49 +139,42 @@ static int check_symbol(const cgs_symbol *r, uint64_t staging_size, char *why, s
   return 0;
 }
 
-static int check_launch(const cgs_launch *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_launch(const cgs_launch *r, const vq *q) {
   if (r->args_size > r->h.length - sizeof(cgs_launch))
     BAD("LAUNCH: %u argument bytes exceed the request (%u bytes)", r->args_size, r->h.length);
   return 0;
 }
 
-static int check_host_register(const cgs_pin *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_host_register(const cgs_pin *r, const vq *q) {
   if (r->size == 0) BAD("HOST_REGISTER: size 0");
   return 0;
 }
 
 /* CTX_CREATE and PRIMARY_RETAIN: a new minted context on a device. */
-static int check_ctx_new(const cgs_ctx *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_ctx_new(const cgs_ctx *r, const vq *q) {
   const char *name = cgs_op_name(r->h.op);
   if (r->handle == 0) BAD("%s: context handle 0", name);
   if (r->device < 0 || r->device >= CGS_MAX_DEVICES) BAD("%s: device %d", name, r->device);
   return 0;
 }
 
-static int check_stream_create(const cgs_stream *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_stream_create(const cgs_stream *r, const vq *q) {
   /* 1 and 2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD. */
   if (r->handle <= 2) BAD("STREAM_CREATE: stream handle %llu is reserved", (unsigned long long)r->handle);
   return 0;
 }
 
-static int check_event_create(const cgs_event *r, uint64_t staging_size, char *why, size_t why_len) {
-  (void)staging_size;
+static int check_event_create(const cgs_event *r, const vq *q) {
   if (r->handle == 0) BAD("EVENT_CREATE: event handle 0");
   return 0;
 }
 
 /* ---- the op table ------------------------------------------------------------ */
 
-typedef int check_fn(const cgs_req *h, uint64_t staging_size, char *why, size_t why_len);
+typedef int check_fn(const cgs_req *h, const vq *q);
 
-#define CGS_OP(name, request, channel, min, check, handler)                                      \
-  static int check_op_##name(const cgs_req *h, uint64_t staging_size, char *why, size_t why_len) { \
-    return check((const request *)h, staging_size, why, why_len);                                \
-  }
+#define CGS_OP(name, request, channel, min, check, handler) \
+  static int check_op_##name(const cgs_req *h, const vq *q) { return check((const request *)h, q); }
 #include "cedana_gpu_ops.def"
 #undef CGS_OP
 
@@ -189,6 +186,7 @@ static check_fn *const checks[CGS_OP_COUNT] = {
 
 CGC_HIDDEN int cgc_validate(const void *buf, size_t len, uint32_t nchannels, uint64_t staging_size, char *why,
                             size_t why_len) {
+  const vq v = {staging_size, why, why_len}, *q = &v;
   if (why && why_len) why[0] = 0;
   if (!buf || len < sizeof(cgs_req)) BAD("request shorter than its header (%zu bytes)", len);
   const cgs_req *h = buf;
@@ -207,7 +205,7 @@ CGC_HIDDEN int cgc_validate(const void *buf, size_t len, uint32_t nchannels, uin
     BAD("%s: channel %u outside 0..%u", name, h->channel, nchannels ? nchannels - 1 : 0);
   if (cgs_op_channel_rule(h->op) == CGS_CHANNEL_SYNC && h->channel == CGS_NO_CHANNEL)
     BAD("%s: a synchronous request needs a channel", name);
-  return checks[h->op](h, staging_size, why, why_len);
+  return checks[h->op](h, q);
 }
 
 /* The exported entry takes a caller's buffer, which may sit at any address
