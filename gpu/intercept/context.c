@@ -84,21 +84,6 @@ static CUresult create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuCtxCreate_3020(CUcontext *pctx, unsigned int flags, CUdevice_v1 dev) {
-  return create(pctx, flags, dev);
-}
-
-CUresult ic_cuCtxCreate_2000(CUcontext *pctx, unsigned int flags, CUdevice_v1 dev) {
-  return create(pctx, flags, dev);
-}
-
-CUresult ic_cuCtxCreate_11040(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
-                              unsigned int flags, CUdevice_v1 dev) {
-  if (numParams < 0 || (numParams > 0 && !paramsArray)) return CUDA_ERROR_INVALID_VALUE;
-  if (numParams > 0) return CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY;
-  return create(pctx, flags, dev);
-}
-
 CUresult ic_cuCtxCreate_12050(CUcontext *pctx, CUctxCreateParams *ctxCreateParams,
                               unsigned int flags, CUdevice dev) {
   if (ctxCreateParams && (ctxCreateParams->numExecAffinityParams > 0 || ctxCreateParams->cigParams))
@@ -136,8 +121,6 @@ CUresult ic_cuCtxDestroy_4000(CUcontext ctx) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuCtxDestroy_2000(CUcontext ctx) { return ic_cuCtxDestroy_4000(ctx); }
-
 CUresult ic_cuCtxPushCurrent_4000(CUcontext ctx) {
   CUresult rc = ic_need_init();
   if (rc) return rc;
@@ -149,8 +132,6 @@ CUresult ic_cuCtxPushCurrent_4000(CUcontext ctx) {
   return push(t, c->handle);
 }
 
-CUresult ic_cuCtxPushCurrent_2000(CUcontext ctx) { return ic_cuCtxPushCurrent_4000(ctx); }
-
 CUresult ic_cuCtxPopCurrent_4000(CUcontext *pctx) {
   CUresult rc = ic_need_init();
   if (rc) return rc;
@@ -161,8 +142,6 @@ CUresult ic_cuCtxPopCurrent_4000(CUcontext *pctx) {
   if (pctx) *pctx = (CUcontext)(uintptr_t)c;
   return CUDA_SUCCESS;
 }
-
-CUresult ic_cuCtxPopCurrent_2000(CUcontext *pctx) { return ic_cuCtxPopCurrent_4000(pctx); }
 
 CUresult ic_cuCtxSetCurrent_4000(CUcontext ctx) {
   CUresult rc = ic_need_init();
@@ -202,8 +181,6 @@ CUresult ic_cuCtxGetDevice_13000(CUdevice *device, CUcontext ctx) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuCtxGetDevice_2000(CUdevice_v1 *device) { return ic_cuCtxGetDevice_13000(device, NULL); }
-
 CUresult ic_cuCtxSynchronize_13000(CUcontext ctx) {
   ic_thread *t = ic_self();
   ic_obj *c;
@@ -220,8 +197,6 @@ CUresult ic_cuCtxSynchronize_13000(CUcontext ctx) {
   ic_leave();
   return rc;
 }
-
-CUresult ic_cuCtxSynchronize_2000(void) { return ic_cuCtxSynchronize_13000(NULL); }
 
 CUresult ic_cuCtxGetApiVersion_3020(CUcontext ctx, unsigned int *version) {
   ic_obj *c;
@@ -381,10 +356,6 @@ CUresult ic_cuDevicePrimaryCtxRelease_11000(CUdevice_v1 dev) {
   return rc;
 }
 
-CUresult ic_cuDevicePrimaryCtxRelease_7000(CUdevice_v1 dev) {
-  return ic_cuDevicePrimaryCtxRelease_11000(dev);
-}
-
 CUresult ic_cuDevicePrimaryCtxReset_11000(CUdevice_v1 dev) {
   ic_obj *c;
   CUresult rc = primary_of(dev, &c);
@@ -402,10 +373,6 @@ CUresult ic_cuDevicePrimaryCtxReset_11000(CUdevice_v1 dev) {
   }
   pthread_mutex_unlock(&primary_lock);
   return rc;
-}
-
-CUresult ic_cuDevicePrimaryCtxReset_7000(CUdevice_v1 dev) {
-  return ic_cuDevicePrimaryCtxReset_11000(dev);
 }
 
 CUresult ic_cuDevicePrimaryCtxSetFlags_11000(CUdevice_v1 dev, unsigned int flags) {

@@ -171,6 +171,7 @@ static void drop_where(bool (*pred)(const ic_alloc *, uint64_t), uint64_t key) {
 static bool of_ctx(const ic_alloc *a, uint64_t ctx) {
   return a->ctx == ctx && a->kind != IC_MEM_GLOBAL;
 }
+
 static bool of_module(const ic_alloc *a, uint64_t module) {
   return a->kind == IC_MEM_GLOBAL && a->module == module;
 }
@@ -214,23 +215,6 @@ CUresult ic_cuMemAlloc_3020(CUdeviceptr_v2 *dptr, size_t bytesize) {
   return dev_alloc(t, ctx, bytesize, dptr);
 }
 
-CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr);
-
-/* The 32-bit entry points can only name memory below 4 GiB, which the
- * controller's address range never is. */
-CUresult ic_cuMemAlloc_2000(CUdeviceptr_v1 *dptr, unsigned int bytesize) {
-  if (!dptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  CUresult rc = ic_cuMemAlloc_3020(&p, bytesize);
-  if (rc) return rc;
-  if (p > UINT32_MAX) {
-    ic_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  return CUDA_SUCCESS;
-}
-
 CUresult ic_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t WidthInBytes,
                                  size_t Height, unsigned int ElementSizeBytes) {
   ic_thread *t = ic_self();
@@ -243,23 +227,6 @@ CUresult ic_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t Wi
   rc = dev_alloc(t, ctx, bytes, dptr);
   if (rc) return rc;
   *pPitch = pitch;
-  return CUDA_SUCCESS;
-}
-
-CUresult ic_cuMemAllocPitch_2000(CUdeviceptr_v1 *dptr, unsigned int *pPitch,
-                                 unsigned int WidthInBytes, unsigned int Height,
-                                 unsigned int ElementSizeBytes) {
-  if (!dptr || !pPitch) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  size_t pitch;
-  CUresult rc = ic_cuMemAllocPitch_3020(&p, &pitch, WidthInBytes, Height, ElementSizeBytes);
-  if (rc) return rc;
-  if (p > UINT32_MAX) {
-    ic_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  *pPitch = (unsigned int)pitch;
   return CUDA_SUCCESS;
 }
 
@@ -281,8 +248,6 @@ CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   return rc;
 }
 
-CUresult ic_cuMemFree_2000(CUdeviceptr_v1 dptr) { return ic_cuMemFree_3020(dptr); }
-
 CUresult ic_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
@@ -301,16 +266,6 @@ CUresult ic_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   return rc;
 }
 
-CUresult ic_cuMemGetInfo_2000(unsigned int *free_bytes, unsigned int *total) {
-  if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
-  size_t f, tot;
-  CUresult rc = ic_cuMemGetInfo_3020(&f, &tot);
-  if (rc) return rc;
-  *free_bytes = f > UINT32_MAX ? UINT32_MAX : (unsigned int)f;
-  *total = tot > UINT32_MAX ? UINT32_MAX : (unsigned int)tot;
-  return CUDA_SUCCESS;
-}
-
 CUresult ic_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUdeviceptr_v2 dptr) {
   ic_obj *ctx;
   CUresult rc = ic_need_ctx(ic_self(), &ctx);
@@ -319,18 +274,6 @@ CUresult ic_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUde
   if (!ic_mem_find((uintptr_t)dptr, &a)) return CUDA_ERROR_NOT_FOUND;
   if (pbase) *pbase = (CUdeviceptr_v2)a.base;
   if (psize) *psize = a.size;
-  return CUDA_SUCCESS;
-}
-
-CUresult ic_cuMemGetAddressRange_2000(CUdeviceptr_v1 *pbase, unsigned int *psize,
-                                      CUdeviceptr_v1 dptr) {
-  CUdeviceptr_v2 b;
-  size_t s;
-  CUresult rc = ic_cuMemGetAddressRange_3020(&b, &s, dptr);
-  if (rc) return rc;
-  if (b > UINT32_MAX || s > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (pbase) *pbase = (CUdeviceptr_v1)b;
-  if (psize) *psize = (unsigned int)s;
   return CUDA_SUCCESS;
 }
 
@@ -438,8 +381,6 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuMemAllocHost_3020(void **pp, size_t bytesize) { return host_alloc(pp, bytesize, 0); }
-
 CUresult ic_cuMemAllocHost_2000(void **pp, unsigned int bytesize) {
   return host_alloc(pp, bytesize, 0);
 }
@@ -496,16 +437,6 @@ CUresult ic_cuMemHostGetDevicePointer_3020(CUdeviceptr_v2 *pdptr, void *p, unsig
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuMemHostGetDevicePointer_2020(CUdeviceptr_v1 *pdptr, void *p, unsigned int Flags) {
-  if (!pdptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 d;
-  CUresult rc = ic_cuMemHostGetDevicePointer_3020(&d, p, Flags);
-  if (rc) return rc;
-  if (d > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  *pdptr = (CUdeviceptr_v1)d;
-  return CUDA_SUCCESS;
-}
-
 CUresult ic_cuMemHostGetFlags_2030(unsigned int *pFlags, void *p) {
   ic_obj *ctx;
   CUresult rc = ic_need_ctx(ic_self(), &ctx);
@@ -552,10 +483,6 @@ CUresult ic_cuMemHostRegister_6050(void *p, size_t bytesize, unsigned int Flags)
   rc = ic_mem_add(&a);
   if (rc == CUDA_ERROR_INVALID_VALUE) return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED; /* raced */
   return rc;
-}
-
-CUresult ic_cuMemHostRegister_4000(void *p, size_t bytesize, unsigned int Flags) {
-  return ic_cuMemHostRegister_6050(p, bytesize, Flags);
 }
 
 CUresult ic_cuMemHostUnregister_4000(void *p) {

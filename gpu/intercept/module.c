@@ -192,10 +192,6 @@ CUresult ic_cuModuleLoadDataEx_2010(CUmodule *module, const void *image, unsigne
   return rc;
 }
 
-CUresult ic_cuModuleLoadFatBinary_2000(CUmodule *module, const void *fatCubin) {
-  return load_data(module, fatCubin);
-}
-
 CUresult ic_read_image(const char *fname, void **bytes, size_t *out_size) {
   int fd = open(fname, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return errno == ENOMEM ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_ERROR_FILE_NOT_FOUND;
@@ -452,18 +448,6 @@ CUresult ic_cuModuleGetGlobal_3020(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule
   ic_mem_add(&a); /* fails harmlessly when already known */
   if (dptr) *dptr = (CUdeviceptr_v2)p;
   if (bytes) *bytes = (size_t)size;
-  return CUDA_SUCCESS;
-}
-
-CUresult ic_cuModuleGetGlobal_2000(CUdeviceptr_v1 *dptr, unsigned int *bytes, CUmodule hmod,
-                                   const char *name) {
-  CUdeviceptr_v2 p;
-  size_t s;
-  CUresult rc = ic_cuModuleGetGlobal_3020(&p, &s, hmod, name);
-  if (rc) return rc;
-  if (p > UINT32_MAX || s > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (dptr) *dptr = (CUdeviceptr_v1)p;
-  if (bytes) *bytes = (unsigned int)s;
   return CUDA_SUCCESS;
 }
 

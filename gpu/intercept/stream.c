@@ -156,10 +156,6 @@ static CUresult create(CUstream *phStream, unsigned int flags, int priority) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuStreamCreate_2000(CUstream *phStream, unsigned int Flags) {
-  return create(phStream, Flags, 0);
-}
-
 CUresult ic_cuStreamCreateWithPriority_5050(CUstream *phStream, unsigned int flags, int priority) {
   return create(phStream, flags, priority);
 }
@@ -186,8 +182,6 @@ CUresult ic_cuStreamDestroy_4000(CUstream hStream) {
   ic_leave();
   return rc;
 }
-
-CUresult ic_cuStreamDestroy_2000(CUstream hStream) { return ic_cuStreamDestroy_4000(hStream); }
 
 /* ---- waiting ------------------------------------------------------------------------ */
 
@@ -293,10 +287,6 @@ CUresult ic_cuStreamGetCtx_12050(CUstream hStream, CUcontext *pctx, CUgreenCtx *
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuStreamGetCtx_9020(CUstream hStream, CUcontext *pctx) {
-  return ic_cuStreamGetCtx_12050(hStream, pctx, NULL);
-}
-
 CUresult ic_cuStreamGetDevice_12080(CUstream hStream, CUdevice *device) {
   stream_ref r;
   CUresult rc = query(hStream, device, &r);
@@ -330,20 +320,6 @@ CUresult ic_cuStreamGetCaptureInfo_12030(CUstream hStream, CUstreamCaptureStatus
   if (edgeData_out) *edgeData_out = NULL;
   if (numDependencies_out) *numDependencies_out = 0;
   return CUDA_SUCCESS;
-}
-
-CUresult ic_cuStreamGetCaptureInfo_11030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                         cuuint64_t *id_out, CUgraph *graph_out,
-                                         const CUgraphNode **dependencies_out,
-                                         size_t *numDependencies_out) {
-  return ic_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, graph_out,
-                                         dependencies_out, NULL, numDependencies_out);
-}
-
-CUresult ic_cuStreamGetCaptureInfo_10010(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                         cuuint64_t *id_out) {
-  return ic_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, NULL, NULL, NULL,
-                                         NULL);
 }
 
 /* ---- host functions ----------------------------------------------------------------
@@ -599,8 +575,6 @@ CUresult ic_cuEventDestroy_4000(CUevent hEvent) {
   return rc;
 }
 
-CUresult ic_cuEventDestroy_2000(CUevent hEvent) { return ic_cuEventDestroy_4000(hEvent); }
-
 CUresult ic_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, unsigned int flags) {
   ic_thread *t = ic_self();
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
@@ -627,10 +601,6 @@ CUresult ic_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, unsig
   ic_leave();
   if (!rc) __atomic_store_n(&e->u.e.recorded, 1, __ATOMIC_RELEASE);
   return rc;
-}
-
-CUresult ic_cuEventRecord_2000(CUevent hEvent, CUstream hStream) {
-  return ic_cuEventRecordWithFlags_11010(hEvent, hStream, CU_EVENT_RECORD_DEFAULT);
 }
 
 static CUresult event_wait_op(CUevent hEvent, uint32_t op) {
@@ -681,6 +651,3 @@ CUresult ic_cuEventElapsedTime_12080(float *pMilliseconds, CUevent hStart, CUeve
   return rc;
 }
 
-CUresult ic_cuEventElapsedTime_2000(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
-  return ic_cuEventElapsedTime_12080(pMilliseconds, hStart, hEnd);
-}

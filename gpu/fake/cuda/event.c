@@ -100,8 +100,6 @@ CUresult fake_cuEventDestroy_4000(CUevent hEvent) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuEventDestroy_2000(CUevent hEvent) { return fake_cuEventDestroy_4000(hEvent); }
-
 CUresult fake_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, unsigned int flags) {
   if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   fk_ctx *c;
@@ -132,10 +130,6 @@ CUresult fake_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, uns
   pthread_mutex_unlock(&ev->lock);
   if (old) fk_stream_unref(old);
   return CUDA_SUCCESS;
-}
-
-CUresult fake_cuEventRecord_2000(CUevent hEvent, CUstream hStream) {
-  return fake_cuEventRecordWithFlags_11010(hEvent, hStream, CU_EVENT_RECORD_DEFAULT);
 }
 
 /* The latest record of ev, with a reference on its stream (NULL if never
@@ -203,10 +197,6 @@ CUresult fake_cuEventElapsedTime_12080(float *pMilliseconds, CUevent hStart, CUe
   uint64_t ta = stamp_of(a), tb = stamp_of(b);
   *pMilliseconds = (float)(((double)tb - (double)ta) / 1e6);
   return CUDA_SUCCESS;
-}
-
-CUresult fake_cuEventElapsedTime_2000(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
-  return fake_cuEventElapsedTime_12080(pMilliseconds, hStart, hEnd);
 }
 
 /* cuStreamWaitEvent lives here because it reads the event's latest record.

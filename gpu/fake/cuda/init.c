@@ -2,8 +2,6 @@
  * lookup and the "not supported" stub. */
 #include "fake.h"
 
-#include "cuda_error_text.h"
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,28 +69,6 @@ CUresult fake_cuDriverGetVersion_2020(int *driverVersion) {
   if (!driverVersion) return CUDA_ERROR_INVALID_VALUE;
   *driverVersion = FK_DRIVER_VERSION;
   return CUDA_SUCCESS;
-}
-
-CUresult fake_cuGetErrorName_6000(CUresult error, const char **pStr) {
-  return cu_error_name(error, pStr);
-}
-
-CUresult fake_cuGetErrorString_6000(CUresult error, const char **pStr) {
-  return cu_error_string(error, pStr);
-}
-
-/* Defined by the shared export wiring (gpu/api/exports.c). */
-FK_HIDDEN CUresult fk_get_proc_address(const char *symbol, void **pfn, int version,
-                                       cuuint64_t flags, CUdriverProcAddressQueryResult *found);
-
-CUresult fake_cuGetProcAddress_11030(const char *symbol, void **pfn, int driverVersion,
-                                     cuuint64_t flags) {
-  return fk_get_proc_address(symbol, pfn, driverVersion, flags, NULL);
-}
-
-CUresult fake_cuGetProcAddress_12000(const char *symbol, void **pfn, int driverVersion,
-                                     cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound) {
-  return fk_get_proc_address(symbol, pfn, driverVersion, flags, symbolFound);
 }
 
 void fk_log(const char *fmt, ...) {

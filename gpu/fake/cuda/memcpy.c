@@ -159,17 +159,8 @@ CUresult fake_cuMemcpyHtoD_3020(CUdeviceptr_v2 dstDevice, const void *srcHost, s
   return copy_1d(dstDevice, true, U(srcHost), false, ByteCount, NULL, false);
 }
 
-CUresult fake_cuMemcpyHtoD_2000(CUdeviceptr_v1 dstDevice, const void *srcHost,
-                                unsigned int ByteCount) {
-  return fake_cuMemcpyHtoD_3020(dstDevice, srcHost, ByteCount);
-}
-
 CUresult fake_cuMemcpyDtoH_3020(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
   return copy_1d(U(dstHost), false, srcDevice, true, ByteCount, NULL, false);
-}
-
-CUresult fake_cuMemcpyDtoH_2000(void *dstHost, CUdeviceptr_v1 srcDevice, unsigned int ByteCount) {
-  return fake_cuMemcpyDtoH_3020(dstHost, srcDevice, ByteCount);
 }
 
 CUresult fake_cuMemcpyDtoD_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice,
@@ -177,19 +168,9 @@ CUresult fake_cuMemcpyDtoD_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevi
   return copy_1d(dstDevice, true, srcDevice, true, ByteCount, NULL, false);
 }
 
-CUresult fake_cuMemcpyDtoD_2000(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcDevice,
-                                unsigned int ByteCount) {
-  return fake_cuMemcpyDtoD_3020(dstDevice, srcDevice, ByteCount);
-}
-
 CUresult fake_cuMemcpyHtoDAsync_3020(CUdeviceptr_v2 dstDevice, const void *srcHost,
                                      size_t ByteCount, CUstream hStream) {
   return copy_1d(dstDevice, true, U(srcHost), false, ByteCount, hStream, true);
-}
-
-CUresult fake_cuMemcpyHtoDAsync_2000(CUdeviceptr_v1 dstDevice, const void *srcHost,
-                                     unsigned int ByteCount, CUstream hStream) {
-  return fake_cuMemcpyHtoDAsync_3020(dstDevice, srcHost, ByteCount, hStream);
 }
 
 CUresult fake_cuMemcpyDtoHAsync_3020(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount,
@@ -197,19 +178,9 @@ CUresult fake_cuMemcpyDtoHAsync_3020(void *dstHost, CUdeviceptr_v2 srcDevice, si
   return copy_1d(U(dstHost), false, srcDevice, true, ByteCount, hStream, true);
 }
 
-CUresult fake_cuMemcpyDtoHAsync_2000(void *dstHost, CUdeviceptr_v1 srcDevice,
-                                     unsigned int ByteCount, CUstream hStream) {
-  return fake_cuMemcpyDtoHAsync_3020(dstHost, srcDevice, ByteCount, hStream);
-}
-
 CUresult fake_cuMemcpyDtoDAsync_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice,
                                      size_t ByteCount, CUstream hStream) {
   return copy_1d(dstDevice, true, srcDevice, true, ByteCount, hStream, true);
-}
-
-CUresult fake_cuMemcpyDtoDAsync_3000(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcDevice,
-                                     unsigned int ByteCount, CUstream hStream) {
-  return fake_cuMemcpyDtoDAsync_3020(dstDevice, srcDevice, ByteCount, hStream);
 }
 
 /* Peer copies: every fake device sees the same host memory, so a copy
@@ -311,10 +282,6 @@ CUresult fake_cuMemcpy2D_2000(const CUDA_MEMCPY2D_v1 *pCopy) {
   return copy_2d(&c, NULL, false);
 }
 
-CUresult fake_cuMemcpy2DUnaligned_2000(const CUDA_MEMCPY2D_v1 *pCopy) {
-  return fake_cuMemcpy2D_2000(pCopy);
-}
-
 CUresult fake_cuMemcpy2DAsync_2000(const CUDA_MEMCPY2D_v1 *pCopy, CUstream hStream) {
   if (!pCopy) return CUDA_ERROR_INVALID_VALUE;
   CUDA_MEMCPY2D_v2 c = from_v1(pCopy);
@@ -383,30 +350,25 @@ static CUresult memset_2d(uintptr_t dst, size_t pitch, uint32_t value, unsigned 
 CUresult fake_cuMemsetD8_3020(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) {
   return memset_2d(dstDevice, 0, uc, 1, N, 1, NULL, false);
 }
+
 CUresult fake_cuMemsetD16_3020(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N) {
   return memset_2d(dstDevice, 0, us, 2, N, 1, NULL, false);
 }
+
 CUresult fake_cuMemsetD32_3020(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N) {
   return memset_2d(dstDevice, 0, ui, 4, N, 1, NULL, false);
-}
-CUresult fake_cuMemsetD8_2000(CUdeviceptr_v1 dstDevice, unsigned char uc, unsigned int N) {
-  return fake_cuMemsetD8_3020(dstDevice, uc, N);
-}
-CUresult fake_cuMemsetD16_2000(CUdeviceptr_v1 dstDevice, unsigned short us, unsigned int N) {
-  return fake_cuMemsetD16_3020(dstDevice, us, N);
-}
-CUresult fake_cuMemsetD32_2000(CUdeviceptr_v1 dstDevice, unsigned int ui, unsigned int N) {
-  return fake_cuMemsetD32_3020(dstDevice, ui, N);
 }
 
 CUresult fake_cuMemsetD8Async_3020(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N,
                                    CUstream hStream) {
   return memset_2d(dstDevice, 0, uc, 1, N, 1, hStream, true);
 }
+
 CUresult fake_cuMemsetD16Async_3020(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N,
                                     CUstream hStream) {
   return memset_2d(dstDevice, 0, us, 2, N, 1, hStream, true);
 }
+
 CUresult fake_cuMemsetD32Async_3020(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N,
                                     CUstream hStream) {
   return memset_2d(dstDevice, 0, ui, 4, N, 1, hStream, true);
@@ -416,36 +378,28 @@ CUresult fake_cuMemsetD2D8_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsig
                                 size_t Width, size_t Height) {
   return memset_2d(dstDevice, dstPitch, uc, 1, Width, Height, NULL, false);
 }
+
 CUresult fake_cuMemsetD2D16_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned short us,
                                  size_t Width, size_t Height) {
   return memset_2d(dstDevice, dstPitch, us, 2, Width, Height, NULL, false);
 }
+
 CUresult fake_cuMemsetD2D32_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned int ui,
                                  size_t Width, size_t Height) {
   return memset_2d(dstDevice, dstPitch, ui, 4, Width, Height, NULL, false);
-}
-CUresult fake_cuMemsetD2D8_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, unsigned char uc,
-                                unsigned int Width, unsigned int Height) {
-  return fake_cuMemsetD2D8_3020(dstDevice, dstPitch, uc, Width, Height);
-}
-CUresult fake_cuMemsetD2D16_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch,
-                                 unsigned short us, unsigned int Width, unsigned int Height) {
-  return fake_cuMemsetD2D16_3020(dstDevice, dstPitch, us, Width, Height);
-}
-CUresult fake_cuMemsetD2D32_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, unsigned int ui,
-                                 unsigned int Width, unsigned int Height) {
-  return fake_cuMemsetD2D32_3020(dstDevice, dstPitch, ui, Width, Height);
 }
 
 CUresult fake_cuMemsetD2D8Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned char uc,
                                      size_t Width, size_t Height, CUstream hStream) {
   return memset_2d(dstDevice, dstPitch, uc, 1, Width, Height, hStream, true);
 }
+
 CUresult fake_cuMemsetD2D16Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch,
                                       unsigned short us, size_t Width, size_t Height,
                                       CUstream hStream) {
   return memset_2d(dstDevice, dstPitch, us, 2, Width, Height, hStream, true);
 }
+
 CUresult fake_cuMemsetD2D32Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned int ui,
                                       size_t Width, size_t Height, CUstream hStream) {
   return memset_2d(dstDevice, dstPitch, ui, 4, Width, Height, hStream, true);

@@ -606,23 +606,6 @@ CUresult fake_cuMemAlloc_3020(CUdeviceptr_v2 *dptr, size_t bytesize) {
   return dev_alloc(ctx, bytesize, 0, dptr);
 }
 
-CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr);
-
-/* The 32-bit entry points can only name memory below 4 GiB, which the fake
- * devices do not have. */
-CUresult fake_cuMemAlloc_2000(CUdeviceptr_v1 *dptr, unsigned int bytesize) {
-  if (!dptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  CUresult rc = fake_cuMemAlloc_3020(&p, bytesize);
-  if (rc) return rc;
-  if (p > UINT32_MAX) {
-    fake_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  return CUDA_SUCCESS;
-}
-
 CUresult fake_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t WidthInBytes,
                                    size_t Height, unsigned int ElementSizeBytes) {
   fk_ctx *ctx;
@@ -634,23 +617,6 @@ CUresult fake_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t 
   rc = dev_alloc(ctx, bytes, 0, dptr);
   if (rc) return rc;
   *pPitch = pitch;
-  return CUDA_SUCCESS;
-}
-
-CUresult fake_cuMemAllocPitch_2000(CUdeviceptr_v1 *dptr, unsigned int *pPitch,
-                                   unsigned int WidthInBytes, unsigned int Height,
-                                   unsigned int ElementSizeBytes) {
-  if (!dptr || !pPitch) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  size_t pitch;
-  CUresult rc = fake_cuMemAllocPitch_3020(&p, &pitch, WidthInBytes, Height, ElementSizeBytes);
-  if (rc) return rc;
-  if (p > UINT32_MAX) {
-    fake_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  *pPitch = (unsigned int)pitch;
   return CUDA_SUCCESS;
 }
 
@@ -669,8 +635,6 @@ CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemFree_2000(CUdeviceptr_v1 dptr) { return fake_cuMemFree_3020(dptr); }
-
 CUresult fake_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   fk_ctx *ctx;
   CUresult rc = fk_mem_need_ctx(&ctx);
@@ -683,16 +647,6 @@ CUresult fake_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemGetInfo_2000(unsigned int *free_bytes, unsigned int *total) {
-  if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
-  size_t f, t;
-  CUresult rc = fake_cuMemGetInfo_3020(&f, &t);
-  if (rc) return rc;
-  *free_bytes = f > UINT32_MAX ? UINT32_MAX : (unsigned int)f;
-  *total = t > UINT32_MAX ? UINT32_MAX : (unsigned int)t;
-  return CUDA_SUCCESS;
-}
-
 CUresult fake_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUdeviceptr_v2 dptr) {
   fk_ctx *ctx;
   CUresult rc = fk_mem_need_ctx(&ctx);
@@ -702,18 +656,6 @@ CUresult fake_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CU
   if (!fk_mem_query((uintptr_t)dptr, 0, &a, &covered, NULL)) return CUDA_ERROR_NOT_FOUND;
   if (pbase) *pbase = (CUdeviceptr_v2)a.base;
   if (psize) *psize = a.size;
-  return CUDA_SUCCESS;
-}
-
-CUresult fake_cuMemGetAddressRange_2000(CUdeviceptr_v1 *pbase, unsigned int *psize,
-                                        CUdeviceptr_v1 dptr) {
-  CUdeviceptr_v2 b;
-  size_t s;
-  CUresult rc = fake_cuMemGetAddressRange_3020(&b, &s, dptr);
-  if (rc) return rc;
-  if (b > UINT32_MAX || s > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (pbase) *pbase = (CUdeviceptr_v1)b;
-  if (psize) *psize = (unsigned int)s;
   return CUDA_SUCCESS;
 }
 
@@ -786,8 +728,6 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemAllocHost_3020(void **pp, size_t bytesize) { return host_alloc(pp, bytesize, 0); }
-
 CUresult fake_cuMemAllocHost_2000(void **pp, unsigned int bytesize) {
   return host_alloc(pp, bytesize, 0);
 }
@@ -825,16 +765,6 @@ CUresult fake_cuMemHostGetDevicePointer_3020(CUdeviceptr_v2 *pdptr, void *p, uns
   if (!find_pinned(p, &a, 1u << FK_MEM_HOST | 1u << FK_MEM_REGISTERED))
     return CUDA_ERROR_INVALID_VALUE;
   *pdptr = (CUdeviceptr_v2)(uintptr_t)p;
-  return CUDA_SUCCESS;
-}
-
-CUresult fake_cuMemHostGetDevicePointer_2020(CUdeviceptr_v1 *pdptr, void *p, unsigned int Flags) {
-  if (!pdptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 d;
-  CUresult rc = fake_cuMemHostGetDevicePointer_3020(&d, p, Flags);
-  if (rc) return rc;
-  if (d > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  *pdptr = (CUdeviceptr_v1)d;
   return CUDA_SUCCESS;
 }
 
@@ -877,10 +807,6 @@ CUresult fake_cuMemHostRegister_6050(void *p, size_t bytesize, unsigned int Flag
   rc = fk_mem_add(b, bytesize, FK_MEM_REGISTERED, ctx, ctx->dev, flags, 0);
   if (rc == CUDA_ERROR_INVALID_VALUE) return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED; /* raced */
   return rc;
-}
-
-CUresult fake_cuMemHostRegister_4000(void *p, size_t bytesize, unsigned int Flags) {
-  return fake_cuMemHostRegister_6050(p, bytesize, Flags);
 }
 
 CUresult fake_cuMemHostUnregister_4000(void *p) {

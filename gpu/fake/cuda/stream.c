@@ -573,10 +573,6 @@ static CUresult create_api(CUstream *phStream, unsigned int flags, int priority)
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuStreamCreate_2000(CUstream *phStream, unsigned int Flags) {
-  return create_api(phStream, Flags, 0);
-}
-
 CUresult fake_cuStreamCreateWithPriority_5050(CUstream *phStream, unsigned int flags, int priority) {
   return create_api(phStream, flags, priority);
 }
@@ -593,8 +589,6 @@ CUresult fake_cuStreamDestroy_4000(CUstream hStream) {
   reap(s->ctx);
   return CUDA_SUCCESS;
 }
-
-CUresult fake_cuStreamDestroy_2000(CUstream hStream) { return fake_cuStreamDestroy_4000(hStream); }
 
 /* ---- API: waiting ---------------------------------------------------------- */
 
@@ -708,10 +702,6 @@ CUresult fake_cuStreamGetCtx_12050(CUstream hStream, CUcontext *pctx, CUgreenCtx
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuStreamGetCtx_9020(CUstream hStream, CUcontext *pctx) {
-  return fake_cuStreamGetCtx_12050(hStream, pctx, NULL);
-}
-
 CUresult fake_cuStreamGetDevice_12080(CUstream hStream, CUdevice *device) {
   fk_stream *s;
   CUresult rc = lookup(hStream, &s);
@@ -750,16 +740,3 @@ CUresult fake_cuStreamGetCaptureInfo_12030(CUstream hStream, CUstreamCaptureStat
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuStreamGetCaptureInfo_11030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                           cuuint64_t *id_out, CUgraph *graph_out,
-                                           const CUgraphNode **dependencies_out,
-                                           size_t *numDependencies_out) {
-  return fake_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, graph_out,
-                                           dependencies_out, NULL, numDependencies_out);
-}
-
-CUresult fake_cuStreamGetCaptureInfo_10010(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                           cuuint64_t *id_out) {
-  return fake_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, NULL, NULL, NULL,
-                                           NULL);
-}
