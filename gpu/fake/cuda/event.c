@@ -202,12 +202,9 @@ CUresult fake_cuEventElapsedTime_12080(float *pMilliseconds, CUevent hStart, CUe
 /* cuStreamWaitEvent lives here because it reads the event's latest record.
  * The event may belong to another context or device. */
 CUresult fake_cuStreamWaitEvent_3020(CUstream hStream, CUevent hEvent, unsigned int Flags) {
-  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   fk_ctx *c;
-  CUresult rc = fk_need_ctx(&c);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, c, &s);
+  CUresult rc = fk_work_stream(hStream, &c, &s);
   if (rc) return rc;
   if (!fk_handle_valid(hEvent, FK_EVENT)) return CUDA_ERROR_INVALID_HANDLE;
   /* CU_EVENT_WAIT_EXTERNAL is only valid during stream capture. */

@@ -147,6 +147,10 @@ FK_HIDDEN fk_op *fk_op_new(fk_op_fn run, size_t payload);
 /* Resolve a stream argument: NULL / CU_STREAM_LEGACY / CU_STREAM_PER_THREAD
  * or a created stream, checked against the current context. */
 FK_HIDDEN CUresult fk_stream_resolve(CUstream h, fk_ctx *ctx, fk_stream **out);
+/* The current context and a stream argument of it, for a call that queues
+ * work: refused on a stream worker running a host function, as the driver
+ * refuses any call made there. */
+FK_HIDDEN CUresult fk_work_stream(CUstream h, fk_ctx **ctx, fk_stream **out);
 /* Queue op on s (adding the implicit legacy-stream dependencies); takes
  * ownership. Returns the op's sequence number through *seq if non-NULL. */
 FK_HIDDEN void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq);

@@ -236,12 +236,9 @@ static bool dims_valid(fk_dim3 g, fk_dim3 b) {
 
 static CUresult do_launch(CUfunction f, fk_dim3 grid, fk_dim3 block, unsigned shared,
                           CUstream hStream, void **kernelParams, void **extra, bool cooperative) {
-  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   fk_ctx *c;
-  CUresult rc = fk_need_ctx(&c);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, c, &s);
+  CUresult rc = fk_work_stream(hStream, &c, &s);
   if (rc) return rc;
   fk_function *fn;
   rc = fk_function_resolve(f, c, &fn);

@@ -131,10 +131,8 @@ static CUresult launch_copy(fk_ctx *ctx, fk_stream *s, bool async, const xfer *x
 static CUresult copy_1d(uintptr_t dst, bool dst_dev, uintptr_t src, bool src_dev, size_t n,
                         CUstream h, bool async) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(h, ctx, &s);
+  CUresult rc = fk_work_stream(h, &ctx, &s);
   if (rc) return rc;
   if (n == 0) return CUDA_SUCCESS;
   xfer x = {.dst = dst, .src = src, .dpitch = n, .spitch = n, .width = n, .height = 1};
@@ -238,10 +236,8 @@ static CUresult side_2d(CUmemorytype type, const void *host, CUdeviceptr dev, si
 
 static CUresult copy_2d(const CUDA_MEMCPY2D_v2 *p, CUstream h, bool async) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(h, ctx, &s);
+  CUresult rc = fk_work_stream(h, &ctx, &s);
   if (rc) return rc;
   if (!p) return CUDA_ERROR_INVALID_VALUE;
   if (p->WidthInBytes == 0 || p->Height == 0) return CUDA_SUCCESS;
@@ -315,10 +311,8 @@ static void run_set(fk_op *op) {
 static CUresult memset_2d(uintptr_t dst, size_t pitch, uint32_t value, unsigned elsize,
                           size_t width, size_t height, CUstream h, bool async) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(h, ctx, &s);
+  CUresult rc = fk_work_stream(h, &ctx, &s);
   if (rc) return rc;
   if (width == 0 || height == 0) return CUDA_SUCCESS;
   size_t row_bytes, rows, extent;

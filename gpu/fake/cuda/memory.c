@@ -671,10 +671,8 @@ static void run_free(fk_op *op) { dev_release(&((free_op *)op->payload)->a); }
 
 CUresult fake_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream hStream) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, ctx, &s);
+  CUresult rc = fk_work_stream(hStream, &ctx, &s);
   if (rc) return rc;
   if (!dptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
   return dev_alloc(ctx, bytesize, FK_ALLOC_ASYNC, dptr);
@@ -682,10 +680,8 @@ CUresult fake_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstr
 
 CUresult fake_cuMemFreeAsync_11020(CUdeviceptr_v2 dptr, CUstream hStream) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, ctx, &s);
+  CUresult rc = fk_work_stream(hStream, &ctx, &s);
   if (rc) return rc;
   fk_op *op = fk_op_new(run_free, sizeof(free_op));
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;

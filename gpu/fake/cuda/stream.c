@@ -418,6 +418,13 @@ static CUresult ctx_state(fk_ctx *c) {
   return __atomic_load_n(&c->sticky, __ATOMIC_ACQUIRE);
 }
 
+CUresult fk_work_stream(CUstream h, fk_ctx **ctx, fk_stream **out) {
+  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
+  CUresult rc = fk_need_ctx(ctx);
+  if (rc) return rc;
+  return fk_stream_resolve(h, *ctx, out);
+}
+
 /* A stream argument of a call that works on any context's stream (query,
  * synchronize, getters): special handles mean the current context's. */
 static CUresult lookup(CUstream h, fk_stream **out) {
@@ -631,10 +638,8 @@ static void host_call_run(fk_op *op) {
 
 static CUresult queue_host_call(CUstream hStream, host_call call) {
   fk_ctx *c;
-  CUresult rc = need_ctx(&c);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, c, &s);
+  CUresult rc = fk_work_stream(hStream, &c, &s);
   if (rc) return rc;
   fk_op *op = fk_op_new(host_call_run, sizeof call);
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
