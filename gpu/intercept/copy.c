@@ -31,10 +31,8 @@ typedef struct cp {
 
 static CUresult begin(cp *c, CUstream s, int async) {
   c->t = ic_self();
-  CUresult rc = ic_need_ctx(c->t, &c->ctx);
-  if (rc) return rc;
   c->async = async;
-  return ic_stream_resolve(s, c->ctx->handle, &c->stream, &c->per_thread);
+  return ic_need_ctx_stream(c->t, s, &c->ctx, &c->stream, &c->per_thread);
 }
 
 /* Pinned memory holding [p, p+n): its file and offset. */

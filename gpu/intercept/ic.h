@@ -344,6 +344,15 @@ static inline CUresult ic_stream_resolve(CUstream s, uint64_t ctx, uint64_t *out
   return CUDA_SUCCESS;
 }
 
+/* The current context and a stream argument of it, for a call that queues
+ * work in that context. */
+static inline CUresult ic_need_ctx_stream(ic_thread *t, CUstream h, ic_obj **ctx, uint64_t *out,
+                                          uint32_t *per_thread) {
+  CUresult rc = ic_need_ctx(t, ctx);
+  if (rc) return rc;
+  return ic_stream_resolve(h, (*ctx)->handle, out, per_thread);
+}
+
 /* ---- memory --------------------------------------------------------------------*/
 typedef enum ic_mem_kind {
   IC_MEM_DEVICE = 1, /* cuMemAlloc / cuMemAllocPitch, placed by the controller */

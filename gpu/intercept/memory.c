@@ -285,11 +285,9 @@ CUresult ic_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUde
 CUresult ic_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream hStream) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   if (!dptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
   return dev_alloc(t, ctx, bytesize, dptr);
@@ -298,11 +296,9 @@ CUresult ic_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstrea
 CUresult ic_cuMemFreeAsync_11020(CUdeviceptr_v2 dptr, CUstream hStream) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   return ic_cuMemFree_3020(dptr);
 }

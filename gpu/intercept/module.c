@@ -606,11 +606,9 @@ static CUresult launch(CUfunction hf, unsigned gx, unsigned gy, unsigned gz, uns
   ic_thread *t = ic_self();
   if (IC_UNLIKELY(t && t->in_callback)) return CUDA_ERROR_NOT_PERMITTED;
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (IC_UNLIKELY(rc)) return rc;
   uint64_t stream;
   uint32_t per_thread;
-  rc = ic_stream_resolve(hStream, ctx->handle, &stream, &per_thread);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &stream, &per_thread);
   if (IC_UNLIKELY(rc)) return rc;
   ic_obj *f;
   rc = launch_function(t, hf, ctx, &f);

@@ -211,11 +211,9 @@ CUresult ic_cuStreamWaitEvent_3020(CUstream hStream, CUevent hEvent, unsigned in
   ic_thread *t = ic_self();
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   ic_obj *e = ic_obj_get((uint64_t)(uintptr_t)hEvent, IC_EVENT);
   if (!e) return CUDA_ERROR_INVALID_HANDLE;
@@ -449,11 +447,9 @@ static CUresult queue_host_call(CUstream hStream, const cb_entry *call) {
   ic_thread *t = ic_self();
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   pthread_once(&cb_once, start_callbacks);
   if (cb_started != 1) return CUDA_ERROR_OUT_OF_MEMORY;
