@@ -18,6 +18,10 @@
 #include "impl_names.h"
 #include "proc_lookup.h"
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+
 CU_HIDDEN CUresult CU_LIB(unsupported)(const char *symbol);
 CU_HIDDEN extern __thread int CU_LIB(tls_ptds);
 
@@ -66,4 +70,21 @@ CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int 
                                             CUdriverProcAddressQueryResult *found) {
   return cu_get_proc_address(cu_procs, sizeof cu_procs / sizeof cu_procs[0], symbol, pfn, version,
                              flags, found);
+}
+
+/* Both libraries name an unsupported function once per process, so that a
+ * user sees what the workload needs without a flood; each decides how it
+ * says so (CU_LIB(unsupported)). Symbols are the string literals of the
+ * export table, so a pointer compare usually answers. */
+CU_HIDDEN bool CU_LIB(unsupported_first)(const char *symbol) {
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  static const char *seen[1024];
+  static size_t nseen;
+  bool first = true;
+  pthread_mutex_lock(&lock);
+  for (size_t i = 0; i < nseen; i++)
+    if (seen[i] == symbol || strcmp(seen[i], symbol) == 0) first = false;
+  if (first && nseen < sizeof seen / sizeof seen[0]) seen[nseen++] = symbol;
+  pthread_mutex_unlock(&lock);
+  return first;
 }

@@ -385,6 +385,8 @@ IC_HIDDEN bool ic_mem_is_device(uintptr_t p, size_t n);
 
 /* ---- errors and logging --------------------------------------------------------*/
 IC_HIDDEN CUresult ic_unsupported(const char *symbol);
+/* Whether this is the first report of `symbol` in the process (exports.c). */
+IC_HIDDEN bool ic_unsupported_first(const char *symbol);
 /* One line on stderr, "cedana-gpu: ..." */
 IC_HIDDEN void ic_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 IC_HIDDEN const char *ic_op_name(uint32_t op);

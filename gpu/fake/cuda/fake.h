@@ -243,6 +243,8 @@ FK_HIDDEN CUresult fk_function_resolve(CUfunction h, fk_ctx *ctx, fk_function **
 
 /* ---- errors and logging ----------------------------------------------------*/
 FK_HIDDEN CUresult fk_unsupported(const char *symbol);
+/* Whether this is the first report of `symbol` in the process (exports.c). */
+FK_HIDDEN bool fk_unsupported_first(const char *symbol);
 FK_HIDDEN void fk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -83,15 +83,6 @@ void fk_log(const char *fmt, ...) {
 /* Each unsupported function is named once per process, so a user sees what
  * their workload needs without a flood. */
 CUresult fk_unsupported(const char *symbol) {
-  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-  static const char *seen[1024];
-  static size_t nseen;
-  bool first = true;
-  pthread_mutex_lock(&lock);
-  for (size_t i = 0; i < nseen; i++)
-    if (seen[i] == symbol || strcmp(seen[i], symbol) == 0) first = false;
-  if (first && nseen < sizeof seen / sizeof seen[0]) seen[nseen++] = symbol;
-  pthread_mutex_unlock(&lock);
-  if (first || fk_cfg.log_all) fk_log("%s is not supported by the fake driver", symbol);
+  if (fk_unsupported_first(symbol) || fk_cfg.log_all) fk_log("%s is not supported by the fake driver", symbol);
   return CUDA_ERROR_NOT_SUPPORTED;
 }
