@@ -86,6 +86,16 @@ CUresult CU_IMPL(cuDevicePrimaryCtxReset_7000)(CUdevice_v1 dev) {
   return CU_IMPL(cuDevicePrimaryCtxReset_11000)(dev);
 }
 
+/* Before CUDA 11 the flags could not change while the context was active. */
+CUresult CU_IMPL(cuDevicePrimaryCtxSetFlags_7000)(CUdevice_v1 dev, unsigned int flags) {
+  unsigned int current;
+  int active;
+  CUresult rc = CU_IMPL(cuDevicePrimaryCtxGetState_7000)(dev, &current, &active);
+  if (rc) return rc;
+  if (active) return CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE;
+  return CU_IMPL(cuDevicePrimaryCtxSetFlags_11000)(dev, flags);
+}
+
 CUresult CU_IMPL(cuDeviceGetUuid_9020)(CUuuid *uuid, CUdevice_v1 dev) {
   return CU_IMPL(cuDeviceGetUuid_11040)(uuid, dev);
 }
@@ -112,6 +122,26 @@ CUresult CU_IMPL(cuStreamDestroy_2000)(CUstream hStream) {
 
 CUresult CU_IMPL(cuStreamGetCtx_9020)(CUstream hStream, CUcontext *pctx) {
   return CU_IMPL(cuStreamGetCtx_12050)(hStream, pctx, NULL);
+}
+
+/* Neither library offers stream capture, so no stream is ever capturing
+ * (libraries ask before they enqueue work): the info is that of a stream
+ * that is not, once the stream and the status pointer are checked. The id is
+ * only defined while capturing. */
+CUresult CU_IMPL(cuStreamGetCaptureInfo_12030)(CUstream hStream,
+                                               CUstreamCaptureStatus *captureStatus_out,
+                                               cuuint64_t *id_out, CUgraph *graph_out,
+                                               const CUgraphNode **dependencies_out,
+                                               const CUgraphEdgeData **edgeData_out,
+                                               size_t *numDependencies_out) {
+  (void)id_out;
+  CUresult rc = CU_IMPL(cuStreamIsCapturing_10000)(hStream, captureStatus_out);
+  if (rc) return rc;
+  if (graph_out) *graph_out = NULL;
+  if (dependencies_out) *dependencies_out = NULL;
+  if (edgeData_out) *edgeData_out = NULL;
+  if (numDependencies_out) *numDependencies_out = 0;
+  return CUDA_SUCCESS;
 }
 
 CUresult CU_IMPL(cuStreamGetCaptureInfo_10010)(CUstream hStream,

@@ -387,15 +387,6 @@ CUresult ic_cuDevicePrimaryCtxSetFlags_11000(CUdevice_v1 dev, unsigned int flags
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuDevicePrimaryCtxSetFlags_7000(CUdevice_v1 dev, unsigned int flags) {
-  ic_obj *c;
-  CUresult rc = primary_of(dev, &c);
-  if (rc) return rc;
-  /* Before CUDA 11 the flags could not change while the context was active. */
-  if (__atomic_load_n(&c->u.c.active, __ATOMIC_ACQUIRE)) return CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE;
-  return ic_cuDevicePrimaryCtxSetFlags_11000(dev, flags);
-}
-
 CUresult ic_cuDevicePrimaryCtxGetState_7000(CUdevice_v1 dev, unsigned int *flags, int *active) {
   ic_obj *c;
   CUresult rc = primary_of(dev, &c);

@@ -303,23 +303,6 @@ CUresult ic_cuStreamIsCapturing_10000(CUstream hStream, CUstreamCaptureStatus *c
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuStreamGetCaptureInfo_12030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                         cuuint64_t *id_out, CUgraph *graph_out,
-                                         const CUgraphNode **dependencies_out,
-                                         const CUgraphEdgeData **edgeData_out,
-                                         size_t *numDependencies_out) {
-  (void)id_out; /* only defined while capturing */
-  stream_ref r;
-  CUresult rc = query(hStream, captureStatus_out, &r);
-  if (rc) return rc;
-  *captureStatus_out = CU_STREAM_CAPTURE_STATUS_NONE;
-  if (graph_out) *graph_out = NULL;
-  if (dependencies_out) *dependencies_out = NULL;
-  if (edgeData_out) *edgeData_out = NULL;
-  if (numDependencies_out) *numDependencies_out = 0;
-  return CUDA_SUCCESS;
-}
-
 /* ---- host functions ----------------------------------------------------------------
  * Pending callbacks live in a table indexed by the low bits of their id; the
  * high bits count uses of the slot, so a stale or forged id runs nothing. */

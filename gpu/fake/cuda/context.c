@@ -343,15 +343,6 @@ CUresult fake_cuDevicePrimaryCtxSetFlags_11000(CUdevice_v1 dev, unsigned int fla
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuDevicePrimaryCtxSetFlags_7000(CUdevice_v1 dev, unsigned int flags) {
-  fk_device *d;
-  CUresult rc = primary_device(dev, &d);
-  if (rc) return rc;
-  /* Before CUDA 11 the flags could not change while the context was active. */
-  if (d->primary && d->primary->active) return CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE;
-  return fake_cuDevicePrimaryCtxSetFlags_11000(dev, flags);
-}
-
 CUresult fake_cuDevicePrimaryCtxGetState_7000(CUdevice_v1 dev, unsigned int *flags, int *active) {
   fk_device *d;
   CUresult rc = primary_device(dev, &d);

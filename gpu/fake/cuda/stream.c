@@ -727,21 +727,3 @@ CUresult fake_cuStreamIsCapturing_10000(CUstream hStream, CUstreamCaptureStatus 
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuStreamGetCaptureInfo_12030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                           cuuint64_t *id_out, CUgraph *graph_out,
-                                           const CUgraphNode **dependencies_out,
-                                           const CUgraphEdgeData **edgeData_out,
-                                           size_t *numDependencies_out) {
-  (void)id_out; /* only defined while capturing */
-  fk_stream *s;
-  CUresult rc = lookup(hStream, &s);
-  if (rc) return rc;
-  if (!captureStatus_out) return CUDA_ERROR_INVALID_VALUE;
-  *captureStatus_out = CU_STREAM_CAPTURE_STATUS_NONE;
-  if (graph_out) *graph_out = NULL;
-  if (dependencies_out) *dependencies_out = NULL;
-  if (edgeData_out) *edgeData_out = NULL;
-  if (numDependencies_out) *numDependencies_out = 0;
-  return CUDA_SUCCESS;
-}
-
