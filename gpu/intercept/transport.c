@@ -9,6 +9,8 @@
  */
 #include "ic.h"
 
+#include "log_line.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -44,12 +46,10 @@ uint64_t ic_now_ns(void) {
 }
 
 void ic_say(const char *fmt, ...) {
-  char buf[768];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  cu_log_line("cedana-gpu", fmt, ap);
   va_end(ap);
-  fprintf(stderr, "cedana-gpu: %s\n", buf);
 }
 
 /* ---- controller liveness ------------------------------------------------------ */

@@ -2,6 +2,8 @@
  * lookup and the "not supported" stub. */
 #include "fake.h"
 
+#include "log_line.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,12 +74,10 @@ CUresult fake_cuDriverGetVersion_2020(int *driverVersion) {
 }
 
 void fk_log(const char *fmt, ...) {
-  char buf[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  cu_log_line("fake-cuda", fmt, ap);
   va_end(ap);
-  fprintf(stderr, "fake-cuda: %s\n", buf);
 }
 
 /* Each unsupported function is named once per process, so a user sees what
