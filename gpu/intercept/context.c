@@ -59,13 +59,9 @@ static CUresult create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
   if (dev < 0 || dev >= ic.device_count) return CUDA_ERROR_INVALID_DEVICE;
   if (flags & ~(unsigned)(CU_CTX_FLAGS_MASK)) return CUDA_ERROR_INVALID_VALUE;
   if (t->depth == IC_CTX_STACK_MAX) return CUDA_ERROR_OUT_OF_MEMORY;
-  rc = ic_enter(t);
+  ic_obj *c;
+  rc = ic_enter_new(t, IC_CTX, 0, &c);
   if (rc) return rc;
-  ic_obj *c = ic_obj_new(IC_CTX, 0);
-  if (!c) {
-    ic_leave();
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
   c->u.c.device = dev;
   c->u.c.flags = flags;
   cgs_ctx *r = (cgs_ctx *)t->req;
@@ -73,12 +69,8 @@ static CUresult create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
   r->handle = c->handle;
   r->device = dev;
   r->flags = flags;
-  rc = ic_post(t, r);
-  ic_leave();
-  if (rc) {
-    __atomic_store_n(&c->state, IC_DESTROYED, __ATOMIC_RELEASE);
-    return rc;
-  }
+  rc = ic_post_create(t, r, c);
+  if (rc) return rc;
   push(t, c->handle);
   *pctx = (CUcontext)(uintptr_t)c->handle;
   return CUDA_SUCCESS;

@@ -258,6 +258,27 @@ static inline ic_obj *ic_obj_get(uint64_t handle, ic_kind kind) {
   ic_obj *o = ic_obj_peek(handle, kind);
   return o && __atomic_load_n(&o->state, __ATOMIC_ACQUIRE) == IC_ALIVE ? o : NULL;
 }
+
+/* Enter and mint the handle of an object the controller is about to create
+ * (see ic_post_create); out of memory leaves again. */
+static inline CUresult ic_enter_new(ic_thread *t, ic_kind kind, uint64_t ctx, ic_obj **out) {
+  CUresult rc = ic_enter(t);
+  if (rc) return rc;
+  *out = ic_obj_new(kind, ctx);
+  if (*out) return CUDA_SUCCESS;
+  ic_leave();
+  return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+/* Post the request (in t->req, inside ic_enter) that creates the minted `o`
+ * on the controller, and leave: a create the controller refuses leaves the
+ * handle dead, so it never names a half-made object. */
+static inline CUresult ic_post_create(ic_thread *t, void *req, ic_obj *o) {
+  CUresult rc = ic_post(t, req);
+  ic_leave();
+  if (rc) __atomic_store_n(&o->state, IC_DESTROYED, __ATOMIC_RELEASE);
+  return rc;
+}
 /* Kill every stream, event, module and function of a context (it was
  * destroyed or torn down by the controller). */
 IC_HIDDEN void ic_obj_drop_ctx(uint64_t ctx);

@@ -258,30 +258,26 @@ static CUresult gone(ic_obj *o) {
   return CUDA_ERROR_INVALID_HANDLE;
 }
 
-CUresult ic_module_arg(ic_thread *t, CUmodule h, ic_obj **out) {
+/* A live module or function argument whose context has no sticky error. */
+static CUresult live_arg(ic_thread *t, uint64_t h, ic_kind kind, ic_obj **out) {
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
   CUresult rc = ic_need_init();
   if (rc) return rc;
   if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *m = ic_obj_peek((uint64_t)(uintptr_t)h, IC_MODULE);
-  if (!m || __atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != IC_ALIVE) return gone(m);
-  rc = ic_ctx_sticky(m->ctx);
+  ic_obj *o = ic_obj_peek(h, kind);
+  if (!o || __atomic_load_n(&o->state, __ATOMIC_ACQUIRE) != IC_ALIVE) return gone(o);
+  rc = ic_ctx_sticky(o->ctx);
   if (rc) return rc;
-  *out = m;
+  *out = o;
   return CUDA_SUCCESS;
 }
 
+CUresult ic_module_arg(ic_thread *t, CUmodule h, ic_obj **out) {
+  return live_arg(t, (uint64_t)(uintptr_t)h, IC_MODULE, out);
+}
+
 CUresult ic_function_arg(ic_thread *t, CUfunction h, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
-  if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *f = ic_obj_peek((uint64_t)(uintptr_t)h, IC_FUNCTION);
-  if (!f || __atomic_load_n(&f->state, __ATOMIC_ACQUIRE) != IC_ALIVE) return gone(f);
-  rc = ic_ctx_sticky(f->ctx);
-  if (rc) return rc;
-  *out = f;
-  return CUDA_SUCCESS;
+  return live_arg(t, (uint64_t)(uintptr_t)h, IC_FUNCTION, out);
 }
 
 CUresult ic_module_unload(ic_thread *t, ic_obj *m) {

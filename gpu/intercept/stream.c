@@ -133,25 +133,17 @@ static CUresult create(CUstream *phStream, unsigned int flags, int priority) {
   /* Clamped to the range cuCtxGetStreamPriorityRange answers. */
   if (priority > 0) priority = 0;
   if (priority < -5) priority = -5;
-  rc = ic_enter(t);
+  ic_obj *s;
+  rc = ic_enter_new(t, IC_STREAM, ctx->handle, &s);
   if (rc) return rc;
-  ic_obj *s = ic_obj_new(IC_STREAM, ctx->handle);
-  if (!s) {
-    ic_leave();
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
   s->u.s.flags = flags;
   s->u.s.priority = priority;
   cgs_stream *r = (cgs_stream *)t->req;
   stream_req(r, CGS_OP_STREAM_CREATE, ctx->handle, s->handle, 0);
   r->flags = flags;
   r->priority = priority;
-  rc = ic_post(t, r);
-  ic_leave();
-  if (rc) {
-    __atomic_store_n(&s->state, IC_DESTROYED, __ATOMIC_RELEASE);
-    return rc;
-  }
+  rc = ic_post_create(t, r, s);
+  if (rc) return rc;
   *phStream = (CUstream)(uintptr_t)s->handle;
   return CUDA_SUCCESS;
 }
@@ -515,23 +507,15 @@ CUresult ic_cuEventCreate_2000(CUevent *phEvent, unsigned int Flags) {
   /* An interprocess event must have timing disabled. */
   if ((Flags & CU_EVENT_INTERPROCESS) && !(Flags & CU_EVENT_DISABLE_TIMING))
     return CUDA_ERROR_INVALID_VALUE;
-  rc = ic_enter(t);
+  ic_obj *e;
+  rc = ic_enter_new(t, IC_EVENT, ctx->handle, &e);
   if (rc) return rc;
-  ic_obj *e = ic_obj_new(IC_EVENT, ctx->handle);
-  if (!e) {
-    ic_leave();
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
   e->u.e.flags = Flags;
   cgs_event *r = (cgs_event *)t->req;
   event_req(r, CGS_OP_EVENT_CREATE, ctx->handle, e->handle);
   r->flags = Flags;
-  rc = ic_post(t, r);
-  ic_leave();
-  if (rc) {
-    __atomic_store_n(&e->state, IC_DESTROYED, __ATOMIC_RELEASE);
-    return rc;
-  }
+  rc = ic_post_create(t, r, e);
+  if (rc) return rc;
   *phEvent = (CUevent)(uintptr_t)e->handle;
   return CUDA_SUCCESS;
 }
