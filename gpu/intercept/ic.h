@@ -374,6 +374,17 @@ static inline CUresult ic_need_ctx_stream(ic_thread *t, CUstream h, ic_obj **ctx
   return ic_stream_resolve(h, (*ctx)->handle, out, per_thread);
 }
 
+/* The answer to a call that queues work but has an invalid argument: the
+ * checks the driver makes first (not inside a host function, a current
+ * context) keep their own errors. */
+static inline CUresult ic_invalid_work_arg(void) {
+  ic_thread *t = ic_self();
+  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
+  ic_obj *c;
+  CUresult rc = ic_need_ctx(t, &c);
+  return rc ? rc : CUDA_ERROR_INVALID_VALUE;
+}
+
 /* ---- memory --------------------------------------------------------------------*/
 typedef enum ic_mem_kind {
   IC_MEM_DEVICE = 1, /* cuMemAlloc / cuMemAllocPitch, placed by the controller */

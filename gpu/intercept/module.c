@@ -714,13 +714,7 @@ CUresult ic_cuLaunchCooperativeKernel_9000(CUfunction f, unsigned int gridDimX,
  * hints among them are not forwarded (the kernel runs with the defaults). */
 CUresult ic_cuLaunchKernelEx_11060(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
                                    void **extra) {
-  if (!config || (config->numAttrs && !config->attrs)) {
-    ic_thread *t = ic_self();
-    if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-    ic_obj *c;
-    CUresult rc = ic_need_ctx(t, &c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!config || (config->numAttrs && !config->attrs)) return ic_invalid_work_arg();
   bool cooperative;
   CUresult rc = cu_launch_attrs_check(config, &cooperative);
   if (rc) return rc;

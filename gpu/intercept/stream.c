@@ -448,26 +448,14 @@ static CUresult queue_host_call(CUstream hStream, const cb_entry *call) {
 }
 
 CUresult ic_cuLaunchHostFunc_10000(CUstream hStream, CUhostFn fn, void *userData) {
-  if (!fn) {
-    ic_obj *c;
-    ic_thread *t = ic_self();
-    if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-    CUresult rc = ic_need_ctx(t, &c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!fn) return ic_invalid_work_arg();
   cb_entry e = {.fn = fn, .stream = hStream, .user = userData};
   return queue_host_call(hStream, &e);
 }
 
 CUresult ic_cuStreamAddCallback_5000(CUstream hStream, CUstreamCallback callback, void *userData,
                                      unsigned int flags) {
-  if (!callback || flags != 0) {
-    ic_obj *c;
-    ic_thread *t = ic_self();
-    if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-    CUresult rc = ic_need_ctx(t, &c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!callback || flags != 0) return ic_invalid_work_arg();
   cb_entry e = {.callback = callback, .stream = hStream, .user = userData};
   return queue_host_call(hStream, &e);
 }

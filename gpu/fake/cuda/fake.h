@@ -151,6 +151,10 @@ FK_HIDDEN CUresult fk_stream_resolve(CUstream h, fk_ctx *ctx, fk_stream **out);
  * work: refused on a stream worker running a host function, as the driver
  * refuses any call made there. */
 FK_HIDDEN CUresult fk_work_stream(CUstream h, fk_ctx **ctx, fk_stream **out);
+/* The answer to a call that queues work but has an invalid argument: the
+ * checks the driver makes first (not inside a host function, a current
+ * context) keep their own errors. */
+FK_HIDDEN CUresult fk_invalid_work_arg(void);
 /* Queue op on s (adding the implicit legacy-stream dependencies); takes
  * ownership. Returns the op's sequence number through *seq if non-NULL. */
 FK_HIDDEN void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq);

@@ -291,12 +291,7 @@ CUresult fake_cuLaunchCooperativeKernel_9000(CUfunction f, unsigned int gridDimX
 
 CUresult fake_cuLaunchKernelEx_11060(const CUlaunchConfig *config, CUfunction f,
                                      void **kernelParams, void **extra) {
-  if (!config || (config->numAttrs && !config->attrs)) {
-    if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
-    fk_ctx *c;
-    CUresult rc = fk_need_ctx(&c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!config || (config->numAttrs && !config->attrs)) return fk_invalid_work_arg();
   bool cooperative;
   CUresult rc = cu_launch_attrs_check(config, &cooperative);
   if (rc) return rc;

@@ -425,6 +425,13 @@ CUresult fk_work_stream(CUstream h, fk_ctx **ctx, fk_stream **out) {
   return fk_stream_resolve(h, *ctx, out);
 }
 
+CUresult fk_invalid_work_arg(void) {
+  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
+  fk_ctx *c;
+  CUresult rc = fk_need_ctx(&c);
+  return rc ? rc : CUDA_ERROR_INVALID_VALUE;
+}
+
 /* A stream argument of a call that works on any context's stream (query,
  * synchronize, getters): special handles mean the current context's. */
 static CUresult lookup(CUstream h, fk_stream **out) {
@@ -649,21 +656,13 @@ static CUresult queue_host_call(CUstream hStream, host_call call) {
 }
 
 CUresult fake_cuLaunchHostFunc_10000(CUstream hStream, CUhostFn fn, void *userData) {
-  if (!fn) {
-    fk_ctx *c;
-    CUresult rc = need_ctx(&c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!fn) return fk_invalid_work_arg();
   return queue_host_call(hStream, (host_call){.fn = fn, .handle = hStream, .user = userData});
 }
 
 CUresult fake_cuStreamAddCallback_5000(CUstream hStream, CUstreamCallback callback, void *userData,
                                        unsigned int flags) {
-  if (!callback || flags != 0) {
-    fk_ctx *c;
-    CUresult rc = need_ctx(&c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!callback || flags != 0) return fk_invalid_work_arg();
   return queue_host_call(hStream,
                          (host_call){.callback = callback, .handle = hStream, .user = userData});
 }
