@@ -289,6 +289,15 @@ static CUresult primary_of(CUdevice dev, ic_obj **out) {
   return *out ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
+/* The primary context of dev and the calling thread, which posts the
+ * change to it. */
+static CUresult primary_and_self(CUdevice dev, ic_obj **c, ic_thread **t) {
+  CUresult rc = primary_of(dev, c);
+  if (rc) return rc;
+  *t = ic_self();
+  return *t ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
 static CUresult post_primary(ic_thread *t, uint32_t op, ic_obj *c) {
   CUresult rc = ic_enter(t);
   if (rc) return rc;
@@ -329,10 +338,9 @@ CUresult ic_cuDevicePrimaryCtxRetain_7000(CUcontext *pctx, CUdevice_v1 dev) {
 
 CUresult ic_cuDevicePrimaryCtxRelease_11000(CUdevice_v1 dev) {
   ic_obj *c;
-  CUresult rc = primary_of(dev, &c);
+  ic_thread *t;
+  CUresult rc = primary_and_self(dev, &c, &t);
   if (rc) return rc;
-  ic_thread *t = ic_self();
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   pthread_mutex_lock(&primary_lock);
   if (c->u.c.refs == 0) {
     pthread_mutex_unlock(&primary_lock);
@@ -350,10 +358,9 @@ CUresult ic_cuDevicePrimaryCtxRelease_11000(CUdevice_v1 dev) {
 
 CUresult ic_cuDevicePrimaryCtxReset_11000(CUdevice_v1 dev) {
   ic_obj *c;
-  CUresult rc = primary_of(dev, &c);
+  ic_thread *t;
+  CUresult rc = primary_and_self(dev, &c, &t);
   if (rc) return rc;
-  ic_thread *t = ic_self();
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   pthread_mutex_lock(&primary_lock);
   rc = post_primary(t, CGS_OP_PRIMARY_RESET, c);
   if (!rc) {

@@ -150,13 +150,21 @@ static uint64_t stamp_of(fk_event *ev) {
   return t;
 }
 
+/* The checked event's latest record: its stream, with a reference (NULL if
+ * never recorded), and sequence number. */
+static CUresult latest_record(CUevent h, fk_event **ev, fk_stream **s, uint64_t *seq) {
+  CUresult rc = lookup(h, ev);
+  if (rc) return rc;
+  *s = latest(*ev, seq);
+  return CUDA_SUCCESS;
+}
+
 CUresult fake_cuEventQuery_2000(CUevent hEvent) {
   fk_event *ev;
-  CUresult rc = lookup(hEvent, &ev);
-  if (rc) return rc;
+  fk_stream *s;
   uint64_t seq;
-  fk_stream *s = latest(ev, &seq);
-  if (!s) return CUDA_SUCCESS; /* an event never recorded stands for no work */
+  CUresult rc = latest_record(hEvent, &ev, &s, &seq);
+  if (rc || !s) return rc; /* an event never recorded stands for no work */
   bool done = fk_stream_reached(s, seq);
   fk_stream_unref(s);
   return done ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
@@ -164,11 +172,10 @@ CUresult fake_cuEventQuery_2000(CUevent hEvent) {
 
 CUresult fake_cuEventSynchronize_2000(CUevent hEvent) {
   fk_event *ev;
-  CUresult rc = lookup(hEvent, &ev);
-  if (rc) return rc;
+  fk_stream *s;
   uint64_t seq;
-  fk_stream *s = latest(ev, &seq);
-  if (!s) return CUDA_SUCCESS;
+  CUresult rc = latest_record(hEvent, &ev, &s, &seq);
+  if (rc || !s) return rc;
   fk_stream_wait(s, seq);
   fk_stream_unref(s);
   /* A fault in the work waited for is reported here, as on a GPU. */
