@@ -252,6 +252,10 @@ CUresult CU_IMPL(cuMemGetAddressRange_2000)(CUdeviceptr_v1 *pbase, unsigned int 
   return CUDA_SUCCESS;
 }
 
+CUresult CU_IMPL(cuMemAllocHost_2000)(void **pp, unsigned int bytesize) {
+  return CU_IMPL(cuMemHostAlloc_2020)(pp, bytesize, 0);
+}
+
 CUresult CU_IMPL(cuMemAllocHost_3020)(void **pp, size_t bytesize) {
   return CU_IMPL(cuMemHostAlloc_2020)(pp, bytesize, 0);
 }

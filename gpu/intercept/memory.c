@@ -230,14 +230,23 @@ CUresult ic_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t Wi
   return CUDA_SUCCESS;
 }
 
+/* The allocation a free names, taken out of the table for the caller to free
+ * (or to put back if the free fails), in the current context. */
+static CUresult take_for_free(ic_thread *t, uintptr_t p, ic_mem_kind kind, ic_obj **ctx,
+                              ic_alloc *a) {
+  CUresult rc = ic_need_ctx(t, ctx);
+  if (rc) return rc;
+  if (!p || !ic_mem_take(p, 1u << kind, a)) return CUDA_ERROR_INVALID_VALUE;
+  return CUDA_SUCCESS;
+}
+
 /* The controller synchronizes before freeing, as the driver does. */
 CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   ic_alloc a;
-  if (!dptr || !ic_mem_take((uintptr_t)dptr, 1u << IC_MEM_DEVICE, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free(t, (uintptr_t)dptr, IC_MEM_DEVICE, &ctx, &a);
+  if (rc) return rc;
   rc = ic_enter(t);
   if (!rc) {
     rc = mem_op(t, CGS_OP_MEM_FREE, a.ctx, dptr, a.size, NULL);
@@ -327,9 +336,7 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   CUresult rc = ic_need_ctx(t, &ctx);
   if (rc) return rc;
   if (!pp || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP |
-                          CU_MEMHOSTALLOC_WRITECOMBINED))
-    return CUDA_ERROR_INVALID_VALUE;
+  if (flags & ~(unsigned)CU_MEMHOSTALLOC_KNOWN) return CUDA_ERROR_INVALID_VALUE;
   if (bytesize > ((size_t)1 << 62)) return CUDA_ERROR_OUT_OF_MEMORY;
   size_t mapped = round_up(bytesize, page_size());
   char name[128];
@@ -377,10 +384,6 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuMemAllocHost_2000(void **pp, unsigned int bytesize) {
-  return host_alloc(pp, bytesize, 0);
-}
-
 CUresult ic_cuMemHostAlloc_2020(void **pp, size_t bytesize, unsigned int Flags) {
   return host_alloc(pp, bytesize, Flags);
 }
@@ -390,10 +393,9 @@ CUresult ic_cuMemHostAlloc_2020(void **pp, size_t bytesize, unsigned int Flags) 
 CUresult ic_cuMemFreeHost_2000(void *p) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   ic_alloc a;
-  if (!p || !ic_mem_take((uintptr_t)p, 1u << IC_MEM_HOST, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free(t, (uintptr_t)p, IC_MEM_HOST, &ctx, &a);
+  if (rc) return rc;
   rc = ic_enter(t);
   if (rc && rc != IC_DEAD_ERROR) {
     ic_mem_add(&a); /* not sent: still pinned */

@@ -620,13 +620,20 @@ CUresult fake_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t 
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr) {
+/* The allocation of `kind` a free names, taken out of the table for the
+ * caller to release. NULL names none and is not an error (*a untouched):
+ * free(NULL), as measured on the real driver. */
+static CUresult take_for_free(uintptr_t p, int kind, fk_alloc *a) {
   fk_ctx *ctx;
   CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
-  if (!dptr) return CUDA_SUCCESS; /* free(NULL), as measured on the real driver */
+  if (rc || !p) return rc;
+  return fk_mem_take(p, 1u << kind, a) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   fk_alloc a;
-  if (!fk_mem_take((uintptr_t)dptr, 1u << FK_MEM_DEVICE, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free((uintptr_t)dptr, FK_MEM_DEVICE, &a);
+  if (rc || !dptr) return rc;
   /* The driver synchronizes before freeing memory that queued work may still
    * touch (not for stream-ordered allocations, whose users must order
    * themselves). Unmapping under running work would crash the process. */
@@ -703,9 +710,7 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   CUresult rc = fk_mem_need_ctx(&ctx);
   if (rc) return rc;
   if (!pp) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP |
-                          CU_MEMHOSTALLOC_WRITECOMBINED))
-    return CUDA_ERROR_INVALID_VALUE;
+  if (flags & ~(unsigned)CU_MEMHOSTALLOC_KNOWN) return CUDA_ERROR_INVALID_VALUE;
   /* Measured on the real driver: zero bytes succeed with a NULL pointer. */
   if (bytesize == 0) {
     *pp = NULL;
@@ -724,21 +729,14 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemAllocHost_2000(void **pp, unsigned int bytesize) {
-  return host_alloc(pp, bytesize, 0);
-}
-
 CUresult fake_cuMemHostAlloc_2020(void **pp, size_t bytesize, unsigned int Flags) {
   return host_alloc(pp, bytesize, Flags);
 }
 
 CUresult fake_cuMemFreeHost_2000(void *p) {
-  fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
-  if (!p) return CUDA_SUCCESS; /* free(NULL), as measured on the real driver */
   fk_alloc a;
-  if (!fk_mem_take((uintptr_t)p, 1u << FK_MEM_HOST, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free((uintptr_t)p, FK_MEM_HOST, &a);
+  if (rc || !p) return rc;
   if (a.ctx && a.ctx->active) fk_ctx_synchronize(a.ctx);
   munmap((void *)a.base, round_up(a.size, page_size));
   return CUDA_SUCCESS;
