@@ -4,6 +4,8 @@
  * creation does not wait for it (the handle is minted here). */
 #include "ic.h"
 
+#include "launch_rules.h"
+
 #include <string.h>
 
 static pthread_mutex_t primary_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -273,7 +275,7 @@ CUresult ic_cuCtxSetCacheConfig_3020(CUfunc_cache config) {
   ic_obj *c;
   CUresult rc = ic_need_ctx(ic_self(), &c);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 /* ---- primary contexts -------------------------------------------------------

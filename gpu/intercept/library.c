@@ -12,6 +12,8 @@
  */
 #include "ic.h"
 
+#include "launch_rules.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -396,5 +398,5 @@ CUresult ic_cuKernelSetCacheConfig_12000(CUkernel kernel, CUfunc_cache config, C
   CUresult rc = kernel_arg(ic_self(), kernel, &k);
   if (!rc) rc = device_arg(dev);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }

@@ -568,15 +568,14 @@ CUresult ic_cuFuncSetCacheConfig_3000(CUfunction hfunc, CUfunc_cache config) {
   ic_obj *f;
   CUresult rc = function_of(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 CUresult ic_cuFuncSetSharedMemConfig_4020(CUfunction hfunc, CUsharedconfig config) {
   ic_obj *f;
   CUresult rc = function_of(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE ? CUDA_SUCCESS
-                                                                       : CUDA_ERROR_INVALID_VALUE;
+  return cu_shared_config_rule(config);
 }
 
 /* ---- launches ----------------------------------------------------------------------- */

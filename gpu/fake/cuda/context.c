@@ -6,6 +6,8 @@
  * than a read of freed memory. */
 #include "fake.h"
 
+#include "launch_rules.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -272,7 +274,7 @@ CUresult fake_cuCtxSetCacheConfig_3020(CUfunc_cache config) {
   fk_ctx *c;
   CUresult rc = fk_need_ctx(&c);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 /* ---- primary contexts ---------------------------------------------------- */

@@ -9,6 +9,8 @@
  * parameter layouts without needing one. */
 #include "module_internal.h"
 
+#include "launch_rules.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -377,5 +379,5 @@ CUresult fake_cuKernelSetCacheConfig_12000(CUkernel kernel, CUfunc_cache config,
   lib_kernel *k;
   CUresult rc = kernel_device_arg(kernel, dev, &k);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }

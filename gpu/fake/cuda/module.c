@@ -15,6 +15,8 @@
  */
 #include "module_internal.h"
 
+#include "launch_rules.h"
+
 #include "jit_options.h"
 
 #include <dlfcn.h>
@@ -558,15 +560,14 @@ CUresult fake_cuFuncSetCacheConfig_3000(CUfunction hfunc, CUfunc_cache config) {
   func_impl *f;
   CUresult rc = func_arg(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 CUresult fake_cuFuncSetSharedMemConfig_4020(CUfunction hfunc, CUsharedconfig config) {
   func_impl *f;
   CUresult rc = func_arg(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE ? CUDA_SUCCESS
-                                                                       : CUDA_ERROR_INVALID_VALUE;
+  return cu_shared_config_rule(config);
 }
 
 CUresult fake_cuFuncGetName_12030(const char **name, CUfunction hfunc) {
