@@ -260,10 +260,8 @@ static CUresult gone(ic_obj *o) {
 
 /* A live module or function argument whose context has no sticky error. */
 static CUresult live_arg(ic_thread *t, uint64_t h, ic_kind kind, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
+  CUresult rc = ic_need_thread(t);
   if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   ic_obj *o = ic_obj_peek(h, kind);
   if (!o || __atomic_load_n(&o->state, __ATOMIC_ACQUIRE) != IC_ALIVE) return gone(o);
   rc = ic_ctx_sticky(o->ctx);

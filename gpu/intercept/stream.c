@@ -155,19 +155,12 @@ CUresult ic_cuStreamCreateWithPriority_5050(CUstream *phStream, unsigned int fla
 /* Returns at once, as the driver does: the stream's queued work still runs. */
 CUresult ic_cuStreamDestroy_4000(CUstream hStream) {
   ic_thread *t = ic_self();
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
-  if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   /* The default streams are not the caller's to destroy. */
-  ic_obj *s = ic_obj_get((uint64_t)(uintptr_t)hStream, IC_STREAM);
-  if (!s) return CUDA_ERROR_INVALID_HANDLE;
-  rc = ic_enter(t);
+  ic_obj *s;
+  CUresult rc = ic_obj_arg(t, hStream, IC_STREAM, &s);
   if (rc) return rc;
-  if (__atomic_exchange_n(&s->state, IC_DESTROYED, __ATOMIC_ACQ_REL) != IC_ALIVE) {
-    ic_leave();
-    return CUDA_ERROR_INVALID_HANDLE; /* another thread destroyed it meanwhile */
-  }
+  rc = ic_enter_destroy(t, s);
+  if (rc) return rc;
   cgs_stream *r = (cgs_stream *)t->req;
   stream_req(r, CGS_OP_STREAM_DESTROY, s->ctx, s->handle, 0);
   rc = ic_post(t, r);
@@ -463,16 +456,9 @@ CUresult ic_cuStreamAddCallback_5000(CUstream hStream, CUstreamCallback callback
 /* ---- events ---------------------------------------------------------------------- */
 
 static CUresult event_of(ic_thread *t, CUevent h, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
+  CUresult rc = ic_obj_arg(t, h, IC_EVENT, out);
   if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *e = ic_obj_get((uint64_t)(uintptr_t)h, IC_EVENT);
-  if (!e) return CUDA_ERROR_INVALID_HANDLE;
-  rc = ic_ctx_sticky(e->ctx);
-  if (rc) return rc;
-  *out = e;
-  return CUDA_SUCCESS;
+  return ic_ctx_sticky((*out)->ctx);
 }
 
 static void event_req(cgs_event *r, uint32_t op, uint64_t ctx, uint64_t handle) {
@@ -513,12 +499,8 @@ CUresult ic_cuEventDestroy_4000(CUevent hEvent) {
   ic_obj *e;
   CUresult rc = event_of(t, hEvent, &e);
   if (rc) return rc;
-  rc = ic_enter(t);
+  rc = ic_enter_destroy(t, e);
   if (rc) return rc;
-  if (__atomic_exchange_n(&e->state, IC_DESTROYED, __ATOMIC_ACQ_REL) != IC_ALIVE) {
-    ic_leave();
-    return CUDA_ERROR_INVALID_HANDLE;
-  }
   cgs_event *r = (cgs_event *)t->req;
   event_req(r, CGS_OP_EVENT_DESTROY, e->ctx, e->handle);
   rc = ic_post(t, r);
