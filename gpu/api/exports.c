@@ -15,28 +15,15 @@
  * Exported functions get their symbol name through an asm label so that
  * cuda.h's renaming macros (cuMemAlloc -> cuMemAlloc_v2) cannot touch them.
  */
-#if !defined(CU_EXPORTS_IMPL) || !defined(CU_EXPORTS_LIB)
-#error "compile with -DCU_EXPORTS_IMPL=<prefix> -DCU_EXPORTS_LIB=<prefix> (see the comment above)"
-#endif
-
-#define __CUDA_API_VERSION_INTERNAL 1
-#include <cuda.h>
-
+#include "impl_names.h"
 #include "proc_lookup.h"
 
-/* Two levels, so that the prefix macros expand before they are pasted. */
-#define CU_PASTE_(a, b) a##b
-#define CU_PASTE(a, b) CU_PASTE_(a, b)
-#define CU_IMPL(name) CU_PASTE(CU_EXPORTS_IMPL, name)
-#define CU_LIB(name) CU_PASTE(CU_EXPORTS_LIB, name)
-
-#define CU_HIDDEN __attribute__((visibility("hidden")))
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
 
 CU_HIDDEN CUresult CU_LIB(unsupported)(const char *symbol);
 CU_HIDDEN extern __thread int CU_LIB(tls_ptds);
-CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int version,
-                                            cuuint64_t flags,
-                                            CUdriverProcAddressQueryResult *found);
 
 /* Implementations are weak references: a file that implements a function
  * defines <IMPL><base>_<version>; the others stay NULL and get the stub. */
@@ -83,4 +70,21 @@ CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int 
                                             CUdriverProcAddressQueryResult *found) {
   return cu_get_proc_address(cu_procs, sizeof cu_procs / sizeof cu_procs[0], symbol, pfn, version,
                              flags, found);
+}
+
+/* Both libraries name an unsupported function once per process, so that a
+ * user sees what the workload needs without a flood; each decides how it
+ * says so (CU_LIB(unsupported)). Symbols are the string literals of the
+ * export table, so a pointer compare usually answers. */
+CU_HIDDEN bool CU_LIB(unsupported_first)(const char *symbol) {
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  static const char *seen[1024];
+  static size_t nseen;
+  bool first = true;
+  pthread_mutex_lock(&lock);
+  for (size_t i = 0; i < nseen; i++)
+    if (seen[i] == symbol || strcmp(seen[i], symbol) == 0) first = false;
+  if (first && nseen < sizeof seen / sizeof seen[0]) seen[nseen++] = symbol;
+  pthread_mutex_unlock(&lock);
+  return first;
 }

@@ -1,4 +1,5 @@
-/* The CUDA driver's checks on cuLaunchKernelEx's launch attributes, shared by
+/* The CUDA driver's checks on cuLaunchKernelEx's launch attributes and on the
+ * cache and shared-memory preferences of contexts, functions and kernels, shared by
  * the fake driver and the interposer so that there is one definition of the
  * driver's rule for both: a program gets the same answer to the same launch
  * configuration whichever of them it runs on.
@@ -49,6 +50,19 @@ static inline CUresult cu_launch_attrs_check(const CUlaunchConfig *config, bool 
     }
   }
   return CUDA_SUCCESS;
+}
+
+/* A cache preference (cuCtxSetCacheConfig, cuFuncSetCacheConfig,
+ * cuKernelSetCacheConfig): any the driver names is accepted; neither
+ * implementation has a cache split to act on. */
+static inline CUresult cu_cache_config_rule(CUfunc_cache config) {
+  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+/* A shared-memory bank size (cuFuncSetSharedMemConfig): likewise. */
+static inline CUresult cu_shared_config_rule(CUsharedconfig config) {
+  return (unsigned)config <= CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE ? CUDA_SUCCESS
+                                                                       : CUDA_ERROR_INVALID_VALUE;
 }
 
 #endif

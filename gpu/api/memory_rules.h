@@ -1,4 +1,4 @@
-/* The CUDA driver's argument rule and pitch for cuMemAllocPitch, shared by
+/* The CUDA driver's argument rules for cuMemAllocPitch and cuMemHostAlloc, shared by
  * the fake driver and the interposer so that there is one definition of the
  * driver's rule for both: the same request is refused, or gets the same
  * pitch, whichever of them a program runs on.
@@ -34,5 +34,9 @@ static inline CUresult cu_mem_pitch_rule(bool outs_ok, size_t WidthInBytes, size
   *bytes = p * Height;
   return CUDA_SUCCESS;
 }
+
+/* The flags cuMemHostAlloc knows; any other is CUDA_ERROR_INVALID_VALUE. */
+#define CU_MEMHOSTALLOC_KNOWN \
+  (CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)
 
 #endif

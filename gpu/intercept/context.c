@@ -4,6 +4,8 @@
  * creation does not wait for it (the handle is minted here). */
 #include "ic.h"
 
+#include "launch_rules.h"
+
 #include <string.h>
 
 static pthread_mutex_t primary_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -59,13 +61,9 @@ static CUresult create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
   if (dev < 0 || dev >= ic.device_count) return CUDA_ERROR_INVALID_DEVICE;
   if (flags & ~(unsigned)(CU_CTX_FLAGS_MASK)) return CUDA_ERROR_INVALID_VALUE;
   if (t->depth == IC_CTX_STACK_MAX) return CUDA_ERROR_OUT_OF_MEMORY;
-  rc = ic_enter(t);
+  ic_obj *c;
+  rc = ic_enter_new(t, IC_CTX, 0, &c);
   if (rc) return rc;
-  ic_obj *c = ic_obj_new(IC_CTX, 0);
-  if (!c) {
-    ic_leave();
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
   c->u.c.device = dev;
   c->u.c.flags = flags;
   cgs_ctx *r = (cgs_ctx *)t->req;
@@ -73,30 +71,11 @@ static CUresult create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
   r->handle = c->handle;
   r->device = dev;
   r->flags = flags;
-  rc = ic_post(t, r);
-  ic_leave();
-  if (rc) {
-    __atomic_store_n(&c->state, IC_DESTROYED, __ATOMIC_RELEASE);
-    return rc;
-  }
+  rc = ic_post_create(t, r, c);
+  if (rc) return rc;
   push(t, c->handle);
   *pctx = (CUcontext)(uintptr_t)c->handle;
   return CUDA_SUCCESS;
-}
-
-CUresult ic_cuCtxCreate_3020(CUcontext *pctx, unsigned int flags, CUdevice_v1 dev) {
-  return create(pctx, flags, dev);
-}
-
-CUresult ic_cuCtxCreate_2000(CUcontext *pctx, unsigned int flags, CUdevice_v1 dev) {
-  return create(pctx, flags, dev);
-}
-
-CUresult ic_cuCtxCreate_11040(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
-                              unsigned int flags, CUdevice_v1 dev) {
-  if (numParams < 0 || (numParams > 0 && !paramsArray)) return CUDA_ERROR_INVALID_VALUE;
-  if (numParams > 0) return CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY;
-  return create(pctx, flags, dev);
 }
 
 CUresult ic_cuCtxCreate_12050(CUcontext *pctx, CUctxCreateParams *ctxCreateParams,
@@ -136,8 +115,6 @@ CUresult ic_cuCtxDestroy_4000(CUcontext ctx) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuCtxDestroy_2000(CUcontext ctx) { return ic_cuCtxDestroy_4000(ctx); }
-
 CUresult ic_cuCtxPushCurrent_4000(CUcontext ctx) {
   CUresult rc = ic_need_init();
   if (rc) return rc;
@@ -149,8 +126,6 @@ CUresult ic_cuCtxPushCurrent_4000(CUcontext ctx) {
   return push(t, c->handle);
 }
 
-CUresult ic_cuCtxPushCurrent_2000(CUcontext ctx) { return ic_cuCtxPushCurrent_4000(ctx); }
-
 CUresult ic_cuCtxPopCurrent_4000(CUcontext *pctx) {
   CUresult rc = ic_need_init();
   if (rc) return rc;
@@ -161,8 +136,6 @@ CUresult ic_cuCtxPopCurrent_4000(CUcontext *pctx) {
   if (pctx) *pctx = (CUcontext)(uintptr_t)c;
   return CUDA_SUCCESS;
 }
-
-CUresult ic_cuCtxPopCurrent_2000(CUcontext *pctx) { return ic_cuCtxPopCurrent_4000(pctx); }
 
 CUresult ic_cuCtxSetCurrent_4000(CUcontext ctx) {
   CUresult rc = ic_need_init();
@@ -202,8 +175,6 @@ CUresult ic_cuCtxGetDevice_13000(CUdevice *device, CUcontext ctx) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuCtxGetDevice_2000(CUdevice_v1 *device) { return ic_cuCtxGetDevice_13000(device, NULL); }
-
 CUresult ic_cuCtxSynchronize_13000(CUcontext ctx) {
   ic_thread *t = ic_self();
   ic_obj *c;
@@ -220,8 +191,6 @@ CUresult ic_cuCtxSynchronize_13000(CUcontext ctx) {
   ic_leave();
   return rc;
 }
-
-CUresult ic_cuCtxSynchronize_2000(void) { return ic_cuCtxSynchronize_13000(NULL); }
 
 CUresult ic_cuCtxGetApiVersion_3020(CUcontext ctx, unsigned int *version) {
   ic_obj *c;
@@ -306,7 +275,7 @@ CUresult ic_cuCtxSetCacheConfig_3020(CUfunc_cache config) {
   ic_obj *c;
   CUresult rc = ic_need_ctx(ic_self(), &c);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 /* ---- primary contexts -------------------------------------------------------
@@ -320,6 +289,15 @@ static CUresult primary_of(CUdevice dev, ic_obj **out) {
   if (dev < 0 || dev >= ic.device_count) return CUDA_ERROR_INVALID_DEVICE;
   *out = ic_primary(dev);
   return *out ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+/* The primary context of dev and the calling thread, which posts the
+ * change to it. */
+static CUresult primary_and_self(CUdevice dev, ic_obj **c, ic_thread **t) {
+  CUresult rc = primary_of(dev, c);
+  if (rc) return rc;
+  *t = ic_self();
+  return *t ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
 static CUresult post_primary(ic_thread *t, uint32_t op, ic_obj *c) {
@@ -362,10 +340,9 @@ CUresult ic_cuDevicePrimaryCtxRetain_7000(CUcontext *pctx, CUdevice_v1 dev) {
 
 CUresult ic_cuDevicePrimaryCtxRelease_11000(CUdevice_v1 dev) {
   ic_obj *c;
-  CUresult rc = primary_of(dev, &c);
+  ic_thread *t;
+  CUresult rc = primary_and_self(dev, &c, &t);
   if (rc) return rc;
-  ic_thread *t = ic_self();
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   pthread_mutex_lock(&primary_lock);
   if (c->u.c.refs == 0) {
     pthread_mutex_unlock(&primary_lock);
@@ -381,16 +358,11 @@ CUresult ic_cuDevicePrimaryCtxRelease_11000(CUdevice_v1 dev) {
   return rc;
 }
 
-CUresult ic_cuDevicePrimaryCtxRelease_7000(CUdevice_v1 dev) {
-  return ic_cuDevicePrimaryCtxRelease_11000(dev);
-}
-
 CUresult ic_cuDevicePrimaryCtxReset_11000(CUdevice_v1 dev) {
   ic_obj *c;
-  CUresult rc = primary_of(dev, &c);
+  ic_thread *t;
+  CUresult rc = primary_and_self(dev, &c, &t);
   if (rc) return rc;
-  ic_thread *t = ic_self();
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   pthread_mutex_lock(&primary_lock);
   rc = post_primary(t, CGS_OP_PRIMARY_RESET, c);
   if (!rc) {
@@ -404,10 +376,6 @@ CUresult ic_cuDevicePrimaryCtxReset_11000(CUdevice_v1 dev) {
   return rc;
 }
 
-CUresult ic_cuDevicePrimaryCtxReset_7000(CUdevice_v1 dev) {
-  return ic_cuDevicePrimaryCtxReset_11000(dev);
-}
-
 CUresult ic_cuDevicePrimaryCtxSetFlags_11000(CUdevice_v1 dev, unsigned int flags) {
   ic_obj *c;
   CUresult rc = primary_of(dev, &c);
@@ -418,15 +386,6 @@ CUresult ic_cuDevicePrimaryCtxSetFlags_11000(CUdevice_v1 dev, unsigned int flags
   if (c->u.c.active) c->u.c.flags = flags;
   pthread_mutex_unlock(&primary_lock);
   return CUDA_SUCCESS;
-}
-
-CUresult ic_cuDevicePrimaryCtxSetFlags_7000(CUdevice_v1 dev, unsigned int flags) {
-  ic_obj *c;
-  CUresult rc = primary_of(dev, &c);
-  if (rc) return rc;
-  /* Before CUDA 11 the flags could not change while the context was active. */
-  if (__atomic_load_n(&c->u.c.active, __ATOMIC_ACQUIRE)) return CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE;
-  return ic_cuDevicePrimaryCtxSetFlags_11000(dev, flags);
 }
 
 CUresult ic_cuDevicePrimaryCtxGetState_7000(CUdevice_v1 dev, unsigned int *flags, int *active) {

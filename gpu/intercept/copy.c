@@ -31,10 +31,8 @@ typedef struct cp {
 
 static CUresult begin(cp *c, CUstream s, int async) {
   c->t = ic_self();
-  CUresult rc = ic_need_ctx(c->t, &c->ctx);
-  if (rc) return rc;
   c->async = async;
-  return ic_stream_resolve(s, c->ctx->handle, &c->stream, &c->per_thread);
+  return ic_need_ctx_stream(c->t, s, &c->ctx, &c->stream, &c->per_thread);
 }
 
 /* Pinned memory holding [p, p+n): its file and offset. */
@@ -220,10 +218,6 @@ CUresult ic_cuMemcpyHtoD_3020(CUdeviceptr_v2 dstDevice, const void *srcHost, siz
   return rc ? rc : htod(&c, dstDevice, srcHost, ByteCount);
 }
 
-CUresult ic_cuMemcpyHtoD_2000(CUdeviceptr_v1 dstDevice, const void *srcHost, unsigned int ByteCount) {
-  return ic_cuMemcpyHtoD_3020(dstDevice, srcHost, ByteCount);
-}
-
 CUresult ic_cuMemcpyHtoDAsync_3020(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount,
                                    CUstream hStream) {
   cp c;
@@ -231,19 +225,10 @@ CUresult ic_cuMemcpyHtoDAsync_3020(CUdeviceptr_v2 dstDevice, const void *srcHost
   return rc ? rc : htod(&c, dstDevice, srcHost, ByteCount);
 }
 
-CUresult ic_cuMemcpyHtoDAsync_2000(CUdeviceptr_v1 dstDevice, const void *srcHost,
-                                   unsigned int ByteCount, CUstream hStream) {
-  return ic_cuMemcpyHtoDAsync_3020(dstDevice, srcHost, ByteCount, hStream);
-}
-
 CUresult ic_cuMemcpyDtoH_3020(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
   cp c;
   CUresult rc = begin(&c, NULL, 0);
   return rc ? rc : dtoh(&c, dstHost, srcDevice, ByteCount);
-}
-
-CUresult ic_cuMemcpyDtoH_2000(void *dstHost, CUdeviceptr_v1 srcDevice, unsigned int ByteCount) {
-  return ic_cuMemcpyDtoH_3020(dstHost, srcDevice, ByteCount);
 }
 
 CUresult ic_cuMemcpyDtoHAsync_3020(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount,
@@ -253,20 +238,10 @@ CUresult ic_cuMemcpyDtoHAsync_3020(void *dstHost, CUdeviceptr_v2 srcDevice, size
   return rc ? rc : dtoh(&c, dstHost, srcDevice, ByteCount);
 }
 
-CUresult ic_cuMemcpyDtoHAsync_2000(void *dstHost, CUdeviceptr_v1 srcDevice, unsigned int ByteCount,
-                                   CUstream hStream) {
-  return ic_cuMemcpyDtoHAsync_3020(dstHost, srcDevice, ByteCount, hStream);
-}
-
 CUresult ic_cuMemcpyDtoD_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
   cp c;
   CUresult rc = begin(&c, NULL, 0);
   return rc ? rc : dtod(&c, dstDevice, srcDevice, ByteCount);
-}
-
-CUresult ic_cuMemcpyDtoD_2000(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcDevice,
-                              unsigned int ByteCount) {
-  return ic_cuMemcpyDtoD_3020(dstDevice, srcDevice, ByteCount);
 }
 
 CUresult ic_cuMemcpyDtoDAsync_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice,
@@ -274,11 +249,6 @@ CUresult ic_cuMemcpyDtoDAsync_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcD
   cp c;
   CUresult rc = begin(&c, hStream, 1);
   return rc ? rc : dtod(&c, dstDevice, srcDevice, ByteCount);
-}
-
-CUresult ic_cuMemcpyDtoDAsync_3000(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcDevice,
-                                   unsigned int ByteCount, CUstream hStream) {
-  return ic_cuMemcpyDtoDAsync_3020(dstDevice, srcDevice, ByteCount, hStream);
 }
 
 /* ---- unified addressing: the direction follows from the pointers ---------------- */
@@ -461,65 +431,55 @@ static CUresult memset_any(CUstream s, int async, CUdeviceptr dst, size_t pitch,
 CUresult ic_cuMemsetD8_3020(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) {
   return memset_any(NULL, 0, dstDevice, 0, uc, 1, N, 1);
 }
+
 CUresult ic_cuMemsetD16_3020(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N) {
   return memset_any(NULL, 0, dstDevice, 0, us, 2, N, 1);
 }
+
 CUresult ic_cuMemsetD32_3020(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N) {
   return memset_any(NULL, 0, dstDevice, 0, ui, 4, N, 1);
 }
-CUresult ic_cuMemsetD8_2000(CUdeviceptr_v1 dstDevice, unsigned char uc, unsigned int N) {
-  return ic_cuMemsetD8_3020(dstDevice, uc, N);
-}
-CUresult ic_cuMemsetD16_2000(CUdeviceptr_v1 dstDevice, unsigned short us, unsigned int N) {
-  return ic_cuMemsetD16_3020(dstDevice, us, N);
-}
-CUresult ic_cuMemsetD32_2000(CUdeviceptr_v1 dstDevice, unsigned int ui, unsigned int N) {
-  return ic_cuMemsetD32_3020(dstDevice, ui, N);
-}
+
 CUresult ic_cuMemsetD8Async_3020(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N,
                                  CUstream hStream) {
   return memset_any(hStream, 1, dstDevice, 0, uc, 1, N, 1);
 }
+
 CUresult ic_cuMemsetD16Async_3020(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N,
                                   CUstream hStream) {
   return memset_any(hStream, 1, dstDevice, 0, us, 2, N, 1);
 }
+
 CUresult ic_cuMemsetD32Async_3020(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N,
                                   CUstream hStream) {
   return memset_any(hStream, 1, dstDevice, 0, ui, 4, N, 1);
 }
+
 CUresult ic_cuMemsetD2D8_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned char uc,
                               size_t Width, size_t Height) {
   return memset_any(NULL, 0, dstDevice, dstPitch, uc, 1, Width, Height);
 }
+
 CUresult ic_cuMemsetD2D16_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned short us,
                                size_t Width, size_t Height) {
   return memset_any(NULL, 0, dstDevice, dstPitch, us, 2, Width, Height);
 }
+
 CUresult ic_cuMemsetD2D32_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned int ui,
                                size_t Width, size_t Height) {
   return memset_any(NULL, 0, dstDevice, dstPitch, ui, 4, Width, Height);
 }
-CUresult ic_cuMemsetD2D8_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, unsigned char uc,
-                              unsigned int Width, unsigned int Height) {
-  return ic_cuMemsetD2D8_3020(dstDevice, dstPitch, uc, Width, Height);
-}
-CUresult ic_cuMemsetD2D16_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, unsigned short us,
-                               unsigned int Width, unsigned int Height) {
-  return ic_cuMemsetD2D16_3020(dstDevice, dstPitch, us, Width, Height);
-}
-CUresult ic_cuMemsetD2D32_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, unsigned int ui,
-                               unsigned int Width, unsigned int Height) {
-  return ic_cuMemsetD2D32_3020(dstDevice, dstPitch, ui, Width, Height);
-}
+
 CUresult ic_cuMemsetD2D8Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned char uc,
                                    size_t Width, size_t Height, CUstream hStream) {
   return memset_any(hStream, 1, dstDevice, dstPitch, uc, 1, Width, Height);
 }
+
 CUresult ic_cuMemsetD2D16Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned short us,
                                     size_t Width, size_t Height, CUstream hStream) {
   return memset_any(hStream, 1, dstDevice, dstPitch, us, 2, Width, Height);
 }
+
 CUresult ic_cuMemsetD2D32Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned int ui,
                                     size_t Width, size_t Height, CUstream hStream) {
   return memset_any(hStream, 1, dstDevice, dstPitch, ui, 4, Width, Height);
@@ -551,10 +511,6 @@ CUresult ic_cuMemcpy2D_2000(const CUDA_MEMCPY2D_v1 *pCopy) {
   CUDA_MEMCPY2D q;
   if (pCopy) widen(pCopy, &q);
   return ic_cuMemcpy2D_3020(pCopy ? &q : NULL);
-}
-
-CUresult ic_cuMemcpy2DUnaligned_2000(const CUDA_MEMCPY2D_v1 *pCopy) {
-  return ic_cuMemcpy2D_2000(pCopy);
 }
 
 CUresult ic_cuMemcpy2DAsync_2000(const CUDA_MEMCPY2D_v1 *pCopy, CUstream hStream) {

@@ -2,8 +2,6 @@
  * from the device table the controller wrote into the segment header. */
 #include "ic.h"
 
-#include "cuda_error_text.h"
-
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -25,30 +23,6 @@ CUresult ic_cuDriverGetVersion_2020(int *driverVersion) {
   if (!driverVersion) return CUDA_ERROR_INVALID_VALUE;
   *driverVersion = ic_attach() == CUDA_SUCCESS ? ic.driver_version : IC_DRIVER_VERSION;
   return CUDA_SUCCESS;
-}
-
-CUresult ic_cuGetErrorName_6000(CUresult error, const char **pStr) {
-  return cu_error_name(error, pStr);
-}
-
-CUresult ic_cuGetErrorString_6000(CUresult error, const char **pStr) {
-  return cu_error_string(error, pStr);
-}
-
-/* Defined by the shared export wiring (gpu/api/exports.c). Purely local: no
- * controller is needed, so cuda-bindings can bind every function at import
- * time, before cuInit. */
-IC_HIDDEN CUresult ic_get_proc_address(const char *symbol, void **pfn, int version,
-                                       cuuint64_t flags, CUdriverProcAddressQueryResult *found);
-
-CUresult ic_cuGetProcAddress_11030(const char *symbol, void **pfn, int driverVersion,
-                                   cuuint64_t flags) {
-  return ic_get_proc_address(symbol, pfn, driverVersion, flags, NULL);
-}
-
-CUresult ic_cuGetProcAddress_12000(const char *symbol, void **pfn, int driverVersion,
-                                   cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound) {
-  return ic_get_proc_address(symbol, pfn, driverVersion, flags, symbolFound);
 }
 
 /* ---- devices ------------------------------------------------------------------ */
@@ -100,25 +74,12 @@ CUresult ic_cuDeviceGetUuid_11040(CUuuid *uuid, CUdevice_v1 dev) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuDeviceGetUuid_9020(CUuuid *uuid, CUdevice_v1 dev) {
-  return ic_cuDeviceGetUuid_11040(uuid, dev);
-}
-
 CUresult ic_cuDeviceTotalMem_3020(size_t *bytes, CUdevice_v1 dev) {
   const cgs_device *d;
   CUresult rc = get_device(dev, &d);
   if (rc) return rc;
   if (!bytes) return CUDA_ERROR_INVALID_VALUE;
   *bytes = (size_t)d->total_mem;
-  return CUDA_SUCCESS;
-}
-
-CUresult ic_cuDeviceTotalMem_2000(unsigned int *bytes, CUdevice_v1 dev) {
-  size_t b;
-  CUresult rc = ic_cuDeviceTotalMem_3020(&b, dev);
-  if (rc) return rc;
-  if (!bytes) return CUDA_ERROR_INVALID_VALUE;
-  *bytes = b > 0xffffffffu ? 0xffffffffu : (unsigned)b;
   return CUDA_SUCCESS;
 }
 

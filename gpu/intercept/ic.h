@@ -121,6 +121,15 @@ static inline ic_thread *ic_self(void) {
   return IC_LIKELY(t != NULL) ? t : ic_thread_slow();
 }
 
+/* The checks before a call that uses thread t's state (t from ic_self, NULL
+ * when it could not be made): not inside a host function, after cuInit. */
+static inline CUresult ic_need_thread(const ic_thread *t) {
+  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
+  CUresult rc = ic_need_init();
+  if (rc) return rc;
+  return t ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
 static inline uint64_t ic_current_ctx(const ic_thread *t) {
   return t->depth ? t->stack[t->depth - 1] : 0;
 }
@@ -258,6 +267,47 @@ static inline ic_obj *ic_obj_get(uint64_t handle, ic_kind kind) {
   ic_obj *o = ic_obj_peek(handle, kind);
   return o && __atomic_load_n(&o->state, __ATOMIC_ACQUIRE) == IC_ALIVE ? o : NULL;
 }
+/* A live handle argument of `kind` for a call made by thread t (see
+ * ic_need_thread); CUDA_ERROR_INVALID_HANDLE if it names none. */
+static inline CUresult ic_obj_arg(const ic_thread *t, const void *h, ic_kind kind, ic_obj **out) {
+  CUresult rc = ic_need_thread(t);
+  if (rc) return rc;
+  *out = ic_obj_get((uint64_t)(uintptr_t)h, kind);
+  return *out ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+/* Enter and mint the handle of an object the controller is about to create
+ * (see ic_post_create); out of memory leaves again. */
+static inline CUresult ic_enter_new(ic_thread *t, ic_kind kind, uint64_t ctx, ic_obj **out) {
+  CUresult rc = ic_enter(t);
+  if (rc) return rc;
+  *out = ic_obj_new(kind, ctx);
+  if (*out) return CUDA_SUCCESS;
+  ic_leave();
+  return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+/* Post the request (in t->req, inside ic_enter) that creates the minted `o`
+ * on the controller, and leave: a create the controller refuses leaves the
+ * handle dead, so it never names a half-made object. */
+static inline CUresult ic_post_create(ic_thread *t, void *req, ic_obj *o) {
+  CUresult rc = ic_post(t, req);
+  ic_leave();
+  if (rc) __atomic_store_n(&o->state, IC_DESTROYED, __ATOMIC_RELEASE);
+  return rc;
+}
+
+/* Enter and claim `o` for destruction: of two threads destroying the same
+ * handle, one wins and the other gets CUDA_ERROR_INVALID_HANDLE. On success
+ * the caller posts the destroy and leaves. */
+static inline CUresult ic_enter_destroy(ic_thread *t, ic_obj *o) {
+  CUresult rc = ic_enter(t);
+  if (rc) return rc;
+  if (__atomic_exchange_n(&o->state, IC_DESTROYED, __ATOMIC_ACQ_REL) == IC_ALIVE)
+    return CUDA_SUCCESS;
+  ic_leave();
+  return CUDA_ERROR_INVALID_HANDLE;
+}
 /* Kill every stream, event, module and function of a context (it was
  * destroyed or torn down by the controller). */
 IC_HIDDEN void ic_obj_drop_ctx(uint64_t ctx);
@@ -344,6 +394,26 @@ static inline CUresult ic_stream_resolve(CUstream s, uint64_t ctx, uint64_t *out
   return CUDA_SUCCESS;
 }
 
+/* The current context and a stream argument of it, for a call that queues
+ * work in that context. */
+static inline CUresult ic_need_ctx_stream(ic_thread *t, CUstream h, ic_obj **ctx, uint64_t *out,
+                                          uint32_t *per_thread) {
+  CUresult rc = ic_need_ctx(t, ctx);
+  if (rc) return rc;
+  return ic_stream_resolve(h, (*ctx)->handle, out, per_thread);
+}
+
+/* The answer to a call that queues work but has an invalid argument: the
+ * checks the driver makes first (not inside a host function, a current
+ * context) keep their own errors. */
+static inline CUresult ic_invalid_work_arg(void) {
+  ic_thread *t = ic_self();
+  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
+  ic_obj *c;
+  CUresult rc = ic_need_ctx(t, &c);
+  return rc ? rc : CUDA_ERROR_INVALID_VALUE;
+}
+
 /* ---- memory --------------------------------------------------------------------*/
 typedef enum ic_mem_kind {
   IC_MEM_DEVICE = 1, /* cuMemAlloc / cuMemAllocPitch, placed by the controller */
@@ -376,6 +446,8 @@ IC_HIDDEN bool ic_mem_is_device(uintptr_t p, size_t n);
 
 /* ---- errors and logging --------------------------------------------------------*/
 IC_HIDDEN CUresult ic_unsupported(const char *symbol);
+/* Whether this is the first report of `symbol` in the process (exports.c). */
+IC_HIDDEN bool ic_unsupported_first(const char *symbol);
 /* One line on stderr, "cedana-gpu: ..." */
 IC_HIDDEN void ic_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 IC_HIDDEN const char *ic_op_name(uint32_t op);

@@ -12,6 +12,8 @@
  */
 #include "ic.h"
 
+#include "launch_rules.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,25 +21,11 @@
 static pthread_mutex_t instance_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static CUresult library_arg(ic_thread *t, CUlibrary h, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
-  if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *l = ic_obj_get((uint64_t)(uintptr_t)h, IC_LIBRARY);
-  if (!l) return CUDA_ERROR_INVALID_HANDLE;
-  *out = l;
-  return CUDA_SUCCESS;
+  return ic_obj_arg(t, h, IC_LIBRARY, out);
 }
 
 static CUresult kernel_arg(ic_thread *t, CUkernel h, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
-  if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *k = ic_obj_get((uint64_t)(uintptr_t)h, IC_KERNEL);
-  if (!k) return CUDA_ERROR_INVALID_HANDLE;
-  *out = k;
-  return CUDA_SUCCESS;
+  return ic_obj_arg(t, h, IC_KERNEL, out);
 }
 
 /* The library's module in ctx, loaded on first use. */
@@ -396,5 +384,5 @@ CUresult ic_cuKernelSetCacheConfig_12000(CUkernel kernel, CUfunc_cache config, C
   CUresult rc = kernel_arg(ic_self(), kernel, &k);
   if (!rc) rc = device_arg(dev);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }

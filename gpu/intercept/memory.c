@@ -171,6 +171,7 @@ static void drop_where(bool (*pred)(const ic_alloc *, uint64_t), uint64_t key) {
 static bool of_ctx(const ic_alloc *a, uint64_t ctx) {
   return a->ctx == ctx && a->kind != IC_MEM_GLOBAL;
 }
+
 static bool of_module(const ic_alloc *a, uint64_t module) {
   return a->kind == IC_MEM_GLOBAL && a->module == module;
 }
@@ -214,23 +215,6 @@ CUresult ic_cuMemAlloc_3020(CUdeviceptr_v2 *dptr, size_t bytesize) {
   return dev_alloc(t, ctx, bytesize, dptr);
 }
 
-CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr);
-
-/* The 32-bit entry points can only name memory below 4 GiB, which the
- * controller's address range never is. */
-CUresult ic_cuMemAlloc_2000(CUdeviceptr_v1 *dptr, unsigned int bytesize) {
-  if (!dptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  CUresult rc = ic_cuMemAlloc_3020(&p, bytesize);
-  if (rc) return rc;
-  if (p > UINT32_MAX) {
-    ic_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  return CUDA_SUCCESS;
-}
-
 CUresult ic_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t WidthInBytes,
                                  size_t Height, unsigned int ElementSizeBytes) {
   ic_thread *t = ic_self();
@@ -246,20 +230,13 @@ CUresult ic_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t Wi
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuMemAllocPitch_2000(CUdeviceptr_v1 *dptr, unsigned int *pPitch,
-                                 unsigned int WidthInBytes, unsigned int Height,
-                                 unsigned int ElementSizeBytes) {
-  if (!dptr || !pPitch) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  size_t pitch;
-  CUresult rc = ic_cuMemAllocPitch_3020(&p, &pitch, WidthInBytes, Height, ElementSizeBytes);
+/* The allocation a free names, taken out of the table for the caller to free
+ * (or to put back if the free fails), in the current context. */
+static CUresult take_for_free(ic_thread *t, uintptr_t p, ic_mem_kind kind, ic_obj **ctx,
+                              ic_alloc *a) {
+  CUresult rc = ic_need_ctx(t, ctx);
   if (rc) return rc;
-  if (p > UINT32_MAX) {
-    ic_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  *pPitch = (unsigned int)pitch;
+  if (!p || !ic_mem_take(p, 1u << kind, a)) return CUDA_ERROR_INVALID_VALUE;
   return CUDA_SUCCESS;
 }
 
@@ -267,10 +244,9 @@ CUresult ic_cuMemAllocPitch_2000(CUdeviceptr_v1 *dptr, unsigned int *pPitch,
 CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   ic_alloc a;
-  if (!dptr || !ic_mem_take((uintptr_t)dptr, 1u << IC_MEM_DEVICE, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free(t, (uintptr_t)dptr, IC_MEM_DEVICE, &ctx, &a);
+  if (rc) return rc;
   rc = ic_enter(t);
   if (!rc) {
     rc = mem_op(t, CGS_OP_MEM_FREE, a.ctx, dptr, a.size, NULL);
@@ -280,8 +256,6 @@ CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   if (rc == CUDA_ERROR_INVALID_VALUE) ic_mem_add(&a);
   return rc;
 }
-
-CUresult ic_cuMemFree_2000(CUdeviceptr_v1 dptr) { return ic_cuMemFree_3020(dptr); }
 
 CUresult ic_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   ic_thread *t = ic_self();
@@ -301,16 +275,6 @@ CUresult ic_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   return rc;
 }
 
-CUresult ic_cuMemGetInfo_2000(unsigned int *free_bytes, unsigned int *total) {
-  if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
-  size_t f, tot;
-  CUresult rc = ic_cuMemGetInfo_3020(&f, &tot);
-  if (rc) return rc;
-  *free_bytes = f > UINT32_MAX ? UINT32_MAX : (unsigned int)f;
-  *total = tot > UINT32_MAX ? UINT32_MAX : (unsigned int)tot;
-  return CUDA_SUCCESS;
-}
-
 CUresult ic_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUdeviceptr_v2 dptr) {
   ic_obj *ctx;
   CUresult rc = ic_need_ctx(ic_self(), &ctx);
@@ -322,18 +286,6 @@ CUresult ic_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUde
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuMemGetAddressRange_2000(CUdeviceptr_v1 *pbase, unsigned int *psize,
-                                      CUdeviceptr_v1 dptr) {
-  CUdeviceptr_v2 b;
-  size_t s;
-  CUresult rc = ic_cuMemGetAddressRange_3020(&b, &s, dptr);
-  if (rc) return rc;
-  if (b > UINT32_MAX || s > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (pbase) *pbase = (CUdeviceptr_v1)b;
-  if (psize) *psize = (unsigned int)s;
-  return CUDA_SUCCESS;
-}
-
 /* ---- stream-ordered allocation ------------------------------------------------
  * Memory is handed out at once (a valid order: it is ready before the stream
  * reaches the allocation). A stream-ordered free is forwarded as a plain
@@ -342,11 +294,9 @@ CUresult ic_cuMemGetAddressRange_2000(CUdeviceptr_v1 *pbase, unsigned int *psize
 CUresult ic_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream hStream) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   if (!dptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
   return dev_alloc(t, ctx, bytesize, dptr);
@@ -355,11 +305,9 @@ CUresult ic_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstrea
 CUresult ic_cuMemFreeAsync_11020(CUdeviceptr_v2 dptr, CUstream hStream) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   return ic_cuMemFree_3020(dptr);
 }
@@ -388,9 +336,7 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   CUresult rc = ic_need_ctx(t, &ctx);
   if (rc) return rc;
   if (!pp || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP |
-                          CU_MEMHOSTALLOC_WRITECOMBINED))
-    return CUDA_ERROR_INVALID_VALUE;
+  if (flags & ~(unsigned)CU_MEMHOSTALLOC_KNOWN) return CUDA_ERROR_INVALID_VALUE;
   if (bytesize > ((size_t)1 << 62)) return CUDA_ERROR_OUT_OF_MEMORY;
   size_t mapped = round_up(bytesize, page_size());
   char name[128];
@@ -438,12 +384,6 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuMemAllocHost_3020(void **pp, size_t bytesize) { return host_alloc(pp, bytesize, 0); }
-
-CUresult ic_cuMemAllocHost_2000(void **pp, unsigned int bytesize) {
-  return host_alloc(pp, bytesize, 0);
-}
-
 CUresult ic_cuMemHostAlloc_2020(void **pp, size_t bytesize, unsigned int Flags) {
   return host_alloc(pp, bytesize, Flags);
 }
@@ -453,10 +393,9 @@ CUresult ic_cuMemHostAlloc_2020(void **pp, size_t bytesize, unsigned int Flags) 
 CUresult ic_cuMemFreeHost_2000(void *p) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   ic_alloc a;
-  if (!p || !ic_mem_take((uintptr_t)p, 1u << IC_MEM_HOST, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free(t, (uintptr_t)p, IC_MEM_HOST, &ctx, &a);
+  if (rc) return rc;
   rc = ic_enter(t);
   if (rc && rc != IC_DEAD_ERROR) {
     ic_mem_add(&a); /* not sent: still pinned */
@@ -493,16 +432,6 @@ CUresult ic_cuMemHostGetDevicePointer_3020(CUdeviceptr_v2 *pdptr, void *p, unsig
    * address. */
   if (!find_host(p, &a, 1u << IC_MEM_HOST | 1u << IC_MEM_REGISTERED)) return CUDA_ERROR_INVALID_VALUE;
   *pdptr = (CUdeviceptr_v2)(uintptr_t)p;
-  return CUDA_SUCCESS;
-}
-
-CUresult ic_cuMemHostGetDevicePointer_2020(CUdeviceptr_v1 *pdptr, void *p, unsigned int Flags) {
-  if (!pdptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 d;
-  CUresult rc = ic_cuMemHostGetDevicePointer_3020(&d, p, Flags);
-  if (rc) return rc;
-  if (d > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  *pdptr = (CUdeviceptr_v1)d;
   return CUDA_SUCCESS;
 }
 
@@ -552,10 +481,6 @@ CUresult ic_cuMemHostRegister_6050(void *p, size_t bytesize, unsigned int Flags)
   rc = ic_mem_add(&a);
   if (rc == CUDA_ERROR_INVALID_VALUE) return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED; /* raced */
   return rc;
-}
-
-CUresult ic_cuMemHostRegister_4000(void *p, size_t bytesize, unsigned int Flags) {
-  return ic_cuMemHostRegister_6050(p, bytesize, Flags);
 }
 
 CUresult ic_cuMemHostUnregister_4000(void *p) {

@@ -192,10 +192,6 @@ CUresult ic_cuModuleLoadDataEx_2010(CUmodule *module, const void *image, unsigne
   return rc;
 }
 
-CUresult ic_cuModuleLoadFatBinary_2000(CUmodule *module, const void *fatCubin) {
-  return load_data(module, fatCubin);
-}
-
 CUresult ic_read_image(const char *fname, void **bytes, size_t *out_size) {
   int fd = open(fname, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return errno == ENOMEM ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_ERROR_FILE_NOT_FOUND;
@@ -262,30 +258,24 @@ static CUresult gone(ic_obj *o) {
   return CUDA_ERROR_INVALID_HANDLE;
 }
 
-CUresult ic_module_arg(ic_thread *t, CUmodule h, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
+/* A live module or function argument whose context has no sticky error. */
+static CUresult live_arg(ic_thread *t, uint64_t h, ic_kind kind, ic_obj **out) {
+  CUresult rc = ic_need_thread(t);
   if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *m = ic_obj_peek((uint64_t)(uintptr_t)h, IC_MODULE);
-  if (!m || __atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != IC_ALIVE) return gone(m);
-  rc = ic_ctx_sticky(m->ctx);
+  ic_obj *o = ic_obj_peek(h, kind);
+  if (!o || __atomic_load_n(&o->state, __ATOMIC_ACQUIRE) != IC_ALIVE) return gone(o);
+  rc = ic_ctx_sticky(o->ctx);
   if (rc) return rc;
-  *out = m;
+  *out = o;
   return CUDA_SUCCESS;
 }
 
+CUresult ic_module_arg(ic_thread *t, CUmodule h, ic_obj **out) {
+  return live_arg(t, (uint64_t)(uintptr_t)h, IC_MODULE, out);
+}
+
 CUresult ic_function_arg(ic_thread *t, CUfunction h, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
-  if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *f = ic_obj_peek((uint64_t)(uintptr_t)h, IC_FUNCTION);
-  if (!f || __atomic_load_n(&f->state, __ATOMIC_ACQUIRE) != IC_ALIVE) return gone(f);
-  rc = ic_ctx_sticky(f->ctx);
-  if (rc) return rc;
-  *out = f;
-  return CUDA_SUCCESS;
+  return live_arg(t, (uint64_t)(uintptr_t)h, IC_FUNCTION, out);
 }
 
 CUresult ic_module_unload(ic_thread *t, ic_obj *m) {
@@ -455,18 +445,6 @@ CUresult ic_cuModuleGetGlobal_3020(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuModuleGetGlobal_2000(CUdeviceptr_v1 *dptr, unsigned int *bytes, CUmodule hmod,
-                                   const char *name) {
-  CUdeviceptr_v2 p;
-  size_t s;
-  CUresult rc = ic_cuModuleGetGlobal_3020(&p, &s, hmod, name);
-  if (rc) return rc;
-  if (p > UINT32_MAX || s > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (dptr) *dptr = (CUdeviceptr_v1)p;
-  if (bytes) *bytes = (unsigned int)s;
-  return CUDA_SUCCESS;
-}
-
 static CUresult function_of(CUfunction h, ic_obj **out) {
   return ic_function_arg(ic_self(), h, out);
 }
@@ -588,15 +566,14 @@ CUresult ic_cuFuncSetCacheConfig_3000(CUfunction hfunc, CUfunc_cache config) {
   ic_obj *f;
   CUresult rc = function_of(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 CUresult ic_cuFuncSetSharedMemConfig_4020(CUfunction hfunc, CUsharedconfig config) {
   ic_obj *f;
   CUresult rc = function_of(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE ? CUDA_SUCCESS
-                                                                       : CUDA_ERROR_INVALID_VALUE;
+  return cu_shared_config_rule(config);
 }
 
 /* ---- launches ----------------------------------------------------------------------- */
@@ -622,11 +599,9 @@ static CUresult launch(CUfunction hf, unsigned gx, unsigned gy, unsigned gz, uns
   ic_thread *t = ic_self();
   if (IC_UNLIKELY(t && t->in_callback)) return CUDA_ERROR_NOT_PERMITTED;
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (IC_UNLIKELY(rc)) return rc;
   uint64_t stream;
   uint32_t per_thread;
-  rc = ic_stream_resolve(hStream, ctx->handle, &stream, &per_thread);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &stream, &per_thread);
   if (IC_UNLIKELY(rc)) return rc;
   ic_obj *f;
   rc = launch_function(t, hf, ctx, &f);
@@ -736,13 +711,7 @@ CUresult ic_cuLaunchCooperativeKernel_9000(CUfunction f, unsigned int gridDimX,
  * hints among them are not forwarded (the kernel runs with the defaults). */
 CUresult ic_cuLaunchKernelEx_11060(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
                                    void **extra) {
-  if (!config || (config->numAttrs && !config->attrs)) {
-    ic_thread *t = ic_self();
-    if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-    ic_obj *c;
-    CUresult rc = ic_need_ctx(t, &c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!config || (config->numAttrs && !config->attrs)) return ic_invalid_work_arg();
   bool cooperative;
   CUresult rc = cu_launch_attrs_check(config, &cooperative);
   if (rc) return rc;

@@ -133,31 +133,19 @@ static CUresult create(CUstream *phStream, unsigned int flags, int priority) {
   /* Clamped to the range cuCtxGetStreamPriorityRange answers. */
   if (priority > 0) priority = 0;
   if (priority < -5) priority = -5;
-  rc = ic_enter(t);
+  ic_obj *s;
+  rc = ic_enter_new(t, IC_STREAM, ctx->handle, &s);
   if (rc) return rc;
-  ic_obj *s = ic_obj_new(IC_STREAM, ctx->handle);
-  if (!s) {
-    ic_leave();
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
   s->u.s.flags = flags;
   s->u.s.priority = priority;
   cgs_stream *r = (cgs_stream *)t->req;
   stream_req(r, CGS_OP_STREAM_CREATE, ctx->handle, s->handle, 0);
   r->flags = flags;
   r->priority = priority;
-  rc = ic_post(t, r);
-  ic_leave();
-  if (rc) {
-    __atomic_store_n(&s->state, IC_DESTROYED, __ATOMIC_RELEASE);
-    return rc;
-  }
+  rc = ic_post_create(t, r, s);
+  if (rc) return rc;
   *phStream = (CUstream)(uintptr_t)s->handle;
   return CUDA_SUCCESS;
-}
-
-CUresult ic_cuStreamCreate_2000(CUstream *phStream, unsigned int Flags) {
-  return create(phStream, Flags, 0);
 }
 
 CUresult ic_cuStreamCreateWithPriority_5050(CUstream *phStream, unsigned int flags, int priority) {
@@ -167,27 +155,18 @@ CUresult ic_cuStreamCreateWithPriority_5050(CUstream *phStream, unsigned int fla
 /* Returns at once, as the driver does: the stream's queued work still runs. */
 CUresult ic_cuStreamDestroy_4000(CUstream hStream) {
   ic_thread *t = ic_self();
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
-  if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
   /* The default streams are not the caller's to destroy. */
-  ic_obj *s = ic_obj_get((uint64_t)(uintptr_t)hStream, IC_STREAM);
-  if (!s) return CUDA_ERROR_INVALID_HANDLE;
-  rc = ic_enter(t);
+  ic_obj *s;
+  CUresult rc = ic_obj_arg(t, hStream, IC_STREAM, &s);
   if (rc) return rc;
-  if (__atomic_exchange_n(&s->state, IC_DESTROYED, __ATOMIC_ACQ_REL) != IC_ALIVE) {
-    ic_leave();
-    return CUDA_ERROR_INVALID_HANDLE; /* another thread destroyed it meanwhile */
-  }
+  rc = ic_enter_destroy(t, s);
+  if (rc) return rc;
   cgs_stream *r = (cgs_stream *)t->req;
   stream_req(r, CGS_OP_STREAM_DESTROY, s->ctx, s->handle, 0);
   rc = ic_post(t, r);
   ic_leave();
   return rc;
 }
-
-CUresult ic_cuStreamDestroy_2000(CUstream hStream) { return ic_cuStreamDestroy_4000(hStream); }
 
 /* ---- waiting ------------------------------------------------------------------------ */
 
@@ -217,11 +196,9 @@ CUresult ic_cuStreamWaitEvent_3020(CUstream hStream, CUevent hEvent, unsigned in
   ic_thread *t = ic_self();
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   ic_obj *e = ic_obj_get((uint64_t)(uintptr_t)hEvent, IC_EVENT);
   if (!e) return CUDA_ERROR_INVALID_HANDLE;
@@ -293,10 +270,6 @@ CUresult ic_cuStreamGetCtx_12050(CUstream hStream, CUcontext *pctx, CUgreenCtx *
   return CUDA_SUCCESS;
 }
 
-CUresult ic_cuStreamGetCtx_9020(CUstream hStream, CUcontext *pctx) {
-  return ic_cuStreamGetCtx_12050(hStream, pctx, NULL);
-}
-
 CUresult ic_cuStreamGetDevice_12080(CUstream hStream, CUdevice *device) {
   stream_ref r;
   CUresult rc = query(hStream, device, &r);
@@ -313,37 +286,6 @@ CUresult ic_cuStreamIsCapturing_10000(CUstream hStream, CUstreamCaptureStatus *c
   if (rc) return rc;
   *captureStatus = CU_STREAM_CAPTURE_STATUS_NONE;
   return CUDA_SUCCESS;
-}
-
-CUresult ic_cuStreamGetCaptureInfo_12030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                         cuuint64_t *id_out, CUgraph *graph_out,
-                                         const CUgraphNode **dependencies_out,
-                                         const CUgraphEdgeData **edgeData_out,
-                                         size_t *numDependencies_out) {
-  (void)id_out; /* only defined while capturing */
-  stream_ref r;
-  CUresult rc = query(hStream, captureStatus_out, &r);
-  if (rc) return rc;
-  *captureStatus_out = CU_STREAM_CAPTURE_STATUS_NONE;
-  if (graph_out) *graph_out = NULL;
-  if (dependencies_out) *dependencies_out = NULL;
-  if (edgeData_out) *edgeData_out = NULL;
-  if (numDependencies_out) *numDependencies_out = 0;
-  return CUDA_SUCCESS;
-}
-
-CUresult ic_cuStreamGetCaptureInfo_11030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                         cuuint64_t *id_out, CUgraph *graph_out,
-                                         const CUgraphNode **dependencies_out,
-                                         size_t *numDependencies_out) {
-  return ic_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, graph_out,
-                                         dependencies_out, NULL, numDependencies_out);
-}
-
-CUresult ic_cuStreamGetCaptureInfo_10010(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                         cuuint64_t *id_out) {
-  return ic_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, NULL, NULL, NULL,
-                                         NULL);
 }
 
 /* ---- host functions ----------------------------------------------------------------
@@ -473,11 +415,9 @@ static CUresult queue_host_call(CUstream hStream, const cb_entry *call) {
   ic_thread *t = ic_self();
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
   ic_obj *ctx;
-  CUresult rc = ic_need_ctx(t, &ctx);
-  if (rc) return rc;
   uint64_t s;
   uint32_t pt;
-  rc = ic_stream_resolve(hStream, ctx->handle, &s, &pt);
+  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   pthread_once(&cb_once, start_callbacks);
   if (cb_started != 1) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -501,26 +441,14 @@ static CUresult queue_host_call(CUstream hStream, const cb_entry *call) {
 }
 
 CUresult ic_cuLaunchHostFunc_10000(CUstream hStream, CUhostFn fn, void *userData) {
-  if (!fn) {
-    ic_obj *c;
-    ic_thread *t = ic_self();
-    if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-    CUresult rc = ic_need_ctx(t, &c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!fn) return ic_invalid_work_arg();
   cb_entry e = {.fn = fn, .stream = hStream, .user = userData};
   return queue_host_call(hStream, &e);
 }
 
 CUresult ic_cuStreamAddCallback_5000(CUstream hStream, CUstreamCallback callback, void *userData,
                                      unsigned int flags) {
-  if (!callback || flags != 0) {
-    ic_obj *c;
-    ic_thread *t = ic_self();
-    if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-    CUresult rc = ic_need_ctx(t, &c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!callback || flags != 0) return ic_invalid_work_arg();
   cb_entry e = {.callback = callback, .stream = hStream, .user = userData};
   return queue_host_call(hStream, &e);
 }
@@ -528,16 +456,9 @@ CUresult ic_cuStreamAddCallback_5000(CUstream hStream, CUstreamCallback callback
 /* ---- events ---------------------------------------------------------------------- */
 
 static CUresult event_of(ic_thread *t, CUevent h, ic_obj **out) {
-  if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
-  CUresult rc = ic_need_init();
+  CUresult rc = ic_obj_arg(t, h, IC_EVENT, out);
   if (rc) return rc;
-  if (!t) return CUDA_ERROR_OUT_OF_MEMORY;
-  ic_obj *e = ic_obj_get((uint64_t)(uintptr_t)h, IC_EVENT);
-  if (!e) return CUDA_ERROR_INVALID_HANDLE;
-  rc = ic_ctx_sticky(e->ctx);
-  if (rc) return rc;
-  *out = e;
-  return CUDA_SUCCESS;
+  return ic_ctx_sticky((*out)->ctx);
 }
 
 static void event_req(cgs_event *r, uint32_t op, uint64_t ctx, uint64_t handle) {
@@ -560,23 +481,15 @@ CUresult ic_cuEventCreate_2000(CUevent *phEvent, unsigned int Flags) {
   /* An interprocess event must have timing disabled. */
   if ((Flags & CU_EVENT_INTERPROCESS) && !(Flags & CU_EVENT_DISABLE_TIMING))
     return CUDA_ERROR_INVALID_VALUE;
-  rc = ic_enter(t);
+  ic_obj *e;
+  rc = ic_enter_new(t, IC_EVENT, ctx->handle, &e);
   if (rc) return rc;
-  ic_obj *e = ic_obj_new(IC_EVENT, ctx->handle);
-  if (!e) {
-    ic_leave();
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
   e->u.e.flags = Flags;
   cgs_event *r = (cgs_event *)t->req;
   event_req(r, CGS_OP_EVENT_CREATE, ctx->handle, e->handle);
   r->flags = Flags;
-  rc = ic_post(t, r);
-  ic_leave();
-  if (rc) {
-    __atomic_store_n(&e->state, IC_DESTROYED, __ATOMIC_RELEASE);
-    return rc;
-  }
+  rc = ic_post_create(t, r, e);
+  if (rc) return rc;
   *phEvent = (CUevent)(uintptr_t)e->handle;
   return CUDA_SUCCESS;
 }
@@ -586,20 +499,14 @@ CUresult ic_cuEventDestroy_4000(CUevent hEvent) {
   ic_obj *e;
   CUresult rc = event_of(t, hEvent, &e);
   if (rc) return rc;
-  rc = ic_enter(t);
+  rc = ic_enter_destroy(t, e);
   if (rc) return rc;
-  if (__atomic_exchange_n(&e->state, IC_DESTROYED, __ATOMIC_ACQ_REL) != IC_ALIVE) {
-    ic_leave();
-    return CUDA_ERROR_INVALID_HANDLE;
-  }
   cgs_event *r = (cgs_event *)t->req;
   event_req(r, CGS_OP_EVENT_DESTROY, e->ctx, e->handle);
   rc = ic_post(t, r);
   ic_leave();
   return rc;
 }
-
-CUresult ic_cuEventDestroy_2000(CUevent hEvent) { return ic_cuEventDestroy_4000(hEvent); }
 
 CUresult ic_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, unsigned int flags) {
   ic_thread *t = ic_self();
@@ -627,10 +534,6 @@ CUresult ic_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, unsig
   ic_leave();
   if (!rc) __atomic_store_n(&e->u.e.recorded, 1, __ATOMIC_RELEASE);
   return rc;
-}
-
-CUresult ic_cuEventRecord_2000(CUevent hEvent, CUstream hStream) {
-  return ic_cuEventRecordWithFlags_11010(hEvent, hStream, CU_EVENT_RECORD_DEFAULT);
 }
 
 static CUresult event_wait_op(CUevent hEvent, uint32_t op) {
@@ -681,6 +584,3 @@ CUresult ic_cuEventElapsedTime_12080(float *pMilliseconds, CUevent hStart, CUeve
   return rc;
 }
 
-CUresult ic_cuEventElapsedTime_2000(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
-  return ic_cuEventElapsedTime_12080(pMilliseconds, hStart, hEnd);
-}

@@ -9,6 +9,8 @@
  */
 #include "ic.h"
 
+#include "log_line.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -44,12 +46,10 @@ uint64_t ic_now_ns(void) {
 }
 
 void ic_say(const char *fmt, ...) {
-  char buf[768];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  cu_log_line("cedana-gpu", fmt, ap);
   va_end(ap);
-  fprintf(stderr, "cedana-gpu: %s\n", buf);
 }
 
 /* ---- controller liveness ------------------------------------------------------ */
@@ -509,15 +509,6 @@ void ic_log_request(const cgs_req *r) {
 /* Each unsupported function is named once per process, so a user sees what
  * their workload needs without a flood. */
 CUresult ic_unsupported(const char *symbol) {
-  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-  static const char *seen[1024];
-  static size_t nseen;
-  bool first = true;
-  pthread_mutex_lock(&lock);
-  for (size_t i = 0; i < nseen; i++)
-    if (seen[i] == symbol || strcmp(seen[i], symbol) == 0) first = false;
-  if (first && nseen < sizeof seen / sizeof seen[0]) seen[nseen++] = symbol;
-  pthread_mutex_unlock(&lock);
-  if (first) ic_say("%s is not supported", symbol);
+  if (ic_unsupported_first(symbol)) ic_say("%s is not supported", symbol);
   return CUDA_ERROR_NOT_SUPPORTED;
 }

@@ -6,6 +6,8 @@
  * than a read of freed memory. */
 #include "fake.h"
 
+#include "launch_rules.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,21 +119,6 @@ static CUresult create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuCtxCreate_3020(CUcontext *pctx, unsigned int flags, CUdevice_v1 dev) {
-  return create(pctx, flags, dev);
-}
-
-CUresult fake_cuCtxCreate_2000(CUcontext *pctx, unsigned int flags, CUdevice_v1 dev) {
-  return create(pctx, flags, dev);
-}
-
-CUresult fake_cuCtxCreate_11040(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
-                                unsigned int flags, CUdevice_v1 dev) {
-  if (numParams < 0 || (numParams > 0 && !paramsArray)) return CUDA_ERROR_INVALID_VALUE;
-  if (numParams > 0) return CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY;
-  return create(pctx, flags, dev);
-}
-
 CUresult fake_cuCtxCreate_12050(CUcontext *pctx, CUctxCreateParams *ctxCreateParams,
                                 unsigned int flags, CUdevice dev) {
   if (ctxCreateParams && (ctxCreateParams->numExecAffinityParams > 0 || ctxCreateParams->cigParams))
@@ -152,8 +139,6 @@ CUresult fake_cuCtxDestroy_4000(CUcontext ctx) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuCtxDestroy_2000(CUcontext ctx) { return fake_cuCtxDestroy_4000(ctx); }
-
 CUresult fake_cuCtxPushCurrent_4000(CUcontext ctx) {
   CUresult rc = fk_need_init();
   if (rc) return rc;
@@ -161,8 +146,6 @@ CUresult fake_cuCtxPushCurrent_4000(CUcontext ctx) {
   if (!fk_handle_valid(c, FK_CTX) || c->destroyed) return CUDA_ERROR_INVALID_CONTEXT;
   return push(c);
 }
-
-CUresult fake_cuCtxPushCurrent_2000(CUcontext ctx) { return fake_cuCtxPushCurrent_4000(ctx); }
 
 CUresult fake_cuCtxPopCurrent_4000(CUcontext *pctx) {
   CUresult rc = fk_need_init();
@@ -172,8 +155,6 @@ CUresult fake_cuCtxPopCurrent_4000(CUcontext *pctx) {
   if (pctx) *pctx = (CUcontext)c;
   return CUDA_SUCCESS;
 }
-
-CUresult fake_cuCtxPopCurrent_2000(CUcontext *pctx) { return fake_cuCtxPopCurrent_4000(pctx); }
 
 CUresult fake_cuCtxSetCurrent_4000(CUcontext ctx) {
   CUresult rc = fk_need_init();
@@ -208,8 +189,6 @@ CUresult fake_cuCtxGetDevice_13000(CUdevice *device, CUcontext ctx) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuCtxGetDevice_2000(CUdevice_v1 *device) { return fake_cuCtxGetDevice_13000(device, NULL); }
-
 CUresult fake_cuCtxSynchronize_13000(CUcontext ctx) {
   fk_ctx *c;
   CUresult rc = fk_ctx_resolve(ctx, &c);
@@ -217,8 +196,6 @@ CUresult fake_cuCtxSynchronize_13000(CUcontext ctx) {
   fk_ctx_synchronize(c);
   return __atomic_load_n(&c->sticky, __ATOMIC_ACQUIRE);
 }
-
-CUresult fake_cuCtxSynchronize_2000(void) { return fake_cuCtxSynchronize_13000(NULL); }
 
 CUresult fake_cuCtxGetApiVersion_3020(CUcontext ctx, unsigned int *version) {
   fk_ctx *c;
@@ -297,7 +274,7 @@ CUresult fake_cuCtxSetCacheConfig_3020(CUfunc_cache config) {
   fk_ctx *c;
   CUresult rc = fk_need_ctx(&c);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 /* ---- primary contexts ---------------------------------------------------- */
@@ -344,10 +321,6 @@ CUresult fake_cuDevicePrimaryCtxRelease_11000(CUdevice_v1 dev) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuDevicePrimaryCtxRelease_7000(CUdevice_v1 dev) {
-  return fake_cuDevicePrimaryCtxRelease_11000(dev);
-}
-
 CUresult fake_cuDevicePrimaryCtxReset_11000(CUdevice_v1 dev) {
   fk_device *d;
   CUresult rc = primary_device(dev, &d);
@@ -360,10 +333,6 @@ CUresult fake_cuDevicePrimaryCtxReset_11000(CUdevice_v1 dev) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuDevicePrimaryCtxReset_7000(CUdevice_v1 dev) {
-  return fake_cuDevicePrimaryCtxReset_11000(dev);
-}
-
 CUresult fake_cuDevicePrimaryCtxSetFlags_11000(CUdevice_v1 dev, unsigned int flags) {
   fk_device *d;
   CUresult rc = primary_device(dev, &d);
@@ -374,15 +343,6 @@ CUresult fake_cuDevicePrimaryCtxSetFlags_11000(CUdevice_v1 dev, unsigned int fla
   if (d->primary && d->primary->active) d->primary->flags = flags;
   pthread_mutex_unlock(&primary_lock);
   return CUDA_SUCCESS;
-}
-
-CUresult fake_cuDevicePrimaryCtxSetFlags_7000(CUdevice_v1 dev, unsigned int flags) {
-  fk_device *d;
-  CUresult rc = primary_device(dev, &d);
-  if (rc) return rc;
-  /* Before CUDA 11 the flags could not change while the context was active. */
-  if (d->primary && d->primary->active) return CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE;
-  return fake_cuDevicePrimaryCtxSetFlags_11000(dev, flags);
 }
 
 CUresult fake_cuDevicePrimaryCtxGetState_7000(CUdevice_v1 dev, unsigned int *flags, int *active) {

@@ -49,25 +49,12 @@ CUresult fake_cuDeviceGetUuid_11040(CUuuid *uuid, CUdevice_v1 dev) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuDeviceGetUuid_9020(CUuuid *uuid, CUdevice_v1 dev) {
-  return fake_cuDeviceGetUuid_11040(uuid, dev);
-}
-
 CUresult fake_cuDeviceTotalMem_3020(size_t *bytes, CUdevice_v1 dev) {
   fk_device *d;
   CUresult rc = get_device(dev, &d);
   if (rc) return rc;
   if (!bytes) return CUDA_ERROR_INVALID_VALUE;
   *bytes = d->total_mem;
-  return CUDA_SUCCESS;
-}
-
-CUresult fake_cuDeviceTotalMem_2000(unsigned int *bytes, CUdevice_v1 dev) {
-  size_t b;
-  CUresult rc = fake_cuDeviceTotalMem_3020(&b, dev);
-  if (rc) return rc;
-  if (!bytes) return CUDA_ERROR_INVALID_VALUE;
-  *bytes = b > 0xffffffffu ? 0xffffffffu : (unsigned)b;
   return CUDA_SUCCESS;
 }
 

@@ -100,8 +100,6 @@ CUresult fake_cuEventDestroy_4000(CUevent hEvent) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuEventDestroy_2000(CUevent hEvent) { return fake_cuEventDestroy_4000(hEvent); }
-
 CUresult fake_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, unsigned int flags) {
   if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   fk_ctx *c;
@@ -134,10 +132,6 @@ CUresult fake_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, uns
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuEventRecord_2000(CUevent hEvent, CUstream hStream) {
-  return fake_cuEventRecordWithFlags_11010(hEvent, hStream, CU_EVENT_RECORD_DEFAULT);
-}
-
 /* The latest record of ev, with a reference on its stream (NULL if never
  * recorded). */
 static fk_stream *latest(fk_event *ev, uint64_t *seq) {
@@ -156,13 +150,21 @@ static uint64_t stamp_of(fk_event *ev) {
   return t;
 }
 
+/* The checked event's latest record: its stream, with a reference (NULL if
+ * never recorded), and sequence number. */
+static CUresult latest_record(CUevent h, fk_event **ev, fk_stream **s, uint64_t *seq) {
+  CUresult rc = lookup(h, ev);
+  if (rc) return rc;
+  *s = latest(*ev, seq);
+  return CUDA_SUCCESS;
+}
+
 CUresult fake_cuEventQuery_2000(CUevent hEvent) {
   fk_event *ev;
-  CUresult rc = lookup(hEvent, &ev);
-  if (rc) return rc;
+  fk_stream *s;
   uint64_t seq;
-  fk_stream *s = latest(ev, &seq);
-  if (!s) return CUDA_SUCCESS; /* an event never recorded stands for no work */
+  CUresult rc = latest_record(hEvent, &ev, &s, &seq);
+  if (rc || !s) return rc; /* an event never recorded stands for no work */
   bool done = fk_stream_reached(s, seq);
   fk_stream_unref(s);
   return done ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
@@ -170,11 +172,10 @@ CUresult fake_cuEventQuery_2000(CUevent hEvent) {
 
 CUresult fake_cuEventSynchronize_2000(CUevent hEvent) {
   fk_event *ev;
-  CUresult rc = lookup(hEvent, &ev);
-  if (rc) return rc;
+  fk_stream *s;
   uint64_t seq;
-  fk_stream *s = latest(ev, &seq);
-  if (!s) return CUDA_SUCCESS;
+  CUresult rc = latest_record(hEvent, &ev, &s, &seq);
+  if (rc || !s) return rc;
   fk_stream_wait(s, seq);
   fk_stream_unref(s);
   /* A fault in the work waited for is reported here, as on a GPU. */
@@ -205,19 +206,12 @@ CUresult fake_cuEventElapsedTime_12080(float *pMilliseconds, CUevent hStart, CUe
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuEventElapsedTime_2000(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
-  return fake_cuEventElapsedTime_12080(pMilliseconds, hStart, hEnd);
-}
-
 /* cuStreamWaitEvent lives here because it reads the event's latest record.
  * The event may belong to another context or device. */
 CUresult fake_cuStreamWaitEvent_3020(CUstream hStream, CUevent hEvent, unsigned int Flags) {
-  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   fk_ctx *c;
-  CUresult rc = fk_need_ctx(&c);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, c, &s);
+  CUresult rc = fk_work_stream(hStream, &c, &s);
   if (rc) return rc;
   if (!fk_handle_valid(hEvent, FK_EVENT)) return CUDA_ERROR_INVALID_HANDLE;
   /* CU_EVENT_WAIT_EXTERNAL is only valid during stream capture. */

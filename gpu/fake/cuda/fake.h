@@ -147,6 +147,14 @@ FK_HIDDEN fk_op *fk_op_new(fk_op_fn run, size_t payload);
 /* Resolve a stream argument: NULL / CU_STREAM_LEGACY / CU_STREAM_PER_THREAD
  * or a created stream, checked against the current context. */
 FK_HIDDEN CUresult fk_stream_resolve(CUstream h, fk_ctx *ctx, fk_stream **out);
+/* The current context and a stream argument of it, for a call that queues
+ * work: refused on a stream worker running a host function, as the driver
+ * refuses any call made there. */
+FK_HIDDEN CUresult fk_work_stream(CUstream h, fk_ctx **ctx, fk_stream **out);
+/* The answer to a call that queues work but has an invalid argument: the
+ * checks the driver makes first (not inside a host function, a current
+ * context) keep their own errors. */
+FK_HIDDEN CUresult fk_invalid_work_arg(void);
 /* Queue op on s (adding the implicit legacy-stream dependencies); takes
  * ownership. Returns the op's sequence number through *seq if non-NULL. */
 FK_HIDDEN void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq);
@@ -239,6 +247,8 @@ FK_HIDDEN CUresult fk_function_resolve(CUfunction h, fk_ctx *ctx, fk_function **
 
 /* ---- errors and logging ----------------------------------------------------*/
 FK_HIDDEN CUresult fk_unsupported(const char *symbol);
+/* Whether this is the first report of `symbol` in the process (exports.c). */
+FK_HIDDEN bool fk_unsupported_first(const char *symbol);
 FK_HIDDEN void fk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -2,7 +2,7 @@
  * lookup and the "not supported" stub. */
 #include "fake.h"
 
-#include "cuda_error_text.h"
+#include "log_line.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,49 +73,16 @@ CUresult fake_cuDriverGetVersion_2020(int *driverVersion) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuGetErrorName_6000(CUresult error, const char **pStr) {
-  return cu_error_name(error, pStr);
-}
-
-CUresult fake_cuGetErrorString_6000(CUresult error, const char **pStr) {
-  return cu_error_string(error, pStr);
-}
-
-/* Defined by the shared export wiring (gpu/api/exports.c). */
-FK_HIDDEN CUresult fk_get_proc_address(const char *symbol, void **pfn, int version,
-                                       cuuint64_t flags, CUdriverProcAddressQueryResult *found);
-
-CUresult fake_cuGetProcAddress_11030(const char *symbol, void **pfn, int driverVersion,
-                                     cuuint64_t flags) {
-  return fk_get_proc_address(symbol, pfn, driverVersion, flags, NULL);
-}
-
-CUresult fake_cuGetProcAddress_12000(const char *symbol, void **pfn, int driverVersion,
-                                     cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound) {
-  return fk_get_proc_address(symbol, pfn, driverVersion, flags, symbolFound);
-}
-
 void fk_log(const char *fmt, ...) {
-  char buf[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  cu_log_line("fake-cuda", fmt, ap);
   va_end(ap);
-  fprintf(stderr, "fake-cuda: %s\n", buf);
 }
 
 /* Each unsupported function is named once per process, so a user sees what
  * their workload needs without a flood. */
 CUresult fk_unsupported(const char *symbol) {
-  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-  static const char *seen[1024];
-  static size_t nseen;
-  bool first = true;
-  pthread_mutex_lock(&lock);
-  for (size_t i = 0; i < nseen; i++)
-    if (seen[i] == symbol || strcmp(seen[i], symbol) == 0) first = false;
-  if (first && nseen < sizeof seen / sizeof seen[0]) seen[nseen++] = symbol;
-  pthread_mutex_unlock(&lock);
-  if (first || fk_cfg.log_all) fk_log("%s is not supported by the fake driver", symbol);
+  if (fk_unsupported_first(symbol) || fk_cfg.log_all) fk_log("%s is not supported by the fake driver", symbol);
   return CUDA_ERROR_NOT_SUPPORTED;
 }

@@ -236,12 +236,9 @@ static bool dims_valid(fk_dim3 g, fk_dim3 b) {
 
 static CUresult do_launch(CUfunction f, fk_dim3 grid, fk_dim3 block, unsigned shared,
                           CUstream hStream, void **kernelParams, void **extra, bool cooperative) {
-  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   fk_ctx *c;
-  CUresult rc = fk_need_ctx(&c);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, c, &s);
+  CUresult rc = fk_work_stream(hStream, &c, &s);
   if (rc) return rc;
   fk_function *fn;
   rc = fk_function_resolve(f, c, &fn);
@@ -294,12 +291,7 @@ CUresult fake_cuLaunchCooperativeKernel_9000(CUfunction f, unsigned int gridDimX
 
 CUresult fake_cuLaunchKernelEx_11060(const CUlaunchConfig *config, CUfunction f,
                                      void **kernelParams, void **extra) {
-  if (!config || (config->numAttrs && !config->attrs)) {
-    if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
-    fk_ctx *c;
-    CUresult rc = fk_need_ctx(&c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!config || (config->numAttrs && !config->attrs)) return fk_invalid_work_arg();
   bool cooperative;
   CUresult rc = cu_launch_attrs_check(config, &cooperative);
   if (rc) return rc;

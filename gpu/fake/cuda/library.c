@@ -9,6 +9,8 @@
  * parameter layouts without needing one. */
 #include "module_internal.h"
 
+#include "launch_rules.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -336,16 +338,17 @@ CUresult fake_cuKernelGetParamInfo_12040(CUkernel kernel, size_t paramIndex, siz
   return CUDA_SUCCESS;
 }
 
-static CUresult device_arg(CUdevice dev) {
+/* The kernel and device arguments of the per-device kernel settings. */
+static CUresult kernel_device_arg(CUkernel kernel, CUdevice dev, lib_kernel **out) {
+  CUresult rc = kernel_arg(kernel, out);
+  if (rc) return rc;
   return dev >= 0 && dev < fk_cfg.device_count ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
 }
 
 CUresult fake_cuKernelGetAttribute_12000(int *pi, CUfunction_attribute attrib, CUkernel kernel,
                                          CUdevice dev) {
   lib_kernel *k;
-  CUresult rc = kernel_arg(kernel, &k);
-  if (rc) return rc;
-  rc = device_arg(dev);
+  CUresult rc = kernel_device_arg(kernel, dev, &k);
   if (rc) return rc;
   pthread_mutex_lock(&fk_modules_lock);
   rc = fk_func_attr_get(&k->attrs, attrib, pi);
@@ -356,9 +359,7 @@ CUresult fake_cuKernelGetAttribute_12000(int *pi, CUfunction_attribute attrib, C
 CUresult fake_cuKernelSetAttribute_12000(CUfunction_attribute attrib, int val, CUkernel kernel,
                                          CUdevice dev) {
   lib_kernel *k;
-  CUresult rc = kernel_arg(kernel, &k);
-  if (rc) return rc;
-  rc = device_arg(dev);
+  CUresult rc = kernel_device_arg(kernel, dev, &k);
   if (rc) return rc;
   pthread_mutex_lock(&fk_modules_lock);
   rc = fk_func_attr_set(&k->attrs, attrib, val);
@@ -376,9 +377,7 @@ CUresult fake_cuKernelSetAttribute_12000(CUfunction_attribute attrib, int val, C
 
 CUresult fake_cuKernelSetCacheConfig_12000(CUkernel kernel, CUfunc_cache config, CUdevice dev) {
   lib_kernel *k;
-  CUresult rc = kernel_arg(kernel, &k);
+  CUresult rc = kernel_device_arg(kernel, dev, &k);
   if (rc) return rc;
-  rc = device_arg(dev);
-  if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }

@@ -131,10 +131,8 @@ static CUresult launch_copy(fk_ctx *ctx, fk_stream *s, bool async, const xfer *x
 static CUresult copy_1d(uintptr_t dst, bool dst_dev, uintptr_t src, bool src_dev, size_t n,
                         CUstream h, bool async) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(h, ctx, &s);
+  CUresult rc = fk_work_stream(h, &ctx, &s);
   if (rc) return rc;
   if (n == 0) return CUDA_SUCCESS;
   xfer x = {.dst = dst, .src = src, .dpitch = n, .spitch = n, .width = n, .height = 1};
@@ -159,17 +157,8 @@ CUresult fake_cuMemcpyHtoD_3020(CUdeviceptr_v2 dstDevice, const void *srcHost, s
   return copy_1d(dstDevice, true, U(srcHost), false, ByteCount, NULL, false);
 }
 
-CUresult fake_cuMemcpyHtoD_2000(CUdeviceptr_v1 dstDevice, const void *srcHost,
-                                unsigned int ByteCount) {
-  return fake_cuMemcpyHtoD_3020(dstDevice, srcHost, ByteCount);
-}
-
 CUresult fake_cuMemcpyDtoH_3020(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
   return copy_1d(U(dstHost), false, srcDevice, true, ByteCount, NULL, false);
-}
-
-CUresult fake_cuMemcpyDtoH_2000(void *dstHost, CUdeviceptr_v1 srcDevice, unsigned int ByteCount) {
-  return fake_cuMemcpyDtoH_3020(dstHost, srcDevice, ByteCount);
 }
 
 CUresult fake_cuMemcpyDtoD_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice,
@@ -177,19 +166,9 @@ CUresult fake_cuMemcpyDtoD_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevi
   return copy_1d(dstDevice, true, srcDevice, true, ByteCount, NULL, false);
 }
 
-CUresult fake_cuMemcpyDtoD_2000(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcDevice,
-                                unsigned int ByteCount) {
-  return fake_cuMemcpyDtoD_3020(dstDevice, srcDevice, ByteCount);
-}
-
 CUresult fake_cuMemcpyHtoDAsync_3020(CUdeviceptr_v2 dstDevice, const void *srcHost,
                                      size_t ByteCount, CUstream hStream) {
   return copy_1d(dstDevice, true, U(srcHost), false, ByteCount, hStream, true);
-}
-
-CUresult fake_cuMemcpyHtoDAsync_2000(CUdeviceptr_v1 dstDevice, const void *srcHost,
-                                     unsigned int ByteCount, CUstream hStream) {
-  return fake_cuMemcpyHtoDAsync_3020(dstDevice, srcHost, ByteCount, hStream);
 }
 
 CUresult fake_cuMemcpyDtoHAsync_3020(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount,
@@ -197,19 +176,9 @@ CUresult fake_cuMemcpyDtoHAsync_3020(void *dstHost, CUdeviceptr_v2 srcDevice, si
   return copy_1d(U(dstHost), false, srcDevice, true, ByteCount, hStream, true);
 }
 
-CUresult fake_cuMemcpyDtoHAsync_2000(void *dstHost, CUdeviceptr_v1 srcDevice,
-                                     unsigned int ByteCount, CUstream hStream) {
-  return fake_cuMemcpyDtoHAsync_3020(dstHost, srcDevice, ByteCount, hStream);
-}
-
 CUresult fake_cuMemcpyDtoDAsync_3020(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice,
                                      size_t ByteCount, CUstream hStream) {
   return copy_1d(dstDevice, true, srcDevice, true, ByteCount, hStream, true);
-}
-
-CUresult fake_cuMemcpyDtoDAsync_3000(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcDevice,
-                                     unsigned int ByteCount, CUstream hStream) {
-  return fake_cuMemcpyDtoDAsync_3020(dstDevice, srcDevice, ByteCount, hStream);
 }
 
 /* Peer copies: every fake device sees the same host memory, so a copy
@@ -267,10 +236,8 @@ static CUresult side_2d(CUmemorytype type, const void *host, CUdeviceptr dev, si
 
 static CUresult copy_2d(const CUDA_MEMCPY2D_v2 *p, CUstream h, bool async) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(h, ctx, &s);
+  CUresult rc = fk_work_stream(h, &ctx, &s);
   if (rc) return rc;
   if (!p) return CUDA_ERROR_INVALID_VALUE;
   if (p->WidthInBytes == 0 || p->Height == 0) return CUDA_SUCCESS;
@@ -311,10 +278,6 @@ CUresult fake_cuMemcpy2D_2000(const CUDA_MEMCPY2D_v1 *pCopy) {
   return copy_2d(&c, NULL, false);
 }
 
-CUresult fake_cuMemcpy2DUnaligned_2000(const CUDA_MEMCPY2D_v1 *pCopy) {
-  return fake_cuMemcpy2D_2000(pCopy);
-}
-
 CUresult fake_cuMemcpy2DAsync_2000(const CUDA_MEMCPY2D_v1 *pCopy, CUstream hStream) {
   if (!pCopy) return CUDA_ERROR_INVALID_VALUE;
   CUDA_MEMCPY2D_v2 c = from_v1(pCopy);
@@ -348,10 +311,8 @@ static void run_set(fk_op *op) {
 static CUresult memset_2d(uintptr_t dst, size_t pitch, uint32_t value, unsigned elsize,
                           size_t width, size_t height, CUstream h, bool async) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(h, ctx, &s);
+  CUresult rc = fk_work_stream(h, &ctx, &s);
   if (rc) return rc;
   if (width == 0 || height == 0) return CUDA_SUCCESS;
   size_t row_bytes, rows, extent;
@@ -383,30 +344,25 @@ static CUresult memset_2d(uintptr_t dst, size_t pitch, uint32_t value, unsigned 
 CUresult fake_cuMemsetD8_3020(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) {
   return memset_2d(dstDevice, 0, uc, 1, N, 1, NULL, false);
 }
+
 CUresult fake_cuMemsetD16_3020(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N) {
   return memset_2d(dstDevice, 0, us, 2, N, 1, NULL, false);
 }
+
 CUresult fake_cuMemsetD32_3020(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N) {
   return memset_2d(dstDevice, 0, ui, 4, N, 1, NULL, false);
-}
-CUresult fake_cuMemsetD8_2000(CUdeviceptr_v1 dstDevice, unsigned char uc, unsigned int N) {
-  return fake_cuMemsetD8_3020(dstDevice, uc, N);
-}
-CUresult fake_cuMemsetD16_2000(CUdeviceptr_v1 dstDevice, unsigned short us, unsigned int N) {
-  return fake_cuMemsetD16_3020(dstDevice, us, N);
-}
-CUresult fake_cuMemsetD32_2000(CUdeviceptr_v1 dstDevice, unsigned int ui, unsigned int N) {
-  return fake_cuMemsetD32_3020(dstDevice, ui, N);
 }
 
 CUresult fake_cuMemsetD8Async_3020(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N,
                                    CUstream hStream) {
   return memset_2d(dstDevice, 0, uc, 1, N, 1, hStream, true);
 }
+
 CUresult fake_cuMemsetD16Async_3020(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N,
                                     CUstream hStream) {
   return memset_2d(dstDevice, 0, us, 2, N, 1, hStream, true);
 }
+
 CUresult fake_cuMemsetD32Async_3020(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N,
                                     CUstream hStream) {
   return memset_2d(dstDevice, 0, ui, 4, N, 1, hStream, true);
@@ -416,36 +372,28 @@ CUresult fake_cuMemsetD2D8_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsig
                                 size_t Width, size_t Height) {
   return memset_2d(dstDevice, dstPitch, uc, 1, Width, Height, NULL, false);
 }
+
 CUresult fake_cuMemsetD2D16_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned short us,
                                  size_t Width, size_t Height) {
   return memset_2d(dstDevice, dstPitch, us, 2, Width, Height, NULL, false);
 }
+
 CUresult fake_cuMemsetD2D32_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned int ui,
                                  size_t Width, size_t Height) {
   return memset_2d(dstDevice, dstPitch, ui, 4, Width, Height, NULL, false);
-}
-CUresult fake_cuMemsetD2D8_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, unsigned char uc,
-                                unsigned int Width, unsigned int Height) {
-  return fake_cuMemsetD2D8_3020(dstDevice, dstPitch, uc, Width, Height);
-}
-CUresult fake_cuMemsetD2D16_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch,
-                                 unsigned short us, unsigned int Width, unsigned int Height) {
-  return fake_cuMemsetD2D16_3020(dstDevice, dstPitch, us, Width, Height);
-}
-CUresult fake_cuMemsetD2D32_2000(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, unsigned int ui,
-                                 unsigned int Width, unsigned int Height) {
-  return fake_cuMemsetD2D32_3020(dstDevice, dstPitch, ui, Width, Height);
 }
 
 CUresult fake_cuMemsetD2D8Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned char uc,
                                      size_t Width, size_t Height, CUstream hStream) {
   return memset_2d(dstDevice, dstPitch, uc, 1, Width, Height, hStream, true);
 }
+
 CUresult fake_cuMemsetD2D16Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch,
                                       unsigned short us, size_t Width, size_t Height,
                                       CUstream hStream) {
   return memset_2d(dstDevice, dstPitch, us, 2, Width, Height, hStream, true);
 }
+
 CUresult fake_cuMemsetD2D32Async_3020(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsigned int ui,
                                       size_t Width, size_t Height, CUstream hStream) {
   return memset_2d(dstDevice, dstPitch, ui, 4, Width, Height, hStream, true);

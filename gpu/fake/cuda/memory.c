@@ -606,23 +606,6 @@ CUresult fake_cuMemAlloc_3020(CUdeviceptr_v2 *dptr, size_t bytesize) {
   return dev_alloc(ctx, bytesize, 0, dptr);
 }
 
-CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr);
-
-/* The 32-bit entry points can only name memory below 4 GiB, which the fake
- * devices do not have. */
-CUresult fake_cuMemAlloc_2000(CUdeviceptr_v1 *dptr, unsigned int bytesize) {
-  if (!dptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  CUresult rc = fake_cuMemAlloc_3020(&p, bytesize);
-  if (rc) return rc;
-  if (p > UINT32_MAX) {
-    fake_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  return CUDA_SUCCESS;
-}
-
 CUresult fake_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t WidthInBytes,
                                    size_t Height, unsigned int ElementSizeBytes) {
   fk_ctx *ctx;
@@ -637,30 +620,20 @@ CUresult fake_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t 
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemAllocPitch_2000(CUdeviceptr_v1 *dptr, unsigned int *pPitch,
-                                   unsigned int WidthInBytes, unsigned int Height,
-                                   unsigned int ElementSizeBytes) {
-  if (!dptr || !pPitch) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 p;
-  size_t pitch;
-  CUresult rc = fake_cuMemAllocPitch_3020(&p, &pitch, WidthInBytes, Height, ElementSizeBytes);
-  if (rc) return rc;
-  if (p > UINT32_MAX) {
-    fake_cuMemFree_3020(p);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  *dptr = (CUdeviceptr_v1)p;
-  *pPitch = (unsigned int)pitch;
-  return CUDA_SUCCESS;
+/* The allocation of `kind` a free names, taken out of the table for the
+ * caller to release. NULL names none and is not an error (*a untouched):
+ * free(NULL), as measured on the real driver. */
+static CUresult take_for_free(uintptr_t p, int kind, fk_alloc *a) {
+  fk_ctx *ctx;
+  CUresult rc = fk_mem_need_ctx(&ctx);
+  if (rc || !p) return rc;
+  return fk_mem_take(p, 1u << kind, a) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr) {
-  fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
-  if (!dptr) return CUDA_SUCCESS; /* free(NULL), as measured on the real driver */
   fk_alloc a;
-  if (!fk_mem_take((uintptr_t)dptr, 1u << FK_MEM_DEVICE, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free((uintptr_t)dptr, FK_MEM_DEVICE, &a);
+  if (rc || !dptr) return rc;
   /* The driver synchronizes before freeing memory that queued work may still
    * touch (not for stream-ordered allocations, whose users must order
    * themselves). Unmapping under running work would crash the process. */
@@ -668,8 +641,6 @@ CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   dev_release(&a);
   return CUDA_SUCCESS;
 }
-
-CUresult fake_cuMemFree_2000(CUdeviceptr_v1 dptr) { return fake_cuMemFree_3020(dptr); }
 
 CUresult fake_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   fk_ctx *ctx;
@@ -680,16 +651,6 @@ CUresult fake_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   *total = ctx->dev->total_mem;
   *free_bytes = ctx->dev->total_mem - ctx->dev->used_mem;
   pthread_mutex_unlock(&fk_mem_lock);
-  return CUDA_SUCCESS;
-}
-
-CUresult fake_cuMemGetInfo_2000(unsigned int *free_bytes, unsigned int *total) {
-  if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
-  size_t f, t;
-  CUresult rc = fake_cuMemGetInfo_3020(&f, &t);
-  if (rc) return rc;
-  *free_bytes = f > UINT32_MAX ? UINT32_MAX : (unsigned int)f;
-  *total = t > UINT32_MAX ? UINT32_MAX : (unsigned int)t;
   return CUDA_SUCCESS;
 }
 
@@ -705,18 +666,6 @@ CUresult fake_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CU
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemGetAddressRange_2000(CUdeviceptr_v1 *pbase, unsigned int *psize,
-                                        CUdeviceptr_v1 dptr) {
-  CUdeviceptr_v2 b;
-  size_t s;
-  CUresult rc = fake_cuMemGetAddressRange_3020(&b, &s, dptr);
-  if (rc) return rc;
-  if (b > UINT32_MAX || s > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (pbase) *pbase = (CUdeviceptr_v1)b;
-  if (psize) *psize = (unsigned int)s;
-  return CUDA_SUCCESS;
-}
-
 /* ---- stream-ordered allocation -------------------------------------------
  * Memory is handed out at once (which is a valid order: it is ready before
  * the stream reaches the allocation) and given back when the stream reaches
@@ -729,10 +678,8 @@ static void run_free(fk_op *op) { dev_release(&((free_op *)op->payload)->a); }
 
 CUresult fake_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream hStream) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, ctx, &s);
+  CUresult rc = fk_work_stream(hStream, &ctx, &s);
   if (rc) return rc;
   if (!dptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
   return dev_alloc(ctx, bytesize, FK_ALLOC_ASYNC, dptr);
@@ -740,10 +687,8 @@ CUresult fake_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstr
 
 CUresult fake_cuMemFreeAsync_11020(CUdeviceptr_v2 dptr, CUstream hStream) {
   fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, ctx, &s);
+  CUresult rc = fk_work_stream(hStream, &ctx, &s);
   if (rc) return rc;
   fk_op *op = fk_op_new(run_free, sizeof(free_op));
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -765,9 +710,7 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   CUresult rc = fk_mem_need_ctx(&ctx);
   if (rc) return rc;
   if (!pp) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP |
-                          CU_MEMHOSTALLOC_WRITECOMBINED))
-    return CUDA_ERROR_INVALID_VALUE;
+  if (flags & ~(unsigned)CU_MEMHOSTALLOC_KNOWN) return CUDA_ERROR_INVALID_VALUE;
   /* Measured on the real driver: zero bytes succeed with a NULL pointer. */
   if (bytesize == 0) {
     *pp = NULL;
@@ -786,23 +729,14 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuMemAllocHost_3020(void **pp, size_t bytesize) { return host_alloc(pp, bytesize, 0); }
-
-CUresult fake_cuMemAllocHost_2000(void **pp, unsigned int bytesize) {
-  return host_alloc(pp, bytesize, 0);
-}
-
 CUresult fake_cuMemHostAlloc_2020(void **pp, size_t bytesize, unsigned int Flags) {
   return host_alloc(pp, bytesize, Flags);
 }
 
 CUresult fake_cuMemFreeHost_2000(void *p) {
-  fk_ctx *ctx;
-  CUresult rc = fk_mem_need_ctx(&ctx);
-  if (rc) return rc;
-  if (!p) return CUDA_SUCCESS; /* free(NULL), as measured on the real driver */
   fk_alloc a;
-  if (!fk_mem_take((uintptr_t)p, 1u << FK_MEM_HOST, &a)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = take_for_free((uintptr_t)p, FK_MEM_HOST, &a);
+  if (rc || !p) return rc;
   if (a.ctx && a.ctx->active) fk_ctx_synchronize(a.ctx);
   munmap((void *)a.base, round_up(a.size, page_size));
   return CUDA_SUCCESS;
@@ -825,16 +759,6 @@ CUresult fake_cuMemHostGetDevicePointer_3020(CUdeviceptr_v2 *pdptr, void *p, uns
   if (!find_pinned(p, &a, 1u << FK_MEM_HOST | 1u << FK_MEM_REGISTERED))
     return CUDA_ERROR_INVALID_VALUE;
   *pdptr = (CUdeviceptr_v2)(uintptr_t)p;
-  return CUDA_SUCCESS;
-}
-
-CUresult fake_cuMemHostGetDevicePointer_2020(CUdeviceptr_v1 *pdptr, void *p, unsigned int Flags) {
-  if (!pdptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdeviceptr_v2 d;
-  CUresult rc = fake_cuMemHostGetDevicePointer_3020(&d, p, Flags);
-  if (rc) return rc;
-  if (d > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  *pdptr = (CUdeviceptr_v1)d;
   return CUDA_SUCCESS;
 }
 
@@ -877,10 +801,6 @@ CUresult fake_cuMemHostRegister_6050(void *p, size_t bytesize, unsigned int Flag
   rc = fk_mem_add(b, bytesize, FK_MEM_REGISTERED, ctx, ctx->dev, flags, 0);
   if (rc == CUDA_ERROR_INVALID_VALUE) return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED; /* raced */
   return rc;
-}
-
-CUresult fake_cuMemHostRegister_4000(void *p, size_t bytesize, unsigned int Flags) {
-  return fake_cuMemHostRegister_6050(p, bytesize, Flags);
 }
 
 CUresult fake_cuMemHostUnregister_4000(void *p) {

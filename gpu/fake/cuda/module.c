@@ -15,6 +15,8 @@
  */
 #include "module_internal.h"
 
+#include "launch_rules.h"
+
 #include "jit_options.h"
 
 #include <dlfcn.h>
@@ -400,10 +402,6 @@ CUresult fake_cuModuleLoadData_2000(CUmodule *module, const void *image) {
   return load_bytes(module, image, 0);
 }
 
-CUresult fake_cuModuleLoadFatBinary_2000(CUmodule *module, const void *fatCubin) {
-  return load_bytes(module, fatCubin, 0);
-}
-
 CUresult fake_cuModuleLoadDataEx_2010(CUmodule *module, const void *image, unsigned int numOptions,
                                       CUjit_option *options, void **optionValues) {
   CUresult rc = fk_jit_options(numOptions, options, optionValues);
@@ -504,19 +502,6 @@ CUresult fake_cuModuleGetGlobal_3020(CUdeviceptr *dptr, size_t *bytes, CUmodule 
   return CUDA_ERROR_NOT_FOUND;
 }
 
-CUresult fake_cuModuleGetGlobal_2000(CUdeviceptr_v1 *dptr, unsigned int *bytes, CUmodule hmod,
-                                     const char *name) {
-  CUdeviceptr p;
-  size_t n;
-  CUresult rc = fake_cuModuleGetGlobal_3020(&p, &n, hmod, name);
-  if (rc) return rc;
-  /* The 32-bit API cannot name an address above 4 GiB. */
-  if (p > UINT32_MAX || n > UINT32_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (dptr) *dptr = (CUdeviceptr_v1)p;
-  if (bytes) *bytes = (unsigned int)n;
-  return CUDA_SUCCESS;
-}
-
 CUresult fake_cuModuleGetFunctionCount_12040(unsigned int *count, CUmodule hmod) {
   module_impl *m;
   CUresult rc = module_arg(hmod, &m);
@@ -575,15 +560,14 @@ CUresult fake_cuFuncSetCacheConfig_3000(CUfunction hfunc, CUfunc_cache config) {
   func_impl *f;
   CUresult rc = func_arg(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_FUNC_CACHE_PREFER_EQUAL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  return cu_cache_config_rule(config);
 }
 
 CUresult fake_cuFuncSetSharedMemConfig_4020(CUfunction hfunc, CUsharedconfig config) {
   func_impl *f;
   CUresult rc = func_arg(hfunc, &f);
   if (rc) return rc;
-  return (unsigned)config <= CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE ? CUDA_SUCCESS
-                                                                       : CUDA_ERROR_INVALID_VALUE;
+  return cu_shared_config_rule(config);
 }
 
 CUresult fake_cuFuncGetName_12030(const char **name, CUfunction hfunc) {

@@ -418,6 +418,20 @@ static CUresult ctx_state(fk_ctx *c) {
   return __atomic_load_n(&c->sticky, __ATOMIC_ACQUIRE);
 }
 
+CUresult fk_work_stream(CUstream h, fk_ctx **ctx, fk_stream **out) {
+  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
+  CUresult rc = fk_need_ctx(ctx);
+  if (rc) return rc;
+  return fk_stream_resolve(h, *ctx, out);
+}
+
+CUresult fk_invalid_work_arg(void) {
+  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
+  fk_ctx *c;
+  CUresult rc = fk_need_ctx(&c);
+  return rc ? rc : CUDA_ERROR_INVALID_VALUE;
+}
+
 /* A stream argument of a call that works on any context's stream (query,
  * synchronize, getters): special handles mean the current context's. */
 static CUresult lookup(CUstream h, fk_stream **out) {
@@ -573,10 +587,6 @@ static CUresult create_api(CUstream *phStream, unsigned int flags, int priority)
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuStreamCreate_2000(CUstream *phStream, unsigned int Flags) {
-  return create_api(phStream, Flags, 0);
-}
-
 CUresult fake_cuStreamCreateWithPriority_5050(CUstream *phStream, unsigned int flags, int priority) {
   return create_api(phStream, flags, priority);
 }
@@ -593,8 +603,6 @@ CUresult fake_cuStreamDestroy_4000(CUstream hStream) {
   reap(s->ctx);
   return CUDA_SUCCESS;
 }
-
-CUresult fake_cuStreamDestroy_2000(CUstream hStream) { return fake_cuStreamDestroy_4000(hStream); }
 
 /* ---- API: waiting ---------------------------------------------------------- */
 
@@ -637,10 +645,8 @@ static void host_call_run(fk_op *op) {
 
 static CUresult queue_host_call(CUstream hStream, host_call call) {
   fk_ctx *c;
-  CUresult rc = need_ctx(&c);
-  if (rc) return rc;
   fk_stream *s;
-  rc = fk_stream_resolve(hStream, c, &s);
+  CUresult rc = fk_work_stream(hStream, &c, &s);
   if (rc) return rc;
   fk_op *op = fk_op_new(host_call_run, sizeof call);
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -650,21 +656,13 @@ static CUresult queue_host_call(CUstream hStream, host_call call) {
 }
 
 CUresult fake_cuLaunchHostFunc_10000(CUstream hStream, CUhostFn fn, void *userData) {
-  if (!fn) {
-    fk_ctx *c;
-    CUresult rc = need_ctx(&c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!fn) return fk_invalid_work_arg();
   return queue_host_call(hStream, (host_call){.fn = fn, .handle = hStream, .user = userData});
 }
 
 CUresult fake_cuStreamAddCallback_5000(CUstream hStream, CUstreamCallback callback, void *userData,
                                        unsigned int flags) {
-  if (!callback || flags != 0) {
-    fk_ctx *c;
-    CUresult rc = need_ctx(&c);
-    return rc ? rc : CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!callback || flags != 0) return fk_invalid_work_arg();
   return queue_host_call(hStream,
                          (host_call){.callback = callback, .handle = hStream, .user = userData});
 }
@@ -708,10 +706,6 @@ CUresult fake_cuStreamGetCtx_12050(CUstream hStream, CUcontext *pctx, CUgreenCtx
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuStreamGetCtx_9020(CUstream hStream, CUcontext *pctx) {
-  return fake_cuStreamGetCtx_12050(hStream, pctx, NULL);
-}
-
 CUresult fake_cuStreamGetDevice_12080(CUstream hStream, CUdevice *device) {
   fk_stream *s;
   CUresult rc = lookup(hStream, &s);
@@ -732,34 +726,3 @@ CUresult fake_cuStreamIsCapturing_10000(CUstream hStream, CUstreamCaptureStatus 
   return CUDA_SUCCESS;
 }
 
-CUresult fake_cuStreamGetCaptureInfo_12030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                           cuuint64_t *id_out, CUgraph *graph_out,
-                                           const CUgraphNode **dependencies_out,
-                                           const CUgraphEdgeData **edgeData_out,
-                                           size_t *numDependencies_out) {
-  (void)id_out; /* only defined while capturing */
-  fk_stream *s;
-  CUresult rc = lookup(hStream, &s);
-  if (rc) return rc;
-  if (!captureStatus_out) return CUDA_ERROR_INVALID_VALUE;
-  *captureStatus_out = CU_STREAM_CAPTURE_STATUS_NONE;
-  if (graph_out) *graph_out = NULL;
-  if (dependencies_out) *dependencies_out = NULL;
-  if (edgeData_out) *edgeData_out = NULL;
-  if (numDependencies_out) *numDependencies_out = 0;
-  return CUDA_SUCCESS;
-}
-
-CUresult fake_cuStreamGetCaptureInfo_11030(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                           cuuint64_t *id_out, CUgraph *graph_out,
-                                           const CUgraphNode **dependencies_out,
-                                           size_t *numDependencies_out) {
-  return fake_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, graph_out,
-                                           dependencies_out, NULL, numDependencies_out);
-}
-
-CUresult fake_cuStreamGetCaptureInfo_10010(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                           cuuint64_t *id_out) {
-  return fake_cuStreamGetCaptureInfo_12030(hStream, captureStatus_out, id_out, NULL, NULL, NULL,
-                                           NULL);
-}

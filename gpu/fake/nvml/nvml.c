@@ -405,32 +405,16 @@ static nvmlReturn_t no_processes(nvmlDevice_t device, unsigned int *count,
   return NVML_SUCCESS;
 }
 
-NVML_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
-                                                              unsigned int *infoCount,
-                                                              nvmlProcessInfo_t *infos) {
-  return no_processes(device, infoCount, infos);
-}
+/* Every version of the running-process queries has the same arguments and
+ * the same empty answer. */
+#define NO_PROCESSES(name)                                                                  \
+  NVML_API nvmlReturn_t name(nvmlDevice_t device, unsigned int *infoCount,                  \
+                             nvmlProcessInfo_t *infos) {                                    \
+    return no_processes(device, infoCount, infos);                                          \
+  }
+NO_PROCESSES(nvmlDeviceGetComputeRunningProcesses_v3)
+NO_PROCESSES(nvmlDeviceGetComputeRunningProcesses_v2)
+NO_PROCESSES(nvmlDeviceGetComputeRunningProcesses)
+NO_PROCESSES(nvmlDeviceGetGraphicsRunningProcesses_v3)
+NO_PROCESSES(nvmlDeviceGetGraphicsRunningProcesses_v2)
 
-NVML_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device,
-                                                              unsigned int *infoCount,
-                                                              nvmlProcessInfo_t *infos) {
-  return no_processes(device, infoCount, infos);
-}
-
-NVML_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t device,
-                                                           unsigned int *infoCount,
-                                                           nvmlProcessInfo_t *infos) {
-  return no_processes(device, infoCount, infos);
-}
-
-NVML_API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t device,
-                                                               unsigned int *infoCount,
-                                                               nvmlProcessInfo_t *infos) {
-  return no_processes(device, infoCount, infos);
-}
-
-NVML_API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t device,
-                                                               unsigned int *infoCount,
-                                                               nvmlProcessInfo_t *infos) {
-  return no_processes(device, infoCount, infos);
-}

@@ -1,0 +1,30 @@
+/* The names of one library's implementation of the driver API, for the
+ * sources compiled into every such library (exports.c, abi_variants.c): the
+ * library says its prefixes with CU_EXPORTS_IMPL and CU_EXPORTS_LIB (see
+ * exports.c) and these macros paste them, so that one text serves the fake
+ * driver (fake_, fk_) and the interposer (ic_, ic_).
+ */
+#ifndef CEDANA_IMPL_NAMES_H
+#define CEDANA_IMPL_NAMES_H
+
+#if !defined(CU_EXPORTS_IMPL) || !defined(CU_EXPORTS_LIB)
+#error "compile with -DCU_EXPORTS_IMPL=<prefix> -DCU_EXPORTS_LIB=<prefix> (see exports.c)"
+#endif
+
+#define __CUDA_API_VERSION_INTERNAL 1
+#include <cuda.h>
+
+/* Two levels, so that the prefix macros expand before they are pasted. */
+#define CU_PASTE_(a, b) a##b
+#define CU_PASTE(a, b) CU_PASTE_(a, b)
+#define CU_IMPL(name) CU_PASTE(CU_EXPORTS_IMPL, name)
+#define CU_LIB(name) CU_PASTE(CU_EXPORTS_LIB, name)
+
+#define CU_HIDDEN __attribute__((visibility("hidden")))
+
+/* Defined in exports.c: the lookup behind the library's cuGetProcAddress. */
+CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int version,
+                                            cuuint64_t flags,
+                                            CUdriverProcAddressQueryResult *found);
+
+#endif
