@@ -25,15 +25,7 @@ import time
 import zlib
 from collections.abc import Callable
 
-from cedana_gpu.paths import native_dir
-
-
-def _lib() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(native_dir() / "controller" / "libcedana-gpu-controller.so"))
-    lib.cgc_checksum.restype = ctypes.c_uint64
-    lib.cgc_checksum.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64)
-    lib.cgc_checksum_hardware.restype = ctypes.c_int
-    return lib
+from cedana_gpu.controller import native
 
 
 def _median_seconds(fn: Callable[[], object], rounds: int) -> float:
@@ -55,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     src = (ctypes.c_char * n)()
     dst = (ctypes.c_char * n)()
     ctypes.memset(src, 0x5A, n)
-    lib = _lib()
+    lib = native.load_library()  # declares cgc_checksum's types
     view = memoryview(src)
     rows = [
         ("memmove (baseline)", _median_seconds(lambda: ctypes.memmove(dst, src, n), args.rounds)),
