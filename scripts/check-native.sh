@@ -5,9 +5,10 @@
 #   address,undefined  the driver conformance suite directly and through the
 #                      interposer, the dispatcher's live and fuzz tests, the
 #                      native checkpoint tests, the layout check
-#   thread             the ring's consumer and the dispatcher's threads (dispatch
-#                      loop, stream workers, callbacks): the dispatcher's live
-#                      tests
+#   thread             the ring and the dispatcher: the dispatcher's live tests,
+#                      and the conformance suite through the interposer (many
+#                      job threads posting to the ring, the dispatch loop,
+#                      stream workers and callbacks in the controller)
 #
 # Each sanitizer gets a CMake build of its own under build/sanitize-<name>
 # (incremental on a second run), installed into a private native dir that the
@@ -57,10 +58,10 @@ fi
 if [[ $only == all || $only == thread ]]; then
   echo "== ThreadSanitizer"
   native=$(build thread thread)
-  export TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0
-  # Only the dispatcher's tests: the conformance suite through the
-  # interposer cannot run under TSan yet, because the fake driver's device
-  # range (32 TiB on) and the interposer's pinned range (96 TiB on) are
-  # fixed addresses inside TSan's shadow memory.
-  run "$native" "$(gcc -print-file-name=libtsan.so)" tests/test_dispatcher_live.py
+  # scripts/tsan.supp: the fake driver's device memory may be raced on by a
+  # job's streams, as on a GPU. handle_segv=0 as above.
+  export TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0:handle_segv=0:suppressions=$PWD/scripts/tsan.supp"
+  preload=$(gcc -print-file-name=libtsan.so)
+  run "$native" "$preload" tests/test_dispatcher_live.py
+  CEDANA_TEST_CUDA_PATH=interposer run "$native" "$preload" tests/fake_cuda
 fi

@@ -37,8 +37,16 @@
 /* Where pinned files are mapped: above the usual executable (~85 TiB) and
  * below the shared libraries and stack (~127 TiB), away from the fake
  * driver's device ranges (32 TiB on). */
+#ifdef __SANITIZE_THREAD__
+/* ThreadSanitizer keeps its shadow memory over the range below and aborts on
+ * a fixed mapping there; its builds (make check-native) use part of the low
+ * range it leaves to applications. */
+#define PIN_HINT_BASE ((uintptr_t)0x001000000000ull)
+#define PIN_HINT_END ((uintptr_t)0x007000000000ull)
+#else
 #define PIN_HINT_BASE ((uintptr_t)0x600000000000ull)
 #define PIN_HINT_END ((uintptr_t)0x700000000000ull)
+#endif
 #define PIN_GAP ((size_t)2 << 20)
 /* Bits of ic_alloc.flags above the CU_MEMHOSTALLOC_* / REGISTER flags. */
 #define IC_ALLOC_SYNC_MEMOPS 0x40000u
