@@ -223,6 +223,58 @@ def test_criu_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
     assert segment_leftovers(jid) == []
 
 
+KILL_CLIENT = """\
+#!/bin/sh
+# Runs the real CRIU; once it has seized the job, SIGKILLs the 'cedana dump'
+# that started it (this script's parent) and lets CRIU finish on its own.
+real="$CEDANA_TEST_REAL_CRIU"
+[ "$1" = dump ] || exec "$real" "$@"
+log=""
+prev=""
+for a in "$@"; do
+    [ "$prev" = "--log-file" ] && log="$a"
+    prev="$a"
+done
+"$real" "$@" -v4 &
+pid=$!
+while kill -0 "$pid" 2>/dev/null; do
+    if grep -q "Seized task" "$log" 2>/dev/null; then
+        kill -9 "$PPID"
+        break
+    fi
+done
+wait "$pid"
+"""
+
+
+def test_client_killed_while_criu_dumps_leaves_the_job_running(
+    cedana: Cedana, tmp_path: Path
+) -> None:
+    """SIGKILL to 'cedana dump' while its CRIU holds the job: CRIU finishes
+    alone and leaves the tree stopped (--leave-stopped); the job's controller
+    sees its client gone, unfreezes the GPU side and, once CRIU has let go,
+    continues the tree. The job finishes as if nothing happened."""
+    from cedana_gpu.cr.criu import criu_path
+
+    expected = list(run_direct(*TRAIN))
+    wrapper = tmp_path / "criu"
+    wrapper.write_text(KILL_CLIENT)
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    jid = unique_jid("kl")
+    cedana.exec_gpu(jid, sys.executable, *TRAIN, *SLEEP)
+    cedana.wait_log(jid, r"^step \d+ loss", 3)
+    out = cedana(
+        "dump", "job", jid, "--dir", str(tmp_path / "c"),
+        CEDANA_CRIU=str(wrapper), CEDANA_TEST_REAL_CRIU=str(criu_path()),
+    )  # fmt: skip
+    assert out.returncode == -signal.SIGKILL, (out.stdout, out.stderr)
+    job = cedana.wait_final(jid)
+    assert job["status"] == "exited (0)", (cedana.log(jid), cedana.controller_log(jid))
+    assert without_notes(cedana.log(jid)) == expected
+    assert "continued: its dumping client went away" in cedana.controller_log(jid)
+    assert segment_leftovers(jid) == []
+
+
 def test_controller_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
     jid = unique_jid("kk")
     cedana.exec_gpu(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cedana_gpu.controller import control
-from cedana_gpu.jobs import lifecycle
+from cedana_gpu.jobs import lifecycle, processes
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     FINAL_STATES,
@@ -142,8 +142,8 @@ def test_dump_helpers() -> None:
 
     cid = dump.checkpoint_id("job1")
     assert cid.startswith("job1-") and len(cid.split("-")) == 4
-    assert dump.tree_pids(os.getpid())[0] == os.getpid()
-    dump.continue_tree(2**22 + 12345)  # no such process: nothing to do
+    assert processes.tree_pids(os.getpid())[0] == os.getpid()
+    processes.continue_tree(2**22 + 12345)  # no such process: nothing to do
     assert dump.log_file_keys(os.getpid(), None) == []
 
 

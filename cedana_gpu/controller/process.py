@@ -73,6 +73,8 @@ DRIVERS = ("fake", "system", "none")
 RESTORE_TIMEOUT_S = 600.0
 """Bound on ``criu restore`` (a hang fails the restore instead of blocking it)."""
 
+CRIU_RELEASE_TIMEOUT_S = 600
+"""How long an orphaned CRIU may hold a job before the controller continues it anyway."""
 DUMPED_GRACE_S = 10.0
 """How long after 'dumped' and the client's disconnect the job has to die
 (CRIU killed it) before the controller concludes the dump did not happen."""
@@ -650,6 +652,30 @@ class Controller:
             log.warning("job %s: the client that froze it went away: unfreezing", self.jid)
         with contextlib.suppress(ControlError):
             self._end_session()
+        self._continue_job_when_released()
+
+    def _continue_job_when_released(self) -> None:
+        """The dumping client is gone, perhaps while its CRIU held the job: CRIU
+        (now an orphan) finishes or fails on its own and leaves the job stopped
+        (``--leave-stopped``), and nobody else would ever continue it. Once no
+        process of the job is traced any more, SIGCONT the tree (harmless to a
+        job that runs)."""
+        job = self.job
+        if job is None or self._ended.is_set():
+            return
+
+        def run() -> None:
+            if processes.continue_tree_when_released(job.pid, CRIU_RELEASE_TIMEOUT_S):
+                log.info("job %s continued: its dumping client went away", self.jid)
+            else:
+                log.warning(
+                    "job %s: still traced %d s after its dumping client went away; "
+                    "continued anyway",
+                    self.jid,
+                    CRIU_RELEASE_TIMEOUT_S,
+                )
+
+        threading.Thread(target=run, name="cedana-continue", daemon=True).start()
 
     # ---- restore ------------------------------------------------------------------
 

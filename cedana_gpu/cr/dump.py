@@ -132,22 +132,6 @@ def job_is_mount_ns(job: Job) -> bool:
     return bool(job.shm_dir) and Path(job.shm_dir or "") == statedir.JOB_SHM_DIRS / job.jid
 
 
-def tree_pids(root: int) -> list[int]:
-    """``root`` and all its descendants (every thread's children)."""
-    out: list[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in out:
-            continue
-        out.append(pid)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-    return out
-
-
 def log_file_keys(root: int, log_path: str | None) -> list[str]:
     """CRIU's ``file[mnt_id:inode]`` keys of the job's log as its processes have it open.
 
@@ -158,7 +142,7 @@ def log_file_keys(root: int, log_path: str | None) -> list[str]:
     if not log_path:
         return []
     keys: list[str] = []
-    for pid in tree_pids(root):
+    for pid in processes.tree_pids(root):
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
@@ -179,13 +163,6 @@ def log_file_keys(root: int, log_path: str | None) -> list[str]:
             if key not in keys:
                 keys.append(key)
     return keys
-
-
-def continue_tree(root: int) -> None:
-    """SIGCONT a job left stopped by ``criu dump --leave-stopped``."""
-    for pid in tree_pids(root):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGCONT)
 
 
 @dataclass
@@ -306,7 +283,7 @@ def criu_dump(ctx: DumpContext) -> None:
 
 def continue_stopped(ctx: DumpContext) -> None:
     if ctx.stopped and ctx.job.pid:
-        continue_tree(ctx.job.pid)
+        processes.continue_tree(ctx.job.pid)
         ctx.stopped = False
 
 

@@ -1,4 +1,4 @@
-"""Processes as both sides see them: whether one is alive, and signalling a job.
+"""Processes as both sides see them: whether one is alive, a job's tree, signalling it.
 
 Used by the controller (its job's end) and by the CLI (``cedana job kill``,
 a dump ending the dumped job), so it belongs to neither.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 
 def process_alive(pid: int | None) -> bool:
@@ -35,3 +36,58 @@ def signal_job(pid: int, pid_namespace: bool, sig: int = signal.SIGKILL) -> None
             os.kill(pid, sig)
         else:
             os.killpg(pid, sig)
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants (every thread's children)."""
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        out.append(pid)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return out
+
+
+def continue_tree(root: int) -> None:
+    """SIGCONT a job left stopped by ``criu dump --leave-stopped``."""
+    for pid in tree_pids(root):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _tracer(pid: int) -> int:
+    """The pid tracing ``pid`` (CRIU, while it dumps), 0 if none or gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def continue_tree_when_released(root: int, timeout: float, poll: float = 0.1) -> bool:
+    """SIGCONT the job's tree once no process of it is traced any more.
+
+    For a dump whose client died while CRIU held the job: CRIU (a child of
+    the dead client, so still running) finishes or fails on its own and
+    leaves the tree stopped (``--leave-stopped``); continuing it while CRIU
+    still holds it would race CRIU. Returns False when CRIU still held it
+    after ``timeout`` seconds (the tree is then continued anyway: a stopped
+    job helps nobody)."""
+    deadline = time.monotonic() + timeout
+    released = True
+    while any(_tracer(pid) for pid in tree_pids(root)):
+        if time.monotonic() >= deadline:
+            released = False
+            break
+        time.sleep(poll)
+    continue_tree(root)
+    return released
