@@ -275,6 +275,32 @@ def test_client_killed_while_criu_dumps_leaves_the_job_running(
     assert segment_leftovers(jid) == []
 
 
+def test_client_killed_while_criu_dumps_a_plain_job_leaves_it_running(
+    cedana: Cedana, tmp_path: Path
+) -> None:
+    """The same for a job without GPU: the dump holds it through its controller
+    ('hold'), which continues it when the client dies during CRIU."""
+    from cedana_gpu.cr.criu import criu_path
+
+    # A counter that forks nothing (CRIU races short-lived children).
+    code = "import time\nfor i in range(60):\n    print(i, flush=True)\n    time.sleep(0.05)\n"
+    wrapper = tmp_path / "criu"
+    wrapper.write_text(KILL_CLIENT)
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    jid = unique_jid("kp")
+    cedana.ok("exec", "--jid", jid, "--", sys.executable, "-c", code)
+    cedana.wait_log(jid, r"^\d+$", 3)
+    out = cedana(
+        "dump", "job", jid, "--dir", str(tmp_path / "c"),
+        CEDANA_CRIU=str(wrapper), CEDANA_TEST_REAL_CRIU=str(criu_path()),
+    )  # fmt: skip
+    assert out.returncode == -signal.SIGKILL, (out.stdout, out.stderr)
+    job = cedana.wait_final(jid)
+    assert job["status"] == "exited (0)", (cedana.log(jid), cedana.controller_log(jid))
+    assert without_notes(cedana.log(jid)) == [str(i) for i in range(60)]
+    assert "continued: its dumping client went away" in cedana.controller_log(jid)
+
+
 def test_controller_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
     jid = unique_jid("kk")
     cedana.exec_gpu(

@@ -273,6 +273,7 @@ class Controller:
             "info": self._op_info,
             "shutdown": self._op_shutdown,
             "freeze": self._op_freeze,
+            "hold": self._op_hold,
             "unfreeze": self._op_unfreeze,
             "dump_gpu": self._op_dump_gpu,
             "dumped": self._op_dumped,
@@ -557,6 +558,17 @@ class Controller:
         self._frozen = True
         log.info("job %s frozen", self.jid)
         return {"frozen": True, "seconds": time.monotonic() - t0}
+
+    def _op_hold(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """Start a checkpoint sequence without freezing (a job without GPU): this
+        connection now owns the job until ``unfreeze`` or ``dumped``, and if it
+        goes away first, the job is continued (``_on_disconnect``)."""
+        if self.gpu:
+            raise ControlError(f"job {self.jid} has a GPU: freeze it instead")
+        if not self._ckpt_lock.acquire(blocking=False):
+            raise ControlError(f"job {self.jid} is being checkpointed already")
+        self._session = threading.get_ident()
+        return {"held": True}
 
     def _require_session(self) -> None:
         if self._session is None:

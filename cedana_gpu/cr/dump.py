@@ -9,6 +9,9 @@ and no checkpoint behind:
     directory   create ``.<name>.partial``                    remove it
     connect     one control connection to the job's           close it (a controller
                 controller, for the whole dump                left frozen by it unfreezes)
+    hold        jobs without GPU: the controller knows a      unfreeze (ends the hold)
+                dump holds the job (and continues it if this
+                process dies while CRIU has it stopped)
     freeze      GPU jobs: the engine freezes the job          unfreeze
     gpu_dump    the engine writes the GPU state into          (the directory's undo)
                 ``<partial>/gpu`` (shards in parallel)
@@ -18,6 +21,7 @@ and no checkpoint behind:
                 *stopped*, not killed, so nothing is lost if
                 a later phase fails
     thaw        ``--leave-running``: unfreeze right away      -
+    unhold      ``--leave-running``, no GPU: end the hold      -
     commit      manifest (files and checksums, the GPU        remove the checkpoint
                 regions), archive or rename: a half-written
                 checkpoint is never listed
@@ -237,6 +241,29 @@ def is_gpu(ctx: DumpContext) -> bool:
     return ctx.job.gpu
 
 
+def is_plain(ctx: DumpContext) -> bool:
+    return not ctx.job.gpu
+
+
+def hold(ctx: DumpContext) -> None:
+    """A job without GPU is not frozen, but its controller must still know a
+    dump holds it: if this process dies while CRIU has the job stopped, the
+    controller continues the job."""
+    assert ctx.client is not None
+    try:
+        ctx.client.call({"op": "hold"}, timeout=30)
+    except control.ControlError as e:
+        raise DumpError(f"job {ctx.job.jid}: {e}") from None
+
+
+def unhold(ctx: DumpContext) -> None:
+    assert ctx.client is not None
+    # As unfreeze_quietly: a controller that cannot be told lets go of the
+    # job itself when the connection closes.
+    with contextlib.suppress(control.ControlError):
+        ctx.client.call({"op": "unfreeze"}, timeout=30)
+
+
 def freeze(ctx: DumpContext) -> None:
     assert ctx.engine is not None
     ctx.engine.freeze(ctx.freeze_ms)
@@ -289,6 +316,10 @@ def continue_stopped(ctx: DumpContext) -> None:
 
 def leaves_running_gpu(ctx: DumpContext) -> bool:
     return ctx.options.leave_running and ctx.job.gpu
+
+
+def leaves_running_plain(ctx: DumpContext) -> bool:
+    return ctx.options.leave_running and not ctx.job.gpu
 
 
 def thaw(ctx: DumpContext) -> None:
@@ -405,10 +436,12 @@ def record(ctx: DumpContext) -> None:
 DUMP_PHASES: list[Phase[DumpContext]] = [
     Phase("directory", make_directory, undo=remove_partial),
     Phase("connect", connect, undo=disconnect),
+    Phase("hold", hold, undo=unhold, when=is_plain),
     Phase("freeze", freeze, undo=unfreeze_quietly, timing="freeze", when=is_gpu),
     Phase("gpu_dump", dump_gpu, timing="gpu_dump", when=is_gpu),
     Phase("criu_dump", criu_dump, undo=continue_stopped, timing="criu_dump"),
     Phase("thaw", thaw, when=leaves_running_gpu),
+    Phase("unhold", unhold, when=leaves_running_plain),
     Phase("commit", commit, undo=uncommit, timing="archive"),
     Phase("release", release, when=ends_the_job, irreversible=True),
     Phase("record", record),
