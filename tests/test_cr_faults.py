@@ -174,9 +174,11 @@ def test_device_too_small_is_refused_before_any_process(
 
 # ---- faults during a dump ---------------------------------------------------------------
 
-KILL_CRIU = """\
+# Runs the real CRIU; once a dump has seized the job, SIGKILLs the process
+# named by $CEDANA_TEST_KILL: "criu" (CRIU itself) or "client" (the 'cedana
+# dump' that started this script, its parent; CRIU then finishes alone).
+CRIU_KILLER = """\
 #!/bin/sh
-# Runs the real CRIU; a dump is killed (SIGKILL) once it has seized the job.
 real="$CEDANA_TEST_REAL_CRIU"
 [ "$1" = dump ] || exec "$real" "$@"
 log=""
@@ -187,9 +189,11 @@ for a in "$@"; do
 done
 "$real" "$@" -v4 &
 pid=$!
+victim=$pid
+[ "$CEDANA_TEST_KILL" = client ] && victim=$PPID
 while kill -0 "$pid" 2>/dev/null; do
     if grep -q "Seized task" "$log" 2>/dev/null; then
-        kill -9 "$pid"
+        kill -9 "$victim"
         break
     fi
 done
@@ -197,21 +201,28 @@ wait "$pid"
 """
 
 
-def test_criu_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
+def criu_killer(tmp_path: Path, victim: str) -> dict[str, str]:
+    """The environment of a 'cedana dump' whose CRIU kills ``victim`` mid-dump."""
     from cedana_gpu.cr.criu import criu_path
 
-    expected = list(run_direct(*TRAIN))
     wrapper = tmp_path / "criu"
-    wrapper.write_text(KILL_CRIU)
+    wrapper.write_text(CRIU_KILLER)
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return {
+        "CEDANA_CRIU": str(wrapper),
+        "CEDANA_TEST_REAL_CRIU": str(criu_path()),
+        "CEDANA_TEST_KILL": victim,
+    }
+
+
+def test_criu_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
+    expected = list(run_direct(*TRAIN))
+    killer = criu_killer(tmp_path, "criu")
     jid = unique_jid("kc")
     cedana.exec_gpu(jid, sys.executable, *TRAIN, *SLEEP)
     cedana.wait_log(jid, r"^step \d+ loss", 3)
     ckdir = tmp_path / "c"
-    out = cedana(
-        "dump", "job", jid, "--dir", str(ckdir),
-        CEDANA_CRIU=str(wrapper), CEDANA_TEST_REAL_CRIU=str(criu_path()),
-    )  # fmt: skip
+    out = cedana("dump", "job", jid, "--dir", str(ckdir), **killer)
     line = assert_one_line_error(out)
     assert "CRIU could not dump" in line
     assert cedana.json("job", "checkpoints", jid) == []
@@ -223,30 +234,6 @@ def test_criu_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:
     assert segment_leftovers(jid) == []
 
 
-KILL_CLIENT = """\
-#!/bin/sh
-# Runs the real CRIU; once it has seized the job, SIGKILLs the 'cedana dump'
-# that started it (this script's parent) and lets CRIU finish on its own.
-real="$CEDANA_TEST_REAL_CRIU"
-[ "$1" = dump ] || exec "$real" "$@"
-log=""
-prev=""
-for a in "$@"; do
-    [ "$prev" = "--log-file" ] && log="$a"
-    prev="$a"
-done
-"$real" "$@" -v4 &
-pid=$!
-while kill -0 "$pid" 2>/dev/null; do
-    if grep -q "Seized task" "$log" 2>/dev/null; then
-        kill -9 "$PPID"
-        break
-    fi
-done
-wait "$pid"
-"""
-
-
 def test_client_killed_while_criu_dumps_leaves_the_job_running(
     cedana: Cedana, tmp_path: Path
 ) -> None:
@@ -254,19 +241,12 @@ def test_client_killed_while_criu_dumps_leaves_the_job_running(
     alone and leaves the tree stopped (--leave-stopped); the job's controller
     sees its client gone, unfreezes the GPU side and, once CRIU has let go,
     continues the tree. The job finishes as if nothing happened."""
-    from cedana_gpu.cr.criu import criu_path
-
     expected = list(run_direct(*TRAIN))
-    wrapper = tmp_path / "criu"
-    wrapper.write_text(KILL_CLIENT)
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    killer = criu_killer(tmp_path, "client")
     jid = unique_jid("kl")
     cedana.exec_gpu(jid, sys.executable, *TRAIN, *SLEEP)
     cedana.wait_log(jid, r"^step \d+ loss", 3)
-    out = cedana(
-        "dump", "job", jid, "--dir", str(tmp_path / "c"),
-        CEDANA_CRIU=str(wrapper), CEDANA_TEST_REAL_CRIU=str(criu_path()),
-    )  # fmt: skip
+    out = cedana("dump", "job", jid, "--dir", str(tmp_path / "c"), **killer)
     assert out.returncode == -signal.SIGKILL, (out.stdout, out.stderr)
     job = cedana.wait_final(jid)
     assert job["status"] == "exited (0)", (cedana.log(jid), cedana.controller_log(jid))
@@ -280,20 +260,13 @@ def test_client_killed_while_criu_dumps_a_plain_job_leaves_it_running(
 ) -> None:
     """The same for a job without GPU: the dump holds it through its controller
     ('hold'), which continues it when the client dies during CRIU."""
-    from cedana_gpu.cr.criu import criu_path
-
     # A counter that forks nothing (CRIU races short-lived children).
     code = "import time\nfor i in range(60):\n    print(i, flush=True)\n    time.sleep(0.05)\n"
-    wrapper = tmp_path / "criu"
-    wrapper.write_text(KILL_CLIENT)
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    killer = criu_killer(tmp_path, "client")
     jid = unique_jid("kp")
     cedana.ok("exec", "--jid", jid, "--", sys.executable, "-c", code)
     cedana.wait_log(jid, r"^\d+$", 3)
-    out = cedana(
-        "dump", "job", jid, "--dir", str(tmp_path / "c"),
-        CEDANA_CRIU=str(wrapper), CEDANA_TEST_REAL_CRIU=str(criu_path()),
-    )  # fmt: skip
+    out = cedana("dump", "job", jid, "--dir", str(tmp_path / "c"), **killer)
     assert out.returncode == -signal.SIGKILL, (out.stdout, out.stderr)
     job = cedana.wait_final(jid)
     assert job["status"] == "exited (0)", (cedana.log(jid), cedana.controller_log(jid))
