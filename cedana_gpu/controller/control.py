@@ -209,31 +209,32 @@ def _exchange(
     return _accepted(_receive(sock, path, timeout))
 
 
-def _send_request(
-    sock: socket.socket, path: Path, message: dict[str, Any], timeout: float | None
-) -> None:
-    sock.settimeout(timeout)
+@contextlib.contextmanager
+def _socket_errors(path: Path, timeout: float | None) -> Iterator[None]:
+    """A request's socket errors as the one line a user reads."""
     try:
-        _send(sock, message)
+        yield
     except TimeoutError:
         raise ControlError(
             f"the controller at {path} did not answer within {timeout:g} s"
         ) from None
     except OSError as e:
         raise ControlError(f"control request to {path} failed: {e.strerror}") from None
+
+
+def _send_request(
+    sock: socket.socket, path: Path, message: dict[str, Any], timeout: float | None
+) -> None:
+    sock.settimeout(timeout)
+    with _socket_errors(path, timeout):
+        _send(sock, message)
 
 
 def _receive(sock: socket.socket, path: Path, timeout: float | None) -> dict[str, Any]:
     """The next answer on ``sock``, refused or not."""
     sock.settimeout(timeout)
-    try:
+    with _socket_errors(path, timeout):
         data = sock.recv(MAX_MESSAGE)
-    except TimeoutError:
-        raise ControlError(
-            f"the controller at {path} did not answer within {timeout:g} s"
-        ) from None
-    except OSError as e:
-        raise ControlError(f"control request to {path} failed: {e.strerror}") from None
     if not data:
         raise ControlError(f"the controller at {path} closed the connection")
     try:
