@@ -227,21 +227,6 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _KNOWN = (
-        "format_version",
-        "job",
-        "device",
-        "va_base",
-        "va_size",
-        "compression",
-        "streams",
-        "checksum",
-        "created",
-        "phases",
-        "regions",
-        "files",
-    )
-
     @property
     def gpu_bytes(self) -> int:
         """Device memory bytes held in the shards."""
@@ -288,7 +273,8 @@ class Manifest:
         the schema refuses is ``CorruptCheckpoint``, one line naming the member.
         """
         version = _check_version(d, where)
-        validate(d, load_schema(SCHEMA_NAME, version), where)
+        schema = load_schema(SCHEMA_NAME, version)
+        validate(d, schema, where)
         compression = check_compression(d["compression"])
         created = d.get("created", 0.0)
         return cls(
@@ -304,7 +290,8 @@ class Manifest:
             phases={str(k): float(v) for k, v in (d.get("phases") or {}).items()},
             regions=[RegionRecord._build(r) for r in d["regions"]],
             files=[FileRecord._build(f) for f in d["files"]],
-            extra={k: v for k, v in d.items() if k not in cls._KNOWN},
+            # What the schema does not name (a later writer's) is kept as it is.
+            extra={k: v for k, v in d.items() if k not in schema["properties"]},
         )
 
 

@@ -180,35 +180,6 @@ class GpuState:
     version: int = STATE_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _KNOWN = (
-        "format",
-        "version",
-        "job_id",
-        "app_job_id",
-        "segment",
-        "generation",
-        "va_base",
-        "va_size",
-        "granularity",
-        "driver_version",
-        "async_error",
-        "devices",
-        "contexts",
-        "chunk_fields",
-        "chunks",
-        "device_bytes",
-        "allocation_fields",
-        "allocations",
-        "modules",
-        "functions",
-        "globals",
-        "streams",
-        "events",
-        "pins",
-        "blobs",
-        "counts",
-    )
-
     def to_json(self) -> dict[str, Any]:
         """The document as JSON values, members in the order the controller writes them."""
         d: dict[str, Any] = {
@@ -269,7 +240,8 @@ class GpuState:
     def from_json(cls, d: Any, where: str = STATE_NAME) -> GpuState:
         """Check ``d`` (format, version, then the schema) and build the state from it."""
         version = check_version(d, where)
-        validate(d, load_schema(SCHEMA_NAME, version), where)
+        schema = load_schema(SCHEMA_NAME, version)
+        validate(d, schema, where)
         _check_references(d, where)
         return cls(
             version=version,
@@ -306,7 +278,8 @@ class GpuState:
             pins=[Pin(**_known(Pin, x)) for x in d["pins"]],
             blobs=[Blob(**_known(Blob, x)) for x in d["blobs"]],
             counts=Counts(**_known(Counts, d["counts"])),
-            extra={k: v for k, v in d.items() if k not in cls._KNOWN},
+            # What the schema does not name (a later writer's) is kept as it is.
+            extra={k: v for k, v in d.items() if k not in schema["properties"]},
         )
 
 
