@@ -43,6 +43,7 @@ from cedana_gpu.checkpoint import (
     write_regions,
 )
 from cedana_gpu.checkpoint.codec import StreamReader, StreamWriter
+from cedana_gpu.checkpoint.manifest import manifest_digest
 from cedana_gpu.checkpoint.shards import plan
 
 BASE = 0x7F00_0000_0000
@@ -210,6 +211,8 @@ def test_manifest_layout(tmp_path: Path) -> None:
     d = json.loads((tmp_path / "ck" / "manifest.json").read_text())
     d["future_key"] = {"x": 1}
     d["job"]["future_job_key"] = 2
+    # A later writer's document carries its own checksum over what it wrote.
+    d["manifest_checksum"] = manifest_digest(d)
     again = Manifest.from_json(d)
     assert again.extra == {"future_key": {"x": 1}}
     assert again.to_json()["job"]["future_job_key"] == 2
@@ -538,3 +541,30 @@ def test_progress_counts_dump_and_restore(tmp_path: Path) -> None:
     q = Progress("restore", total, stream=io.StringIO())
     read_regions(tmp_path / "gpu", records, FakeDevice().write, 3, "lz4", crc, q, chunk_size=CHUNK)
     assert q.done == total
+
+
+def test_manifest_checks_itself(tmp_path: Path) -> None:
+    """Edits that keep every file consistent with the manifest are still refused:
+    the manifest carries a SHA-256 over its own canonical JSON."""
+    dev = FakeDevice()
+    regions = [(BASE + 0x1000, 4096), (BASE + 0x3000, 4096)]
+    for a, s in regions:
+        dev.fill(a, s)
+    dump(tmp_path / "ck", dev, regions, "none", 1)
+    path = tmp_path / "ck" / "manifest.json"
+    doc = json.loads(path.read_text())
+    assert doc["manifest_checksum"] == manifest_digest(doc)
+    # Two equal-sized regions' addresses swapped: every shard still checks out.
+    a, b = doc["regions"][0], doc["regions"][1]
+    a["addr"], b["addr"] = b["addr"], a["addr"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CorruptCheckpoint, match="does not match its own checksum"):
+        load_manifest(tmp_path / "ck")
+    # Formatting is not content: the same document written another way loads.
+    a["addr"], b["addr"] = b["addr"], a["addr"]
+    path.write_text(json.dumps(doc, indent=4, sort_keys=True))
+    assert load_manifest(tmp_path / "ck").regions[0].addr == BASE + 0x1000
+    doc["manifest_checksum"] = "crc32c:1234"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CorruptCheckpoint, match="not a sha256 checksum"):
+        load_manifest(tmp_path / "ck")

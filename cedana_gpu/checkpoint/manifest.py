@@ -16,6 +16,7 @@ later format-1 writer can add fields an older reader carries along.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -55,6 +56,32 @@ SCHEMA_NAME = "manifest"
 
 CHECKSUM_ALGORITHM = "crc32c"
 """What the manifest's checksums are unless it says otherwise (native ``cgc_checksum``)."""
+
+DIGEST_MEMBER = "manifest_checksum"
+"""The manifest's checksum over its own contents: ``"sha256:<hex>"`` of its canonical
+JSON without this member (``manifest_digest``). Absent in older checkpoints."""
+
+SIGNATURE_MEMBER = "signature"
+"""An optional signature (``checkpoint.signing``) over ``content_digest``."""
+
+
+def canonical_json(doc: Mapping[str, Any], without: tuple[str, ...] = ()) -> bytes:
+    """The one byte form a manifest's checksum and signature are computed over.
+
+    Over the parsed document, not the file's bytes, so that any writer's
+    formatting (one record per line here) gives the same checksum."""
+    body = {k: v for k, v in doc.items() if k not in without}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def manifest_digest(doc: Mapping[str, Any]) -> str:
+    """The value of ``manifest_checksum`` for ``doc`` (which may already hold one)."""
+    return "sha256:" + hashlib.sha256(canonical_json(doc, (DIGEST_MEMBER,))).hexdigest()
+
+
+def content_digest(doc: Mapping[str, Any]) -> bytes:
+    """SHA-256 of what a signature covers: everything but the checksum and the signature."""
+    return hashlib.sha256(canonical_json(doc, (DIGEST_MEMBER, SIGNATURE_MEMBER))).digest()
 
 
 @dataclass(slots=True)
@@ -116,9 +143,14 @@ class FileRecord:
     path: str
     size: int
     checksum: int
+    sha256: str | None = None
+    """Hex SHA-256 of the file, in signed checkpoints (a CRC can be forged)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "checksum": self.checksum}
+        d: dict[str, Any] = {"path": self.path, "size": self.size, "checksum": self.checksum}
+        if self.sha256 is not None:
+            d["sha256"] = self.sha256
+        return d
 
     @classmethod
     def from_json(cls, d: Any, where: str = "files[]") -> FileRecord:
@@ -128,7 +160,9 @@ class FileRecord:
 
     @classmethod
     def _build(cls, obj: Mapping[str, Any]) -> FileRecord:
-        return cls(path=obj["path"], size=obj["size"], checksum=obj["checksum"])
+        return cls(
+            path=obj["path"], size=obj["size"], checksum=obj["checksum"], sha256=obj.get("sha256")
+        )
 
 
 @dataclass
@@ -225,7 +259,12 @@ class Manifest:
     created: float = field(default_factory=time.time)
     checksum: str = CHECKSUM_ALGORITHM
     format_version: int = FORMAT_VERSION
+    shards: list[FileRecord] = field(default_factory=list)
+    """Signed checkpoints: each shard file's size and SHA-256 (its stored bytes)."""
+    signature: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    digest: bytes = field(default=b"", compare=False, repr=False)
+    """``content_digest`` of the document as it was read (empty for one built here)."""
 
     @property
     def gpu_bytes(self) -> int:
@@ -247,13 +286,20 @@ class Manifest:
             "regions": [r.to_json() for r in self.regions],
             "files": [f.to_json() for f in self.files],
         }
+        if self.shards:
+            d["shards"] = [s.to_json() for s in self.shards]
+        if self.signature is not None:
+            d[SIGNATURE_MEMBER] = self.signature
         for k, v in self.extra.items():
             d.setdefault(k, v)
         return d
 
     def dumps(self) -> str:
-        """JSON text: readable header, one region or file per line (there may be 100,000)."""
+        """JSON text: readable header, one region or file per line (there may be 100,000),
+        ending with the checksum over everything before it."""
         d = self.to_json()
+        d.pop(DIGEST_MEMBER, None)
+        d[DIGEST_MEMBER] = manifest_digest(d)
         regions = d.pop("regions")
         files = d.pop("files")
         head = json.dumps(d, indent=1)[:-2]  # drop the closing "\n}"
@@ -273,6 +319,7 @@ class Manifest:
         the schema refuses is ``CorruptCheckpoint``, one line naming the member.
         """
         version = _check_version(d, where)
+        _check_digest(d, where)
         schema = load_schema(SCHEMA_NAME, version)
         validate(d, schema, where)
         compression = check_compression(d["compression"])
@@ -290,8 +337,11 @@ class Manifest:
             phases={str(k): float(v) for k, v in (d.get("phases") or {}).items()},
             regions=[RegionRecord._build(r) for r in d["regions"]],
             files=[FileRecord._build(f) for f in d["files"]],
+            shards=[FileRecord._build(f) for f in d.get("shards") or []],
+            signature=d.get(SIGNATURE_MEMBER),
             # What the schema does not name (a later writer's) is kept as it is.
             extra={k: v for k, v in d.items() if k not in schema["properties"]},
+            digest=content_digest(d),
         )
 
 
@@ -353,6 +403,26 @@ def save_manifest(
 
 
 # --- schema helpers -----------------------------------------------------------
+
+
+def _check_digest(d: dict[str, Any], where: str) -> None:
+    """The manifest's checksum over itself, when it has one (older ones do not).
+
+    Every other file is checked against the manifest; this checks the
+    manifest, so that an edit of it (two regions' addresses swapped, a file's
+    checksum changed with the file) is refused before anything starts."""
+    if DIGEST_MEMBER not in d:
+        return
+    stated = d[DIGEST_MEMBER]
+    if not isinstance(stated, str) or not stated.startswith("sha256:"):
+        raise CorruptCheckpoint(
+            f"{where}: '{DIGEST_MEMBER}' is not a sha256 checksum: the checkpoint is corrupt"
+        )
+    if manifest_digest(d) != stated:
+        raise CorruptCheckpoint(
+            f"{where}: the manifest does not match its own checksum (it was damaged or "
+            "edited): the checkpoint is corrupt"
+        )
 
 
 def _check_version(d: Any, where: str) -> int:
