@@ -175,14 +175,14 @@ def test_the_dump_and_restore_lists_name_their_undos() -> None:
     dump = {p.name: p for p in DUMP_PHASES}
     assert list(dump) == [
         "directory", "connect", "hold", "freeze", "gpu_dump", "criu_dump", "thaw", "unhold",
-        "commit", "release", "record",
+        "write", "verify", "pack", "sync", "commit", "store", "release", "record",
     ]  # fmt: skip
     assert {n for n, p in dump.items() if p.undo is not None} == {
         "directory", "connect", "hold", "freeze", "criu_dump", "commit",
     }  # fmt: skip
     assert [n for n, p in dump.items() if p.irreversible] == ["release"]
     assert {p.timing for p in DUMP_PHASES} - {None} == {
-        "freeze", "gpu_dump", "criu_dump", "archive",
+        "freeze", "gpu_dump", "criu_dump", "write", "verify", "archive", "sync", "commit",
     }  # fmt: skip
     assert [(p.name, p.undo is not None) for p in RESTORE_PHASES] == [
         ("check", False), ("restore_gpu", True), ("collect", False),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,8 @@ def test_dump_kill_restore_matches_uninterrupted_run(
     assert [p.name for p in ckdir.iterdir()] == [path.name]
     assert dumped["size"] > 0 and dumped["gpu_bytes"] >= 2 << 20
     assert (dumped["compression"], dumped["streams"]) == (compression, streams)
-    assert set(dumped["phases"]) >= {"freeze", "gpu_dump", "criu_dump", "archive", "total"}
+    assert set(dumped["phases"]) >= {"freeze", "gpu_dump", "criu_dump", "write", "sync", "total"}
+    assert ("archive" in dumped["phases"]) == (compression != "none")
     listed = cedana.json("job", "checkpoints", jid)
     assert [c["id"] for c in listed] == [dumped["checkpoint"]]
     assert listed[0]["leave_running"] is leave_running
@@ -302,12 +304,17 @@ def test_checkpoint_layout_and_listing(cedana: Cedana, tmp_path: Path) -> None:
     files = {f["path"] for f in manifest["files"]}
     assert "gpu/state.json" in files and "criu/pstree.img" in files
     assert not any(p.name.endswith(".partial") for p in path.parent.iterdir())
+    # A checkpoint holds the job's memory: nobody else may read any of it
+    # (CRIU writes its images 0644; the dump makes them private).
+    for p in [path, *path.rglob("*")]:
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        assert mode == (0o700 if p.is_dir() else 0o600), (p, oct(mode))
     # Text listing too.
     table = cedana.ok("job", "checkpoints", jid)
     header, row = table.splitlines()
     assert header.split()[0] == "CHECKPOINT" and row.split()[0] == dumped["checkpoint"]
     text = cedana.ok("dump", "job", jid, "--leave-running", "--dir", str(tmp_path / "c"))
-    for word in ("path:", "size:", "freeze", "gpu dump", "criu dump", "archive"):
+    for word in ("path:", "size:", "freeze", "gpu dump", "criu dump", "write", "sync", "commit"):
         assert word in text, text
     assert len(cedana.json("job", "checkpoints", jid)) == 2
     assert cedana.job(jid)["state"] == "running"

@@ -136,8 +136,12 @@ def pack(
     progress: ProgressSink | None = None,
     *,
     sync: bool = False,
+    rename: bool = True,
 ) -> Path:
     """Write ``directory`` as the archive ``out_tar`` (atomically); return ``out_tar``.
+
+    ``rename=False``: write ``out_tar`` itself, for a caller that names it
+    temporarily and commits it with its own rename (a dump).
 
     ``compression`` is ``tar`` (nothing compressed) or a codec: then the files
     under ``criu/`` are compressed with it. Write the manifest into the
@@ -149,7 +153,7 @@ def pack(
         raise ValueError("compression 'none' keeps the checkpoint a directory: nothing to pack")
     src = Path(directory)
     out = Path(out_tar)
-    tmp = partial_path(out)
+    tmp = partial_path(out) if rename else out
     ext = suffix(compression)
     try:
         entries = _entries(src)
@@ -179,7 +183,8 @@ def pack(
             os.fsync(fd)
         os.close(fd)
         fd = -1
-        os.replace(tmp, out)
+        if rename:
+            os.replace(tmp, out)
         done = True
     except OSError as e:
         raise CheckpointError(f"cannot write {out}: {e.strerror}") from None

@@ -26,7 +26,11 @@ PHASES = (
     ("freeze", "freeze"),
     ("gpu_dump", "gpu dump"),
     ("criu_dump", "criu dump"),
+    ("write", "write"),
+    ("verify", "verify"),
     ("archive", "archive"),
+    ("sync", "sync"),
+    ("commit", "commit"),
     ("total", "total"),
 )
 
@@ -52,7 +56,13 @@ def _options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="write device memory as N shards in parallel (default: 1)",
+        help="write device memory as N shards in parallel, 1 to 64 (default: 1)",
+    )
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help="sign the checkpoint with this key (default: $CEDANA_CHECKPOINT_SIGNING_KEY, if set)",
     )
     parser.add_argument(
         "--leave-running",
@@ -120,6 +130,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 compression=args.compression,
                 streams=args.streams,
                 leave_running=args.leave_running,
+                signing_key=args.signing_key,
             ),
         )
     doc = result.to_json()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from cedana_gpu.commands.output import add_output_option, table
@@ -74,10 +75,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     from cedana_gpu.checkpoint.progress import human_bytes
+    from cedana_gpu.cr import recovery
 
-    _state, store = lifecycle.open_store()
+    state, store = lifecycle.open_store()
     with store:
         store.require(args.jid)
+        recovery.recover(
+            store, state, args.jid, lambda line: print(f"cedana: {line}", file=sys.stderr)
+        )
         found = store.checkpoints(args.jid)
     if args.output == "json":
         print(json.dumps([c.to_json() for c in found], indent=2))

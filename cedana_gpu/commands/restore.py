@@ -52,6 +52,18 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=None,
         help="the driver the new controller uses (default: the one the job had)",
     )
+    job.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help="accept only checkpoints signed with this key "
+        "(default: $CEDANA_CHECKPOINT_SIGNING_KEY, if set)",
+    )
+    job.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="with a signing key, accept an unsigned checkpoint too",
+    )
     add_output_option(job, human="text")
     job.set_defaults(handler=cmd_restore)
 
@@ -71,6 +83,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         path=args.path,
         new_jid=args.new_jid,
         driver=args.gpu_driver,
+        signing_key=args.signing_key,
+        allow_unsigned=args.allow_unsigned,
     )
     doc = result.to_json()
     if args.output == "json":

@@ -47,19 +47,26 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cedana_gpu.controller import control
-from cedana_gpu.cr import criu
+from cedana_gpu.cr import criu, recovery
 from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
 from cedana_gpu.cr.pipeline import Phase, Pipeline
 from cedana_gpu.errors import DumpError
 from cedana_gpu.jobs import lifecycle, processes, statedir
-from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
+from cedana_gpu.jobs.store import FINAL_STATES, PENDING, RUNNING, Checkpoint, Job, JobStore
+
+if TYPE_CHECKING:  # the checkpoint format is imported by the phases that use it
+    from cedana_gpu.checkpoint.manifest import Manifest
+    from cedana_gpu.checkpoint.signing import SigningKey
 
 DEFAULT_FREEZE_TIMEOUT_MS = 30_000
 CRIU_TIMEOUT_ENV = "CEDANA_CRIU_TIMEOUT"
 DEFAULT_CRIU_TIMEOUT = 600.0
+DURABLE_ENV = "CEDANA_DUMP_DURABLE"
+MAX_STREAMS = 64
+"""More shards than this only adds threads and files: no disk is that parallel."""
 END_TIMEOUT = 60.0
 """How long a dump waits for a killed job's end to be recorded."""
 
@@ -80,6 +87,11 @@ class DumpOptions:
     freeze_timeout_ms: int = 0
     progress: bool | None = None
     """Draw progress on stderr: None means when stderr is a terminal."""
+    signing_key: Path | None = None
+    """Sign the checkpoint with this key file (None: ``CEDANA_CHECKPOINT_SIGNING_KEY``, if set)."""
+    durable: bool = field(default_factory=lambda: os.environ.get(DURABLE_ENV, "1") != "0")
+    """Verify and fsync before the commit. Only a benchmark of what that costs turns it
+    off (``CEDANA_DUMP_DURABLE=0``): without it a crash can lose a job that was dumped."""
 
 
 @dataclass
@@ -194,7 +206,14 @@ class DumpContext:
     log_keys: list[str] = field(default_factory=list)
     stopped: bool = False
     """CRIU left the job's tree stopped (``--leave-stopped``)."""
+    key: SigningKey | None = None
+    staged: Path | None = None
+    """The archive under its temporary name (``.<id>.tar.partial``); None for a directory."""
+    manifest: Manifest | None = None
+    recorded: bool = False
+    """The store has the checkpoint's row (pending until the store phase)."""
     committed: bool = False
+    """The checkpoint has its final name."""
 
 
 # ---- the phases, in order ----------------------------------------------------------
@@ -212,6 +231,27 @@ def make_directory(ctx: DumpContext) -> None:
     ctx.final = resolved / ctx.final.name
     ctx.partial = resolved / ctx.partial.name
     ctx.base = resolved
+    if ctx.staged is not None:
+        ctx.staged = resolved / ctx.staged.name
+    # The row goes in first, pending, naming this process: whatever a crash
+    # leaves from here on is attributable, and the next operation cleans it
+    # up or lists it (``cr.recovery``).
+    o = ctx.options
+    ctx.store.add_checkpoint(
+        Checkpoint(
+            id=ctx.cid,
+            jid=ctx.job.jid,
+            path=str(ctx.final),
+            size=0,
+            compression=o.compression,
+            streams=o.streams,
+            leave_running=o.leave_running,
+            generation=ctx.job.generation,
+            status=PENDING,
+            owner=processes.process_identity(),
+        )
+    )
+    ctx.recorded = True
     try:
         ctx.partial.mkdir(mode=0o700)
         (ctx.partial / "criu").mkdir(mode=0o700)
@@ -221,6 +261,11 @@ def make_directory(ctx: DumpContext) -> None:
 
 def remove_partial(ctx: DumpContext) -> None:
     shutil.rmtree(ctx.partial, ignore_errors=True)
+    if ctx.staged is not None:
+        ctx.staged.unlink(missing_ok=True)
+    if ctx.recorded:
+        ctx.store.delete_checkpoint(ctx.cid)
+        ctx.recorded = False
 
 
 def connect(ctx: DumpContext) -> None:
@@ -328,7 +373,8 @@ def thaw(ctx: DumpContext) -> None:
     ctx.engine.unfreeze()
 
 
-def commit(ctx: DumpContext) -> None:
+def write(ctx: DumpContext) -> None:
+    """The manifest: every file's size and checksum, the GPU regions; signed with a key."""
     from cedana_gpu.checkpoint import (
         SHARD_DIR,
         CheckpointError,
@@ -336,13 +382,11 @@ def commit(ctx: DumpContext) -> None:
         Manifest,
         RegionRecord,
         file_records,
-        is_archive,
-        pack,
-        path_size,
         save_manifest,
+        shard_name,
+        signing,
         write_regions,
     )
-    from cedana_gpu.checkpoint.progress import Progress
     from cedana_gpu.controller import native
 
     job, options, partial, gpu = ctx.job, ctx.options, ctx.partial, ctx.gpu
@@ -393,13 +437,13 @@ def commit(ctx: DumpContext) -> None:
             device=dict(gpu.device),
             phases=phases_now,
         )
+        if ctx.key is not None:
+            shards = [
+                f"{SHARD_DIR}/{shard_name(i, options.compression)}" for i in range(options.streams)
+            ]
+            signing.sign(manifest, partial, shards, ctx.key)
         save_manifest(manifest, partial)
-        if is_archive(options.compression):
-            with Progress("archive", path_size(partial), enabled=ctx.show) as bar:
-                pack(partial, ctx.final, options.compression, bar)
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            os.rename(partial, ctx.final)
+        ctx.manifest = manifest
     except CheckpointError as e:
         raise DumpError(f"cannot write the checkpoint of job {job.jid}: {e}") from None
     except OSError as e:
@@ -408,8 +452,124 @@ def commit(ctx: DumpContext) -> None:
         ) from None
 
 
+def verify(ctx: DumpContext) -> None:
+    """Read back what was written before trusting it with the job.
+
+    The manifest is loaded again (its own checksum round trip) and must be
+    the one written; every file it lists is checked as a restore checks it
+    (size, checksum); every shard's size must be what its regions account
+    for, and each region's bytes are read back, decoded and checked against
+    the checksum taken from the device. What this catches: a short or torn
+    write, a codec fault, a file changed behind our back. Reads come from
+    the page cache (the files were just written), so it costs a pass over
+    the data at memory speed, not a disk read."""
+    from cedana_gpu.checkpoint import (
+        CHECKSUM_ALGORITHM,
+        SHARD_DIR,
+        CheckpointError,
+        load_manifest,
+        read_regions,
+        verify_files,
+    )
+    from cedana_gpu.controller import native
+
+    partial = ctx.partial
+    try:
+        loaded = load_manifest(partial)
+        if loaded != ctx.manifest:
+            raise CheckpointError("the manifest read back is not the one written")
+        verify_files(partial, loaded, native.checksum, algorithm=CHECKSUM_ALGORITHM)
+        read_regions(
+            partial / SHARD_DIR,
+            loaded.regions,
+            _discard,
+            loaded.streams,
+            loaded.compression,
+            native.checksum,
+        )
+    except CheckpointError as e:
+        raise DumpError(
+            f"the checkpoint of job {ctx.job.jid} did not read back as written ({e}): "
+            "the job runs on; check the disk and dump again"
+        ) from None
+
+
+def is_archive_dump(ctx: DumpContext) -> bool:
+    from cedana_gpu.checkpoint import is_archive
+
+    return is_archive(ctx.options.compression)
+
+
+def pack_archive(ctx: DumpContext) -> None:
+    """One file (``.tar``), written under its temporary name; the commit renames it."""
+    from cedana_gpu.checkpoint import CheckpointError, pack, path_size
+    from cedana_gpu.checkpoint.progress import Progress
+
+    assert ctx.staged is not None
+    try:
+        with Progress("archive", path_size(ctx.partial), enabled=ctx.show) as bar:
+            pack(ctx.partial, ctx.staged, ctx.options.compression, bar, rename=False)
+    except CheckpointError as e:
+        raise DumpError(f"cannot write the checkpoint of job {ctx.job.jid}: {e}") from None
+
+
+def is_durable(ctx: DumpContext) -> bool:
+    return ctx.options.durable
+
+
+def sync(ctx: DumpContext) -> None:
+    """Every file and directory of the checkpoint on disk (fsync) before the rename."""
+    from cedana_gpu.checkpoint import CheckpointError
+    from cedana_gpu.checkpoint.durable import fsync_file, sync_tree
+
+    try:
+        if ctx.staged is not None:
+            fsync_file(ctx.staged)
+        else:
+            sync_tree(ctx.partial)
+    except CheckpointError as e:
+        raise DumpError(f"cannot save the checkpoint of job {ctx.job.jid}: {e}") from None
+
+
+def commit(ctx: DumpContext) -> None:
+    """The rename that makes the checkpoint whole, then its directory synced: from
+    here a crash leaves the complete checkpoint (``cr.recovery`` lists it)."""
+    from cedana_gpu.checkpoint import CheckpointError
+    from cedana_gpu.checkpoint.durable import fsync_dir
+
+    src = ctx.staged if ctx.staged is not None else ctx.partial
+    try:
+        os.rename(src, ctx.final)
+        ctx.committed = True
+        if ctx.options.durable:
+            fsync_dir(ctx.base)
+    except OSError as e:
+        raise DumpError(
+            f"cannot save the checkpoint of job {ctx.job.jid}: {e.strerror or e}"
+        ) from None
+    except CheckpointError as e:
+        raise DumpError(f"cannot save the checkpoint of job {ctx.job.jid}: {e}") from None
+    if ctx.staged is not None:
+        # The archive holds everything: the unpacked tree it was made from goes.
+        shutil.rmtree(ctx.partial, ignore_errors=True)
+
+
+def record_checkpoint(ctx: DumpContext) -> None:
+    """The store lists the checkpoint (its row, pending since the start, is committed)."""
+    from cedana_gpu.checkpoint import path_size
+
+    if not ctx.store.commit_checkpoint(
+        ctx.cid, size=path_size(ctx.final), phases=dict(ctx.timings)
+    ):
+        raise DumpError(
+            f"the job store lost the record of checkpoint {ctx.cid}: the job runs on; dump again"
+        )
+
+
 def uncommit(ctx: DumpContext) -> None:
-    _remove(ctx.final)
+    if ctx.committed:
+        _remove(ctx.final)
+        ctx.committed = False
 
 
 def ends_the_job(ctx: DumpContext) -> bool:
@@ -442,7 +602,12 @@ DUMP_PHASES: list[Phase[DumpContext]] = [
     Phase("criu_dump", criu_dump, undo=continue_stopped, timing="criu_dump"),
     Phase("thaw", thaw, when=leaves_running_gpu),
     Phase("unhold", unhold, when=leaves_running_plain),
-    Phase("commit", commit, undo=uncommit, timing="archive"),
+    Phase("write", write, timing="write"),
+    Phase("verify", verify, timing="verify", when=is_durable),
+    Phase("pack", pack_archive, timing="archive", when=is_archive_dump),
+    Phase("sync", sync, timing="sync", when=is_durable),
+    Phase("commit", commit, undo=uncommit, timing="commit"),
+    Phase("store", record_checkpoint),
     Phase("release", release, when=ends_the_job, irreversible=True),
     Phase("record", record),
 ]
@@ -455,7 +620,7 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         check_compression,
         is_archive,
         partial_path,
-        path_size,
+        signing,
     )
 
     require_root()
@@ -463,8 +628,13 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         check_compression(options.compression)
     except CheckpointError as e:
         raise DumpError(str(e)) from None
-    if options.streams < 1:
-        raise DumpError(f"--stream must be at least 1, not {options.streams}")
+    if not 1 <= options.streams <= MAX_STREAMS:
+        raise DumpError(f"--stream must be between 1 and {MAX_STREAMS}, not {options.streams}")
+    try:
+        key = signing.configured_key(options.signing_key)
+    except CheckpointError as e:
+        raise DumpError(str(e)) from None
+    recovery.recover(store, state, job.jid, _report)
     job = lifecycle.refresh(store, job)
     if job.state != RUNNING or not job.pid:
         raise DumpError(f"job {job.jid} is not running ({lifecycle.describe(job)})")
@@ -484,6 +654,8 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         base=base,
         final=base / (cid + (".tar" if is_archive(options.compression) else "")),
         partial=partial_path(base / cid),
+        staged=partial_path(base / (cid + ".tar")) if is_archive(options.compression) else None,
+        key=key,
         freeze_ms=options.freeze_timeout_ms
         or int(_env_number(FREEZE_TIMEOUT_ENV, DEFAULT_FREEZE_TIMEOUT_MS)),
         show=sys.stderr.isatty() if options.progress is None else options.progress,
@@ -493,18 +665,10 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
     t_start = time.monotonic()
     phases = pipeline.run(ctx)
     phases["total"] = time.monotonic() - t_start
-    ckpt = Checkpoint(
-        id=cid,
-        jid=job.jid,
-        path=str(ctx.final),
-        size=path_size(ctx.final),
-        compression=options.compression,
-        streams=options.streams,
-        leave_running=options.leave_running,
-        generation=ctx.job.generation,
-        phases=phases,
-    )
-    store.add_checkpoint(ckpt)
+    store.set_checkpoint_phases(cid, phases)
+    ckpt = store.get_checkpoint(cid)
+    if ckpt is None:  # pragma: no cover - the store phase committed it
+        raise DumpError(f"the job store lost the record of checkpoint {cid}")
     return DumpResult(
         checkpoint=ckpt,
         job=store.require(job.jid),
@@ -514,8 +678,16 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
     )
 
 
+def _report(line: str) -> None:
+    print(f"cedana: {line}", file=sys.stderr)
+
+
 def _no_read(addr: int, size: int, dst: memoryview) -> int:
     raise AssertionError("a job without GPU has no device memory to read")
+
+
+def _discard(addr: int, src: memoryview) -> None:
+    """The read-back's device: the bytes were checked on their way here."""
 
 
 def _remove(path: Path) -> None:

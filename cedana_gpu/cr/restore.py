@@ -38,14 +38,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cedana_gpu.cr import recovery
 from cedana_gpu.cr.dump import require_root
 from cedana_gpu.cr.engine import GpuEngine, RestoreSpec, restore_engine
 from cedana_gpu.cr.pipeline import Phase, Pipeline
 from cedana_gpu.errors import RestoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, Job, JobStore
+
+if TYPE_CHECKING:
+    from cedana_gpu.checkpoint.signing import SigningKey
 
 
 @dataclass
@@ -55,6 +59,7 @@ class RestoreResult:
     source: str
     checkpoint_id: str | None
     phases: dict[str, float] = field(default_factory=dict)
+    signature: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,7 @@ class RestoreResult:
             "checkpoint": self.checkpoint_id,
             "path": self.source,
             "controller_pid": self.job.controller_pid,
+            "signature": self.signature,
             "phases": self.phases,
         }
 
@@ -72,6 +78,11 @@ class RestoreResult:
 def resolve_source(store: JobStore, jid: str | None, path: Path | None) -> tuple[Path, str | None]:
     """(checkpoint path, checkpoint id if known) for ``restore job ID`` / ``--path``."""
     if path is not None:
+        if path.name.endswith(".partial"):
+            raise RestoreError(
+                f"{path} is an unfinished checkpoint (its dump was interrupted, and the job "
+                "ran on): it cannot be restored; restore a complete checkpoint or dump again"
+            )
         return path.absolute(), None
     if jid is None:
         raise RestoreError("name a job (restore job ID) or a checkpoint (--path P)")
@@ -95,6 +106,10 @@ class RestoreContext:
     driver: str | None
     show: bool
     timings: dict[str, float]
+    key: SigningKey | None = None
+    allow_unsigned: bool = False
+    signature: str = ""
+    """What the signing check found, in words."""
     engine: GpuEngine | None = None
     directory: Path | None = None
     manifest: Any = None  # checkpoint.Manifest, imported with the phase
@@ -102,7 +117,7 @@ class RestoreContext:
 
 
 def check(ctx: RestoreContext) -> None:
-    from cedana_gpu.checkpoint import CHECKSUM_ALGORITHM, CheckpointError, Progress
+    from cedana_gpu.checkpoint import CHECKSUM_ALGORITHM, CheckpointError, Progress, signing
     from cedana_gpu.checkpoint.verify import check_checkpoint
     from cedana_gpu.controller import native
 
@@ -111,6 +126,9 @@ def check(ctx: RestoreContext) -> None:
             ctx.directory, ctx.manifest = check_checkpoint(
                 ctx.source, ctx.scratch, native.checksum, bar, algorithm=CHECKSUM_ALGORITHM
             )
+        ctx.signature = signing.check(
+            ctx.directory, ctx.manifest, ctx.key, allow_unsigned=ctx.allow_unsigned
+        )
     except CheckpointError as e:
         raise RestoreError(f"cannot restore {ctx.source}: {e}") from None
 
@@ -181,10 +199,19 @@ def restore_job(
     new_jid: str | None = None,
     driver: str | None = None,
     progress: bool | None = None,
+    signing_key: Path | None = None,
+    allow_unsigned: bool = False,
 ) -> RestoreResult:
     """Restore a checkpoint as a new job and return once it runs."""
+    from cedana_gpu.checkpoint import CheckpointError, signing
+
     require_root()
+    recovery.recover(store, state, None, _report)
     source, cid = resolve_source(store, jid, path)
+    try:
+        key = signing.configured_key(signing_key)
+    except CheckpointError as e:
+        raise RestoreError(str(e)) from None
     scratch_root = statedir.restore_tmp_dir(state)
     statedir.ensure_private_dir(scratch_root)
     pipeline = Pipeline(RESTORE_PHASES)
@@ -193,11 +220,13 @@ def restore_job(
         state=state,
         source=source,
         cid=cid,
-        scratch=scratch_root / secrets.token_hex(6),
+        scratch=scratch_root / recovery.scratch_name(secrets.token_hex(6)),
         new_jid=new_jid or lifecycle.new_job_id(),
         driver=driver,
         show=sys.stderr.isatty() if progress is None else progress,
         timings=pipeline.timings,
+        key=key,
+        allow_unsigned=allow_unsigned,
     )
     t0 = time.monotonic()
     try:
@@ -212,7 +241,12 @@ def restore_job(
         source=str(source),
         checkpoint_id=ctx.cid,
         phases=phases,
+        signature=ctx.signature,
     )
+
+
+def _report(line: str) -> None:
+    print(f"cedana: {line}", file=sys.stderr)
 
 
 def _size(path: Path) -> int:

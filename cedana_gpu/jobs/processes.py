@@ -91,3 +91,36 @@ def continue_tree_when_released(root: int, timeout: float, poll: float = 0.1) ->
         time.sleep(poll)
     continue_tree(root)
     return released
+
+
+def process_identity(pid: int | None = None) -> str | None:
+    """``"<pid>:<start time>"`` of a live process (this one by default); None if gone.
+
+    A pid alone names a process only while it lives: once it ends the number
+    is reused. With the start time (in clock ticks since boot, from
+    ``/proc/<pid>/stat``) the pair names one process for the machine's
+    uptime, so a record of who owns something (an unfinished dump) can be
+    told apart from a later process that got the same pid."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    # Field 22 (starttime) of stat(5); fields[0] is field 3 (state).
+    try:
+        return f"{pid}:{int(fields[19])}"
+    except (IndexError, ValueError):
+        return None
+
+
+def identity_alive(identity: str | None) -> bool:
+    """Whether the process ``process_identity`` named is still the same live process."""
+    if not identity:
+        return False
+    try:
+        pid = int(identity.split(":", 1)[0])
+    except ValueError:
+        return False
+    return process_identity(pid) == identity and process_alive(pid)

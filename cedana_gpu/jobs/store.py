@@ -30,6 +30,8 @@ from cedana_gpu import errors
 STARTING, RUNNING, EXITED, KILLED, FAILED = "starting", "running", "exited", "killed", "failed"
 CHECKPOINTED = "checkpointed"
 """The job was dumped (without --leave-running) and ended; its checkpoint remains."""
+PENDING, COMMITTED = "pending", "committed"
+"""A checkpoint's row: being written by its owner, or complete (the only ones listed)."""
 STATES = (STARTING, RUNNING, EXITED, KILLED, FAILED, CHECKPOINTED)
 ACTIVE_STATES = (STARTING, RUNNING)
 """States in which the job may still have processes and a controller."""
@@ -86,6 +88,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX checkpoints_jid ON checkpoints (jid, created)",
+    ),
+    (
+        # Durable commit (issue 8): a dump records its checkpoint as
+        # ``pending`` (with the dumping process as owner) before it writes
+        # anything, and ``committed`` once the checkpoint is renamed into
+        # place and synced. A pending row whose owner died is what a crash
+        # left: the next operation finishes it (the checkpoint is on disk) or
+        # removes its leftovers (``cr.recovery``).
+        "ALTER TABLE checkpoints ADD COLUMN status TEXT NOT NULL DEFAULT 'committed'",
+        "ALTER TABLE checkpoints ADD COLUMN owner TEXT",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -195,7 +207,11 @@ class JobStore:
             )
             self._conn.row_factory = sqlite3.Row
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: a committed transaction is on disk when it returns (WAL
+            # is synced at each commit). NORMAL would lose the last ones on a
+            # power loss, e.g. the record of a checkpoint whose job was then
+            # killed. Writes are few and small, so the cost is negligible.
+            self._conn.execute("PRAGMA synchronous = FULL")
             self._initialise()
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the job store {self.path}: {e}") from None
@@ -377,25 +393,49 @@ class JobStore:
                 raise StoreError(f"a checkpoint with id {ckpt.id!r} exists already") from None
         return ckpt
 
-    def checkpoints(self, jid: str | None = None) -> builtins.list[Checkpoint]:
-        """A job's checkpoints (all jobs' without ``jid``), oldest first."""
-        sql = "SELECT * FROM checkpoints"
-        args: tuple[str, ...] = ()
+    def checkpoints(
+        self, jid: str | None = None, *, status: str = COMMITTED
+    ) -> builtins.list[Checkpoint]:
+        """A job's checkpoints (all jobs' without ``jid``) in ``status``, oldest first."""
+        sql = "SELECT * FROM checkpoints WHERE status = ?"
+        args: tuple[str, ...] = (status,)
         if jid is not None:
-            sql += " WHERE jid = ?"
-            args = (jid,)
+            sql += " AND jid = ?"
+            args += (jid,)
         with self._locked() as conn:
             rows = conn.execute(sql + " ORDER BY created, id", args).fetchall()
         return [Checkpoint.from_row(r) for r in rows]
 
-    def get_checkpoint(self, cid: str) -> Checkpoint | None:
+    def get_checkpoint(self, cid: str, *, status: str | None = COMMITTED) -> Checkpoint | None:
+        """The checkpoint ``cid`` in ``status`` (None: in any)."""
         with self._locked() as conn:
             row = conn.execute("SELECT * FROM checkpoints WHERE id = ?", (cid,)).fetchone()
-        return Checkpoint.from_row(row) if row else None
+        if row is None:
+            return None
+        ckpt = Checkpoint.from_row(row)
+        return ckpt if status is None or ckpt.status == status else None
+
+    def commit_checkpoint(self, cid: str, *, size: int, phases: dict[str, float]) -> bool:
+        """Mark a pending checkpoint complete (it is listed from now on)."""
+        with self._locked() as conn:
+            return (
+                conn.execute(
+                    "UPDATE checkpoints SET status = ?, size = ?, phases = ?, owner = NULL "
+                    "WHERE id = ? AND status = ?",
+                    (COMMITTED, size, json.dumps(phases), cid, PENDING),
+                ).rowcount
+                > 0
+            )
 
     def latest_checkpoint(self, jid: str) -> Checkpoint | None:
         found = self.checkpoints(jid)
         return found[-1] if found else None
+
+    def set_checkpoint_phases(self, cid: str, phases: dict[str, float]) -> None:
+        with self._locked() as conn:
+            conn.execute(
+                "UPDATE checkpoints SET phases = ? WHERE id = ?", (json.dumps(phases), cid)
+            )
 
     def delete_checkpoint(self, cid: str) -> bool:
         with self._locked() as conn:
@@ -416,6 +456,9 @@ class Checkpoint:
     generation: int = 1
     phases: dict[str, float] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    status: str = COMMITTED
+    owner: str | None = None
+    """While pending: the dumping process (``processes.process_identity``)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
