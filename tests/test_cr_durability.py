@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -198,7 +199,8 @@ def test_signed_dump_restores_only_with_its_key(cedana: Cedana, tmp_path: Path) 
     cedana.ok("job", "kill", str(ok["job"]))
 
 
-def test_bounds_and_unfinished_checkpoints(cedana: Cedana, tmp_path: Path) -> None:
+def test_clear_refusals(cedana: Cedana, tmp_path: Path) -> None:
+    """Bad requests get one line that says what to do, and the job runs on."""
     jid = unique_jid("bnd")
     cedana.exec_gpu(jid, sys.executable, *TRAIN)
     cedana.wait_log(jid, r"^step ", 1)
@@ -208,4 +210,25 @@ def test_bounds_and_unfinished_checkpoints(cedana: Cedana, tmp_path: Path) -> No
     partial.mkdir()
     line = assert_one_line_error(cedana("restore", "job", "--path", str(partial)))
     assert "unfinished checkpoint" in line
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    line = assert_one_line_error(cedana("dump", "job", jid, "--dir", str(a_file)))
+    assert "is a file, not a directory" in line and "Errno" not in line
+    # A job someone stopped: not a freeze timeout, but what to do.
+    pid = int(cedana.job(jid)["pid"])
+    stopped = tree(pid)[-1]  # the training process (below an init, if it has one)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        line = assert_one_line_error(cedana("dump", "job", jid))
+        assert f"is stopped (process {stopped} is in state T)" in line
+        assert f"kill -CONT {stopped}" in line
+    finally:
+        os.kill(stopped, signal.SIGCONT)
     assert cedana.job(jid)["state"] == "running"
+    assert cedana.json("job", "checkpoints", jid) == []
+
+
+def tree(pid: int) -> list[int]:
+    from cedana_gpu.jobs.processes import tree_pids
+
+    return tree_pids(pid)

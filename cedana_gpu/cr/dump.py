@@ -220,11 +220,20 @@ class DumpContext:
 
 
 def make_directory(ctx: DumpContext) -> None:
+    if ctx.base.exists() and not ctx.base.is_dir():
+        raise DumpError(
+            f"{ctx.base} is a file, not a directory: give --dir a directory (it is created "
+            "if missing); the job runs on"
+        )
     try:
         if ctx.options.directory is None:
             statedir.ensure_private_dir(ctx.base.parent)
         ctx.base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except (OSError, statedir.StateDirError) as e:
+    except OSError as e:
+        raise DumpError(
+            f"cannot create the checkpoint directory {ctx.base}: {e.strerror or e}; the job runs on"
+        ) from None
+    except statedir.StateDirError as e:
         raise DumpError(f"cannot create the checkpoint directory {ctx.base}: {e}") from None
     # The paths the checkpoint is recorded under have no symbolic links.
     resolved = ctx.base.resolve()
@@ -640,6 +649,14 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         raise DumpError(f"job {job.jid} is not running ({lifecycle.describe(job)})")
     if not job.socket_path:
         raise DumpError(f"job {job.jid} has no controller to talk to")
+    stopped = processes.stopped_pids(job.pid)
+    if stopped:
+        # Frozen by someone else (SIGSTOP, a debugger): its GPU work cannot drain,
+        # and CRIU would capture it stopped (its restore would be stopped too).
+        raise DumpError(
+            f"job {job.jid} is stopped (process {stopped[0]} is in state T): continue it "
+            f"(kill -CONT {stopped[0]}) and dump again"
+        )
 
     cid = checkpoint_id(job.jid)
     base = options.directory or statedir.checkpoints_dir(state, job.jid)

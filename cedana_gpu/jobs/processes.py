@@ -28,6 +28,20 @@ def process_alive(pid: int | None) -> bool:
     return state not in (b"Z", b"X", b"x")
 
 
+def stopped_pids(root: int) -> list[int]:
+    """Processes of ``root``'s tree stopped by a signal (state ``T``; not ``t``, traced)."""
+    out: list[int] = []
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"T":
+            out.append(pid)
+    return out
+
+
 def signal_job(pid: int, pid_namespace: bool, sig: int = signal.SIGKILL) -> None:
     # The init of a PID namespace only gets signals it handles, SIGKILL
     # excepted; when it dies, the kernel kills everything else in the namespace.
