@@ -12,10 +12,18 @@ refused: upgrade), then the document against its version's schema, so the
 dataclasses are built from what is known to be well-formed. Unknown keys (at
 the top level and in ``job``) are kept in ``extra`` and written back, so a
 later format-1 writer can add fields an older reader carries along.
+
+``manifest_checksum`` is the manifest's checksum over itself (``manifest_digest``):
+every other checksum is *in* the manifest, so without it an edit of the
+manifest (two regions' addresses swapped, a file record changed along with
+its file) would restore a different job than the one dumped. ``save_manifest``
+writes it and ``load_manifest`` refuses a manifest that does not match it; a
+manifest without it (older checkpoints) is read as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -33,6 +41,7 @@ from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 __all__ = [
     "CHECKSUM_ALGORITHM",
     "FORMAT_VERSION",
+    "MANIFEST_CHECKSUM",
     "MANIFEST_NAME",
     "CheckpointError",
     "CorruptCheckpoint",
@@ -41,6 +50,7 @@ __all__ = [
     "Manifest",
     "RegionRecord",
     "load_manifest",
+    "manifest_digest",
     "manifest_path",
     "save_manifest",
 ]
@@ -52,6 +62,9 @@ MANIFEST_NAME = "manifest.json"
 
 SCHEMA_NAME = "manifest"
 """Its schema: ``schemas/manifest-v<format_version>.schema.json``."""
+
+MANIFEST_CHECKSUM = "manifest_checksum"
+"""The top-level member holding ``manifest_digest`` of the rest of the manifest."""
 
 CHECKSUM_ALGORITHM = "crc32c"
 """What the manifest's checksums are unless it says otherwise (native ``cgc_checksum``)."""
@@ -254,6 +267,7 @@ class Manifest:
     def dumps(self) -> str:
         """JSON text: readable header, one region or file per line (there may be 100,000)."""
         d = self.to_json()
+        d[MANIFEST_CHECKSUM] = manifest_digest(d)
         regions = d.pop("regions")
         files = d.pop("files")
         head = json.dumps(d, indent=1)[:-2]  # drop the closing "\n}"
@@ -295,6 +309,30 @@ class Manifest:
         )
 
 
+def manifest_digest(doc: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the manifest ``doc`` without its ``manifest_checksum``.
+
+    Over the canonical JSON (sorted keys, no spaces, UTF-8), so it does not
+    depend on how the file was laid out, only on what it says. Lone
+    surrogates (a non-UTF-8 argument in ``job.cmd``, as Python decodes argv)
+    are encoded as they are ("surrogatepass"): strict UTF-8 cannot encode
+    them, and the writer must not fail on a job's command line.
+    """
+    body = {k: v for k, v in doc.items() if k != MANIFEST_CHECKSUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_digest(d: Mapping[str, Any], where: str) -> None:
+    """Refuse a manifest that does not match its own checksum (none: an older writer)."""
+    stored = d.get(MANIFEST_CHECKSUM)
+    if stored is not None and stored != manifest_digest(d):
+        raise CorruptCheckpoint(
+            f"{where}: the manifest does not match its {MANIFEST_CHECKSUM}: "
+            "the checkpoint is corrupt or was edited"
+        )
+
+
 def manifest_path(path: str | os.PathLike[str]) -> Path:
     """``path`` itself if it names a file, else ``path/manifest.json``."""
     p = Path(path)
@@ -305,7 +343,8 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read a manifest (``path`` is the checkpoint directory or the manifest file).
 
     Raises ``CheckpointError`` (``CorruptCheckpoint`` for damage) with one line:
-    missing or garbled manifest, a newer format, missing or mistyped fields.
+    missing or garbled manifest, a newer format, missing or mistyped fields,
+    a manifest that does not match its ``manifest_checksum``.
     """
     p = manifest_path(path)
     try:
@@ -328,7 +367,12 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
             f"{p}: the manifest is not valid JSON ({e.msg} at line {e.lineno}): "
             "the checkpoint is corrupt"
         ) from None
-    return Manifest.from_json(d, str(p))
+    manifest = Manifest.from_json(d, str(p))
+    # After the version and the schema: a newer format says "upgrade", a
+    # mistyped member is named; only a well-formed manifest is worth hashing.
+    # Here, not in from_json: a caller may build a manifest from a dict it edited.
+    _check_digest(d, str(p))
+    return manifest
 
 
 def save_manifest(
