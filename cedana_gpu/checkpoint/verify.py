@@ -6,7 +6,9 @@ shard is there and its size is what its regions account for; the regions
 tile their shards, lie in the checkpoint's address range and do not overlap.
 The shards' *contents* are checked by ``shards.read_regions``, record by
 record, before each goes to the device (reading them twice would double the
-restore's I/O).
+restore's I/O). ``check_checkpoint`` also reads ``gpu/state.json`` against
+its schema: the native controller reads it only once the restore has
+started a controller, too late to refuse the checkpoint in one line.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cedana_gpu.checkpoint.shards import (
     shard_name,
     shard_runs,
 )
+from cedana_gpu.checkpoint.state_doc import STATE_NAME, load_state
 from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 
@@ -185,11 +188,17 @@ def check_checkpoint(
     """Everything a restore checks before it starts anything.
 
     Opens ``path`` (directory or archive, unpacked into ``scratch_dir``),
-    loads the manifest and verifies the files. Returns the directory to
-    restore from and the manifest. Raises ``CheckpointError`` /
-    ``CorruptCheckpoint`` with one line.
+    loads the manifest, verifies the files, then loads ``gpu/state.json``
+    (when there is one: a job without the GPU has none) against its schema.
+    Returns the directory to restore from and the manifest. Raises
+    ``CheckpointError`` / ``CorruptCheckpoint`` with one line.
     """
     d = open_checkpoint(path, scratch_dir, progress)
     manifest = load_manifest(d)
     verify_files(d, manifest, checksum_fn, algorithm=algorithm)
+    # After the files: a damaged state document is named by its checksum
+    # first; this catches one that is intact but not what the schema allows.
+    state = d / SHARD_DIR / STATE_NAME
+    if state.exists():
+        load_state(state)
     return d, manifest
