@@ -45,6 +45,7 @@ from cedana_gpu.checkpoint import (
     CorruptCheckpoint,
     check_checkpoint,
     load_manifest,
+    load_state,
     open_checkpoint,
     pack,
 )
@@ -223,3 +224,40 @@ def test_a_checkpoint_without_a_state_document_is_checked_as_before(
 
     fz.write_tree(forged(tree, edit), tmp_path / "ck")
     check_checkpoint(tmp_path / "ck", tmp_path / "s", fz.checksum, algorithm=CHECKSUM_ALGORITHM)
+
+
+# --- regressions: what the fuzzing found ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("1" + "0" * 5000, id="integer-of-5000-digits"),
+        pytest.param(
+            '{"format_version": 1, "va_base": 1' + "0" * 5000 + "}", id="member-5000-digits"
+        ),
+        pytest.param("[" * 100_000 + "]" * 100_000, id="nested-100000-deep"),
+        pytest.param(
+            '{"format_version": 1, "x": ' + "[" * 5000 + "]" * 5000 + "}", id="member-nested"
+        ),
+    ],
+)
+def test_json_beyond_json_loads_is_refused_in_one_line(
+    bases: dict[str, fz.Base], tmp_path: Path, text: str
+) -> None:
+    """Regression: valid JSON that json.loads refuses with a plain ValueError (an
+    integer past sys.get_int_max_str_digits()) or a RecursionError (deep nesting),
+    not a JSONDecodeError, came out of load_manifest, load_state and the archive's
+    first look at its manifest as a traceback."""
+    (tmp_path / MANIFEST).write_text(text)
+    with pytest.raises(CorruptCheckpoint, match="far beyond any manifest's") as e:
+        load_manifest(tmp_path)
+    assert "\n" not in str(e.value)
+    (tmp_path / "state.json").write_text(text)
+    with pytest.raises(CorruptCheckpoint, match="far beyond any GPU state's") as e:
+        load_state(tmp_path / "state.json")
+    assert "\n" not in str(e.value)
+    base = bases["tar-lz4"]
+    (tmp_path / "ck.tar").write_bytes(fz.repack(base, base.tree | {MANIFEST: text.encode()}))
+    with pytest.raises(CorruptCheckpoint, match="the manifest in the archive is garbled"):
+        open_checkpoint(tmp_path / "ck.tar", tmp_path / "scratch")

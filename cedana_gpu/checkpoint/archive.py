@@ -384,7 +384,9 @@ def _archive_compression(p: Path, tf: tarfile.TarFile, m: tarfile.TarInfo) -> st
     f = tf.extractfile(m)
     try:
         d = json.loads(f.read() if f else b"")
-    except (json.JSONDecodeError, UnicodeDecodeError, tarfile.TarError, EOFError):
+    except (ValueError, RecursionError, tarfile.TarError, EOFError):
+        # ValueError: not JSON (JSONDecodeError), not text (UnicodeDecodeError), or
+        # an integer of more digits than json reads; RecursionError: deep nesting.
         raise CorruptCheckpoint(
             f"{p}: the manifest in the archive is garbled: the checkpoint is corrupt"
         ) from None

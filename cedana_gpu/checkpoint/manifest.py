@@ -69,6 +69,11 @@ MANIFEST_CHECKSUM = "manifest_checksum"
 CHECKSUM_ALGORITHM = "crc32c"
 """What the manifest's checksums are unless it says otherwise (native ``cgc_checksum``)."""
 
+_BEYOND_JSON = "holds an integer or a nesting far beyond any manifest's"
+"""Valid JSON that ``json`` refuses with a plain ValueError or RecursionError, not a
+JSONDecodeError: an integer of more digits than ``sys.get_int_max_str_digits()``,
+nesting past the recursion limit. No writer makes either; the reader says so in one line."""
+
 
 @dataclass(slots=True)
 class RegionRecord:
@@ -326,7 +331,15 @@ def manifest_digest(doc: Mapping[str, Any]) -> str:
 def _check_digest(d: Mapping[str, Any], where: str) -> None:
     """Refuse a manifest that does not match its own checksum (none: an older writer)."""
     stored = d.get(MANIFEST_CHECKSUM)
-    if stored is not None and stored != manifest_digest(d):
+    if stored is None:
+        return
+    try:
+        digest = manifest_digest(d)
+    except RecursionError:  # nesting json.loads just managed, json.dumps a few frames deeper not
+        raise CorruptCheckpoint(
+            f"{where}: the manifest {_BEYOND_JSON}: the checkpoint is corrupt"
+        ) from None
+    if stored != digest:
         raise CorruptCheckpoint(
             f"{where}: the manifest does not match its {MANIFEST_CHECKSUM}: "
             "the checkpoint is corrupt or was edited"
@@ -366,6 +379,10 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise CorruptCheckpoint(
             f"{p}: the manifest is not valid JSON ({e.msg} at line {e.lineno}): "
             "the checkpoint is corrupt"
+        ) from None
+    except (ValueError, RecursionError):
+        raise CorruptCheckpoint(
+            f"{p}: the manifest {_BEYOND_JSON}: the checkpoint is corrupt"
         ) from None
     manifest = Manifest.from_json(d, str(p))
     # After the version and the schema: a newer format says "upgrade", a
