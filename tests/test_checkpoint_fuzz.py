@@ -261,3 +261,16 @@ def test_json_beyond_json_loads_is_refused_in_one_line(
     (tmp_path / "ck.tar").write_bytes(fz.repack(base, base.tree | {MANIFEST: text.encode()}))
     with pytest.raises(CorruptCheckpoint, match="the manifest in the archive is garbled"):
         open_checkpoint(tmp_path / "ck.tar", tmp_path / "scratch")
+
+
+def test_a_huge_streams_count_is_refused_without_allocating_for_it(
+    bases: dict[str, fz.Base], tmp_path: Path
+) -> None:
+    """Regression: ``verify_layout`` built a list of runs per stream before its
+    first check, so ``streams: 10**12`` in a manifest (forged, or one without
+    its self-checksum) took all memory. The shards are looked for first now."""
+    base = bases["dir-none"]
+    fz.write_tree(forged(base.tree, lambda d: d.__setitem__("streams", 10**12)), tmp_path / "ck")
+    with fz.batch_guard(1), pytest.raises(CorruptCheckpoint) as e:  # bounded memory if it regresses
+        check_checkpoint(tmp_path / "ck", tmp_path / "s", fz.checksum, algorithm=CHECKSUM_ALGORITHM)
+    assert str(e.value).endswith("shard gpu/img-2 is missing: the checkpoint is incomplete")

@@ -85,18 +85,25 @@ def file_records(
 def verify_layout(directory: str | os.PathLike[str], manifest: Manifest) -> None:
     """The cheap structural checks: shards present and of the right size, regions sane."""
     d = Path(directory)
-    runs = shard_runs(manifest.regions, manifest.streams)
-    uncompressed = codec_of(manifest.compression) is None
-    for index, run in enumerate(runs):
+    # The shards' sizes first: this stops at the first missing shard, so a
+    # ``streams`` of 10**12 costs one stat more than the shards there are, not
+    # a list of 10**12 runs (shard_runs) before the first check.
+    sizes: list[int] = []
+    for index in range(manifest.streams):
         rel = f"{SHARD_DIR}/{shard_name(index, manifest.compression)}"
         try:
-            size = os.stat(d / rel).st_size
+            sizes.append(os.stat(d / rel).st_size)
         except FileNotFoundError:
             raise CorruptCheckpoint(
                 f"{d}: shard {rel} is missing: the checkpoint is incomplete"
             ) from None
         except OSError as e:
             raise CheckpointError(f"cannot read {d / rel}: {e.strerror}") from None
+    runs = shard_runs(manifest.regions, manifest.streams)
+    uncompressed = codec_of(manifest.compression) is None
+    for index, run in enumerate(runs):
+        rel = f"{SHARD_DIR}/{shard_name(index, manifest.compression)}"
+        size = sizes[index]
         if not run:
             continue
         if uncompressed:
