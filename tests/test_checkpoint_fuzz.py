@@ -274,3 +274,16 @@ def test_a_huge_streams_count_is_refused_without_allocating_for_it(
     with fz.batch_guard(1), pytest.raises(CorruptCheckpoint) as e:  # bounded memory if it regresses
         check_checkpoint(tmp_path / "ck", tmp_path / "s", fz.checksum, algorithm=CHECKSUM_ALGORITHM)
     assert str(e.value).endswith("shard gpu/img-2 is missing: the checkpoint is incomplete")
+
+
+@pytest.mark.parametrize("path", ["criu/a\x00b.img", "criu/\ud800.img", "\x00"])
+def test_a_file_record_that_cannot_name_a_file_is_refused(
+    bases: dict[str, fz.Base], tmp_path: Path, path: str
+) -> None:
+    """Regression: a file record's path with a NUL or a lone surrogate reached
+    os.stat, which raised ValueError / UnicodeEncodeError: a traceback."""
+    edit = lambda d: d["files"][0].__setitem__("path", path)  # noqa: E731
+    fz.write_tree(forged(bases["dir-none"].tree, edit), tmp_path / "ck")
+    with pytest.raises(CorruptCheckpoint, match="the manifest lists a bad file name") as e:
+        check_checkpoint(tmp_path / "ck", tmp_path / "s", fz.checksum, algorithm=CHECKSUM_ALGORITHM)
+    assert "\n" not in str(e.value)

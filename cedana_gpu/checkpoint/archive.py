@@ -254,8 +254,17 @@ def _header_checksums(block: bytes) -> tuple[int, int]:
 
 
 def safe_name(name: str) -> str | None:
+    """``name`` normalised if it is a relative path inside the checkpoint that can
+    name a file, else None (absolute, ``..``, empty, a NUL or a character the
+    file system's encoding has no bytes for)."""
     p = PurePosixPath(name)
     if p.is_absolute() or not p.parts or any(part in ("..", ".", "") for part in p.parts):
+        return None
+    if "\0" in name:
+        return None
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate other than surrogateescape's
         return None
     return p.as_posix()
 
