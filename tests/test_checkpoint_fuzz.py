@@ -30,8 +30,10 @@ state document read against its schema before the restore starts).
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ import pytest
 
 from cedana_gpu.checkpoint import (
     CHECKSUM_ALGORITHM,
+    CheckpointError,
     CorruptCheckpoint,
     check_checkpoint,
     load_manifest,
@@ -286,4 +289,55 @@ def test_a_file_record_that_cannot_name_a_file_is_refused(
     fz.write_tree(forged(bases["dir-none"].tree, edit), tmp_path / "ck")
     with pytest.raises(CorruptCheckpoint, match="the manifest lists a bad file name") as e:
         check_checkpoint(tmp_path / "ck", tmp_path / "s", fz.checksum, algorithm=CHECKSUM_ALGORITHM)
+    assert "\n" not in str(e.value)
+
+
+def archive_of(members: list[tuple[str, bytes | None]]) -> bytes:
+    """A tar of (name, data) members; data None: a directory."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            if data is None:
+                ti.type = tarfile.DIRTYPE
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        pytest.param([("gpu", b"x"), ("gpu/img-0", b"y")], id="file-then-under-it"),
+        pytest.param([("criu/core-1.img", None), ("criu/core-1.img", b"y")], id="dir-then-file"),
+        pytest.param([("criu/x.img/", None), ("criu/x.img.lz4", b"")], id="decompressed-name"),
+    ],
+)
+def test_an_archive_member_that_is_a_file_and_a_directory_is_refused(
+    bases: dict[str, fz.Base], tmp_path: Path, members: list[tuple[str, bytes | None]]
+) -> None:
+    """Regression: a damaged header that renames or retypes a member (tar's header
+    checksum is a plain sum: two flipped bits can cancel) unpacked half-way and
+    ended in IsADirectoryError / NotADirectoryError: a traceback."""
+    manifest = bases["tar-lz4"].tree[MANIFEST]
+    tar = tmp_path / "ck.tar"
+    tar.write_bytes(archive_of([(MANIFEST, manifest), *members]))
+    with pytest.raises(CorruptCheckpoint, match="is both a file and a directory") as e:
+        open_checkpoint(tar, tmp_path / "scratch")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "scratch").exists()
+
+
+def test_an_unpack_the_file_system_refuses_is_one_line(
+    bases: dict[str, fz.Base], tmp_path: Path
+) -> None:
+    """Regression: any OSError while unpacking (here a name longer than a file
+    system allows) came out of open_checkpoint as a traceback."""
+    manifest = bases["tar-tar"].tree[MANIFEST]
+    tar = tmp_path / "ck.tar"
+    tar.write_bytes(archive_of([(MANIFEST, manifest), ("criu/" + "n" * 300, b"x")]))
+    with pytest.raises(CheckpointError, match=r"cannot unpack .*: File name too long") as e:
+        open_checkpoint(tar, tmp_path / "scratch")
     assert "\n" not in str(e.value)
