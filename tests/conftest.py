@@ -63,7 +63,7 @@ from preload import set_child_preload
 REPO = Path(__file__).resolve().parent.parent
 
 # The CLI-with-CRIU fixtures (cedana, native_parts), shared by several modules.
-pytest_plugins = ("cr_fixtures",)
+pytest_plugins = ("cr_fixtures", "checkpoint_fuzz")
 CUDA_PATH_ENV = "CEDANA_TEST_CUDA_PATH"
 DEFAULT_CUDA_PATH = "fake"
 

@@ -45,6 +45,7 @@ from cedana_gpu.checkpoint import (
 from cedana_gpu.checkpoint.codec import StreamReader, StreamWriter
 from cedana_gpu.checkpoint.manifest import manifest_digest
 from cedana_gpu.checkpoint.shards import plan
+from cedana_gpu.checkpoint.state_doc import Counts, GpuState, Segment, save_state
 
 BASE = 0x7F00_0000_0000
 DEVICE_SIZE = 6 << 20
@@ -96,13 +97,29 @@ def make_regions(dev: FakeDevice) -> list[tuple[int, int]]:
     return regions
 
 
+def minimal_state() -> GpuState:
+    """A GPU state document with no handles: all the restore's check needs here."""
+    return GpuState(
+        job_id="j1",
+        app_job_id="j1",
+        segment=Segment("cedana-gpu.j1", 1 << 20, 256, 8, 1 << 20, 60_000),
+        generation=1,
+        va_base=BASE,
+        va_size=DEVICE_SIZE,
+        granularity=65536,
+        driver_version=12040,
+        async_error=0,
+        counts=Counts(allocations=0, bytes=0, chunks=0, modules=0),
+    )
+
+
 def dump(
     ckpt: Path, dev: FakeDevice, regions: list[tuple[int, int]], compression: str, streams: int
 ) -> Manifest:
     ckpt.mkdir()
     (ckpt / "gpu" / "modules").mkdir(parents=True)
     (ckpt / "criu").mkdir()
-    (ckpt / "gpu" / "state.json").write_text('{"handles": []}')
+    save_state(minimal_state(), ckpt / "gpu")  # check_checkpoint reads it against its schema
     (ckpt / "gpu" / "modules" / "0.img").write_bytes(os.urandom(3000))
     (ckpt / "criu" / "pages-1.img").write_bytes(b"\0" * 100_000 + os.urandom(5000))
     (ckpt / "criu" / "empty.img").write_bytes(b"")
@@ -431,10 +448,11 @@ def test_file_checksum_and_size_mismatch(tmp_path: Path) -> None:
     ck = tmp_path / "ck"
     m = dump(ck, dev, regions, "none", 2)
     p = ck / "gpu" / "state.json"
+    original = p.read_bytes()
     p.write_text('{"handles": [1]}')
     with pytest.raises(CorruptCheckpoint, match=re.escape("gpu/state.json has")):
         verify_files(ck, m, crc)
-    p.write_text('{"handlez": []}')
+    p.write_bytes(original.replace(b'"j1"', b'"j2"', 1))  # same size, other bytes
     with pytest.raises(
         CorruptCheckpoint, match=re.escape("gpu/state.json does not match its checksum")
     ):
@@ -558,7 +576,7 @@ def test_manifest_checks_itself(tmp_path: Path) -> None:
     a, b = doc["regions"][0], doc["regions"][1]
     a["addr"], b["addr"] = b["addr"], a["addr"]
     path.write_text(json.dumps(doc))
-    with pytest.raises(CorruptCheckpoint, match="does not match its own checksum"):
+    with pytest.raises(CorruptCheckpoint, match="does not match its manifest_checksum"):
         load_manifest(tmp_path / "ck")
     # Formatting is not content: the same document written another way loads.
     a["addr"], b["addr"] = b["addr"], a["addr"]

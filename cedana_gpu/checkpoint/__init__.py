@@ -22,8 +22,8 @@ A checkpoint directory::
 
 Dump: ``write_regions`` (shards) → ``file_records`` → ``save_manifest`` →
 ``pack`` if the compression is not ``none``. Restore: ``check_checkpoint``
-(``open_checkpoint`` + ``load_manifest`` + ``verify_files``) →
-``read_regions``.
+(``open_checkpoint`` + ``load_manifest`` + ``verify_files`` + ``load_state``)
+→ ``read_regions``.
 """
 
 from cedana_gpu.checkpoint.archive import CRIU_DIR, open_checkpoint, pack, partial_path, path_size

@@ -259,8 +259,17 @@ def _header_checksums(block: bytes) -> tuple[int, int]:
 
 
 def safe_name(name: str) -> str | None:
+    """``name`` normalised if it is a relative path inside the checkpoint that can
+    name a file, else None (absolute, ``..``, empty, a NUL or a character the
+    file system's encoding has no bytes for)."""
     p = PurePosixPath(name)
     if p.is_absolute() or not p.parts or any(part in ("..", ".", "") for part in p.parts):
+        return None
+    if "\0" in name:
+        return None
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate other than surrogateescape's
         return None
     return p.as_posix()
 
@@ -356,32 +365,78 @@ def _unpack(p: Path, file_size: int, scratch: Path, progress: ProgressSink | Non
             raise CorruptCheckpoint(f"{p}: the archive has no {MANIFEST_NAME}: not a checkpoint")
         compression = _archive_compression(p, tf, by_name[MANIFEST_NAME])
         codec = codec_of(compression)
-        ext = suffix(compression)
-        with open(p, "rb", buffering=0) as f:
-            fd = f.fileno()
-            buf = bytearray(COPY_SIZE) if codec else bytearray()
-            for name, m in members:
-                dest_name = name
-                compressed = bool(codec) and name.startswith(CRIU_DIR + "/") and name.endswith(ext)
+        targets = _destinations(p, members, compression)
+        try:
+            _extract(
+                p, scratch, targets, compression, progress, bytearray(COPY_SIZE if codec else 0)
+            )
+        except OSError as e:
+            raise CheckpointError(f"cannot unpack {p} into {scratch}: {e.strerror}") from None
+
+
+def _destinations(
+    p: Path, members: list[tuple[str, tarfile.TarInfo]], compression: str
+) -> list[tuple[str, tarfile.TarInfo, bool]]:
+    """(where in the scratch directory, member, decompress?) for every member.
+
+    ``CorruptCheckpoint`` if a name is both a file's and a directory's (another
+    member's, or a parent of one): tar's header checksum is a plain sum, so a
+    damaged header can rename or retype a member and still pass for one, and
+    unpacking it would fail half-way with an OSError.
+    """
+    codec = codec_of(compression)
+    ext = suffix(compression)
+    out: list[tuple[str, tarfile.TarInfo, bool]] = []
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for name, m in members:
+        compressed = bool(codec) and name.startswith(CRIU_DIR + "/") and name.endswith(ext)
+        dest = safe_name(name[: -len(ext)]) if compressed else name
+        if dest is None:
+            raise CorruptCheckpoint(
+                f"{p}: unexpected archive member {m.name!r}: not a cedana-gpu checkpoint"
+            )
+        (dirs if m.isdir() else files).add(dest)
+        parts = dest.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        out.append((dest, m, compressed))
+    clash = files & dirs
+    if clash:
+        raise CorruptCheckpoint(
+            f"{p}: archive member {min(clash)!r} is both a file and a directory: "
+            "the checkpoint is corrupt"
+        )
+    return out
+
+
+def _extract(
+    p: Path,
+    scratch: Path,
+    targets: list[tuple[str, tarfile.TarInfo, bool]],
+    compression: str,
+    progress: ProgressSink | None,
+    buf: bytearray,
+) -> None:
+    with open(p, "rb", buffering=0) as f:
+        fd = f.fileno()
+        for dest_name, m, compressed in targets:
+            dest = scratch / dest_name
+            if m.isdir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
                 if compressed:
-                    dest_name = name[: -len(ext)]
-                dest = scratch / dest_name
-                if m.isdir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                try:
-                    if compressed:
-                        n = _decompress_member(p, fd, m, compression, out, buf)
-                    else:
-                        n = _copy(fd, out, m.size, m.offset_data)
-                        if n != m.size:
-                            raise _truncated(p, f"{name} is cut short")
-                finally:
-                    os.close(out)
-                if progress is not None:
-                    progress.add(n)
+                    n = _decompress_member(p, fd, m, compression, out, buf)
+                else:
+                    n = _copy(fd, out, m.size, m.offset_data)
+                    if n != m.size:
+                        raise _truncated(p, f"{dest_name} is cut short")
+            finally:
+                os.close(out)
+            if progress is not None:
+                progress.add(n)
 
 
 def _archive_compression(p: Path, tf: tarfile.TarFile, m: tarfile.TarInfo) -> str:
@@ -389,7 +444,9 @@ def _archive_compression(p: Path, tf: tarfile.TarFile, m: tarfile.TarInfo) -> st
     f = tf.extractfile(m)
     try:
         d = json.loads(f.read() if f else b"")
-    except (json.JSONDecodeError, UnicodeDecodeError, tarfile.TarError, EOFError):
+    except (ValueError, RecursionError, tarfile.TarError, EOFError):
+        # ValueError: not JSON (JSONDecodeError), not text (UnicodeDecodeError), or
+        # an integer of more digits than json reads; RecursionError: deep nesting.
         raise CorruptCheckpoint(
             f"{p}: the manifest in the archive is garbled: the checkpoint is corrupt"
         ) from None

@@ -12,6 +12,13 @@ refused: upgrade), then the document against its version's schema, so the
 dataclasses are built from what is known to be well-formed. Unknown keys (at
 the top level and in ``job``) are kept in ``extra`` and written back, so a
 later format-1 writer can add fields an older reader carries along.
+
+``manifest_checksum`` is the manifest's checksum over itself (``manifest_digest``):
+every other checksum is *in* the manifest, so without it an edit of the
+manifest (two regions' addresses swapped, a file record changed along with
+its file) would restore a different job than the one dumped. ``save_manifest``
+writes it and ``load_manifest`` refuses a manifest that does not match it; a
+manifest without it (older checkpoints) is read as before.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 __all__ = [
     "CHECKSUM_ALGORITHM",
     "FORMAT_VERSION",
+    "MANIFEST_CHECKSUM",
     "MANIFEST_NAME",
     "CheckpointError",
     "CorruptCheckpoint",
@@ -42,6 +50,7 @@ __all__ = [
     "Manifest",
     "RegionRecord",
     "load_manifest",
+    "manifest_digest",
     "manifest_path",
     "save_manifest",
 ]
@@ -54,12 +63,11 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_NAME = "manifest"
 """Its schema: ``schemas/manifest-v<format_version>.schema.json``."""
 
+MANIFEST_CHECKSUM = "manifest_checksum"
+"""The top-level member holding ``manifest_digest`` of the rest of the manifest."""
+
 CHECKSUM_ALGORITHM = "crc32c"
 """What the manifest's checksums are unless it says otherwise (native ``cgc_checksum``)."""
-
-DIGEST_MEMBER = "manifest_checksum"
-"""The manifest's checksum over its own contents: ``"sha256:<hex>"`` of its canonical
-JSON without this member (``manifest_digest``). Absent in older checkpoints."""
 
 SIGNATURE_MEMBER = "signature"
 """An optional signature (``checkpoint.signing``) over ``content_digest``."""
@@ -71,17 +79,27 @@ def canonical_json(doc: Mapping[str, Any], without: tuple[str, ...] = ()) -> byt
     Over the parsed document, not the file's bytes, so that any writer's
     formatting (one record per line here) gives the same checksum."""
     body = {k: v for k, v in doc.items() if k not in without}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Lone surrogates (a non-UTF-8 argument in job.cmd, as Python decodes argv)
+    # are encoded as they are: strict UTF-8 cannot, and a job's command line
+    # must not make its dump fail.
+    return text.encode("utf-8", "surrogatepass")
 
 
 def manifest_digest(doc: Mapping[str, Any]) -> str:
     """The value of ``manifest_checksum`` for ``doc`` (which may already hold one)."""
-    return "sha256:" + hashlib.sha256(canonical_json(doc, (DIGEST_MEMBER,))).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(doc, (MANIFEST_CHECKSUM,))).hexdigest()
 
 
 def content_digest(doc: Mapping[str, Any]) -> bytes:
     """SHA-256 of what a signature covers: everything but the checksum and the signature."""
-    return hashlib.sha256(canonical_json(doc, (DIGEST_MEMBER, SIGNATURE_MEMBER))).digest()
+    return hashlib.sha256(canonical_json(doc, (MANIFEST_CHECKSUM, SIGNATURE_MEMBER))).digest()
+
+
+_BEYOND_JSON = "holds an integer or a nesting far beyond any manifest's"
+"""Valid JSON that ``json`` refuses with a plain ValueError or RecursionError, not a
+JSONDecodeError: an integer of more digits than ``sys.get_int_max_str_digits()``,
+nesting past the recursion limit. No writer makes either; the reader says so in one line."""
 
 
 @dataclass(slots=True)
@@ -298,8 +316,8 @@ class Manifest:
         """JSON text: readable header, one region or file per line (there may be 100,000),
         ending with the checksum over everything before it."""
         d = self.to_json()
-        d.pop(DIGEST_MEMBER, None)
-        d[DIGEST_MEMBER] = manifest_digest(d)
+        d.pop(MANIFEST_CHECKSUM, None)
+        d[MANIFEST_CHECKSUM] = manifest_digest(d)
         regions = d.pop("regions")
         files = d.pop("files")
         head = json.dumps(d, indent=1)[:-2]  # drop the closing "\n}"
@@ -355,7 +373,8 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read a manifest (``path`` is the checkpoint directory or the manifest file).
 
     Raises ``CheckpointError`` (``CorruptCheckpoint`` for damage) with one line:
-    missing or garbled manifest, a newer format, missing or mistyped fields.
+    missing or garbled manifest, a newer format, missing or mistyped fields,
+    a manifest that does not match its ``manifest_checksum``.
     """
     p = manifest_path(path)
     try:
@@ -377,6 +396,10 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise CorruptCheckpoint(
             f"{p}: the manifest is not valid JSON ({e.msg} at line {e.lineno}): "
             "the checkpoint is corrupt"
+        ) from None
+    except (ValueError, RecursionError):
+        raise CorruptCheckpoint(
+            f"{p}: the manifest {_BEYOND_JSON}: the checkpoint is corrupt"
         ) from None
     return Manifest.from_json(d, str(p))
 
@@ -411,17 +434,23 @@ def _check_digest(d: dict[str, Any], where: str) -> None:
     Every other file is checked against the manifest; this checks the
     manifest, so that an edit of it (two regions' addresses swapped, a file's
     checksum changed with the file) is refused before anything starts."""
-    if DIGEST_MEMBER not in d:
+    if MANIFEST_CHECKSUM not in d:
         return
-    stated = d[DIGEST_MEMBER]
+    stated = d[MANIFEST_CHECKSUM]
     if not isinstance(stated, str) or not stated.startswith("sha256:"):
         raise CorruptCheckpoint(
-            f"{where}: '{DIGEST_MEMBER}' is not a sha256 checksum: the checkpoint is corrupt"
+            f"{where}: '{MANIFEST_CHECKSUM}' is not a sha256 checksum: the checkpoint is corrupt"
         )
-    if manifest_digest(d) != stated:
+    try:
+        digest = manifest_digest(d)
+    except RecursionError:  # nesting json.loads just managed, json.dumps a few frames deeper not
         raise CorruptCheckpoint(
-            f"{where}: the manifest does not match its own checksum (it was damaged or "
-            "edited): the checkpoint is corrupt"
+            f"{where}: the manifest {_BEYOND_JSON}: the checkpoint is corrupt"
+        ) from None
+    if digest != stated:
+        raise CorruptCheckpoint(
+            f"{where}: the manifest does not match its {MANIFEST_CHECKSUM}: "
+            "the checkpoint is corrupt or was edited"
         )
 
 

@@ -354,6 +354,13 @@ def load_state(path: str | os.PathLike[str]) -> GpuState:
         raise CorruptCheckpoint(
             f"{p}: not valid JSON ({e.msg} at line {e.lineno}): the checkpoint is corrupt"
         ) from None
+    except (ValueError, RecursionError):
+        # Valid JSON that json refuses otherwise: an integer of more digits than
+        # sys.get_int_max_str_digits(), nesting past the recursion limit.
+        raise CorruptCheckpoint(
+            f"{p}: holds an integer or a nesting far beyond any GPU state's: "
+            "the checkpoint is corrupt"
+        ) from None
     return GpuState.from_json(d, str(p))
 
 

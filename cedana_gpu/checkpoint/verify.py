@@ -6,7 +6,9 @@ shard is there and its size is what its regions account for; the regions
 tile their shards, lie in the checkpoint's address range and do not overlap.
 The shards' *contents* are checked by ``shards.read_regions``, record by
 record, before each goes to the device (reading them twice would double the
-restore's I/O).
+restore's I/O). ``check_checkpoint`` also reads ``gpu/state.json`` against
+its schema: the native controller reads it only once the restore has
+started a controller, too late to refuse the checkpoint in one line.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cedana_gpu.checkpoint.shards import (
     shard_name,
     shard_runs,
 )
+from cedana_gpu.checkpoint.state_doc import STATE_NAME, load_state
 from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 
@@ -82,18 +85,25 @@ def file_records(
 def verify_layout(directory: str | os.PathLike[str], manifest: Manifest) -> None:
     """The cheap structural checks: shards present and of the right size, regions sane."""
     d = Path(directory)
-    runs = shard_runs(manifest.regions, manifest.streams)
-    uncompressed = codec_of(manifest.compression) is None
-    for index, run in enumerate(runs):
+    # The shards' sizes first: this stops at the first missing shard, so a
+    # ``streams`` of 10**12 costs one stat more than the shards there are, not
+    # a list of 10**12 runs (shard_runs) before the first check.
+    sizes: list[int] = []
+    for index in range(manifest.streams):
         rel = f"{SHARD_DIR}/{shard_name(index, manifest.compression)}"
         try:
-            size = os.stat(d / rel).st_size
+            sizes.append(os.stat(d / rel).st_size)
         except FileNotFoundError:
             raise CorruptCheckpoint(
                 f"{d}: shard {rel} is missing: the checkpoint is incomplete"
             ) from None
         except OSError as e:
             raise CheckpointError(f"cannot read {d / rel}: {e.strerror}") from None
+    runs = shard_runs(manifest.regions, manifest.streams)
+    uncompressed = codec_of(manifest.compression) is None
+    for index, run in enumerate(runs):
+        rel = f"{SHARD_DIR}/{shard_name(index, manifest.compression)}"
+        size = sizes[index]
         if not run:
             continue
         if uncompressed:
@@ -185,11 +195,17 @@ def check_checkpoint(
     """Everything a restore checks before it starts anything.
 
     Opens ``path`` (directory or archive, unpacked into ``scratch_dir``),
-    loads the manifest and verifies the files. Returns the directory to
-    restore from and the manifest. Raises ``CheckpointError`` /
-    ``CorruptCheckpoint`` with one line.
+    loads the manifest, verifies the files, then loads ``gpu/state.json``
+    (when there is one: a job without the GPU has none) against its schema.
+    Returns the directory to restore from and the manifest. Raises
+    ``CheckpointError`` / ``CorruptCheckpoint`` with one line.
     """
     d = open_checkpoint(path, scratch_dir, progress)
     manifest = load_manifest(d)
     verify_files(d, manifest, checksum_fn, algorithm=algorithm)
+    # After the files: a damaged state document is named by its checksum
+    # first; this catches one that is intact but not what the schema allows.
+    state = d / SHARD_DIR / STATE_NAME
+    if state.exists():
+        load_state(state)
     return d, manifest
