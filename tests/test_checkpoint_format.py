@@ -586,3 +586,16 @@ def test_manifest_checks_itself(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(CorruptCheckpoint, match="not a sha256 checksum"):
         load_manifest(tmp_path / "ck")
+
+
+def test_a_file_added_to_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    """CRIU reads every image in its directory: one the manifest does not
+    list would be restored unchecked, so it is refused before anything starts."""
+    dev = FakeDevice()
+    dev.fill(BASE + 0x1000, 4096)
+    ck = tmp_path / "ck"
+    m = dump(ck, dev, [(BASE + 0x1000, 4096)], "none", 1)
+    verify_files(ck, m, crc)
+    (ck / "criu" / "extra-1.img").write_bytes(b"\x01" * 64)
+    with pytest.raises(CorruptCheckpoint, match=r"criu/extra-1\.img is not listed in the manifest"):
+        verify_files(ck, m, crc)

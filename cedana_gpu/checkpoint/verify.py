@@ -182,6 +182,24 @@ def verify_files(
             )
         if progress is not None:
             progress.add(size)
+    _refuse_unlisted(d, {rec.path for rec in manifest.files})
+
+
+def _refuse_unlisted(d: Path, listed: set[str]) -> None:
+    """A file the manifest does not list is refused, not ignored: CRIU reads
+    whatever images its directory holds (as root), and the controller every
+    pinned-memory file, so an added file would be restored unchecked."""
+    for root, dirs, files in os.walk(d):
+        dirs.sort()
+        rel_root = Path(root).relative_to(d).as_posix()
+        for name in sorted(files):
+            rel = name if rel_root == "." else f"{rel_root}/{name}"
+            if rel == MANIFEST_NAME or rel in listed or is_shard_file(rel):
+                continue
+            raise CorruptCheckpoint(
+                f"{d}: {rel} is not listed in the manifest (a file was added to the "
+                "checkpoint): refusing it; remove the file or dump again"
+            )
 
 
 def check_checkpoint(
