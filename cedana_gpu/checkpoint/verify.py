@@ -27,6 +27,7 @@ from cedana_gpu.checkpoint.shards import (
     shard_name,
     shard_runs,
 )
+from cedana_gpu.cr.pipeline import fault_point
 from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 
@@ -160,6 +161,7 @@ def verify_files(
                     "the checkpoint is truncated or corrupt"
                 )
             _, checksum = file_checksum(path, checksum_fn)
+            fault_point()  # a restore's check phase: its reads fail here
         except FileNotFoundError:
             raise CorruptCheckpoint(
                 f"{d}: {rec.path} is missing: the checkpoint is incomplete"

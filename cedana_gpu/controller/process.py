@@ -53,7 +53,7 @@ from typing import Any
 
 from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
-from cedana_gpu.cr.pipeline import Phase, Pipeline
+from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
 from cedana_gpu.errors import ControllerError
 from cedana_gpu.jobs import processes, statedir
 from cedana_gpu.jobs.store import (
@@ -775,12 +775,14 @@ class Controller:
             os.close(log_fd)
         log.info("job %s restored: pid %d", self.jid, pid)
 
-    def restore_phases_list(self) -> list[Phase[Controller]]:
-        """The controller's part of a restore, on the checkpoint/restore runner."""
+    @classmethod
+    def restore_phases_list(cls) -> list[Phase[Controller]]:
+        """The controller's part of a restore, on the checkpoint/restore runner (a
+        class method: the fault matrix reads the table without a controller)."""
         return [
             Phase("restore_gpu", Controller.restore_gpu),
             Phase("criu_restore", Controller.restore_process, undo=Controller.kill_job),
-            Phase("serve", Controller.start_serving),
+            Phase("serve", Controller.start_serving, io=False),
             Phase("record", Controller._record_restored),
         ]
 
@@ -800,7 +802,8 @@ class Controller:
     def _record_restored(self) -> None:
         assert self.store is not None and self.job is not None
         self.restore_phases["controller"] = time.monotonic() - self._restore_t0
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # only timings: a restore does not fail on them
+            fault_point()
             (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
         self._record_running()
 
@@ -811,7 +814,12 @@ class Controller:
             self.load_driver()
             self._restore_t0 = time.monotonic()
             # SIGTERM keeps its handler (request_stop): the runner must not take it over.
-            pipeline = Pipeline(self.restore_phases_list(), handle_sigterm=False, report=log.error)
+            pipeline = Pipeline(
+                self.restore_phases_list(),
+                name="controller-restore",
+                handle_sigterm=False,
+                report=log.error,
+            )
             pipeline.run(self)
             if self._stop.is_set():
                 self.kill_job()

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cedana_gpu.cr.pipeline import fault_point
 from cedana_gpu.errors import CedanaError, SetupError
 
 ENV_VAR = "CEDANA_CRIU"
@@ -131,6 +132,7 @@ def run_criu(
     action = next((a for a in args if not a.startswith("-")), "")
     what = f"criu {action}".rstrip()
     try:
+        fault_point()  # CRIU's phases: running it fails as a real exec error would
         proc = subprocess.run(
             cmd,
             stdin=subprocess.DEVNULL,

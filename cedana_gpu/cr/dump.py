@@ -52,7 +52,7 @@ from typing import Any
 from cedana_gpu.controller import control
 from cedana_gpu.cr import criu
 from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
-from cedana_gpu.cr.pipeline import Phase, Pipeline
+from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
 from cedana_gpu.errors import DumpError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
@@ -214,6 +214,7 @@ def make_directory(ctx: DumpContext) -> None:
     ctx.base = resolved
     try:
         ctx.partial.mkdir(mode=0o700)
+        fault_point()
         (ctx.partial / "criu").mkdir(mode=0o700)
     except OSError as e:
         raise DumpError(f"cannot create {ctx.partial}: {e.strerror}") from None
@@ -394,6 +395,7 @@ def commit(ctx: DumpContext) -> None:
             phases=phases_now,
         )
         save_manifest(manifest, partial)
+        fault_point()
         if is_archive(options.compression):
             with Progress("archive", path_size(partial), enabled=ctx.show) as bar:
                 pack(partial, ctx.final, options.compression, bar)
@@ -435,16 +437,16 @@ def record(ctx: DumpContext) -> None:
 
 DUMP_PHASES: list[Phase[DumpContext]] = [
     Phase("directory", make_directory, undo=remove_partial),
-    Phase("connect", connect, undo=disconnect),
-    Phase("hold", hold, undo=unhold, when=is_plain),
-    Phase("freeze", freeze, undo=unfreeze_quietly, timing="freeze", when=is_gpu),
+    Phase("connect", connect, undo=disconnect, io=False),
+    Phase("hold", hold, undo=unhold, when=is_plain, io=False),
+    Phase("freeze", freeze, undo=unfreeze_quietly, timing="freeze", when=is_gpu, io=False),
     Phase("gpu_dump", dump_gpu, timing="gpu_dump", when=is_gpu),
     Phase("criu_dump", criu_dump, undo=continue_stopped, timing="criu_dump"),
-    Phase("thaw", thaw, when=leaves_running_gpu),
-    Phase("unhold", unhold, when=leaves_running_plain),
+    Phase("thaw", thaw, when=leaves_running_gpu, io=False),
+    Phase("unhold", unhold, when=leaves_running_plain, io=False),
     Phase("commit", commit, undo=uncommit, timing="archive"),
-    Phase("release", release, when=ends_the_job, irreversible=True),
-    Phase("record", record),
+    Phase("release", release, when=ends_the_job, irreversible=True, io=False),
+    Phase("record", record, io=False),
 ]
 
 
@@ -474,7 +476,7 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
     cid = checkpoint_id(job.jid)
     base = options.directory or statedir.checkpoints_dir(state, job.jid)
     base = base.absolute()
-    pipeline = Pipeline(DUMP_PHASES)
+    pipeline = Pipeline(DUMP_PHASES, name="dump")
     ctx = DumpContext(
         store=store,
         state=state,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cedana_gpu.controller import shm_layout
+from cedana_gpu.cr.pipeline import fault_point
 from cedana_gpu.errors import ControllerError
 
 GPU_DIR = "gpu"
@@ -105,6 +106,8 @@ def dump_gpu(
         gpu_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = dispatcher.info()
         dispatcher.export_state(gpu_dir)
+        # The dump's gpu_dump phase runs in the CLI; its I/O is done here.
+        fault_point("dump.gpu_dump")
         t1 = time.monotonic()
         phases["gpu_state"] = t1 - t0
         regions = dispatcher.regions()

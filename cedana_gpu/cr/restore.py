@@ -42,7 +42,7 @@ from typing import Any
 
 from cedana_gpu.cr.dump import require_root
 from cedana_gpu.cr.engine import GpuEngine, RestoreSpec, restore_engine
-from cedana_gpu.cr.pipeline import Phase, Pipeline
+from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
 from cedana_gpu.errors import RestoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, Job, JobStore
@@ -162,6 +162,7 @@ def collect(ctx: RestoreContext) -> None:
     assert ctx.started is not None
     jdir = statedir.job_dir(ctx.state, ctx.started.job.jid)
     with contextlib.suppress(OSError, ValueError):
+        fault_point()  # the timings are only reported: no reading them is no failure
         ctx.timings.update(json.loads((jdir / "restore-phases.json").read_text()))
 
 
@@ -187,7 +188,7 @@ def restore_job(
     source, cid = resolve_source(store, jid, path)
     scratch_root = statedir.restore_tmp_dir(state)
     statedir.ensure_private_dir(scratch_root)
-    pipeline = Pipeline(RESTORE_PHASES)
+    pipeline = Pipeline(RESTORE_PHASES, name="restore")
     ctx = RestoreContext(
         store=store,
         state=state,
