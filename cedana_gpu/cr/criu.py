@@ -9,6 +9,7 @@ CRIU needs root.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -148,7 +149,10 @@ def run_criu(
             f"{what} timed out after {exc.timeout:g} s{where}", log_file=log_file
         ) from exc
     except OSError as exc:
-        raise CriuError(f"cannot run {cmd[0]}: {exc.strerror}; {_SETUP_HINT}") from exc
+        # Only a missing or unusable binary is a set-up problem.
+        setup = exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC)
+        hint = f"; {_SETUP_HINT}" if setup else ""
+        raise CriuError(f"cannot run {cmd[0]}: {exc.strerror}{hint}") from exc
     if proc.returncode != 0:
         output = f"{proc.stdout}\n{proc.stderr}"
         text = output

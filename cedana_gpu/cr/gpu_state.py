@@ -213,6 +213,7 @@ def restore_gpu(
     gpu_dir = ckpt_dir / GPU_DIR
     try:
         recreate_pins(ckpt_dir, shm_dir, segment, os.getuid(), os.getgid())
+        fault_point()
         t1 = time.monotonic()
         phases["gpu_pins"] = t1 - t0
         dispatcher.import_state(gpu_dir)
@@ -238,4 +239,6 @@ def restore_gpu(
         raise GpuStateError(str(e)) from None
     except CheckpointError as e:
         raise GpuStateError(str(e)) from None
+    except OSError as e:
+        raise GpuStateError(f"cannot read {e.filename or gpu_dir}: {e.strerror}") from None
     return phases
