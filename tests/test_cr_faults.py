@@ -174,13 +174,18 @@ def test_device_too_small_is_refused_before_any_process(
 
 # ---- faults during a dump ---------------------------------------------------------------
 
-# Runs the real CRIU; once a dump has seized the job, SIGKILLs the process
-# named by $CEDANA_TEST_KILL: "criu" (CRIU itself) or "client" (the 'cedana
-# dump' that started this script, its parent; CRIU then finishes alone).
+# Runs the real CRIU; once a dump has seized the job (or a restore has
+# started forking it), SIGKILLs the process named by $CEDANA_TEST_KILL:
+# "criu" (CRIU itself) or "client" (the process that started this script,
+# its parent: 'cedana dump', or the restoring controller; CRIU then goes on alone).
 CRIU_KILLER = """\
 #!/bin/sh
 real="$CEDANA_TEST_REAL_CRIU"
-[ "$1" = dump ] || exec "$real" "$@"
+case "$1" in
+    dump) mark="Seized task" ;;
+    restore) mark="Forking task" ;;
+    *) exec "$real" "$@" ;;
+esac
 log=""
 prev=""
 for a in "$@"; do
@@ -192,7 +197,7 @@ pid=$!
 victim=$pid
 [ "$CEDANA_TEST_KILL" = client ] && victim=$PPID
 while kill -0 "$pid" 2>/dev/null; do
-    if grep -q "Seized task" "$log" 2>/dev/null; then
+    if grep -q "$mark" "$log" 2>/dev/null; then
         kill -9 "$victim"
         break
     fi
@@ -202,7 +207,7 @@ wait "$pid"
 
 
 def criu_killer(tmp_path: Path, victim: str) -> dict[str, str]:
-    """The environment of a 'cedana dump' whose CRIU kills ``victim`` mid-dump."""
+    """The environment of a 'cedana dump' (or restore) whose CRIU kills ``victim`` midway."""
     from cedana_gpu.cr.criu import criu_path
 
     wrapper = tmp_path / "criu"
