@@ -185,10 +185,10 @@ def test_the_dump_and_restore_lists_name_their_undos() -> None:
     dump = {p.name: p for p in DUMP_PHASES}
     assert list(dump) == [
         "directory", "connect", "hold", "freeze", "gpu_dump", "criu_dump", "thaw", "unhold",
-        "commit", "release", "record",
+        "commit", "store", "release", "record",
     ]  # fmt: skip
     assert {n for n, p in dump.items() if p.undo is not None} == {
-        "directory", "connect", "hold", "freeze", "criu_dump", "commit",
+        "directory", "connect", "hold", "freeze", "criu_dump", "commit", "store",
     }  # fmt: skip
     assert [n for n, p in dump.items() if p.irreversible] == ["release"]
     assert {p.timing for p in DUMP_PHASES} - {None} == {

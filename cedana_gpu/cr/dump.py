@@ -25,10 +25,15 @@ and no checkpoint behind:
     commit      manifest (files and checksums, the GPU        remove the checkpoint
                 regions), archive or rename: a half-written
                 checkpoint is never listed
+    store       record the checkpoint in the job store        remove the record
     release     without ``--leave-running``: the controller   - (point of no return:
                 is told (``dumped``) and the job killed       nothing is undone after it)
-    record      wait until the end is recorded, record the    -
-                checkpoint in the job store
+    record      wait until the job's end is recorded          -
+
+The checkpoint is recorded before the job is killed: a dump interrupted
+after ``release`` leaves a job that lives on in a listed checkpoint. A dump
+killed with SIGKILL runs no undo: its ``cr.janitor.Janitor`` removes what it
+left (the partial directory, a checkpoint not yet recorded) once it is gone.
 
 The engine (``cr.engine.GpuEngine``; today ``InterceptEngine``, the job's
 controller over its control socket) does freeze, gpu_dump and unfreeze; the
@@ -52,8 +57,9 @@ from typing import Any
 from cedana_gpu.controller import control
 from cedana_gpu.cr import criu
 from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
+from cedana_gpu.cr.janitor import Janitor
 from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
-from cedana_gpu.errors import DumpError
+from cedana_gpu.errors import DumpError, StoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
 
@@ -194,7 +200,9 @@ class DumpContext:
     log_keys: list[str] = field(default_factory=list)
     stopped: bool = False
     """CRIU left the job's tree stopped (``--leave-stopped``)."""
-    committed: bool = False
+    janitor: Janitor | None = None
+    checkpoint: Checkpoint | None = None
+    """The checkpoint, once recorded in the job store."""
 
 
 # ---- the phases, in order ----------------------------------------------------------
@@ -218,6 +226,9 @@ def make_directory(ctx: DumpContext) -> None:
         (ctx.partial / "criu").mkdir(mode=0o700)
     except OSError as e:
         raise DumpError(f"cannot create {ctx.partial}: {e.strerror}") from None
+    from cedana_gpu.checkpoint import partial_path
+
+    ctx.janitor = Janitor([ctx.partial, partial_path(ctx.final), ctx.final])
 
 
 def remove_partial(ctx: DumpContext) -> None:
@@ -414,6 +425,42 @@ def uncommit(ctx: DumpContext) -> None:
     _remove(ctx.final)
 
 
+def store_checkpoint(ctx: DumpContext) -> None:
+    """Record the checkpoint before the job is killed: a dump stopped after
+    that leaves a job that lives on in a listed checkpoint."""
+    from cedana_gpu.checkpoint import path_size
+
+    job = ctx.job
+    try:
+        ckpt = Checkpoint(
+            id=ctx.cid,
+            jid=job.jid,
+            path=str(ctx.final),
+            size=path_size(ctx.final),
+            compression=ctx.options.compression,
+            streams=ctx.options.streams,
+            leave_running=ctx.options.leave_running,
+            generation=job.generation,
+            phases=dict(ctx.timings),
+        )
+        fault_point()
+        ctx.store.add_checkpoint(ckpt)
+    except OSError as e:
+        raise DumpError(
+            f"cannot record checkpoint {ctx.cid} of job {job.jid}: {e.strerror}"
+        ) from None
+    except StoreError as e:
+        raise DumpError(f"cannot record checkpoint {ctx.cid} of job {job.jid}: {e}") from None
+    ctx.checkpoint = ckpt
+    if ctx.janitor is not None:
+        ctx.janitor.keep()
+
+
+def forget_checkpoint(ctx: DumpContext) -> None:
+    if ctx.checkpoint is not None:
+        ctx.store.delete_checkpoint(ctx.cid)
+
+
 def ends_the_job(ctx: DumpContext) -> bool:
     return not ctx.options.leave_running
 
@@ -445,6 +492,7 @@ DUMP_PHASES: list[Phase[DumpContext]] = [
     Phase("thaw", thaw, when=leaves_running_gpu, io=False),
     Phase("unhold", unhold, when=leaves_running_plain, io=False),
     Phase("commit", commit, undo=uncommit, timing="archive"),
+    Phase("store", store_checkpoint, undo=forget_checkpoint),
     Phase("release", release, when=ends_the_job, irreversible=True, io=False),
     Phase("record", record, io=False),
 ]
@@ -457,7 +505,6 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         check_compression,
         is_archive,
         partial_path,
-        path_size,
     )
 
     require_root()
@@ -493,20 +540,15 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         mount_ns=job_is_mount_ns(job),
     )
     t_start = time.monotonic()
-    phases = pipeline.run(ctx)
+    try:
+        phases = pipeline.run(ctx)
+    finally:
+        if ctx.janitor is not None:
+            ctx.janitor.close()
     phases["total"] = time.monotonic() - t_start
-    ckpt = Checkpoint(
-        id=cid,
-        jid=job.jid,
-        path=str(ctx.final),
-        size=path_size(ctx.final),
-        compression=options.compression,
-        streams=options.streams,
-        leave_running=options.leave_running,
-        generation=ctx.job.generation,
-        phases=phases,
-    )
-    store.add_checkpoint(ckpt)
+    ckpt = ctx.checkpoint
+    assert ckpt is not None
+    ckpt.phases = phases
     return DumpResult(
         checkpoint=ckpt,
         job=store.require(job.jid),
