@@ -35,6 +35,10 @@ after ``release`` leaves a job that lives on in a listed checkpoint. A dump
 killed with SIGKILL runs no undo: its ``cr.janitor.Janitor`` removes what it
 left (the partial directory, a checkpoint not yet recorded) once it is gone.
 
+A failed or interrupted dump ends with one line that says what became of
+the job (``settle``): it runs on; it was checkpointed (after ``release``);
+or it is lost, because a GPU job cannot go on without its controller.
+
 The engine (``cr.engine.GpuEngine``; today ``InterceptEngine``, the job's
 controller over its control socket) does freeze, gpu_dump and unfreeze; the
 rest is the same for any engine.
@@ -58,8 +62,8 @@ from cedana_gpu.controller import control
 from cedana_gpu.cr import criu
 from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
 from cedana_gpu.cr.janitor import Janitor
-from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
-from cedana_gpu.errors import DumpError, StoreError
+from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
+from cedana_gpu.errors import CedanaError, DumpError, StoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
 
@@ -203,6 +207,8 @@ class DumpContext:
     janitor: Janitor | None = None
     checkpoint: Checkpoint | None = None
     """The checkpoint, once recorded in the job store."""
+    released: bool = False
+    """The job was ended as dumped (``release``)."""
 
 
 # ---- the phases, in order ----------------------------------------------------------
@@ -474,6 +480,7 @@ def release(ctx: DumpContext) -> None:
         raise DumpError(f"job {ctx.job.jid}: {e}") from None
     processes.signal_job(ctx.job.pid, ctx.job.pid_namespace, signal.SIGKILL)
     ctx.stopped = False
+    ctx.released = True
 
 
 def record(ctx: DumpContext) -> None:
@@ -542,6 +549,10 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
     t_start = time.monotonic()
     try:
         phases = pipeline.run(ctx)
+    except CedanaError as e:
+        raise DumpError(f"{_first_line(e)}; {settle(ctx)}") from None
+    except Terminated as e:
+        raise Terminated(e.signum, settle(ctx)) from None
     finally:
         if ctx.janitor is not None:
             ctx.janitor.close()
@@ -556,6 +567,34 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         regions=ctx.gpu.regions,
         phases=phases,
     )
+
+
+def settle(ctx: DumpContext) -> str:
+    """After a failed or interrupted dump, its undos done: what became of the
+    job, and what to do, in one clause (the end of the dump's one line)."""
+    job = ctx.job
+    restore = f"restore it with 'cedana restore job {job.jid}'"
+    if ctx.released:
+        return f"job {job.jid} was checkpointed as {ctx.cid}: {restore}"
+    controller_alive = processes.process_alive(job.controller_pid)
+    if job.gpu and not controller_alive:
+        return (
+            f"job {job.jid} is lost: its controller died during the dump; no checkpoint "
+            "was made (restore an earlier checkpoint, if it has one)"
+        )
+    if not processes.process_alive(job.pid):
+        return f"job {job.jid} has ended (see 'cedana ps'); no checkpoint was made"
+    if not controller_alive:
+        return (
+            f"job {job.jid} runs on, but its controller died: its end will not be "
+            "recorded; no checkpoint was made"
+        )
+    return f"job {job.jid} runs on; no checkpoint was made"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e)
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _no_read(addr: int, size: int, dst: memoryview) -> int:

@@ -81,9 +81,12 @@ class Terminated(BaseException):
     A BaseException, like KeyboardInterrupt, so that no ``except Exception``
     in a phase swallows it on its way to the runner's undos."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signal.Signals(signum).name}")
+    def __init__(self, signum: int, outcome: str = "") -> None:
+        message = f"interrupted by signal {signal.Signals(signum).name}"
+        super().__init__(f"{message}; {outcome}" if outcome else message)
         self.signum = signum
+        self.outcome = outcome
+        """What became of the job, once the pipeline's caller knows (for the one line)."""
 
 
 @dataclass(frozen=True)
