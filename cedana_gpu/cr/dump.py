@@ -37,7 +37,11 @@ left (the partial directory, a checkpoint not yet recorded) once it is gone.
 
 A failed or interrupted dump ends with one line that says what became of
 the job (``settle``): it runs on; it was checkpointed (after ``release``);
-or it is lost, because a GPU job cannot go on without its controller.
+or it is lost, because a GPU job cannot go on without its controller: the
+dump then ends what is left of it and records it failed, keeping its
+checkpoint when one was complete and recorded before the controller died
+(CRIU finished while the controller lived, so the GPU state and the
+processes in it agree).
 
 The engine (``cr.engine.GpuEngine``; today ``InterceptEngine``, the job's
 controller over its control socket) does freeze, gpu_dump and unfreeze; the
@@ -65,7 +69,15 @@ from cedana_gpu.cr.janitor import Janitor
 from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
 from cedana_gpu.errors import CedanaError, DumpError, StoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
-from cedana_gpu.jobs.store import FINAL_STATES, RUNNING, Checkpoint, Job, JobStore
+from cedana_gpu.jobs.store import (
+    CHECKPOINTED,
+    FAILED,
+    FINAL_STATES,
+    RUNNING,
+    Checkpoint,
+    Job,
+    JobStore,
+)
 
 DEFAULT_FREEZE_TIMEOUT_MS = 30_000
 CRIU_TIMEOUT_ENV = "CEDANA_CRIU_TIMEOUT"
@@ -204,11 +216,28 @@ class DumpContext:
     log_keys: list[str] = field(default_factory=list)
     stopped: bool = False
     """CRIU left the job's tree stopped (``--leave-stopped``)."""
+    consistent: bool = False
+    """CRIU finished while the job's controller lived: the GPU state and the
+    processes in the checkpoint are of the same moment."""
     janitor: Janitor | None = None
     checkpoint: Checkpoint | None = None
     """The checkpoint, once recorded in the job store."""
     released: bool = False
     """The job was ended as dumped (``release``)."""
+    _keep: bool | None = None
+
+    def keeps_checkpoint(self) -> bool:
+        """Whether the undos leave the checkpoint: the job was lost (its
+        controller died) after a consistent checkpoint of it was recorded,
+        which is then all that is left of it. Decided once, at the first undo."""
+        if self._keep is None:
+            self._keep = (
+                self.checkpoint is not None
+                and self.consistent
+                and self.job.gpu
+                and not processes.process_alive(self.job.controller_pid)
+            )
+        return self._keep
 
 
 # ---- the phases, in order ----------------------------------------------------------
@@ -322,6 +351,7 @@ def criu_dump(ctx: DumpContext) -> None:
         )
     except (criu.CriuError, criu.CriuNotFound) as e:
         raise DumpError(f"CRIU could not dump job {job.jid}: {e}") from None
+    ctx.consistent = processes.process_alive(ctx.job.controller_pid)
     with contextlib.suppress(OSError):
         shutil.copyfile(criu_log, ctx.partial / "criu" / "dump.log")
 
@@ -428,7 +458,8 @@ def commit(ctx: DumpContext) -> None:
 
 
 def uncommit(ctx: DumpContext) -> None:
-    _remove(ctx.final)
+    if not ctx.keeps_checkpoint():
+        _remove(ctx.final)
 
 
 def store_checkpoint(ctx: DumpContext) -> None:
@@ -463,7 +494,7 @@ def store_checkpoint(ctx: DumpContext) -> None:
 
 
 def forget_checkpoint(ctx: DumpContext) -> None:
-    if ctx.checkpoint is not None:
+    if ctx.checkpoint is not None and not ctx.keeps_checkpoint():
         ctx.store.delete_checkpoint(ctx.cid)
 
 
@@ -571,16 +602,23 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
 
 def settle(ctx: DumpContext) -> str:
     """After a failed or interrupted dump, its undos done: what became of the
-    job, and what to do, in one clause (the end of the dump's one line)."""
+    job, and what to do, in one clause (the end of the dump's one line); a
+    job that lost its controller is ended and recorded first."""
     job = ctx.job
     restore = f"restore it with 'cedana restore job {job.jid}'"
     if ctx.released:
         return f"job {job.jid} was checkpointed as {ctx.cid}: {restore}"
     controller_alive = processes.process_alive(job.controller_pid)
     if job.gpu and not controller_alive:
+        _end_lost_job(ctx)
+        if ctx.keeps_checkpoint():
+            return (
+                f"job {job.jid} is lost (its controller died during the dump), "
+                f"but checkpoint {ctx.cid} was complete: {restore}"
+            )
         return (
-            f"job {job.jid} is lost: its controller died during the dump; no checkpoint "
-            "was made (restore an earlier checkpoint, if it has one)"
+            f"job {job.jid} is lost: its controller died during the dump, before a "
+            "checkpoint was complete (restore an earlier checkpoint, if it has one)"
         )
     if not processes.process_alive(job.pid):
         return f"job {job.jid} has ended (see 'cedana ps'); no checkpoint was made"
@@ -590,6 +628,22 @@ def settle(ctx: DumpContext) -> str:
             "recorded; no checkpoint was made"
         )
     return f"job {job.jid} runs on; no checkpoint was made"
+
+
+def _end_lost_job(ctx: DumpContext) -> None:
+    """A GPU job whose controller died has lost its GPU state: end what is
+    left of it and record it, so that nothing says it runs."""
+    job = ctx.job
+    if job.pid:
+        processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
+        deadline = time.monotonic() + END_TIMEOUT
+        while processes.process_alive(job.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    error = "its controller died during a dump"
+    if ctx.keeps_checkpoint():
+        error += f"; checkpoint {ctx.cid} holds it"
+    if ctx.store.finish(job.jid, FAILED, error=error):
+        lifecycle.remove_leftovers(job)
 
 
 def _first_line(e: BaseException) -> str:
@@ -613,6 +667,12 @@ def _wait_final(store: JobStore, jid: str) -> Job:
     """Wait until the killed job's end is recorded (its controller records it)."""
     deadline = time.monotonic() + END_TIMEOUT
     while True:
+        job = store.require(jid)
+        gone = not processes.process_alive(job.controller_pid)
+        # Its controller died before recording the end of a job this dump
+        # killed once its checkpoint was recorded: the job lives on in it.
+        if gone and not processes.process_alive(job.pid) and store.finish(jid, CHECKPOINTED):
+            lifecycle.remove_leftovers(job)
         job = lifecycle.refresh(store, store.require(jid))
         if job.state in FINAL_STATES:
             while processes.process_alive(job.controller_pid) and time.monotonic() < deadline:
