@@ -457,13 +457,24 @@ def test_dump(
         assert line is None or "runs on" in line, line
         wait_for(lambda: not stopped(job["pid"]), f"job {jid} not to be stopped")
         assert_store_truthful(c)
-        wait_checksum(c, jid, jobs.expected[cfg.gpu])
+        if fault == CONTROLLER_KILL:
+            # A job without GPU outlives its controller, unsupervised: it
+            # ends right, but nobody is left to record how it ended.
+            assert not cfg.gpu
+            assert status == 0 or "controller died" in (line or ""), line
+            final = c.wait_final(jid)
+            assert final["state"] == "failed" and "controller" in final["error"], final
+            assert checksum_line(c.log(jid).splitlines()) == jobs.expected[cfg.gpu]
+        else:
+            wait_checksum(c, jid, jobs.expected[cfg.gpu])
         if fault != CLIENT_KILL and status != 0:
             assert ckpts == [], "a failed dump listed a checkpoint"
     else:
         # The job is gone; the checkpoint listed (if any) is the job now.
         final = c.wait_final(jid)
         assert not alive(final["pid"]) and not alive(final["controller_pid"])
+        if after_point_of_no_return(phase, cfg) or status == 0:
+            assert final["state"] == "checkpointed", final
         assert segment_leftovers(jid) == []
         if ckpts:
             assert line is None or ckpts[-1]["id"] in line, line
