@@ -432,6 +432,15 @@ class Controller:
                 log.info("killing job %s", self.jid)
                 self.job.kill()
 
+    def kill_restored(self) -> None:
+        """Undo of criu_restore: the restored job, and whatever a CRIU that failed
+        midway (killed, say) left of it: tasks it forked and never finished,
+        stuck for good and, this process being their subreaper, its children now."""
+        self.kill_job()
+        for pid in processes.tree_pids(os.getpid())[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     # ---- 5. supervision -----------------------------------------------------------
 
     def supervise(self) -> int:
@@ -781,7 +790,7 @@ class Controller:
         class method: the fault matrix reads the table without a controller)."""
         return [
             Phase("restore_gpu", Controller.restore_gpu),
-            Phase("criu_restore", Controller.restore_process, undo=Controller.kill_job),
+            Phase("criu_restore", Controller.restore_process, undo=Controller.kill_restored),
             Phase("serve", Controller.start_serving, io=False),
             Phase("record", Controller._record_restored),
         ]
