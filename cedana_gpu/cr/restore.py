@@ -24,7 +24,9 @@ or an archive, e.g. copied from another machine):
                  failed restore leaves nothing behind
     collect      the controller's own timings                  -
 
-The scratch directory is removed whatever happens.
+The scratch directory is removed whatever happens. A restore that fails or
+is interrupted ends with one line that says so and that the checkpoint is
+unchanged (a restore only reads it): nothing was restored, try again.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ from typing import Any
 
 from cedana_gpu.cr.dump import require_root
 from cedana_gpu.cr.engine import GpuEngine, RestoreSpec, restore_engine
-from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
-from cedana_gpu.errors import RestoreError
+from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
+from cedana_gpu.errors import CedanaError, RestoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, Job, JobStore
 
@@ -204,6 +206,12 @@ def restore_job(
     try:
         phases = pipeline.run(ctx)
         phases["total"] = time.monotonic() - t0
+    except CedanaError as e:
+        text = str(e)
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise RestoreError(f"{first}; {outcome(ctx)}") from None
+    except Terminated as e:
+        raise Terminated(e.signum, outcome(ctx)) from None
     finally:
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     assert ctx.started is not None
@@ -214,6 +222,18 @@ def restore_job(
         checkpoint_id=ctx.cid,
         phases=phases,
     )
+
+
+def outcome(ctx: RestoreContext) -> str:
+    """After a failed or interrupted restore, its undos done: what is left, in
+    one clause (the end of the restore's one line)."""
+    what = f"checkpoint {ctx.cid or ctx.source}"
+    job = ctx.store.get(ctx.new_jid)
+    if job is not None and (
+        processes.process_alive(job.pid) or processes.process_alive(job.controller_pid)
+    ):
+        return f"job {job.jid} may still run (see 'cedana ps'); {what} is unchanged"
+    return f"nothing was restored and {what} is unchanged: restore it again once that is fixed"
 
 
 def _size(path: Path) -> int:
