@@ -358,6 +358,30 @@ def assert_store_truthful(c: Cedana) -> None:
         raise AssertionError(f"the store does not tell the truth: {c.ps()}") from None
 
 
+def processes_naming(*markers: str) -> list[str]:
+    """Command lines of live processes that name one of ``markers`` (a case's gate,
+    its checkpoint): the jobs, their controllers, CRIU, half-restored tasks."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmdline for m in markers) and alive(int(entry.name)):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def assert_nothing_left_running(*markers: str) -> None:
+    """Once a case's jobs have ended, none of its processes is left (bounded wait)."""
+    try:
+        wait_for(lambda: not processes_naming(*markers), "the case's processes to end")
+    except AssertionError:
+        raise AssertionError(f"processes left: {processes_naming(*markers)}") from None
+
+
 def partials(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if "partial" in p.name] if directory.exists() else []
 
@@ -485,6 +509,7 @@ def test_dump(
         # Every listed checkpoint is whole: it restores the job, which ends right.
         restore_and_check(c, jobs.expected[cfg.gpu], "--path", ck["path"])
     assert_store_truthful(c)
+    assert_nothing_left_running(str(gate))
 
 
 # ---- restore ------------------------------------------------------------------------
@@ -570,6 +595,8 @@ def test_restore(
             assert not alive(job["pid"]), job
             assert not alive(job["controller_pid"]), job
         assert segment_leftovers(new) == []
+        assert_nothing_left_running(str(checkpoint.gate), str(checkpoint.path))
         assert_store_truthful(c)
         restore_and_check(c, checkpoint.expected, "--path", str(checkpoint.path))
     assert_store_truthful(c)
+    assert_nothing_left_running(str(checkpoint.gate), str(checkpoint.path))
