@@ -744,7 +744,7 @@ class Controller:
             raise StartupError(f"job {self.jid} was stopped before it was restored")
         job = self.manifest.job
         images = Path(self.opts.restore) / "criu"
-        pidfile = self.job_dir / "restore.pid"
+        pidfile = self.job_dir / statedir.RESTORE_PIDFILE
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
         for mount in self.persistent_mounts:

@@ -13,7 +13,10 @@ or an archive, e.g. copied from another machine):
                  every shard's size are checked. A corrupt,
                  truncated, incomplete or newer checkpoint is
                  refused here, in one line
-    restore_gpu  the engine brings the job back under a new    kill the restored job
+    restore_gpu  the engine brings the job back under a new    kill the restored job;
+                                                               stop a controller still
+                                                               restoring; clean up
+                                                               after one that died
                  job id. ``InterceptEngine``: a new controller
                  in restore mode re-creates the segment and
                  pinned files, imports the GPU state, writes
@@ -48,6 +51,9 @@ from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
 from cedana_gpu.errors import CedanaError, RestoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, Job, JobStore
+
+STOP_TIMEOUT = 60.0
+"""How long an interrupted restore waits for its controller to stop."""
 
 
 @dataclass
@@ -148,16 +154,34 @@ def restore_gpu(ctx: RestoreContext) -> None:
 
 
 def kill_restored(ctx: RestoreContext) -> None:
-    """A restore interrupted once its job runs: end the job (its controller records it)."""
-    if ctx.started is None:
-        return
+    """Undo of restore_gpu: nothing of the restore may stay, whatever point it
+    reached. A restored job is killed (its controller records it and exits); a
+    controller still restoring is told to stop; one that died (SIGKILL)
+    cleaned nothing up, so the processes CRIU restored for it and its segment
+    are removed here. Returns once the controller is gone (or after
+    ``STOP_TIMEOUT``)."""
     job = ctx.store.get(ctx.new_jid)
-    if job is None or job.state in FINAL_STATES:
-        return
-    if job.pid:
-        processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
-    else:
-        lifecycle.signal_controller(job.controller_pid, signal.SIGTERM)
+    if job is None:
+        return  # the job was never created
+    if job.state not in FINAL_STATES:
+        if job.pid:
+            processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
+        else:
+            lifecycle.signal_controller(job.controller_pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while processes.process_alive(job.controller_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if processes.process_alive(job.controller_pid):
+        return  # still stopping: the one line says the job may still run
+    # A controller killed after CRIU restored the job, before it recorded its pid.
+    pidfile = statedir.job_dir(ctx.state, job.jid) / statedir.RESTORE_PIDFILE
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pidfile.read_text().strip())
+        namespace = bool(ctx.manifest.job.extra.get("pid_namespace", True))
+        if processes.process_alive(pid):
+            processes.signal_job(pid, namespace, signal.SIGKILL)
+    job = lifecycle.refresh(ctx.store, ctx.store.require(job.jid))
+    lifecycle.remove_leftovers(job)
 
 
 def collect(ctx: RestoreContext) -> None:
