@@ -186,6 +186,9 @@ def kill_restored(ctx: RestoreContext) -> None:
 
 def collect(ctx: RestoreContext) -> None:
     assert ctx.started is not None
+    if ctx.started.controller.poll() is not None:
+        # Its job cannot run without it: this restore did not bring it back.
+        raise RestoreError(f"the controller of job {ctx.new_jid} died as the restore finished")
     jdir = statedir.job_dir(ctx.state, ctx.started.job.jid)
     with contextlib.suppress(OSError, ValueError):
         fault_point()  # the timings are only reported: no reading them is no failure
