@@ -169,8 +169,7 @@ def kill_restored(ctx: RestoreContext) -> None:
         else:
             lifecycle.signal_controller(job.controller_pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while processes.process_alive(job.controller_pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_gone([job.controller_pid, job.pid], deadline)
     if processes.process_alive(job.controller_pid):
         return  # still stopping: the one line says the job may still run
     # A controller killed after CRIU restored the job, before it recorded its pid.
@@ -180,14 +179,21 @@ def kill_restored(ctx: RestoreContext) -> None:
         namespace = bool(ctx.manifest.job.extra.get("pid_namespace", True))
         if processes.process_alive(pid):
             processes.signal_job(pid, namespace, signal.SIGKILL)
+            _wait_gone([pid], deadline)
     job = lifecycle.refresh(ctx.store, ctx.store.require(job.jid))
     lifecycle.remove_leftovers(job)
 
 
+def _wait_gone(pids: list[int | None], deadline: float) -> None:
+    while time.monotonic() < deadline and any(processes.process_alive(p) for p in pids):
+        time.sleep(0.02)
+
+
 def collect(ctx: RestoreContext) -> None:
     assert ctx.started is not None
-    if ctx.started.controller.poll() is not None:
+    if not processes.process_alive(ctx.started.controller.pid):
         # Its job cannot run without it: this restore did not bring it back.
+        # (Not poll(): a dying controller's threads can keep it unreaped for a while.)
         raise RestoreError(f"the controller of job {ctx.new_jid} died as the restore finished")
     jdir = statedir.job_dir(ctx.state, ctx.started.job.jid)
     with contextlib.suppress(OSError, ValueError):
