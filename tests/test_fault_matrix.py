@@ -300,13 +300,17 @@ def finish(client: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def harm(fault: str, client: subprocess.Popen[str], controller: int | None) -> None:
+    """Do the fault's harm while the run waits at its phase; a killed process
+    is dead (not merely signalled) before the run goes on."""
     if fault == CLIENT_KILL:
         client.send_signal(signal.SIGKILL)
+        client.wait(timeout=CLI_TIMEOUT)
     elif fault == CLIENT_TERM:
         client.send_signal(signal.SIGTERM)
     elif fault == CONTROLLER_KILL:
         assert controller, "no controller to kill"
         os.kill(controller, signal.SIGKILL)
+        wait_for(lambda: not alive(controller), f"the controller {controller} to die")
     # CRIU_KILL: the wrapper does it; ENOSPC, EIO: the armed .fault file.
 
 
