@@ -191,9 +191,12 @@ def _wait_gone(pids: list[int | None], deadline: float) -> None:
 
 def collect(ctx: RestoreContext) -> None:
     assert ctx.started is not None
-    if not processes.process_alive(ctx.started.controller.pid):
-        # Its job cannot run without it: this restore did not bring it back.
-        # (Not poll(): a dying controller's threads can keep it unreaped for a while.)
+    # A controller gone without recording its job's end died: the job cannot
+    # run without it, so this restore did not bring it back. (Looked at in
+    # that order: one that ended with its job records the end, then exits.
+    # Not poll(): a dying controller's threads can keep it unreaped a while.)
+    gone = not processes.process_alive(ctx.started.controller.pid)
+    if gone and ctx.store.require(ctx.new_jid).state not in FINAL_STATES:
         raise RestoreError(f"the controller of job {ctx.new_jid} died as the restore finished")
     jdir = statedir.job_dir(ctx.state, ctx.started.job.jid)
     with contextlib.suppress(OSError, ValueError):
