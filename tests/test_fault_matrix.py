@@ -386,8 +386,12 @@ def assert_nothing_left_running(*markers: str) -> None:
         raise AssertionError(f"processes left: {processes_naming(*markers)}") from None
 
 
-def partials(directory: Path) -> list[Path]:
-    return [p for p in directory.rglob("*") if "partial" in p.name] if directory.exists() else []
+def partials(directory: Path) -> list[str]:
+    found = []
+    # Not rglob: the janitor may remove a directory while it is walked.
+    for root, dirs, files in os.walk(directory):
+        found += [os.path.join(root, n) for n in dirs + files if "partial" in n]
+    return found
 
 
 def assert_no_partials(directory: Path) -> None:
