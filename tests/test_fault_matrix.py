@@ -10,7 +10,7 @@ controller). Columns are the faults:
   restore`` process (for the controller's phases: the ``cedana restore``
   waiting for it);
 - ``criu-SIGKILL``: CRIU killed once it has started on the job (the
-  ``criu_killer`` wrapper of test_cr_faults); only at phases that run CRIU,
+  ``criu_killer`` wrapper of cr_helpers); only at phases that run CRIU,
   whose names start with ``criu``;
 - ``controller-SIGKILL``: the job's controller (for a restore: the new job's,
   so only where one exists: the controller's own phases, and the CLI's
@@ -62,12 +62,12 @@ from cr_helpers import (
     alive,
     checksum_line,
     clean_env,
+    criu_killer,
     needs_root,
     segment_leftovers,
     unique_jid,
     wait_for,
 )
-from test_cr_faults import criu_killer
 
 from cedana_gpu.controller.process import Controller
 from cedana_gpu.cr import restore as cr_restore
