@@ -72,7 +72,6 @@ from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     FAILED,
-    FINAL_STATES,
     RUNNING,
     Checkpoint,
     Job,
@@ -664,20 +663,18 @@ def _remove(path: Path) -> None:
 
 
 def _wait_final(store: JobStore, jid: str) -> Job:
-    """Wait until the killed job's end is recorded (its controller records it)."""
+    """Wait until the killed job and its controller are gone (the controller
+    records the job's end, then exits)."""
     deadline = time.monotonic() + END_TIMEOUT
     while True:
         job = store.require(jid)
-        gone = not processes.process_alive(job.controller_pid)
-        # Its controller died before recording the end of a job this dump
-        # killed once its checkpoint was recorded: the job lives on in it.
-        if gone and not processes.process_alive(job.pid) and store.finish(jid, CHECKPOINTED):
+        if not processes.process_alive(job.controller_pid) and not processes.process_alive(job.pid):
+            # A controller killed before it recorded the end of the job, or
+            # before it removed its segment, left that to this dump: the job
+            # lives on in the checkpoint recorded before it was killed.
+            store.finish(jid, CHECKPOINTED)
             lifecycle.remove_leftovers(job)
-        job = lifecycle.refresh(store, store.require(jid))
-        if job.state in FINAL_STATES:
-            while processes.process_alive(job.controller_pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            return job
+            return store.require(jid)
         if time.monotonic() > deadline:
-            return job
+            return lifecycle.refresh(store, job)
         time.sleep(0.02)
