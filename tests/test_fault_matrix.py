@@ -343,6 +343,13 @@ def stopped(pid: int) -> bool:
     return False
 
 
+def frozen(c: Cedana, jid: str) -> bool:
+    """What the job's controller says (a job without GPU, or whose controller
+    died, is never frozen)."""
+    live = c.inspect(jid).get("live") or {}
+    return bool(live.get("frozen", False))
+
+
 def assert_store_truthful(c: Cedana) -> None:
     """ps says running (or starting) exactly for the jobs whose process lives,
     and no ended job keeps a controller."""
@@ -476,19 +483,26 @@ def test_dump(
     ckpts = listed(c, jid)
     for ck in ckpts:
         assert Path(ck["path"]).exists(), ck
-    assert {ck["path"] for ck in ckpts} == on_disk(ckdir), (ckpts, on_disk(ckdir))
+    # (A wait: the janitor of a SIGKILLed dump removes an unlisted one once it is gone.)
+    paths = {ck["path"] for ck in ckpts}
+    try:
+        wait_for(lambda: on_disk(ckdir) == paths, "the checkpoints on disk to be those listed")
+    except AssertionError:
+        raise AssertionError(f"on disk {on_disk(ckdir)}, listed {paths}") from None
 
     gone = after_point_of_no_return(phase, cfg) or (fault == CONTROLLER_KILL and cfg.gpu)
     if status == 0:
         # The fault did not stop the dump (it came too late to matter).
         assert len(ckpts) == 1
         gone = not cfg.leave_running
-    gate.unlink()
     if not gone:
-        # The job runs on: not stopped, not frozen (it makes progress), and right.
+        # The job runs on: not stopped, not frozen (looked at while the gate
+        # holds it), then it makes progress and ends right.
         assert line is None or "runs on" in line, line
         wait_for(lambda: not stopped(job["pid"]), f"job {jid} not to be stopped")
+        wait_for(lambda: not frozen(c, jid), f"job {jid} not to be frozen")
         assert_store_truthful(c)
+        gate.unlink()
         if fault == CONTROLLER_KILL:
             # A job without GPU outlives its controller, unsupervised: it
             # ends right, but nobody is left to record how it ended.
@@ -503,16 +517,20 @@ def test_dump(
             assert ckpts == [], "a failed dump listed a checkpoint"
     else:
         # The job is gone; the checkpoint listed (if any) is the job now.
+        gate.unlink()
         final = c.wait_final(jid)
         assert not alive(final["pid"]) and not alive(final["controller_pid"])
         if after_point_of_no_return(phase, cfg) or status == 0:
             assert final["state"] == "checkpointed", final
+        else:
+            # Lost with its controller: the line and the store say so.
+            assert line is not None and "lost" in line, line
+            assert final["state"] == "failed" and "controller" in final["error"], final
         assert segment_leftovers(jid) == []
         if ckpts:
             assert line is None or ckpts[-1]["id"] in line, line
         else:
             assert fault == CONTROLLER_KILL, f"job {jid} is gone and has no checkpoint"
-            assert line is not None and "lost" in line, line
     for ck in ckpts:
         # Every listed checkpoint is whole: it restores the job, which ends right.
         restore_and_check(c, jobs.expected[cfg.gpu], "--path", ck["path"])
