@@ -77,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Terminated as e:
-        # A dump or restore stopped by SIGTERM, its undos done: exit as the signal would.
-        return 128 + e.signum
+        # A dump or restore stopped by SIGTERM, its undos done: say what became
+        # of the job, and exit as the signal would.
+        return _fail(str(e), 128 + e.signum)
     except BrokenPipeError:
         # The reader went away (`cedana gpu info | head`): not an error. Point
         # stdout at /dev/null so the interpreter's final flush stays quiet.

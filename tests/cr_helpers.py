@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -283,3 +284,49 @@ def copy_tree(src: Path, dst: Path) -> Path:
     else:
         shutil.copy2(src, dst)
     return dst
+
+
+# Runs the real CRIU; once a dump has seized the job (or a restore has
+# started forking it), SIGKILLs the process named by $CEDANA_TEST_KILL:
+# "criu" (CRIU itself) or "client" (the process that started this script,
+# its parent: 'cedana dump', or the restoring controller; CRIU then goes on alone).
+CRIU_KILLER = """\
+#!/bin/sh
+real="$CEDANA_TEST_REAL_CRIU"
+case "$1" in
+    dump) mark="Seized task" ;;
+    restore) mark="Forking task" ;;
+    *) exec "$real" "$@" ;;
+esac
+log=""
+prev=""
+for a in "$@"; do
+    [ "$prev" = "--log-file" ] && log="$a"
+    prev="$a"
+done
+"$real" "$@" -v4 &
+pid=$!
+victim=$pid
+[ "$CEDANA_TEST_KILL" = client ] && victim=$PPID
+while kill -0 "$pid" 2>/dev/null; do
+    if grep -q "$mark" "$log" 2>/dev/null; then
+        kill -9 "$victim"
+        break
+    fi
+done
+wait "$pid"
+"""
+
+
+def criu_killer(tmp_path: Path, victim: str) -> dict[str, str]:
+    """The environment of a 'cedana dump' (or restore) whose CRIU kills ``victim`` midway."""
+    from cedana_gpu.cr.criu import criu_path
+
+    wrapper = tmp_path / "criu"
+    wrapper.write_text(CRIU_KILLER)
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return {
+        "CEDANA_CRIU": str(wrapper),
+        "CEDANA_TEST_REAL_CRIU": str(criu_path()),
+        "CEDANA_TEST_KILL": victim,
+    }

@@ -158,10 +158,14 @@ def test_a_dump_is_on_disk_before_the_job_dies(
     )
     assert kill.index > store_sync.index, (kill, store_sync)
     assert not [c for c in calls if c.name in ("fsync", "fdatasync") and c.ret != 0]
-    # And what was made durable restores.
+    # And what was made durable restores, leaving the checkpoint as it was
+    # (CRIU's own restore output goes to the job's directory).
+    before = sorted(p.relative_to(final) for p in final.rglob("*")) if final.is_dir() else []
     restored = cedana.restore(jid)
     cedana.wait_final(restored["job"])
     assert cedana.job(restored["job"])["state"] == "exited"
+    if final.is_dir():
+        assert sorted(p.relative_to(final) for p in final.rglob("*")) == before
 
 
 def test_signed_dump_restores_only_with_its_key(cedana: Cedana, tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from cr_helpers import (
     alive,
     assert_one_line_error,
     clean_env,
+    criu_killer,
     needs_root,
     run_direct,
     segment_leftovers,
@@ -173,46 +173,6 @@ def test_device_too_small_is_refused_before_any_process(
 
 
 # ---- faults during a dump ---------------------------------------------------------------
-
-# Runs the real CRIU; once a dump has seized the job, SIGKILLs the process
-# named by $CEDANA_TEST_KILL: "criu" (CRIU itself) or "client" (the 'cedana
-# dump' that started this script, its parent; CRIU then finishes alone).
-CRIU_KILLER = """\
-#!/bin/sh
-real="$CEDANA_TEST_REAL_CRIU"
-[ "$1" = dump ] || exec "$real" "$@"
-log=""
-prev=""
-for a in "$@"; do
-    [ "$prev" = "--log-file" ] && log="$a"
-    prev="$a"
-done
-"$real" "$@" -v4 &
-pid=$!
-victim=$pid
-[ "$CEDANA_TEST_KILL" = client ] && victim=$PPID
-while kill -0 "$pid" 2>/dev/null; do
-    if grep -q "Seized task" "$log" 2>/dev/null; then
-        kill -9 "$victim"
-        break
-    fi
-done
-wait "$pid"
-"""
-
-
-def criu_killer(tmp_path: Path, victim: str) -> dict[str, str]:
-    """The environment of a 'cedana dump' whose CRIU kills ``victim`` mid-dump."""
-    from cedana_gpu.cr.criu import criu_path
-
-    wrapper = tmp_path / "criu"
-    wrapper.write_text(CRIU_KILLER)
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return {
-        "CEDANA_CRIU": str(wrapper),
-        "CEDANA_TEST_REAL_CRIU": str(criu_path()),
-        "CEDANA_TEST_KILL": victim,
-    }
 
 
 def test_criu_killed_mid_dump(cedana: Cedana, tmp_path: Path) -> None:

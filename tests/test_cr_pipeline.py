@@ -4,14 +4,24 @@ No root, CRIU or native build: the phases here only record what happened."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated
+from cedana_gpu.cr.pipeline import (
+    PHASE_HOOK_ENV,
+    HookError,
+    Phase,
+    Pipeline,
+    Terminated,
+    fault_point,
+)
 
 
 @dataclass
@@ -187,3 +197,94 @@ def test_the_dump_and_restore_lists_name_their_undos() -> None:
     assert [(p.name, p.undo is not None) for p in RESTORE_PHASES] == [
         ("check", False), ("restore_gpu", True), ("collect", False),
     ]  # fmt: skip
+
+
+# ---- the test-only hook (CEDANA_TEST_PHASE_HOOK) ----------------------------------------
+
+
+def io_phase(name: str, log: list[str]) -> Phase[Ctx]:
+    """A phase whose I/O turns OSError into its own error, as real phases do."""
+
+    def run(ctx: Ctx) -> None:
+        try:
+            fault_point()
+        except OSError as e:
+            raise Boom(f"{name}: {e.strerror}") from None
+        ctx.log.append(f"run {name}")
+
+    return Phase(name, run, undo=lambda ctx: ctx.log.append(f"undo {name}"))
+
+
+def test_without_the_hook_nothing_is_written_or_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PHASE_HOOK_ENV, raising=False)
+    ctx = Ctx()
+    Pipeline([io_phase("a", ctx.log)], name="t").run(ctx)
+    fault_point("t.a")
+    assert ctx.log == ["run a"]
+
+
+def test_the_hook_marks_each_phase_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PHASE_HOOK_ENV, str(tmp_path))
+    phases = [phase("a"), phase("b", when=lambda ctx: False), phase("c")]
+    Pipeline(phases, name="t").run(Ctx())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.a.reached", "t.c.reached"]
+    assert (tmp_path / "t.a.reached").read_text() == f"{os.getpid()}\n"
+
+
+def test_the_hook_pauses_until_the_pause_file_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PHASE_HOOK_ENV, str(tmp_path))
+    (tmp_path / "t.b.pause").touch()
+    ctx = Ctx()
+    runner = threading.Thread(target=Pipeline(four(), name="t").run, args=(ctx,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "t.b.reached").exists():
+            assert time.monotonic() < deadline, "the run never reached b"
+            time.sleep(0.01)
+        assert ctx.log == ["run a"]  # waiting at b, which has not run
+    finally:
+        (tmp_path / "t.b.pause").unlink()
+        runner.join(60)
+    assert ctx.log == ["run a", "run b", "run c", "run d"]
+
+
+@pytest.mark.parametrize("name", ["ENOSPC", "EIO"])
+def test_an_armed_fault_fails_the_phase_through_its_own_handling(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PHASE_HOOK_ENV, str(tmp_path))
+    (tmp_path / "t.b.fault").write_text(name)
+    ctx = Ctx()
+    with pytest.raises(Boom) as info:
+        Pipeline([io_phase("a", ctx.log), io_phase("b", ctx.log)], name="t").run(ctx)
+    code = getattr(errno, name)
+    assert str(info.value) == f"b: {os.strerror(code)}"
+    assert ctx.log == ["run a", "undo b", "undo a"]
+    assert not (tmp_path / "t.b.fault").exists()  # once
+
+
+def test_a_fault_for_another_process_s_phase_is_raised_where_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PHASE_HOOK_ENV, str(tmp_path))
+    (tmp_path / "dump.gpu_dump.fault").write_text("EIO")
+    fault_point("dump.criu_dump")  # not armed
+    with pytest.raises(OSError) as info:
+        fault_point("dump.gpu_dump")
+    assert info.value.errno == errno.EIO
+
+
+def test_a_fault_no_fault_point_reached_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PHASE_HOOK_ENV, str(tmp_path))
+    (tmp_path / "t.b.fault").write_text("ENOSPC")
+    ctx = Ctx()
+    with pytest.raises(HookError, match=r"t\.b, which"):
+        Pipeline([phase("a"), phase("b", io=False), phase("c")], name="t").run(ctx)
+    assert ctx.log == ["run a", "run b", "undo b", "undo a"]

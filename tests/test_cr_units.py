@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,35 @@ def test_job_shm_dir_is_used_when_it_exists(
     assert shm_layout.pin_paths("jx") == [tmp_path / "jx" / "cedana-gpu.jx.pin.3"]
     job = Job(jid="jx", cmd=["x"], shm_dir=str(tmp_path / "jx"), segment="cedana-gpu.old")
     assert lifecycle.segment_file(job) == tmp_path / "jx" / "cedana-gpu.old"
+
+
+def _janitor_paths(tmp_path: Path) -> list[Path]:
+    partial = tmp_path / ".c.partial"
+    (partial / "criu").mkdir(parents=True)
+    (partial / "criu" / "core.img").write_bytes(b"x")
+    final = tmp_path / "c"
+    final.mkdir()
+    return [partial, tmp_path / ".c.tar.partial", final]
+
+
+def test_a_janitor_not_told_to_keep_removes_what_the_dump_left(tmp_path: Path) -> None:
+    """The dump died (or failed, its undos done): its pipe closes, its leftovers go."""
+    from cedana_gpu.cr.janitor import Janitor
+
+    paths = _janitor_paths(tmp_path)
+    Janitor(paths).close()
+    deadline = time.monotonic() + 60  # bounds a hang, measures nothing
+    while any(p.exists() for p in paths):
+        assert time.monotonic() < deadline, [p for p in paths if p.exists()]
+        time.sleep(0.01)
+
+
+def test_a_janitor_told_to_keep_leaves_everything(tmp_path: Path) -> None:
+    from cedana_gpu.cr.janitor import Janitor
+
+    paths = _janitor_paths(tmp_path)
+    janitor = Janitor(paths)
+    janitor.keep()
+    janitor._proc.wait(timeout=60)
+    assert janitor._proc.returncode == 0
+    assert paths[0].exists() and paths[2].exists()

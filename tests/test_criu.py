@@ -120,6 +120,40 @@ def test_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert info.value.returncode == 1
 
 
+def fake_criu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("CEDANA_CRIU", str(fake))
+
+
+@pytest.mark.parametrize("how", ["kill -9 $$\n", "sh -c 'kill -9 $$'\nexit 137\n"])
+def test_a_killed_criu_is_said_to_be_killed(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed midway, CRIU's log ends anywhere: its last line says nothing."""
+    log = tmp_path / "dump.log"
+    log.write_text("inet: Collected: ino 0x51e family AF_INET\n")
+    fake_criu(tmp_path, monkeypatch, how)
+    with pytest.raises(CriuError) as info:
+        run_criu(["dump", "-t", "1", "--log-file", str(log)], log_file=log)
+    assert str(info.value) == f"criu dump was killed by SIGKILL (log: {log})"
+
+
+def test_tasks_left_holding_criu_s_output_do_not_hold_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore whose CRIU died leaves tasks that inherited its stdout: the
+    call returns when CRIU does, not when they let go of the output."""
+    pidfile = tmp_path / "left.pid"
+    fake_criu(tmp_path, monkeypatch, f"sleep 600 &\necho $! > {pidfile}\nexit 0\n")
+    try:
+        run_criu(["restore"], timeout=300)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
 # --- the real CRIU (root) ------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from cedana_gpu.checkpoint.shards import (
     shard_runs,
 )
 from cedana_gpu.checkpoint.state_doc import STATE_NAME, load_state
+from cedana_gpu.cr.pipeline import fault_point
 from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 
@@ -170,6 +171,7 @@ def verify_files(
                     "the checkpoint is truncated or corrupt"
                 )
             _, checksum = file_checksum(path, checksum_fn)
+            fault_point()  # a restore's check phase: its reads fail here
         except FileNotFoundError:
             raise CorruptCheckpoint(
                 f"{d}: {rec.path} is missing: the checkpoint is incomplete"
@@ -185,6 +187,10 @@ def verify_files(
     _refuse_unlisted(d, {rec.path for rec in manifest.files})
 
 
+CRIU_RESTORE_STATS = "criu/stats-restore"
+"""What ``criu restore`` writes into its images directory unless given ``--work-dir``."""
+
+
 def _refuse_unlisted(d: Path, listed: set[str]) -> None:
     """A file the manifest does not list is refused, not ignored: CRIU reads
     whatever images its directory holds (as root), and the controller every
@@ -196,6 +202,8 @@ def _refuse_unlisted(d: Path, listed: set[str]) -> None:
             rel = name if rel_root == "." else f"{rel_root}/{name}"
             if rel == MANIFEST_NAME or rel in listed or is_shard_file(rel):
                 continue
+            if rel == CRIU_RESTORE_STATS:
+                continue  # CRIU's own output: restores before --work-dir left it here
             raise CorruptCheckpoint(
                 f"{d}: {rel} is not listed in the manifest (a file was added to the "
                 "checkpoint): refusing it; remove the file or dump again"

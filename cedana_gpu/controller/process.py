@@ -53,7 +53,7 @@ from typing import Any
 
 from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
-from cedana_gpu.cr.pipeline import Phase, Pipeline
+from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
 from cedana_gpu.errors import ControllerError
 from cedana_gpu.jobs import processes, statedir
 from cedana_gpu.jobs.store import (
@@ -432,6 +432,15 @@ class Controller:
                 log.info("killing job %s", self.jid)
                 self.job.kill()
 
+    def kill_restored(self) -> None:
+        """Undo of criu_restore: the restored job, and whatever a CRIU that failed
+        midway (killed, say) left of it: tasks it forked and never finished,
+        stuck for good and, this process being their subreaper, its children now."""
+        self.kill_job()
+        for pid in processes.tree_pids(os.getpid())[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     # ---- 5. supervision -----------------------------------------------------------
 
     def supervise(self) -> int:
@@ -735,7 +744,7 @@ class Controller:
             raise StartupError(f"job {self.jid} was stopped before it was restored")
         job = self.manifest.job
         images = Path(self.opts.restore) / "criu"
-        pidfile = self.job_dir / "restore.pid"
+        pidfile = self.job_dir / statedir.RESTORE_PIDFILE
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
         for mount in self.persistent_mounts:
@@ -744,7 +753,10 @@ class Controller:
                 jobspawn.prepare_persistent_mount(mount)
             except OSError as e:
                 raise StartupError(f"cannot create the mount point {mount}: {e}") from None
+        # --work-dir: CRIU's own output (stats-restore) goes to the job's
+        # directory, not into the checkpoint, which a restore never changes.
         args = ["restore", "-d", "-D", str(images), "--pidfile", str(pidfile)]
+        args += ["--work-dir", str(self.job_dir)]
         if self.mount_ns:
             args += ["--root", "/", "--external", f"mnt[shm]:{self.shm_dir}"]
         log_fd = os.open(
@@ -775,12 +787,14 @@ class Controller:
             os.close(log_fd)
         log.info("job %s restored: pid %d", self.jid, pid)
 
-    def restore_phases_list(self) -> list[Phase[Controller]]:
-        """The controller's part of a restore, on the checkpoint/restore runner."""
+    @classmethod
+    def restore_phases_list(cls) -> list[Phase[Controller]]:
+        """The controller's part of a restore, on the checkpoint/restore runner (a
+        class method: the fault matrix reads the table without a controller)."""
         return [
             Phase("restore_gpu", Controller.restore_gpu),
-            Phase("criu_restore", Controller.restore_process, undo=Controller.kill_job),
-            Phase("serve", Controller.start_serving),
+            Phase("criu_restore", Controller.restore_process, undo=Controller.kill_restored),
+            Phase("serve", Controller.start_serving, io=False),
             Phase("record", Controller._record_restored),
         ]
 
@@ -800,7 +814,8 @@ class Controller:
     def _record_restored(self) -> None:
         assert self.store is not None and self.job is not None
         self.restore_phases["controller"] = time.monotonic() - self._restore_t0
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # only timings: a restore does not fail on them
+            fault_point()
             (self.job_dir / "restore-phases.json").write_text(json.dumps(self.restore_phases))
         self._record_running()
 
@@ -811,7 +826,12 @@ class Controller:
             self.load_driver()
             self._restore_t0 = time.monotonic()
             # SIGTERM keeps its handler (request_stop): the runner must not take it over.
-            pipeline = Pipeline(self.restore_phases_list(), handle_sigterm=False, report=log.error)
+            pipeline = Pipeline(
+                self.restore_phases_list(),
+                name="controller-restore",
+                handle_sigterm=False,
+                report=log.error,
+            )
             pipeline.run(self)
             if self._stop.is_set():
                 self.kill_job()

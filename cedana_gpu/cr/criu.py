@@ -9,12 +9,17 @@ CRIU needs root.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import IO
 
+from cedana_gpu.cr.pipeline import fault_point
 from cedana_gpu.errors import CedanaError, SetupError
 
 ENV_VAR = "CEDANA_CRIU"
@@ -104,6 +109,24 @@ def _last_meaningful_line(text: str) -> str:
     return ""
 
 
+def _read(f: IO[bytes]) -> str:
+    f.seek(0)
+    return f.read().decode(errors="replace")
+
+
+def _killed_by(returncode: int) -> str | None:
+    """The signal that killed CRIU, by name; None if it exited. A shell in
+    between (a wrapper) reports a killed child as 128 + the signal; CRIU's
+    own failures are small numbers."""
+    signum = -returncode if returncode < 0 else returncode - 128
+    if returncode < 0 or returncode > 128:
+        try:
+            return signal.Signals(signum).name
+        except ValueError:
+            return None
+    return None
+
+
 def _has_log_option(args: list[str]) -> bool:
     return any(a in ("-o", "--log-file") or a.startswith("--log-file=") for a in args)
 
@@ -130,31 +153,49 @@ def run_criu(
             cmd += ["--log-file", str(log_file)]
     action = next((a for a in args if not a.startswith("-")), "")
     what = f"criu {action}".rstrip()
-    try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            pass_fds=pass_fds,
-        )
-    except subprocess.TimeoutExpired as exc:
-        where = f"; see {log_file}" if log_file is not None else ""
-        raise CriuError(
-            f"{what} timed out after {exc.timeout:g} s{where}", log_file=log_file
-        ) from exc
-    except OSError as exc:
-        raise CriuError(f"cannot run {cmd[0]}: {exc.strerror}; {_SETUP_HINT}") from exc
+    # Output to files, not pipes: the tasks of a restore CRIU did not finish
+    # (CRIU killed midway) inherit its stdout and stderr and never exit on
+    # their own; a pipe would keep this call waiting for them until the timeout.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            fault_point()  # CRIU's phases: running it fails as a real exec error would
+            returncode = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                timeout=timeout,
+                check=False,
+                pass_fds=pass_fds,
+            ).returncode
+        except subprocess.TimeoutExpired as exc:
+            where = f"; see {log_file}" if log_file is not None else ""
+            raise CriuError(
+                f"{what} timed out after {exc.timeout:g} s{where}", log_file=log_file
+            ) from exc
+        except OSError as exc:
+            # Only a missing or unusable binary is a set-up problem.
+            setup = exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC)
+            hint = f"; {_SETUP_HINT}" if setup else ""
+            raise CriuError(f"cannot run {cmd[0]}: {exc.strerror}{hint}") from exc
+        proc = subprocess.CompletedProcess(cmd, returncode, _read(out), _read(err))
     if proc.returncode != 0:
         output = f"{proc.stdout}\n{proc.stderr}"
+        where = f" (log: {log_file})" if log_file is not None else ""
+        killed = _killed_by(proc.returncode)
+        if killed:
+            # Its log stops wherever it was: no line of it says why.
+            raise CriuError(
+                f"{what} was killed by {killed}{where}",
+                returncode=proc.returncode,
+                output=output,
+                log_file=log_file,
+            )
         text = output
         if log_file is not None:
             with contextlib.suppress(OSError):
                 text = f"{output}\n{log_file.read_text(errors='replace')}"
         reason = _last_meaningful_line(text) or "no output"
-        where = f" (log: {log_file})" if log_file is not None else ""
         raise CriuError(
             f"{what} failed with exit code {proc.returncode}: {reason}{where}",
             returncode=proc.returncode,

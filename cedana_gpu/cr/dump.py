@@ -6,7 +6,9 @@ interrupted (Ctrl-C, SIGTERM), so that a failed dump leaves the job running
 and no checkpoint behind:
 
     phase       does                                          undo
-    directory   create ``.<name>.partial``                    remove it
+    directory   record the checkpoint in the store as         remove it and the row
+                *pending*, owned by this process; create
+                ``.<name>.partial``
     connect     one control connection to the job's           close it (a controller
                 controller, for the whole dump                left frozen by it unfreezes)
     hold        jobs without GPU: the controller knows a      unfreeze (ends the hold)
@@ -22,13 +24,36 @@ and no checkpoint behind:
                 a later phase fails
     thaw        ``--leave-running``: unfreeze right away      -
     unhold      ``--leave-running``, no GPU: end the hold      -
-    commit      manifest (files and checksums, the GPU        remove the checkpoint
-                regions), archive or rename: a half-written
-                checkpoint is never listed
+    write       the manifest: files and checksums, the GPU    (the directory's undo)
+                regions, its own checksum; signed with a key
+    verify      read back what was written (manifest, every   -
+                file, every region against the device's
+                checksum)
+    pack        archives: one ``.<name>.tar.partial``         (the directory's undo)
+    sync        fsync every file and directory (0600/0700)    -
+    commit      rename to the final name, fsync the parent:   remove the checkpoint
+                from here the checkpoint is whole on disk
+    store       the row becomes *committed*: listed           (the directory's undo)
     release     without ``--leave-running``: the controller   - (point of no return:
                 is told (``dumped``) and the job killed       nothing is undone after it)
-    record      wait until the end is recorded, record the    -
-                checkpoint in the job store
+    record      wait until the job's end is recorded          -
+
+The checkpoint is recorded, durably, before the job is killed: a dump
+interrupted after ``release`` leaves a job that lives on in a listed
+checkpoint. A dump killed with SIGKILL runs no undo: its
+``cr.janitor.Janitor`` removes what it left (the partial directory, a
+checkpoint not yet recorded) once it is gone, and if even that cannot run
+(a crash, a power loss), the pending row names what was left and the next
+operation settles it (``cr.recovery``). docs/reliability.md states what
+holds at each phase.
+
+A failed or interrupted dump ends with one line that says what became of
+the job (``settle``): it runs on; it was checkpointed (after ``release``);
+or it is lost, because a GPU job cannot go on without its controller: the
+dump then ends what is left of it and records it failed, keeping its
+checkpoint when one was complete and recorded before the controller died
+(CRIU finished while the controller lived, so the GPU state and the
+processes in it agree).
 
 The engine (``cr.engine.GpuEngine``; today ``InterceptEngine``, the job's
 controller over its control socket) does freeze, gpu_dump and unfreeze; the
@@ -52,10 +77,19 @@ from typing import TYPE_CHECKING, Any
 from cedana_gpu.controller import control
 from cedana_gpu.cr import criu, recovery
 from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
-from cedana_gpu.cr.pipeline import Phase, Pipeline
-from cedana_gpu.errors import DumpError
+from cedana_gpu.cr.janitor import Janitor
+from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
+from cedana_gpu.errors import CedanaError, DumpError, StoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
-from cedana_gpu.jobs.store import FINAL_STATES, PENDING, RUNNING, Checkpoint, Job, JobStore
+from cedana_gpu.jobs.store import (
+    CHECKPOINTED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    Checkpoint,
+    Job,
+    JobStore,
+)
 
 if TYPE_CHECKING:  # the checkpoint format is imported by the phases that use it
     from cedana_gpu.checkpoint.manifest import Manifest
@@ -214,6 +248,28 @@ class DumpContext:
     """The store has the checkpoint's row (pending until the store phase)."""
     committed: bool = False
     """The checkpoint has its final name."""
+    consistent: bool = False
+    """CRIU finished while the job's controller lived: the GPU state and the
+    processes in the checkpoint are of the same moment."""
+    janitor: Janitor | None = None
+    checkpoint: Checkpoint | None = None
+    """The checkpoint, once committed in the job store (the store phase)."""
+    released: bool = False
+    """The job was ended as dumped (``release``)."""
+    _keep: bool | None = None
+
+    def keeps_checkpoint(self) -> bool:
+        """Whether the undos leave the checkpoint: the job was lost (its
+        controller died) after a consistent checkpoint of it was recorded,
+        which is then all that is left of it. Decided once, at the first undo."""
+        if self._keep is None:
+            self._keep = (
+                self.checkpoint is not None
+                and self.consistent
+                and self.job.gpu
+                and not processes.process_alive(self.job.controller_pid)
+            )
+        return self._keep
 
 
 # ---- the phases, in order ----------------------------------------------------------
@@ -223,7 +279,7 @@ def make_directory(ctx: DumpContext) -> None:
     if ctx.base.exists() and not ctx.base.is_dir():
         raise DumpError(
             f"{ctx.base} is a file, not a directory: give --dir a directory (it is created "
-            "if missing); the job runs on"
+            "if missing)"
         )
     try:
         if ctx.options.directory is None:
@@ -231,7 +287,7 @@ def make_directory(ctx: DumpContext) -> None:
         ctx.base.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise DumpError(
-            f"cannot create the checkpoint directory {ctx.base}: {e.strerror or e}; the job runs on"
+            f"cannot create the checkpoint directory {ctx.base}: {e.strerror or e}"
         ) from None
     except statedir.StateDirError as e:
         raise DumpError(f"cannot create the checkpoint directory {ctx.base}: {e}") from None
@@ -263,16 +319,20 @@ def make_directory(ctx: DumpContext) -> None:
     ctx.recorded = True
     try:
         ctx.partial.mkdir(mode=0o700)
+        fault_point()
         (ctx.partial / "criu").mkdir(mode=0o700)
     except OSError as e:
         raise DumpError(f"cannot create {ctx.partial}: {e.strerror}") from None
+    from cedana_gpu.checkpoint import partial_path
+
+    ctx.janitor = Janitor([ctx.partial, partial_path(ctx.final), ctx.final])
 
 
 def remove_partial(ctx: DumpContext) -> None:
     shutil.rmtree(ctx.partial, ignore_errors=True)
     if ctx.staged is not None:
         ctx.staged.unlink(missing_ok=True)
-    if ctx.recorded:
+    if ctx.recorded and not ctx.keeps_checkpoint():
         ctx.store.delete_checkpoint(ctx.cid)
         ctx.recorded = False
 
@@ -358,6 +418,7 @@ def criu_dump(ctx: DumpContext) -> None:
         )
     except (criu.CriuError, criu.CriuNotFound) as e:
         raise DumpError(f"CRIU could not dump job {job.jid}: {e}") from None
+    ctx.consistent = processes.process_alive(ctx.job.controller_pid)
     with contextlib.suppress(OSError):
         shutil.copyfile(criu_log, ctx.partial / "criu" / "dump.log")
 
@@ -452,6 +513,7 @@ def write(ctx: DumpContext) -> None:
             ]
             signing.sign(manifest, partial, shards, ctx.key)
         save_manifest(manifest, partial)
+        fault_point()
         ctx.manifest = manifest
     except CheckpointError as e:
         raise DumpError(f"cannot write the checkpoint of job {job.jid}: {e}") from None
@@ -484,6 +546,7 @@ def verify(ctx: DumpContext) -> None:
 
     partial = ctx.partial
     try:
+        fault_point()
         loaded = load_manifest(partial)
         if loaded != ctx.manifest:
             raise CheckpointError("the manifest read back is not the one written")
@@ -498,9 +561,10 @@ def verify(ctx: DumpContext) -> None:
         )
     except CheckpointError as e:
         raise DumpError(
-            f"the checkpoint of job {ctx.job.jid} did not read back as written ({e}): "
-            "the job runs on; check the disk and dump again"
+            f"the checkpoint did not read back as written ({e}): check the disk"
         ) from None
+    except OSError as e:
+        raise DumpError(f"cannot read back the checkpoint: {e.strerror or e}") from None
 
 
 def is_archive_dump(ctx: DumpContext) -> bool:
@@ -518,8 +582,13 @@ def pack_archive(ctx: DumpContext) -> None:
     try:
         with Progress("archive", path_size(ctx.partial), enabled=ctx.show) as bar:
             pack(ctx.partial, ctx.staged, ctx.options.compression, bar, rename=False)
+        fault_point()
     except CheckpointError as e:
         raise DumpError(f"cannot write the checkpoint of job {ctx.job.jid}: {e}") from None
+    except OSError as e:
+        raise DumpError(
+            f"cannot write the checkpoint of job {ctx.job.jid}: {e.strerror or e}"
+        ) from None
 
 
 def is_durable(ctx: DumpContext) -> bool:
@@ -532,12 +601,17 @@ def sync(ctx: DumpContext) -> None:
     from cedana_gpu.checkpoint.durable import fsync_file, sync_tree
 
     try:
+        fault_point()
         if ctx.staged is not None:
             fsync_file(ctx.staged)
         else:
             sync_tree(ctx.partial)
     except CheckpointError as e:
         raise DumpError(f"cannot save the checkpoint of job {ctx.job.jid}: {e}") from None
+    except OSError as e:
+        raise DumpError(
+            f"cannot save the checkpoint of job {ctx.job.jid}: {e.strerror or e}"
+        ) from None
 
 
 def commit(ctx: DumpContext) -> None:
@@ -548,6 +622,7 @@ def commit(ctx: DumpContext) -> None:
 
     src = ctx.staged if ctx.staged is not None else ctx.partial
     try:
+        fault_point()
         os.rename(src, ctx.final)
         ctx.committed = True
         if ctx.options.durable:
@@ -564,19 +639,28 @@ def commit(ctx: DumpContext) -> None:
 
 
 def record_checkpoint(ctx: DumpContext) -> None:
-    """The store lists the checkpoint (its row, pending since the start, is committed)."""
+    """The store lists the checkpoint (its row, pending since the start, is
+    committed) before the job is killed: a dump stopped after this leaves a
+    job that lives on in a listed checkpoint."""
     from cedana_gpu.checkpoint import path_size
 
-    if not ctx.store.commit_checkpoint(
-        ctx.cid, size=path_size(ctx.final), phases=dict(ctx.timings)
-    ):
-        raise DumpError(
-            f"the job store lost the record of checkpoint {ctx.cid}: the job runs on; dump again"
-        )
+    try:
+        size = path_size(ctx.final)
+        fault_point()
+        done = ctx.store.commit_checkpoint(ctx.cid, size=size, phases=dict(ctx.timings))
+    except OSError as e:
+        raise DumpError(f"cannot record checkpoint {ctx.cid}: {e.strerror or e}") from None
+    except StoreError as e:
+        raise DumpError(f"cannot record checkpoint {ctx.cid}: {e}") from None
+    if not done:
+        raise DumpError(f"the job store lost the record of checkpoint {ctx.cid}: dump again")
+    ctx.checkpoint = ctx.store.get_checkpoint(ctx.cid)
+    if ctx.janitor is not None:
+        ctx.janitor.keep()
 
 
 def uncommit(ctx: DumpContext) -> None:
-    if ctx.committed:
+    if ctx.committed and not ctx.keeps_checkpoint():
         _remove(ctx.final)
         ctx.committed = False
 
@@ -594,6 +678,7 @@ def release(ctx: DumpContext) -> None:
         raise DumpError(f"job {ctx.job.jid}: {e}") from None
     processes.signal_job(ctx.job.pid, ctx.job.pid_namespace, signal.SIGKILL)
     ctx.stopped = False
+    ctx.released = True
 
 
 def record(ctx: DumpContext) -> None:
@@ -604,21 +689,21 @@ def record(ctx: DumpContext) -> None:
 
 DUMP_PHASES: list[Phase[DumpContext]] = [
     Phase("directory", make_directory, undo=remove_partial),
-    Phase("connect", connect, undo=disconnect),
-    Phase("hold", hold, undo=unhold, when=is_plain),
-    Phase("freeze", freeze, undo=unfreeze_quietly, timing="freeze", when=is_gpu),
+    Phase("connect", connect, undo=disconnect, io=False),
+    Phase("hold", hold, undo=unhold, when=is_plain, io=False),
+    Phase("freeze", freeze, undo=unfreeze_quietly, timing="freeze", when=is_gpu, io=False),
     Phase("gpu_dump", dump_gpu, timing="gpu_dump", when=is_gpu),
     Phase("criu_dump", criu_dump, undo=continue_stopped, timing="criu_dump"),
-    Phase("thaw", thaw, when=leaves_running_gpu),
-    Phase("unhold", unhold, when=leaves_running_plain),
+    Phase("thaw", thaw, when=leaves_running_gpu, io=False),
+    Phase("unhold", unhold, when=leaves_running_plain, io=False),
     Phase("write", write, timing="write"),
     Phase("verify", verify, timing="verify", when=is_durable),
     Phase("pack", pack_archive, timing="archive", when=is_archive_dump),
     Phase("sync", sync, timing="sync", when=is_durable),
     Phase("commit", commit, undo=uncommit, timing="commit"),
     Phase("store", record_checkpoint),
-    Phase("release", release, when=ends_the_job, irreversible=True),
-    Phase("record", record),
+    Phase("release", release, when=ends_the_job, irreversible=True, io=False),
+    Phase("record", record, io=False),
 ]
 
 
@@ -661,7 +746,7 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
     cid = checkpoint_id(job.jid)
     base = options.directory or statedir.checkpoints_dir(state, job.jid)
     base = base.absolute()
-    pipeline = Pipeline(DUMP_PHASES)
+    pipeline = Pipeline(DUMP_PHASES, name="dump")
     ctx = DumpContext(
         store=store,
         state=state,
@@ -680,12 +765,20 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         mount_ns=job_is_mount_ns(job),
     )
     t_start = time.monotonic()
-    phases = pipeline.run(ctx)
+    try:
+        phases = pipeline.run(ctx)
+    except CedanaError as e:
+        raise DumpError(f"{_first_line(e)}; {settle(ctx)}") from None
+    except Terminated as e:
+        raise Terminated(e.signum, settle(ctx)) from None
+    finally:
+        if ctx.janitor is not None:
+            ctx.janitor.close()
     phases["total"] = time.monotonic() - t_start
     store.set_checkpoint_phases(cid, phases)
-    ckpt = store.get_checkpoint(cid)
-    if ckpt is None:  # pragma: no cover - the store phase committed it
-        raise DumpError(f"the job store lost the record of checkpoint {cid}")
+    ckpt = ctx.checkpoint
+    assert ckpt is not None  # the store phase committed it
+    ckpt.phases = phases
     return DumpResult(
         checkpoint=ckpt,
         job=store.require(job.jid),
@@ -697,6 +790,57 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
 
 def _report(line: str) -> None:
     print(f"cedana: {line}", file=sys.stderr)
+
+
+def settle(ctx: DumpContext) -> str:
+    """After a failed or interrupted dump, its undos done: what became of the
+    job, and what to do, in one clause (the end of the dump's one line); a
+    job that lost its controller is ended and recorded first."""
+    job = ctx.job
+    restore = f"restore it with 'cedana restore job {job.jid}'"
+    if ctx.released:
+        return f"job {job.jid} was checkpointed as {ctx.cid}: {restore}"
+    controller_alive = processes.process_alive(job.controller_pid)
+    if job.gpu and not controller_alive:
+        _end_lost_job(ctx)
+        if ctx.keeps_checkpoint():
+            return (
+                f"job {job.jid} is lost (its controller died during the dump), "
+                f"but checkpoint {ctx.cid} was complete: {restore}"
+            )
+        return (
+            f"job {job.jid} is lost: its controller died during the dump, before a "
+            "checkpoint was complete (restore an earlier checkpoint, if it has one)"
+        )
+    if not processes.process_alive(job.pid):
+        return f"job {job.jid} has ended (see 'cedana ps'); no checkpoint was made"
+    if not controller_alive:
+        return (
+            f"job {job.jid} runs on, but its controller died: its end will not be "
+            "recorded; no checkpoint was made"
+        )
+    return f"job {job.jid} runs on; no checkpoint was made"
+
+
+def _end_lost_job(ctx: DumpContext) -> None:
+    """A GPU job whose controller died has lost its GPU state: end what is
+    left of it and record it, so that nothing says it runs."""
+    job = ctx.job
+    if job.pid:
+        processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
+        deadline = time.monotonic() + END_TIMEOUT
+        while processes.process_alive(job.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    error = "its controller died during a dump"
+    if ctx.keeps_checkpoint():
+        error += f"; checkpoint {ctx.cid} holds it"
+    if ctx.store.finish(job.jid, FAILED, error=error):
+        lifecycle.remove_leftovers(job)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e)
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _no_read(addr: int, size: int, dst: memoryview) -> int:
@@ -716,14 +860,18 @@ def _remove(path: Path) -> None:
 
 
 def _wait_final(store: JobStore, jid: str) -> Job:
-    """Wait until the killed job's end is recorded (its controller records it)."""
+    """Wait until the killed job and its controller are gone (the controller
+    records the job's end, then exits)."""
     deadline = time.monotonic() + END_TIMEOUT
     while True:
-        job = lifecycle.refresh(store, store.require(jid))
-        if job.state in FINAL_STATES:
-            while processes.process_alive(job.controller_pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            return job
+        job = store.require(jid)
+        if not processes.process_alive(job.controller_pid) and not processes.process_alive(job.pid):
+            # A controller killed before it recorded the end of the job, or
+            # before it removed its segment, left that to this dump: the job
+            # lives on in the checkpoint recorded before it was killed.
+            store.finish(jid, CHECKPOINTED)
+            lifecycle.remove_leftovers(job)
+            return store.require(jid)
         if time.monotonic() > deadline:
-            return job
+            return lifecycle.refresh(store, job)
         time.sleep(0.02)

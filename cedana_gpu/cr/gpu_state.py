@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cedana_gpu.controller import shm_layout
+from cedana_gpu.cr.pipeline import fault_point
 from cedana_gpu.errors import ControllerError
 
 GPU_DIR = "gpu"
@@ -105,6 +106,8 @@ def dump_gpu(
         gpu_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = dispatcher.info()
         dispatcher.export_state(gpu_dir)
+        # The dump's gpu_dump phase runs in the CLI; its I/O is done here.
+        fault_point("dump.gpu_dump")
         t1 = time.monotonic()
         phases["gpu_state"] = t1 - t0
         regions = dispatcher.regions()
@@ -210,6 +213,7 @@ def restore_gpu(
     gpu_dir = ckpt_dir / GPU_DIR
     try:
         recreate_pins(ckpt_dir, shm_dir, segment, os.getuid(), os.getgid())
+        fault_point()
         t1 = time.monotonic()
         phases["gpu_pins"] = t1 - t0
         dispatcher.import_state(gpu_dir)
@@ -235,4 +239,6 @@ def restore_gpu(
         raise GpuStateError(str(e)) from None
     except CheckpointError as e:
         raise GpuStateError(str(e)) from None
+    except OSError as e:
+        raise GpuStateError(f"cannot read {e.filename or gpu_dir}: {e.strerror}") from None
     return phases

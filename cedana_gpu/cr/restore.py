@@ -13,7 +13,10 @@ or an archive, e.g. copied from another machine):
                  every shard's size are checked. A corrupt,
                  truncated, incomplete or newer checkpoint is
                  refused here, in one line
-    restore_gpu  the engine brings the job back under a new    kill the restored job
+    restore_gpu  the engine brings the job back under a new    kill the restored job;
+                                                               stop a controller still
+                                                               restoring; clean up
+                                                               after one that died
                  job id. ``InterceptEngine``: a new controller
                  in restore mode re-creates the segment and
                  pinned files, imports the GPU state, writes
@@ -24,7 +27,9 @@ or an archive, e.g. copied from another machine):
                  failed restore leaves nothing behind
     collect      the controller's own timings                  -
 
-The scratch directory is removed whatever happens.
+The scratch directory is removed whatever happens. A restore that fails or
+is interrupted ends with one line that says so and that the checkpoint is
+unchanged (a restore only reads it): nothing was restored, try again.
 """
 
 from __future__ import annotations
@@ -43,13 +48,16 @@ from typing import TYPE_CHECKING, Any
 from cedana_gpu.cr import recovery
 from cedana_gpu.cr.dump import require_root
 from cedana_gpu.cr.engine import GpuEngine, RestoreSpec, restore_engine
-from cedana_gpu.cr.pipeline import Phase, Pipeline
-from cedana_gpu.errors import RestoreError
+from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
+from cedana_gpu.errors import CedanaError, RestoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, Job, JobStore
 
 if TYPE_CHECKING:
     from cedana_gpu.checkpoint.signing import SigningKey
+
+STOP_TIMEOUT = 60.0
+"""How long an interrupted restore waits for its controller to stop."""
 
 
 @dataclass
@@ -164,22 +172,53 @@ def restore_gpu(ctx: RestoreContext) -> None:
 
 
 def kill_restored(ctx: RestoreContext) -> None:
-    """A restore interrupted once its job runs: end the job (its controller records it)."""
-    if ctx.started is None:
-        return
+    """Undo of restore_gpu: nothing of the restore may stay, whatever point it
+    reached. A restored job is killed (its controller records it and exits); a
+    controller still restoring is told to stop; one that died (SIGKILL)
+    cleaned nothing up, so the processes CRIU restored for it and its segment
+    are removed here. Returns once the controller is gone (or after
+    ``STOP_TIMEOUT``)."""
     job = ctx.store.get(ctx.new_jid)
-    if job is None or job.state in FINAL_STATES:
-        return
-    if job.pid:
-        processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
-    else:
-        lifecycle.signal_controller(job.controller_pid, signal.SIGTERM)
+    if job is None:
+        return  # the job was never created
+    if job.state not in FINAL_STATES:
+        if job.pid:
+            processes.signal_job(job.pid, job.pid_namespace, signal.SIGKILL)
+        else:
+            lifecycle.signal_controller(job.controller_pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    _wait_gone([job.controller_pid, job.pid], deadline)
+    if processes.process_alive(job.controller_pid):
+        return  # still stopping: the one line says the job may still run
+    # A controller killed after CRIU restored the job, before it recorded its pid.
+    pidfile = statedir.job_dir(ctx.state, job.jid) / statedir.RESTORE_PIDFILE
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pidfile.read_text().strip())
+        namespace = bool(ctx.manifest.job.extra.get("pid_namespace", True))
+        if processes.process_alive(pid):
+            processes.signal_job(pid, namespace, signal.SIGKILL)
+            _wait_gone([pid], deadline)
+    job = lifecycle.refresh(ctx.store, ctx.store.require(job.jid))
+    lifecycle.remove_leftovers(job)
+
+
+def _wait_gone(pids: list[int | None], deadline: float) -> None:
+    while time.monotonic() < deadline and any(processes.process_alive(p) for p in pids):
+        time.sleep(0.02)
 
 
 def collect(ctx: RestoreContext) -> None:
     assert ctx.started is not None
+    # A controller gone without recording its job's end died: the job cannot
+    # run without it, so this restore did not bring it back. (Looked at in
+    # that order: one that ended with its job records the end, then exits.
+    # Not poll(): a dying controller's threads can keep it unreaped a while.)
+    gone = not processes.process_alive(ctx.started.controller.pid)
+    if gone and ctx.store.require(ctx.new_jid).state not in FINAL_STATES:
+        raise RestoreError(f"the controller of job {ctx.new_jid} died as the restore finished")
     jdir = statedir.job_dir(ctx.state, ctx.started.job.jid)
     with contextlib.suppress(OSError, ValueError):
+        fault_point()  # the timings are only reported: no reading them is no failure
         ctx.timings.update(json.loads((jdir / "restore-phases.json").read_text()))
 
 
@@ -214,7 +253,7 @@ def restore_job(
         raise RestoreError(str(e)) from None
     scratch_root = statedir.restore_tmp_dir(state)
     statedir.ensure_private_dir(scratch_root)
-    pipeline = Pipeline(RESTORE_PHASES)
+    pipeline = Pipeline(RESTORE_PHASES, name="restore")
     ctx = RestoreContext(
         store=store,
         state=state,
@@ -232,6 +271,12 @@ def restore_job(
     try:
         phases = pipeline.run(ctx)
         phases["total"] = time.monotonic() - t0
+    except CedanaError as e:
+        text = str(e)
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise RestoreError(f"{first}; {outcome(ctx)}") from None
+    except Terminated as e:
+        raise Terminated(e.signum, outcome(ctx)) from None
     finally:
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     assert ctx.started is not None
@@ -247,6 +292,18 @@ def restore_job(
 
 def _report(line: str) -> None:
     print(f"cedana: {line}", file=sys.stderr)
+
+
+def outcome(ctx: RestoreContext) -> str:
+    """After a failed or interrupted restore, its undos done: what is left, in
+    one clause (the end of the restore's one line)."""
+    what = f"checkpoint {ctx.cid or ctx.source}"
+    job = ctx.store.get(ctx.new_jid)
+    if job is not None and (
+        processes.process_alive(job.pid) or processes.process_alive(job.controller_pid)
+    ):
+        return f"job {job.jid} may still run (see 'cedana ps'); {what} is unchanged"
+    return f"nothing was restored and {what} is unchanged: restore it again once that is fixed"
 
 
 def _size(path: Path) -> int:

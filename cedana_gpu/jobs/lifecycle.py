@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cedana_gpu import errors
+from cedana_gpu.cr.pipeline import fault_point
 from cedana_gpu.jobs import statedir
 from cedana_gpu.jobs.processes import process_alive, signal_job
 from cedana_gpu.jobs.store import (
@@ -209,14 +210,23 @@ def start_job(
         raise JobError("could not find a free job id")
 
     statedir.ensure_private_dir(statedir.jobs_dir(state))
-    jdir.mkdir(mode=0o700, exist_ok=True)
-    # Logs from an earlier job of the same id (its row deleted) must not leak in.
-    for name in (statedir.JOB_LOG, statedir.CONTROLLER_LOG):
-        with contextlib.suppress(FileNotFoundError):
-            (jdir / name).unlink()
-    ctl_log = os.open(
-        jdir / statedir.CONTROLLER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-    )
+    try:
+        jdir.mkdir(mode=0o700, exist_ok=True)
+        # Logs from an earlier job of the same id (its row deleted) must not leak in.
+        for name in (statedir.JOB_LOG, statedir.CONTROLLER_LOG):
+            with contextlib.suppress(FileNotFoundError):
+                (jdir / name).unlink()
+        fault_point()
+        ctl_log = os.open(
+            jdir / statedir.CONTROLLER_LOG,
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
+    except OSError as e:
+        # A full or failing disk: the row must not stay 'starting' with nobody behind it.
+        error = f"cannot create the job directory {jdir}: {e.strerror}"
+        store.finish(job_id, FAILED, error=error)
+        raise JobError(error) from None
     try:
         controller = subprocess.Popen(
             controller_command(

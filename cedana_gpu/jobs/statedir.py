@@ -35,6 +35,8 @@ STORE_NAME = "jobs.db"
 JOB_LOG = "job.log"
 CONTROLLER_LOG = "controller.log"
 CONTROL_SOCKET = "control.sock"
+RESTORE_PIDFILE = "restore.pid"
+"""Where a restoring controller has CRIU write the restored job's pid."""
 CHECKPOINTS = "checkpoints"
 RESTORE_TMP = "restore"
 
