@@ -24,8 +24,11 @@ rounds:
 - verify: at most 0.25x the whole non-durable dump (the read-back comes from
   the page cache at memory speed).
 
-The ratio of the whole durable dump to the non-durable one is reported too,
-without a bar: it is the disk's write bandwidth against the page cache's.
+and the whole durable dump at most 1.15x the non-durable one (DESIGN.md's
+bar, "durability costs <= 15%"). That last bar holds only where the disk
+writes about as fast as the page cache takes the bytes: the non-durable dump
+returns with its bytes still in memory, the durable one waits for the disk.
+The part bars say whether cedana adds anything to what the disk costs.
 
     .venv/bin/python bench/durability.py                  # about 2 minutes on 2 cores
     .venv/bin/python bench/durability.py --rounds 3 --device-mib 256   # quicker
@@ -65,6 +68,7 @@ from checkpoint import (  # bench/checkpoint.py: the CLI helpers
 
 SYNC_BAR = 1.25
 VERIFY_BAR = 0.25
+WHOLE_BAR = 1.15
 VARIANTS = ("durable", "not durable")
 PIECE = 8 << 20
 
@@ -194,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         "sync_bar": SYNC_BAR,
         "verify_ratio": verify_ratio,
         "verify_bar": VERIFY_BAR,
-        "met": sync_ratio <= SYNC_BAR and verify_ratio <= VERIFY_BAR,
+        "whole_bar": WHOLE_BAR,
+        "met": sync_ratio <= SYNC_BAR and verify_ratio <= VERIFY_BAR and ratio <= WHOLE_BAR,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -223,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         f"verify / not-durable dump: {verify_ratio:.2f}x "
         f"(bar <= {VERIFY_BAR}x: {verdict(verify_ratio <= VERIFY_BAR)})"
     )
-    print(f"durable / not durable, whole dump: {ratio:.2f}x (no bar: disk against page cache)")
+    print(
+        f"durable / not durable, whole dump: {ratio:.2f}x "
+        f"(bar <= {WHOLE_BAR}x: {verdict(ratio <= WHOLE_BAR)})"
+    )
     return 0
 
 
