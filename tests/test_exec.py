@@ -141,12 +141,19 @@ def test_detached_job_kill(cedana: Cedana) -> None:
     assert "is not running" in assert_one_line_error(again)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_attach_kills_the_job(cedana: Cedana) -> None:
     jid = unique_jid()
     cli = subprocess.Popen(
         [sys.executable, "-m", "cedana_gpu", "exec", "--jid", jid, "--attach", "--",
          "sh", "-c", "echo started; sleep 600"],
         env=cedana.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: a run started in the background of a shell
+        # (nohup, '&') inherits SIGINT ignored, and the CLI rightly keeps that.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert cli.stdout is not None
     assert cli.stdout.readline() == "started\n"

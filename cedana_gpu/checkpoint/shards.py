@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from cedana_gpu.checkpoint import durable
 from cedana_gpu.checkpoint.codec import CodecError, StreamReader, StreamWriter
 from cedana_gpu.checkpoint.compression import suffix
 from cedana_gpu.checkpoint.manifest import RegionRecord
@@ -266,12 +267,19 @@ def _shard_writer(
         try:
             out = StreamWriter(fd, compression)
             head = out.start()
+            flushed = 0
+            end = head
             while True:
                 item = _get(full_q, abort)
                 if item is None:
                     break
                 buf, used, a, b = item
                 written = out.write(buf[:used])
+                end += written
+                # Hand what was written to the disk now, so that the dump's
+                # fsync before its commit finds it (mostly) written already:
+                # the disk works while the device is read, not after.
+                flushed = durable.start_writeback(fd, flushed, end)
                 if written == used:  # uncompressed: each record is stored as is
                     for j in range(a, b):
                         stored[j] = pieces[j][1]
