@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #define CGS_MAGIC 0x3155504741444543ull /* "CEDAGPU1" little-endian */
-#define CGS_LAYOUT_VERSION 1u
+#define CGS_LAYOUT_VERSION 2u
 #define CGS_NAME_PREFIX "/cedana-gpu."  /* + job id: shm_open name */
 #define CGS_JOB_ID_MAX 64
 #define CGS_MAX_DEVICES 8
@@ -98,7 +98,7 @@ typedef struct cgs_header {
   uint32_t inflight;   /* job threads inside a call (freeze waits for 0) */
   uint64_t heartbeat;  /* incremented by the controller while it lives */
   uint32_t timeout_ms; /* how long a waiting call trusts a silent controller */
-  uint32_t _pad0;
+  uint32_t mint_regions; /* handle regions the job's processes claimed (atomic; see intercept/handles.c) */
   char job_id[CGS_JOB_ID_MAX];
   uint8_t _pad1[256 - 184];
 

@@ -72,7 +72,6 @@ typedef struct ic_conn {
   uint32_t timeout_ms;
   int device_count;
   int driver_version;
-  uint32_t pid24; /* this process's id, folded into every minted handle */
   char job_id[CGS_JOB_ID_MAX];
   int log; /* CEDANA_GPU_LOG=1: print every forwarded request */
 } ic_conn;
@@ -178,10 +177,10 @@ static inline uint8_t *ic_staging(cgs_channel *c) { return cgs_staging(c); }
 IC_HIDDEN uint64_t ic_now_ns(void);
 
 /* ---- minted handles -----------------------------------------------------------
- * A handle is tag(kind) << 56 | pid << 32 | index: never 0, CU_STREAM_LEGACY
- * or CU_STREAM_PER_THREAD, unique in the job (across its processes too), and
- * checked without a lock. Objects are never freed or reused, so a stale
- * handle is always recognised. */
+ * A handle is the address of the object's record (handles.c), a user-space
+ * pointer like the driver's: never 0, CU_STREAM_LEGACY or CU_STREAM_PER_THREAD,
+ * unique in the job (across its processes too), and checked without a lock.
+ * Objects are never freed or reused, so a stale handle is always recognised. */
 typedef enum ic_kind {
   IC_CTX = 1,
   IC_STREAM,
