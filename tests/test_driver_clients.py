@@ -1,0 +1,52 @@
+"""Public driver-API clients, run as a user runs them: once directly on the
+fake driver, once through ``cedana exec --gpu --gpu-driver fake``; they must
+print the same lines. cuda.core and numba-cuda hold handles as pointer-sized
+integers: handles with bit 63 set made both fail through the interposer at
+their first context lookup (an OverflowError in cuda.core's Context.handle).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cr_helpers import Cedana, clean_env, exec_gpu_args, native_ready, unique_jid
+
+JOBS = Path(__file__).parent / "jobs"
+TIMEOUT = 300  # a hang fails the test instead of blocking the run
+
+
+@pytest.fixture(scope="module")
+def native() -> Path:
+    return native_ready()
+
+
+@pytest.mark.parametrize(
+    ("program", "last_line"),
+    [("cuda_core_client.py", "cuda.core ok"), ("numba_client.py", "numba-cuda ok")],
+)
+def test_client_through_cedana_matches_direct(
+    tmp_path: Path, native: Path, program: str, last_line: str
+) -> None:
+    args = [sys.executable, str(JOBS / program)]
+    direct = subprocess.run(
+        args,
+        env=clean_env(Path("/nonexistent"), LD_LIBRARY_PATH=str(native / "fake")),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert direct.returncode == 0, direct.stderr
+    expected = direct.stdout.splitlines()
+    assert expected[-1] == last_line and "False" not in direct.stdout, direct.stdout
+
+    cedana = Cedana(tmp_path / "state")
+    jid = unique_jid("cl")
+    out = cedana(*exec_gpu_args(jid, *args))
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert [ln for ln in out.stdout.splitlines() if ln in set(expected)] == expected, out.stdout
+    # Nothing the client called was refused as unsupported.
+    assert "not supported" not in out.stderr, out.stderr
