@@ -302,7 +302,9 @@ CUresult ic_cuKernelGetLibrary_12050(CUlibrary *pLib, CUkernel kernel) {
 
 CUresult ic_cuKernelGetName_12030(const char **name, CUkernel hfunc) {
   ic_obj *k;
-  CUresult rc = kernel_arg(ic_self(), hfunc, &k);
+  /* No kernel at all is an invalid value to the driver (see cuFuncGetName). */
+  CUresult rc = hfunc ? kernel_arg(ic_self(), hfunc, &k) : ic_need_thread(ic_self());
+  if (!rc && !hfunc) rc = CUDA_ERROR_INVALID_VALUE;
   if (rc) return rc;
   if (!name) return CUDA_ERROR_INVALID_VALUE;
   *name = k->u.k.name;
