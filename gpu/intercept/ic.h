@@ -39,8 +39,9 @@
 #define IC_LIKELY(x) __builtin_expect(!!(x), 1)
 #define IC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-/* What cuDriverGetVersion answers before the segment says otherwise. */
-#define IC_DRIVER_VERSION 13000
+/* What cuDriverGetVersion answers before the segment says otherwise: the
+ * newest API version the table is generated from (the same cuda.h). */
+#define IC_DRIVER_VERSION CUDA_VERSION
 #define IC_CTX_STACK_MAX 128
 #define IC_PTDS_MAX 8
 /* Dynamic shared memory a kernel may use without opting in (48 KiB on every
