@@ -24,6 +24,10 @@
 
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
+/* The profiler control functions' types, where the API table has them. */
+#if __has_include(<cudaProfiler.h>)
+#include <cudaProfiler.h>
+#endif
 
 #include <sched.h> /* cedana_gpu_ring.h uses sched_yield */
 

@@ -48,6 +48,14 @@ def test_driver_version_is_the_api_tables(cu: ModuleType) -> None:
     assert ok(cu.cuDriverGetVersion()) == table["cuda_version"]
 
 
+def test_profiler_start_stop_are_no_ops_without_a_profiler(cu: ModuleType, ctx: Any) -> None:
+    # Exported and resolvable (cuda-bindings raises on a name the driver does
+    # not know); with no profiler attached they do nothing and succeed.
+    ok(cu.cuProfilerStart())
+    ok(cu.cuProfilerStop())
+    ok(cu.cuProfilerStop())
+
+
 def test_init_rejects_flags(cu: ModuleType) -> None:
     assert err_of(cu.cuInit(1)) == cu.CUresult.CUDA_ERROR_INVALID_VALUE
     assert err_of(cu.cuInit(0)) == cu.CUresult.CUDA_SUCCESS
