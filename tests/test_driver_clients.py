@@ -7,6 +7,7 @@ their first context lookup (an OverflowError in cuda.core's Context.handle).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,29 @@ def test_client_through_cedana_matches_direct(
     assert [ln for ln in out.stdout.splitlines() if ln in set(expected)] == expected, out.stdout
     # Nothing the client called was refused as unsupported.
     assert "not supported" not in out.stderr, out.stderr
+
+
+def test_nvml_inside_a_job_sees_the_drivers_devices(tmp_path: Path, native: Path) -> None:
+    """A job on the fake driver finds libnvidia-ml.so.1 as it finds libcuda.so.1
+    (pynvml loads it by name) and sees through it the devices the driver has,
+    configured once for the controller's fake driver; it never maps the fake
+    libcuda.so.1 itself, only the interposer."""
+    cedana = Cedana(tmp_path / "state")
+    jid = unique_jid("nv")
+    out = cedana(
+        *exec_gpu_args(jid, sys.executable, str(JOBS / "nvml_devices.py")),
+        FAKE_CUDA_DEVICE_COUNT="2",
+        FAKE_CUDA_DEVICE_MEMORY_MIB="4096",
+        FAKE_CUDA_DEVICE_NAME="Agreeing GPU",
+    )
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["nvml_count"] == len(doc["rows"]) == 2
+    for row in doc["rows"]:
+        assert row["cuda"] == row["nvml"]
+        assert row["nvml"][0] == "Agreeing GPU" and row["nvml"][2] == 4096 << 20
+    assert doc["cuda_version"] == doc["nvml_cuda_version"]
+    assert doc["libs"] == [
+        str(native / "fake" / "nvml" / "libnvidia-ml.so.1"),
+        str(native / "intercept" / "libcedana-gpu.so"),
+    ]
