@@ -77,3 +77,24 @@ def test_nvml_inside_a_job_sees_the_drivers_devices(tmp_path: Path, native: Path
         str(native / "fake" / "nvml" / "libnvidia-ml.so.1"),
         str(native / "intercept" / "libcedana-gpu.so"),
     ]
+
+
+def test_forked_siblings_mint_distinct_handles(tmp_path: Path, native: Path) -> None:
+    """Two children forked from a parent that never initialised CUDA share one
+    address space layout and one controller: their handles (addresses of their
+    own records) must still differ, and both must work."""
+    cedana = Cedana(tmp_path / "state")
+    jid = unique_jid("fk")
+    out = cedana(*exec_gpu_args(jid, sys.executable, str(JOBS / "forked_siblings.py")))
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "siblings ok", lines
+    minted = [
+        {k: int(v, 16) for k, v in (w.split("=") for w in ln.split())}
+        for ln in lines
+        if ln.startswith("ctx=")
+    ]
+    assert len(minted) == 2, lines
+    first, second = (set(m.values()) for m in minted)
+    assert not first & second, minted
+    assert all(0 < v < 1 << 47 for v in first | second), minted
