@@ -98,3 +98,21 @@ def test_forked_siblings_mint_distinct_handles(tmp_path: Path, native: Path) -> 
     first, second = (set(m.values()) for m in minted)
     assert not first & second, minted
     assert all(0 < v < 1 << 47 for v in first | second), minted
+
+
+@pytest.mark.slow
+def test_a_process_takes_another_handle_region_when_one_is_full(
+    tmp_path: Path, native: Path
+) -> None:
+    """Handles are never reused, so a long loop that makes and destroys events
+    fills a 256 MiB region of records (about 1.46 million); the process then
+    claims the next one and goes on."""
+    cedana = Cedana(tmp_path / "state")
+    jid = unique_jid("mh")
+    out = cedana(*exec_gpu_args(jid, sys.executable, str(JOBS / "many_handles.py"), "1500000"))
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "many ok", lines[-5:]
+    minted = {k: int(v, 16) for k, v in (w.split("=") for w in lines[-2].split())}
+    assert minted["last"] - minted["first"] > 256 << 20, minted
+    assert all(0 < v < 1 << 47 for v in minted.values()), minted

@@ -358,7 +358,7 @@ def test_schema_violations_are_refused_by_both_sides(
             ["mint_regions"],
             -1,
             "'mint_regions' is -1, less than 0",
-            '"mint_regions" is missing or not an integer from 0 to 4294967295',
+            '"mint_regions" is missing or not an integer from 0 to 2147483647',
         ),
         "app_job_id": (
             ["app_job_id"],

@@ -435,8 +435,8 @@ int sd_get_header(cgc_t *c, const cj *st, sd_header *h) {
    * their handles were not addresses, so no region is in use. */
   const cj *mint = cj_get(st, "mint_regions");
   uint64_t regions = 0;
-  if (!r.bad && mint && (!cj_u64(mint, &regions) || regions > UINT32_MAX))
-    rd_fail(&r, "mint_regions", "an integer from 0 to 4294967295");
+  if (!r.bad && mint && (!cj_u64(mint, &regions) || regions >= CGS_MINT_CLOSED))
+    rd_fail(&r, "mint_regions", "an integer from 0 to 2147483647");
   h->mint_regions = (uint32_t)regions;
   rd_fields(&r, st, &chunk_record);
   rd_fields(&r, st, &alloc_record);

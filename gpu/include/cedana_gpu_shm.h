@@ -38,6 +38,10 @@
 #define CGS_NAME_PREFIX "/cedana-gpu."  /* + job id: shm_open name */
 #define CGS_JOB_ID_MAX 64
 #define CGS_MAX_DEVICES 8
+/* Set in header.mint_regions by the controller while the job is frozen: no
+ * process claims a handle region until it is clear (intercept/handles.c), so
+ * the count a dump writes is the count the job's memory holds. */
+#define CGS_MINT_CLOSED 0x80000000u
 #define CGS_MAX_ATTRIBUTES 160 /* > CU_DEVICE_ATTRIBUTE_MAX in CUDA 13 */
 #define CGS_HEADER_SIZE 65536u
 #define CGS_SLOT_SIZE 256u
@@ -98,7 +102,7 @@ typedef struct cgs_header {
   uint32_t inflight;   /* job threads inside a call (freeze waits for 0) */
   uint64_t heartbeat;  /* incremented by the controller while it lives */
   uint32_t timeout_ms; /* how long a waiting call trusts a silent controller */
-  uint32_t mint_regions; /* handle regions the job's processes claimed (atomic; see intercept/handles.c) */
+  uint32_t mint_regions; /* handle regions the job's processes claimed, | CGS_MINT_CLOSED (atomic; futex) */
   char job_id[CGS_JOB_ID_MAX];
   uint8_t _pad1[256 - 184];
 

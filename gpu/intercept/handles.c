@@ -4,22 +4,24 @@
  * A handle is the address of the object's record, as NVIDIA's driver answers
  * pointers to its own objects: clients rely on that (cuda.core, and numba-cuda
  * through it, turn handles into signed pointer-sized integers, which a value
- * with bit 63 set overflows). The records live in one region of this process's
+ * with bit 63 set overflows). The records live in regions of this process's
  * memory, so CRIU brings them back at the same addresses and a restored job's
  * handles still name the same records, which the new controller rebinds.
  *
  * The job's processes share one controller, which files objects under their
  * handles, so two processes must never mint the same value, although siblings
  * forked from one parent see the same address space. Each process therefore
- * claims a region number from a counter in the segment (mint_regions) and maps
- * its records at the address that number names, in a window no other process
- * of the job is given; the controller carries the counter across a restore.
- * A region whose addresses are already taken in this process is skipped.
+ * claims region numbers from a counter in the segment (mint_regions) and maps
+ * its records at the addresses those numbers name, in a window no other
+ * process of the job is given; a region whose addresses are already taken in
+ * this process is skipped. While the job is frozen the controller closes the
+ * counter (CGS_MINT_CLOSED) and a claim waits, so the count a dump writes is
+ * the count the job's memory holds; the restore puts it back.
  *
  * Records are never freed or reused, so a lookup needs no lock, and a
  * destroyed object stays recognisable (stale handles get the driver's error
  * codes, never a read of freed memory). A lookup dereferences a value only when
- * it is a record's address inside this process's region.
+ * it is a record's address inside one of this process's regions.
  */
 #include "ic.h"
 
@@ -32,37 +34,63 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-/* The window: user space (below 2^47), and inside the application ranges of
- * both AddressSanitizer and ThreadSanitizer, which refuse fixed mappings
- * elsewhere. Address space only: pages are touched as records are made. */
+/* The window: user space (below 2^47), far below the stack, and inside the
+ * application ranges of both AddressSanitizer and ThreadSanitizer, which
+ * refuse fixed mappings elsewhere. Address space only: pages are touched as
+ * records are made. A process takes another region when one is full. */
 #define WINDOW_BASE 0x7e8000000000ull
-#define REGION_SIZE (1ull << 30)
-#define NREGIONS 1024u
-#define NRECORDS ((uint32_t)(REGION_SIZE / sizeof(ic_obj)))
+#define REGION_SIZE (1ull << 28)
+#define NREGIONS 4096u /* region numbers in the window, for all of a job's processes */
+#define PER_REGION ((uint32_t)(REGION_SIZE / sizeof(ic_obj)))
+#define MAX_OWN 256u /* regions of one process: 256 * PER_REGION records */
 
-_Static_assert(WINDOW_BASE + (uint64_t)NREGIONS * REGION_SIZE <= (1ull << 47), "window in user space");
+_Static_assert(WINDOW_BASE + (uint64_t)NREGIONS * REGION_SIZE <= 0x7f8000000000ull, "window below the stack");
+_Static_assert(NREGIONS < CGS_MINT_CLOSED, "region numbers never reach the closed bit");
 _Static_assert(sizeof(ic_obj) % 8 == 0, "records are pointer-aligned");
 
 pthread_mutex_t ic_obj_lock = PTHREAD_MUTEX_INITIALIZER;
-static ic_obj *records;   /* this process's region; NULL until claimed */
-static uint32_t nrecords; /* records made; guarded by ic_obj_lock, read atomically */
+static ic_obj *regions[MAX_OWN]; /* this process's regions, in claim order */
+static uint32_t nregions;        /* published with a release store after regions[i] */
+static uint32_t nrecords;        /* records made; guarded by ic_obj_lock, read atomically */
 static ic_obj *primaries[CGS_MAX_DEVICES];
 static unsigned long long next_ctx_id = 1;
 
-/* Claim a region number and map it. Called while the controller cannot
- * freeze (a call counted in inflight while RUNNING), so a dump sees the
- * counter with this claim in it. */
-static ic_obj *claim_region(cgs_header *h) {
+/* The next region number of the job, once the counter is open (it is closed
+ * while the job is frozen); -1 when every number is taken or the controller
+ * is gone. */
+static int64_t next_region_number(cgs_header *h) {
   for (;;) {
-    uint32_t k = __atomic_fetch_add(&h->mint_regions, 1, __ATOMIC_SEQ_CST);
-    if (k >= NREGIONS) {
-      ic_say("no handle region is left for this process (the job's processes claimed %u)", NREGIONS);
+    uint32_t v = __atomic_load_n(&h->mint_regions, __ATOMIC_SEQ_CST);
+    if (v & CGS_MINT_CLOSED) {
+      if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) == CGS_STATE_DEAD) return -1;
+      cgs_futex_wait(&h->mint_regions, v, 100);
+      continue;
+    }
+    if (v >= NREGIONS) return -1;
+    if (__atomic_compare_exchange_n(&h->mint_regions, &v, v + 1, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST))
+      return v;
+  }
+}
+
+/* Claim a region number and map it; called with ic_obj_lock held. */
+static ic_obj *claim_region(void) {
+  cgs_header *h = ic.h;
+  if (!h || nregions >= MAX_OWN) return NULL;
+  for (;;) {
+    int64_t k = next_region_number(h);
+    if (k < 0) {
+      ic_say("no handle region is left for this process (the job's processes took all %u)", NREGIONS);
       return NULL;
     }
     void *want = (void *)(uintptr_t)(WINDOW_BASE + (uint64_t)k * REGION_SIZE);
     void *p = mmap(want, REGION_SIZE, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-    if (p == want) return p;
+    if (p == want) {
+      regions[nregions] = p;
+      __atomic_store_n(&nregions, nregions + 1, __ATOMIC_RELEASE);
+      return p;
+    }
     if (p != MAP_FAILED) {
       munmap(p, REGION_SIZE); /* a kernel that took the address as a hint */
       continue;
@@ -96,9 +124,10 @@ static ic_obj *fill(ic_obj *o, ic_kind kind, uint64_t ctx) {
 
 /* Called with ic_obj_lock held. */
 static ic_obj *next_record(void) {
-  if (!records || nrecords >= NRECORDS) return NULL;
-  ic_obj *o = &records[nrecords];
-  __atomic_store_n(&nrecords, nrecords + 1, __ATOMIC_RELEASE);
+  uint32_t i = nrecords;
+  if (i / PER_REGION >= nregions && !claim_region()) return NULL;
+  ic_obj *o = &regions[i / PER_REGION][i % PER_REGION];
+  __atomic_store_n(&nrecords, i + 1, __ATOMIC_RELEASE);
   return o;
 }
 
@@ -110,13 +139,18 @@ ic_obj *ic_obj_new(ic_kind kind, uint64_t ctx) {
 }
 
 ic_obj *ic_obj_peek(uint64_t handle, ic_kind kind) {
-  ic_obj *base = __atomic_load_n(&records, __ATOMIC_ACQUIRE);
-  if (!base || handle < (uint64_t)(uintptr_t)base) return NULL;
-  uint64_t off = handle - (uint64_t)(uintptr_t)base;
-  if (off % sizeof(ic_obj) || off / sizeof(ic_obj) >= __atomic_load_n(&nrecords, __ATOMIC_ACQUIRE)) return NULL;
-  ic_obj *o = &base[off / sizeof(ic_obj)];
-  if (__atomic_load_n(&o->handle, __ATOMIC_ACQUIRE) != handle) return NULL;
-  return o->kind == (uint32_t)kind ? o : NULL;
+  uint32_t n = __atomic_load_n(&nregions, __ATOMIC_ACQUIRE);
+  for (uint32_t r = 0; r < n; r++) {
+    uint64_t base = (uint64_t)(uintptr_t)regions[r];
+    if (handle < base || handle - base >= (uint64_t)PER_REGION * sizeof(ic_obj)) continue;
+    uint64_t off = handle - base;
+    if (off % sizeof(ic_obj)) return NULL;
+    ic_obj *o = &regions[r][off / sizeof(ic_obj)];
+    /* A record not made yet holds 0 there; one made holds its own address. */
+    if (__atomic_load_n(&o->handle, __ATOMIC_ACQUIRE) != handle) return NULL;
+    return o->kind == (uint32_t)kind ? o : NULL;
+  }
+  return NULL;
 }
 
 ic_obj *ic_primary(int device) {
@@ -124,30 +158,12 @@ ic_obj *ic_primary(int device) {
   return __atomic_load_n(&primaries[device], __ATOMIC_ACQUIRE);
 }
 
-/* At attach (no call in hand): claim this process's region while the
- * controller runs, as a call does (see ic_enter), so that no dump reads the
- * counter between this claim and the job's memory that holds it. */
+/* At attach: the first region, and the primary contexts' records in it. */
 void ic_handles_init(void) {
-  cgs_header *h = ic.h;
-  ic_obj *region = NULL;
-  for (;;) {
-    __atomic_fetch_add(&h->inflight, 1, __ATOMIC_SEQ_CST);
-    uint32_t st = __atomic_load_n(&h->state, __ATOMIC_SEQ_CST);
-    if (st == CGS_STATE_RUNNING) {
-      region = claim_region(h);
-      __atomic_fetch_sub(&h->inflight, 1, __ATOMIC_SEQ_CST);
-      break;
-    }
-    __atomic_fetch_sub(&h->inflight, 1, __ATOMIC_SEQ_CST);
-    cgs_futex_wake(&h->inflight);
-    if (st == CGS_STATE_DEAD) break;
-    cgs_futex_wait(&h->state, st, 100);
-  }
   pthread_mutex_lock(&ic_obj_lock);
-  __atomic_store_n(&records, region, __ATOMIC_RELEASE);
   for (int d = 0; d < ic.device_count; d++) {
     ic_obj *o = next_record();
-    if (!o) continue; /* no region: that device's primary context is unusable */
+    if (!o) break; /* no region: the devices' primary contexts are unusable */
     fill(o, IC_CTX, 0);
     o->u.c.device = d;
     o->u.c.primary = 1;
@@ -159,7 +175,7 @@ void ic_handles_init(void) {
 void ic_obj_drop_ctx(uint64_t ctx) {
   pthread_mutex_lock(&ic_obj_lock);
   for (uint32_t i = 0; i < nrecords; i++) {
-    ic_obj *o = &records[i];
+    ic_obj *o = &regions[i / PER_REGION][i % PER_REGION];
     if (o->kind != IC_CTX && o->ctx == ctx) __atomic_store_n(&o->state, IC_DESTROYED, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&ic_obj_lock);
