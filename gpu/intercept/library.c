@@ -104,6 +104,9 @@ static CUresult options_ok(unsigned int njit, CUjit_option *jit, void **jit_valu
 static CUresult load_library(CUlibrary *library, const void *bytes, size_t size) {
   ic_thread *t = ic_self();
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
+  /* As the driver: nothing before cuInit (a handle needs the job's region). */
+  CUresult init = ic_need_init();
+  if (init) return init;
   void *copy = malloc(size);
   if (!copy) return CUDA_ERROR_OUT_OF_MEMORY;
   memcpy(copy, bytes, size);

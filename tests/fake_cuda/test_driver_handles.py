@@ -8,6 +8,8 @@ distinct from every other live handle."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -59,3 +61,18 @@ def test_handles_are_user_space_pointers(
     finally:
         ok(cu.cuCtxPopCurrent())
         ok(cu.cuCtxDestroy(created))
+
+
+def test_nothing_is_minted_before_init(
+    run_on_driver: Callable[..., subprocess.CompletedProcess[str]], kernels_path: Path
+) -> None:
+    # A library is the one handle made without a context: before cuInit the
+    # driver refuses it as it refuses every other call.
+    r = run_on_driver(
+        f"""
+        err, lib = cu.cuLibraryLoadFromFile({str(kernels_path).encode()!r}, [], [], 0, [], [], 0)
+        print(int(err))
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3"]  # CUDA_ERROR_NOT_INITIALIZED
