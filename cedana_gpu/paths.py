@@ -75,11 +75,6 @@ def fake_libdir() -> Path:
     return native_dir() / "fake"
 
 
-def fake_nvml_dir() -> Path:
-    """Directory holding only the fake libnvidia-ml.so.1 (for a job's search path)."""
-    return fake_libdir() / "nvml"
-
-
 def kernels_dir() -> Path:
     """Compiled sample kernels: <set>.fake.so for the fake driver, <set>.ptx for GPUs."""
     return native_dir() / "kernels"
