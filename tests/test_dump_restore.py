@@ -359,3 +359,22 @@ def test_handles_are_user_space_and_survive_restore(cedana: Cedana, tmp_path: Pa
     for name, v in child.items():
         assert 0 < v < 1 << 47, (name, hex(v))
     assert_gone(cedana, jid, new)
+
+
+def test_numba_cuda_job_survives_restore(cedana: Cedana, tmp_path: Path) -> None:
+    """numba-cuda (through cuda.core) holds the context handle as an integer and
+    device arrays at their addresses; after a restore both still work."""
+    jid, new = unique_jid("nb"), unique_jid("nbr")
+    go = tmp_path / "go"
+    job = HANDLES_JOB.parent / "numba_across_restore.py"
+    cedana.exec_gpu(jid, sys.executable, str(job), str(go))
+    text = cedana.wait_log(jid, r"^before ctx=")
+    before = next(ln for ln in text.splitlines() if ln.startswith("before "))
+    cedana.dump(jid)
+    cedana.restore(jid, "--jid", new)
+    go.write_text("")
+    assert_finished(cedana, new)
+    log = without_notes(cedana.log(new))
+    assert log[-1] == "numba ok", log[-10:]
+    assert _handles(next(ln for ln in log if ln.startswith("after "))) == _handles(before)
+    assert_gone(cedana, jid, new)
