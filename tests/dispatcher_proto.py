@@ -198,6 +198,10 @@ class Segment:
     def async_error(self) -> int:
         return ctypes.c_int32.from_address(self.base + 96).value
 
+    @property
+    def mint_regions(self) -> int:
+        return self.u32(shm_layout.cgs_header.mint_regions.offset)
+
     def clear_async_error(self) -> int:
         v = self.async_error
         ctypes.c_int32.from_address(self.base + 96).value = 0

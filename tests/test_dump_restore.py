@@ -319,3 +319,62 @@ def test_checkpoint_layout_and_listing(cedana: Cedana, tmp_path: Path) -> None:
     assert len(cedana.json("job", "checkpoints", jid)) == 2
     assert cedana.job(jid)["state"] == "running"
     cedana.ok("job", "kill", jid)
+
+
+# ---- minted handles across a restore ---------------------------------------------------
+
+HANDLES_JOB = Path(__file__).parent / "jobs" / "handles_across_restore.py"
+
+
+def _handles(line: str) -> dict[str, int]:
+    return {k: int(v, 16) for k, v in (w.split("=") for w in line.split()[1:] if "=" in w)}
+
+
+def test_handles_are_user_space_and_survive_restore(cedana: Cedana, tmp_path: Path) -> None:
+    """Handles are user-space pointers (cuda.core and numba-cuda hold them as
+    signed pointer-sized integers); a restored job uses the very same values;
+    a process that attaches after the restore mints none of them."""
+    jid, new = unique_jid("hd"), unique_jid("hdr")
+    go = tmp_path / "go"
+    cedana.exec_gpu(jid, sys.executable, str(HANDLES_JOB), str(go))
+    before_line = cedana.wait_log(jid, r"^before ").splitlines()
+    before = _handles(next(ln for ln in before_line if ln.startswith("before ")))
+    assert set(before) == {"ctx", "stream", "event", "module", "function", "primary"}
+    for name, v in before.items():
+        assert 0 < v < 1 << 47 and v % 8 == 0, (name, hex(v))
+    dumped = cedana.dump(jid)
+    state = json.loads((Path(dumped["path"]) / "gpu" / "state.json").read_text())
+    assert state["mint_regions"] >= 1
+    assert {c["minted"] for c in state["contexts"]} >= {before["ctx"], before["primary"]}
+    assert {s["minted"] for s in state["streams"]} >= {before["stream"]}
+    cedana.restore(jid, "--jid", new)
+    go.write_text("")
+    assert_finished(cedana, new)
+    log = without_notes(cedana.log(new))
+    after = next(ln for ln in log if ln.startswith("after "))
+    assert after.endswith(" ok") and _handles(after) == before, (after, before)
+    child = _handles(next(ln for ln in log if ln.startswith("child ")))
+    assert set(child) == {"ctx", "stream", "event"}
+    assert not set(child.values()) & set(before.values()), (child, before)
+    for name, v in child.items():
+        assert 0 < v < 1 << 47, (name, hex(v))
+    assert_gone(cedana, jid, new)
+
+
+def test_numba_cuda_job_survives_restore(cedana: Cedana, tmp_path: Path) -> None:
+    """numba-cuda (through cuda.core) holds the context handle as an integer and
+    device arrays at their addresses; after a restore both still work."""
+    jid, new = unique_jid("nb"), unique_jid("nbr")
+    go = tmp_path / "go"
+    job = HANDLES_JOB.parent / "numba_across_restore.py"
+    cedana.exec_gpu(jid, sys.executable, str(job), str(go))
+    text = cedana.wait_log(jid, r"^before ctx=")
+    before = next(ln for ln in text.splitlines() if ln.startswith("before "))
+    cedana.dump(jid)
+    cedana.restore(jid, "--jid", new)
+    go.write_text("")
+    assert_finished(cedana, new)
+    log = without_notes(cedana.log(new))
+    assert log[-1] == "numba ok", log[-10:]
+    assert _handles(next(ln for ln in log if ln.startswith("after "))) == _handles(before)
+    assert_gone(cedana, jid, new)

@@ -31,6 +31,7 @@ import pytest
 from dispatcher_proto import HOST_PINNED, HOST_STAGING, Segment
 from preload import set_child_preload
 
+from cedana_gpu.controller import shm_layout
 from cedana_gpu.paths import kernels_dir, native_dir
 
 TESTS = Path(__file__).resolve().parent
@@ -172,6 +173,9 @@ for line in sys.stdin:
         say(rc=rc, error=err())
     elif op == "freeze":
         rc = lib.cgc_freeze(h, 5000)
+        say(rc=rc, error=err())
+    elif op == "unfreeze":
+        rc = lib.cgc_unfreeze(h)
         say(rc=rc, error=err())
     elif op == "info":
         buf = ctypes.create_string_buffer(1 << 16)
@@ -656,3 +660,30 @@ def test_async_staged_copy_completes_when_taken(controllers: list[Controller]) -
         assert dtoh(seg, p, len(data)) == data
     assert seg.async_error == 0
     seg.close()
+
+
+def test_handle_region_counter_is_closed_while_frozen(
+    controllers: list[Controller], tmp_path: Path
+) -> None:
+    """The job's processes claim handle regions from mint_regions; while the job
+    is frozen the controller closes it (a claim then waits), the export writes
+    the count without the closed bit, and unfreezing opens it again."""
+    job = f"t-mr-{uuid.uuid4().hex[:10]}"
+    ctl = new_controller(controllers)
+    ctl.ok("open", job_id=job)
+    ctl.ok("start")
+    seg = Segment(job)
+    try:
+        closed = shm_layout.CGS_MINT_CLOSED
+        word = ctypes.c_uint32.from_address(seg.base + shm_layout.cgs_header.mint_regions.offset)
+        assert word.value == 0
+        word.value = 3  # three regions claimed by the job's processes
+        ctl.ok("freeze")
+        assert word.value == 3 | closed
+        ctl.ok("export", dir=str(tmp_path / "gpu"))
+        state = json.loads((tmp_path / "gpu" / "state.json").read_text())
+        assert state["mint_regions"] == 3
+        ctl.ok("unfreeze")
+        assert word.value == 3
+    finally:
+        seg.close()

@@ -249,6 +249,7 @@ def test_document_written_by_python_restores_in_c(ctls: list[Controller], tmp_pa
     d = dump_job(ctls, tmp_path)
     state = load_state(d.state)
     state.async_error = 700  # an edit the restore must carry to the job (ILLEGAL_ADDRESS)
+    state.mint_regions = 7  # handle regions the job's processes hold: a later one claims past them
     py_dir = tmp_path / "py"
     shutil.copytree(d.state, py_dir)
     save_state(state, py_dir)
@@ -265,6 +266,7 @@ def test_document_written_by_python_restores_in_c(ctls: list[Controller], tmp_pa
     seg = Segment(d.job)
     try:
         assert seg.async_error == 700
+        assert seg.mint_regions == 7
         for p, data in d.allocs.items():
             assert dtoh(seg, p, len(data), CTX2 if len(data) == 4096 else CTX) == data
         va, vb, vc = d.vectors
@@ -352,6 +354,12 @@ def test_schema_violations_are_refused_by_both_sides(
             f"allocations[0]: chunk {len(doc['chunks'])} is not listed",
             "allocation 0 is in chunk",
         ),
+        "mint_regions": (
+            ["mint_regions"],
+            -1,
+            "'mint_regions' is -1, less than 0",
+            '"mint_regions" is missing or not an integer from 0 to 2147483647',
+        ),
         "app_job_id": (
             ["app_job_id"],
             "x" * 64,
@@ -402,3 +410,24 @@ def test_versions_are_checked_by_both_sides(ctls: list[Controller], tmp_path: Pa
         r = ctl("import", dir=str(tmp_path / name))
         assert r["rc"] != 0 and says in r["error"], (name, r)
         ctl.ok("close")
+
+
+def test_a_document_without_mint_regions_restores(ctls: list[Controller], tmp_path: Path) -> None:
+    """Documents written before handles were addresses lack ``mint_regions``:
+    both sides read it as 0 (no process held a handle region then)."""
+    d = dump_job(ctls, tmp_path)
+    doc = c_doc(d)
+    assert "mint_regions" in doc
+    old = variant(d, tmp_path, "old", _edit(doc, ["mint_regions"], _DELETE))
+    assert load_state(old).mint_regions == 0
+    d.recreate_pin()
+    ctl = new_controller(ctls)
+    d.open_for_restore(ctl, "old")
+    ctl.ok("import", dir=str(old))
+    ctl.ok("start")
+    seg = Segment(d.job)
+    try:
+        assert seg.mint_regions == 0
+        assert seg.call("STREAM_SYNCHRONIZE", STREAM, 0, 0, 0, 0, 0, ctx=CTX).result == 0
+    finally:
+        seg.close()

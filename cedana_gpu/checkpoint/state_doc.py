@@ -177,6 +177,8 @@ class GpuState:
     events: list[Event] = field(default_factory=list)
     pins: list[Pin] = field(default_factory=list)
     blobs: list[Blob] = field(default_factory=list)
+    # Handle regions the job's processes claimed; absent (0) in older documents.
+    mint_regions: int = 0
     version: int = STATE_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -194,6 +196,7 @@ class GpuState:
             "granularity": self.granularity,
             "driver_version": self.driver_version,
             "async_error": self.async_error,
+            "mint_regions": self.mint_regions,
             "devices": [dict(_fields(x), cc=list(x.cc)) for x in self.devices],
             "contexts": [_fields(x) for x in self.contexts],
             "chunk_fields": list(CHUNK_FIELDS),
@@ -254,6 +257,7 @@ class GpuState:
             granularity=d["granularity"],
             driver_version=d["driver_version"],
             async_error=d["async_error"],
+            mint_regions=d.get("mint_regions", 0),
             devices=[
                 Device(**dict(_known(Device, x), cc=(x["cc"][0], x["cc"][1]))) for x in d["devices"]
             ],

@@ -72,13 +72,22 @@ class JobProcess:
         signal_job(self.pid, self.pid_namespace, sig)
 
 
-def gpu_job_env(base: Mapping[str, str], native: Path, jid: str, shm_name: str) -> dict[str, str]:
-    """The environment of a GPU job: the interposer preloaded and first on the search path."""
+def gpu_job_env(
+    base: Mapping[str, str], native: Path, jid: str, shm_name: str, driver: str = "system"
+) -> dict[str, str]:
+    """The environment of a GPU job: the interposer preloaded and first on the search path.
+
+    On the fake driver the fake NVML's own directory comes next, so the job
+    finds libnvidia-ml.so.1 as it finds libcuda.so.1 and sees the devices the
+    controller's fake driver has (both read the same FAKE_CUDA_* settings,
+    which the job inherits). On NVIDIA's driver the system's NVML is found as
+    it would be without cedana."""
     env = dict(base)
     intercept = native / "intercept"
     env["LD_PRELOAD"] = " ".join(filter(None, [str(intercept / INTERPOSER), env.get("LD_PRELOAD")]))
+    nvml = str(native / "fake" / "nvml") if driver == "fake" else ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        filter(None, [str(intercept / "shim"), env.get("LD_LIBRARY_PATH")])
+        filter(None, [str(intercept / "shim"), nvml, env.get("LD_LIBRARY_PATH")])
     )
     env["CEDANA_GPU_SHM"] = shm_name
     env["CEDANA_GPU_JOB_ID"] = jid

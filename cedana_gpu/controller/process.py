@@ -361,7 +361,9 @@ class Controller:
         if self.gpu:
             from cedana_gpu.paths import native_dir
 
-            env = jobspawn.gpu_job_env(env, native_dir(), self.jid, "/" + self.segment)
+            env = jobspawn.gpu_job_env(
+                env, native_dir(), self.jid, "/" + self.segment, self.opts.driver
+            )
         return env
 
     def start_job(self) -> None:

@@ -17,10 +17,11 @@ u8, u32, i32, u64 = ctypes.c_uint8, ctypes.c_uint32, ctypes.c_int32, ctypes.c_ui
 
 # ---- constants ---------------------------------------------------------------
 CGS_MAGIC = 0x3155504741444543
-CGS_LAYOUT_VERSION = 1
+CGS_LAYOUT_VERSION = 2
 CGS_NAME_PREFIX = "/cedana-gpu."
 CGS_JOB_ID_MAX = 64
 CGS_MAX_DEVICES = 8
+CGS_MINT_CLOSED = 0x80000000
 CGS_MAX_ATTRIBUTES = 160
 CGS_HEADER_SIZE = 65536
 CGS_SLOT_SIZE = 256
@@ -157,7 +158,7 @@ class cgs_header(ctypes.Structure):
         ("inflight", u32),
         ("heartbeat", u64),
         ("timeout_ms", u32),
-        ("_pad0", u32),
+        ("mint_regions", u32),
         ("job_id", ctypes.c_char * CGS_JOB_ID_MAX),
         ("_pad1", u8 * (256 - 184)),
         ("ctrl_doorbell", u32),
@@ -386,6 +387,7 @@ CONSTANTS: dict[str, int | str] = {
     "CGS_NAME_PREFIX": CGS_NAME_PREFIX,
     "CGS_JOB_ID_MAX": CGS_JOB_ID_MAX,
     "CGS_MAX_DEVICES": CGS_MAX_DEVICES,
+    "CGS_MINT_CLOSED": CGS_MINT_CLOSED,
     "CGS_MAX_ATTRIBUTES": CGS_MAX_ATTRIBUTES,
     "CGS_HEADER_SIZE": CGS_HEADER_SIZE,
     "CGS_SLOT_SIZE": CGS_SLOT_SIZE,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the CUDA driver API table from cudaTypedefs.h.
+"""Generate the CUDA driver API table from cudaTypedefs.h (and cudaProfilerTypedefs.h).
 
 The table is the one description of the driver API surface: every function,
 each ABI variant with the CUDA version that introduced it, and the per-thread
@@ -13,6 +13,14 @@ per-thread variant (``_ptds``/``_ptsz``) is the newest default variant at or
 before its version plus the suffix. The rule is checked against the renaming
 macros in cuda.h, so a header that breaks it fails the build instead of
 silently exporting a wrong name.
+
+The profiler control functions (cuProfilerStart, cuProfilerStop,
+cuProfilerInitialize) are part of libcuda too, declared in cudaProfiler.h with
+their typedefs in cudaProfilerTypedefs.h; clients resolve them like any other
+(cuda-bindings raises on a name the driver does not know), so they join the
+table. The nvidia-cuda-runtime wheel ships cudaProfilerTypedefs.h without
+cudaProfiler.h, which declares them and CUoutput_mode: there only those whose
+parameters need no profiler type (cuProfilerStart, cuProfilerStop) join.
 """
 
 from __future__ import annotations
@@ -235,9 +243,19 @@ def main() -> int:
     inc = Path(opts.include_dir)
     typedefs = (inc / "cudaTypedefs.h").read_text()
     cuda_h = (inc / "cuda.h").read_text()
+    parsed = parse_typedefs(typedefs)
+    if (inc / "cudaProfilerTypedefs.h").is_file():
+        profiler = parse_typedefs((inc / "cudaProfilerTypedefs.h").read_text())
+        if (inc / "cudaProfiler.h").is_file():
+            # Declarations are checked against cuda.h's text: add the profiler's.
+            cuda_h += (inc / "cudaProfiler.h").read_text()
+        else:
+            profiler = [v for v in profiler if not v.param_types]
+            cuda_h += "".join(f"CUresult CUDAAPI {v.base}(void);\n" for v in profiler)
+        parsed = sorted(parsed + profiler, key=lambda v: (v.base, v.version, v.ptds))
     m = re.search(r"#define\s+CUDA_VERSION\s+(\d+)", cuda_h)
     cuda_version = int(m.group(1)) if m else 0
-    variants = assign_symbols(parse_typedefs(typedefs))
+    variants = assign_symbols(parsed)
     errors = check_against_cuda_h(variants, cuda_h)
     if errors:
         for e in errors:

@@ -13,6 +13,11 @@
 
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
+/* The profiler control functions' types, where the table has them (see
+ * gen_cuda_api.py: only with this header present). */
+#if __has_include(<cudaProfiler.h>)
+#include <cudaProfiler.h>
+#endif
 
 /* Two levels, so that the prefix macros expand before they are pasted. */
 #define CU_PASTE_(a, b) a##b

@@ -33,6 +33,7 @@ typedef struct sd_header {
   uint32_t ring_slots, nchannels, timeout_ms;
   uint64_t generation, va_base, va_size, granularity;
   int32_t driver_version, async_error;
+  uint32_t mint_regions; /* optional in the document: 0 when absent (written before it existed) */
 } sd_header;
 
 typedef struct sd_device {

@@ -500,6 +500,7 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
                         .granularity = c->granularity,
                         .driver_version = c->driver_version,
                         .async_error = h ? (int32_t)__atomic_load_n(&h->async_error, __ATOMIC_ACQUIRE) : 0,
+                        .mint_regions = h ? __atomic_load_n(&h->mint_regions, __ATOMIC_ACQUIRE) & ~CGS_MINT_CLOSED : 0,
                     });
   sd_list_begin(&w, "devices");
   for (int i = 0; i < c->device_count; i++) {

@@ -464,6 +464,9 @@ CGC_API int cgc_freeze(cgc_t *c, uint32_t timeout_ms) {
   /* Nothing queued, nothing waiting: let the streams drain. */
   int rc = sync_all(c);
   if (rc) cgc_log(c, "synchronize while freezing: %s", cgc_cu_name(c, (CUresult)rc));
+  /* A process outside a call may be about to claim a handle region: from now
+   * on it waits, so the count exported is the count the job's memory holds. */
+  __atomic_fetch_or(&c->hdr->mint_regions, CGS_MINT_CLOSED, __ATOMIC_SEQ_CST);
   set_state(c, CGS_STATE_FROZEN);
   return 0;
 }
@@ -477,6 +480,8 @@ CGC_API int cgc_unfreeze(cgc_t *c) {
   }
   __atomic_store_n(&c->pause_req, 0, __ATOMIC_RELEASE);
   wake_dispatcher(c);
+  __atomic_fetch_and(&c->hdr->mint_regions, ~CGS_MINT_CLOSED, __ATOMIC_SEQ_CST);
+  cgs_futex_wake(&c->hdr->mint_regions);
   set_state(c, CGS_STATE_RUNNING);
   return 0;
 }

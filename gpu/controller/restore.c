@@ -543,6 +543,9 @@ static int import(cgc_t *c, const char *dir, const cj *st) {
     memset(c->hdr->job_id, 0, sizeof c->hdr->job_id);
     memcpy(c->hdr->job_id, c->app_job_id, strlen(c->app_job_id));
     __atomic_store_n(&c->hdr->async_error, h.async_error, __ATOMIC_RELEASE);
+    /* The restored processes hold their handle regions again: a process that
+     * attaches later must claim past them. */
+    __atomic_store_n(&c->hdr->mint_regions, h.mint_regions, __ATOMIC_RELEASE);
   }
   return 0;
 }

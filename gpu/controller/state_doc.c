@@ -163,6 +163,8 @@ void sd_put_header(cjw *w, const sd_header *h) {
   put_members(w, SEGMENT, COUNT(SEGMENT), h);
   cjw_obj_end(w);
   put_members(w, HEADER_REST, COUNT(HEADER_REST), h);
+  cjw_key(w, "mint_regions");
+  cjw_u64(w, h->mint_regions);
 }
 
 void sd_list_begin(cjw *w, const char *name) {
@@ -429,6 +431,13 @@ int sd_get_header(cgc_t *c, const cj *st, sd_header *h) {
   if (!r.bad && (!h->app_job_id[0] || strlen(h->app_job_id) >= CGS_JOB_ID_MAX))
     rd_fail(&r, "app_job_id", "a job id of 1 to 63 bytes");
   rd_members(&r, HEADER_REST, COUNT(HEADER_REST), st, h);
+  /* Optional: documents written before handle regions existed lack it, and
+   * their handles were not addresses, so no region is in use. */
+  const cj *mint = cj_get(st, "mint_regions");
+  uint64_t regions = 0;
+  if (!r.bad && mint && (!cj_u64(mint, &regions) || regions >= CGS_MINT_CLOSED))
+    rd_fail(&r, "mint_regions", "an integer from 0 to 2147483647");
+  h->mint_regions = (uint32_t)regions;
   rd_fields(&r, st, &chunk_record);
   rd_fields(&r, st, &alloc_record);
   for (size_t k = 0; k < COUNT(LISTS); k++) rd_type(&r, st, LISTS[k], CJ_ARR, "a list");

@@ -34,10 +34,14 @@
 #include <stdint.h>
 
 #define CGS_MAGIC 0x3155504741444543ull /* "CEDAGPU1" little-endian */
-#define CGS_LAYOUT_VERSION 1u
+#define CGS_LAYOUT_VERSION 2u
 #define CGS_NAME_PREFIX "/cedana-gpu."  /* + job id: shm_open name */
 #define CGS_JOB_ID_MAX 64
 #define CGS_MAX_DEVICES 8
+/* Set in header.mint_regions by the controller while the job is frozen: no
+ * process claims a handle region until it is clear (intercept/handles.c), so
+ * the count a dump writes is the count the job's memory holds. */
+#define CGS_MINT_CLOSED 0x80000000u
 #define CGS_MAX_ATTRIBUTES 160 /* > CU_DEVICE_ATTRIBUTE_MAX in CUDA 13 */
 #define CGS_HEADER_SIZE 65536u
 #define CGS_SLOT_SIZE 256u
@@ -98,7 +102,7 @@ typedef struct cgs_header {
   uint32_t inflight;   /* job threads inside a call (freeze waits for 0) */
   uint64_t heartbeat;  /* incremented by the controller while it lives */
   uint32_t timeout_ms; /* how long a waiting call trusts a silent controller */
-  uint32_t _pad0;
+  uint32_t mint_regions; /* handle regions the job's processes claimed, | CGS_MINT_CLOSED (atomic; futex) */
   char job_id[CGS_JOB_ID_MAX];
   uint8_t _pad1[256 - 184];
 

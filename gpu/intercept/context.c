@@ -399,3 +399,17 @@ CUresult ic_cuDevicePrimaryCtxGetState_7000(CUdevice_v1 dev, unsigned int *flags
   pthread_mutex_unlock(&primary_lock);
   return CUDA_SUCCESS;
 }
+
+/* ---- profiler control ---------------------------------------------------------
+ * Answered here: a profiler would attach to the controller's driver, never to
+ * the job, so starting and stopping collection is the no-op it is on the
+ * driver without a profiler, in the current context as the driver documents. */
+CUresult ic_cuProfilerStart_4000(void) {
+  ic_obj *c;
+  return ic_need_ctx(ic_self(), &c);
+}
+
+CUresult ic_cuProfilerStop_4000(void) {
+  ic_obj *c;
+  return ic_need_ctx(ic_self(), &c);
+}

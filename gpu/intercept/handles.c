@@ -1,48 +1,109 @@
-/* Minted handles: the job's names for contexts, streams, events, modules and
- * functions, made here without asking the controller.
+/* Minted handles: the job's names for contexts, streams, events, modules,
+ * functions, libraries and kernels, made here without asking the controller.
  *
- * A handle is tag << 56 | pid << 32 | index. The tag (0xC0 | kind) keeps it
- * away from 0, CU_STREAM_LEGACY and CU_STREAM_PER_THREAD and from any real
- * pointer (it is not a canonical address); the pid keeps the handles of the
- * job's processes apart in the one controller; the index finds the object.
- * Objects live in chunks that are never freed or moved, so a lookup needs no
- * lock, and a destroyed object stays recognisable (stale handles get the
- * driver's error codes, never a read of freed memory). Indices are never
- * reused: after a restore, the job's memory still holds the same counter.
+ * A handle is the address of the object's record, as NVIDIA's driver answers
+ * pointers to its own objects: clients rely on that (cuda.core, and numba-cuda
+ * through it, turn handles into signed pointer-sized integers, which a value
+ * with bit 63 set overflows). The records live in regions of this process's
+ * memory, so CRIU brings them back at the same addresses and a restored job's
+ * handles still name the same records, which the new controller rebinds.
+ *
+ * The job's processes share one controller, which files objects under their
+ * handles, so two processes must never mint the same value, although siblings
+ * forked from one parent see the same address space. Each process therefore
+ * claims region numbers from a counter in the segment (mint_regions) and maps
+ * its records at the addresses those numbers name, in a window no other
+ * process of the job is given; a region whose addresses are already taken in
+ * this process is skipped. While the job is frozen the controller closes the
+ * counter (CGS_MINT_CLOSED) and a claim waits, so the count a dump writes is
+ * the count the job's memory holds; the restore puts it back.
+ *
+ * Records are never freed or reused, so a lookup needs no lock, and a
+ * destroyed object stays recognisable (stale handles get the driver's error
+ * codes, never a read of freed memory). A lookup dereferences a value only when
+ * it is a record's address inside one of this process's regions.
  */
 #include "ic.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-#define CHUNK_BITS 12
-#define CHUNK_SIZE (1u << CHUNK_BITS)
-#define NCHUNKS (1u << 16) /* 2^28 objects per process */
-#define FIRST_INDEX 16     /* 1 + device: the primary contexts */
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+/* The window: user space (below 2^47), far below the stack, and inside the
+ * application ranges of both AddressSanitizer and ThreadSanitizer, which
+ * refuse fixed mappings elsewhere. Address space only: pages are touched as
+ * records are made. A process takes another region when one is full. */
+#define WINDOW_BASE 0x7e8000000000ull
+#define REGION_SIZE (1ull << 28)
+#define NREGIONS 4096u /* region numbers in the window, for all of a job's processes */
+#define PER_REGION ((uint32_t)(REGION_SIZE / sizeof(ic_obj)))
+#define MAX_OWN 256u /* regions of one process: 256 * PER_REGION records */
+
+_Static_assert(WINDOW_BASE + (uint64_t)NREGIONS * REGION_SIZE <= 0x7f8000000000ull, "window below the stack");
+_Static_assert(NREGIONS < CGS_MINT_CLOSED, "region numbers never reach the closed bit");
+_Static_assert(sizeof(ic_obj) % 8 == 0, "records are pointer-aligned");
 
 pthread_mutex_t ic_obj_lock = PTHREAD_MUTEX_INITIALIZER;
-static ic_obj *chunks[NCHUNKS];
-static uint32_t next_index = FIRST_INDEX; /* guarded by ic_obj_lock */
+static ic_obj *regions[MAX_OWN]; /* this process's regions, in claim order */
+static uint32_t nregions;        /* published with a release store after regions[i] */
+static uint32_t nrecords;        /* records made; guarded by ic_obj_lock, read atomically */
+static ic_obj *primaries[CGS_MAX_DEVICES];
 static unsigned long long next_ctx_id = 1;
 
-static uint64_t make_handle(ic_kind kind, uint32_t index) {
-  return (uint64_t)(0xC0u | (unsigned)kind) << 56 | (uint64_t)ic.pid24 << 32 | index;
-}
-
-/* Called with ic_obj_lock held. */
-static ic_obj *slot(uint32_t index) {
-  uint32_t c = index >> CHUNK_BITS;
-  if (c >= NCHUNKS) return NULL;
-  ic_obj *chunk = chunks[c];
-  if (!chunk) {
-    chunk = calloc(CHUNK_SIZE, sizeof *chunk);
-    if (!chunk) return NULL;
-    __atomic_store_n(&chunks[c], chunk, __ATOMIC_RELEASE);
+/* The next region number of the job, once the counter is open (it is closed
+ * while the job is frozen); -1 when every number is taken or the controller
+ * is gone. */
+static int64_t next_region_number(cgs_header *h) {
+  for (;;) {
+    uint32_t v = __atomic_load_n(&h->mint_regions, __ATOMIC_SEQ_CST);
+    if (v & CGS_MINT_CLOSED) {
+      if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) == CGS_STATE_DEAD) return -1;
+      cgs_futex_wait(&h->mint_regions, v, 100);
+      continue;
+    }
+    if (v >= NREGIONS) return -1;
+    if (__atomic_compare_exchange_n(&h->mint_regions, &v, v + 1, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST))
+      return v;
   }
-  return &chunk[index & (CHUNK_SIZE - 1)];
 }
 
-static ic_obj *fill(ic_obj *o, ic_kind kind, uint64_t handle, uint64_t ctx) {
+/* Claim a region number and map it; called with ic_obj_lock held. */
+static ic_obj *claim_region(void) {
+  cgs_header *h = ic.h;
+  if (!h || nregions >= MAX_OWN) return NULL;
+  for (;;) {
+    int64_t k = next_region_number(h);
+    if (k < 0) {
+      ic_say("no handle region is left for this process (the job's processes took all %u)", NREGIONS);
+      return NULL;
+    }
+    void *want = (void *)(uintptr_t)(WINDOW_BASE + (uint64_t)k * REGION_SIZE);
+    void *p = mmap(want, REGION_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == want) {
+      regions[nregions] = p;
+      __atomic_store_n(&nregions, nregions + 1, __ATOMIC_RELEASE);
+      return p;
+    }
+    if (p != MAP_FAILED) {
+      munmap(p, REGION_SIZE); /* a kernel that took the address as a hint */
+      continue;
+    }
+    if (errno != EEXIST) {
+      ic_say("cannot map a handle region at %p: %s", want, strerror(errno));
+      return NULL;
+    }
+  }
+}
+
+static ic_obj *fill(ic_obj *o, ic_kind kind, uint64_t ctx) {
+  uint64_t handle = (uint64_t)(uintptr_t)o;
   o->kind = kind;
   o->ctx = kind == IC_CTX ? handle : ctx;
   memset(&o->u, 0, sizeof o->u);
@@ -61,50 +122,60 @@ static ic_obj *fill(ic_obj *o, ic_kind kind, uint64_t handle, uint64_t ctx) {
   return o;
 }
 
+/* Called with ic_obj_lock held. */
+static ic_obj *next_record(void) {
+  uint32_t i = nrecords;
+  if (i / PER_REGION >= nregions && !claim_region()) return NULL;
+  ic_obj *o = &regions[i / PER_REGION][i % PER_REGION];
+  __atomic_store_n(&nrecords, i + 1, __ATOMIC_RELEASE);
+  return o;
+}
+
 ic_obj *ic_obj_new(ic_kind kind, uint64_t ctx) {
   pthread_mutex_lock(&ic_obj_lock);
-  uint32_t index = next_index;
-  ic_obj *o = slot(index);
-  if (o) next_index++;
+  ic_obj *o = next_record();
   pthread_mutex_unlock(&ic_obj_lock);
-  return o ? fill(o, kind, make_handle(kind, index), ctx) : NULL;
+  return o ? fill(o, kind, ctx) : NULL;
 }
 
 ic_obj *ic_obj_peek(uint64_t handle, ic_kind kind) {
-  if ((handle >> 56) != (0xC0u | (unsigned)kind) || ((handle >> 32) & 0xffffffu) != ic.pid24)
-    return NULL;
-  uint32_t index = (uint32_t)handle;
-  if ((index >> CHUNK_BITS) >= NCHUNKS) return NULL;
-  ic_obj *chunk = __atomic_load_n(&chunks[index >> CHUNK_BITS], __ATOMIC_ACQUIRE);
-  if (!chunk) return NULL;
-  ic_obj *o = &chunk[index & (CHUNK_SIZE - 1)];
-  return __atomic_load_n(&o->handle, __ATOMIC_ACQUIRE) == handle ? o : NULL;
+  uint32_t n = __atomic_load_n(&nregions, __ATOMIC_ACQUIRE);
+  for (uint32_t r = 0; r < n; r++) {
+    uint64_t base = (uint64_t)(uintptr_t)regions[r];
+    if (handle < base || handle - base >= (uint64_t)PER_REGION * sizeof(ic_obj)) continue;
+    uint64_t off = handle - base;
+    if (off % sizeof(ic_obj)) return NULL;
+    ic_obj *o = &regions[r][off / sizeof(ic_obj)];
+    /* A record not made yet holds 0 there; one made holds its own address. */
+    if (__atomic_load_n(&o->handle, __ATOMIC_ACQUIRE) != handle) return NULL;
+    return o->kind == (uint32_t)kind ? o : NULL;
+  }
+  return NULL;
 }
 
 ic_obj *ic_primary(int device) {
   if (device < 0 || device >= CGS_MAX_DEVICES) return NULL;
-  return ic_obj_peek(make_handle(IC_CTX, 1u + (uint32_t)device), IC_CTX);
+  return __atomic_load_n(&primaries[device], __ATOMIC_ACQUIRE);
 }
 
+/* At attach: the first region, and the primary contexts' records in it. */
 void ic_handles_init(void) {
   pthread_mutex_lock(&ic_obj_lock);
   for (int d = 0; d < ic.device_count; d++) {
-    ic_obj *o = slot(1u + (uint32_t)d);
-    if (!o) continue; /* out of memory: that device's primary context is unusable */
-    fill(o, IC_CTX, make_handle(IC_CTX, 1u + (uint32_t)d), 0);
+    ic_obj *o = next_record();
+    if (!o) break; /* no region: the devices' primary contexts are unusable */
+    fill(o, IC_CTX, 0);
     o->u.c.device = d;
     o->u.c.primary = 1;
+    __atomic_store_n(&primaries[d], o, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&ic_obj_lock);
 }
 
 void ic_obj_drop_ctx(uint64_t ctx) {
   pthread_mutex_lock(&ic_obj_lock);
-  uint32_t end = next_index;
-  for (uint32_t i = FIRST_INDEX; i < end; i++) {
-    ic_obj *chunk = chunks[i >> CHUNK_BITS];
-    if (!chunk) continue;
-    ic_obj *o = &chunk[i & (CHUNK_SIZE - 1)];
+  for (uint32_t i = 0; i < nrecords; i++) {
+    ic_obj *o = &regions[i / PER_REGION][i % PER_REGION];
     if (o->kind != IC_CTX && o->ctx == ctx) __atomic_store_n(&o->state, IC_DESTROYED, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&ic_obj_lock);

@@ -24,6 +24,10 @@
 
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
+/* The profiler control functions' types, where the API table has them. */
+#if __has_include(<cudaProfiler.h>)
+#include <cudaProfiler.h>
+#endif
 
 #include <sched.h> /* cedana_gpu_ring.h uses sched_yield */
 
@@ -39,8 +43,9 @@
 #define IC_LIKELY(x) __builtin_expect(!!(x), 1)
 #define IC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-/* What cuDriverGetVersion answers before the segment says otherwise. */
-#define IC_DRIVER_VERSION 13000
+/* What cuDriverGetVersion answers before the segment says otherwise: the
+ * newest API version the table is generated from (the same cuda.h). */
+#define IC_DRIVER_VERSION CUDA_VERSION
 #define IC_CTX_STACK_MAX 128
 #define IC_PTDS_MAX 8
 /* Dynamic shared memory a kernel may use without opting in (48 KiB on every
@@ -72,7 +77,6 @@ typedef struct ic_conn {
   uint32_t timeout_ms;
   int device_count;
   int driver_version;
-  uint32_t pid24; /* this process's id, folded into every minted handle */
   char job_id[CGS_JOB_ID_MAX];
   int log; /* CEDANA_GPU_LOG=1: print every forwarded request */
 } ic_conn;
@@ -178,10 +182,10 @@ static inline uint8_t *ic_staging(cgs_channel *c) { return cgs_staging(c); }
 IC_HIDDEN uint64_t ic_now_ns(void);
 
 /* ---- minted handles -----------------------------------------------------------
- * A handle is tag(kind) << 56 | pid << 32 | index: never 0, CU_STREAM_LEGACY
- * or CU_STREAM_PER_THREAD, unique in the job (across its processes too), and
- * checked without a lock. Objects are never freed or reused, so a stale
- * handle is always recognised. */
+ * A handle is the address of the object's record (handles.c), a user-space
+ * pointer like the driver's: never 0, CU_STREAM_LEGACY or CU_STREAM_PER_THREAD,
+ * unique in the job (across its processes too), and checked without a lock.
+ * Objects are never freed or reused, so a stale handle is always recognised. */
 typedef enum ic_kind {
   IC_CTX = 1,
   IC_STREAM,

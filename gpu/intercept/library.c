@@ -104,6 +104,9 @@ static CUresult options_ok(unsigned int njit, CUjit_option *jit, void **jit_valu
 static CUresult load_library(CUlibrary *library, const void *bytes, size_t size) {
   ic_thread *t = ic_self();
   if (t && t->in_callback) return CUDA_ERROR_NOT_PERMITTED;
+  /* As the driver: nothing before cuInit (a handle needs the job's region). */
+  CUresult init = ic_need_init();
+  if (init) return init;
   void *copy = malloc(size);
   if (!copy) return CUDA_ERROR_OUT_OF_MEMORY;
   memcpy(copy, bytes, size);
@@ -302,7 +305,9 @@ CUresult ic_cuKernelGetLibrary_12050(CUlibrary *pLib, CUkernel kernel) {
 
 CUresult ic_cuKernelGetName_12030(const char **name, CUkernel hfunc) {
   ic_obj *k;
-  CUresult rc = kernel_arg(ic_self(), hfunc, &k);
+  /* No kernel at all is an invalid value to the driver (see cuFuncGetName). */
+  CUresult rc = hfunc ? kernel_arg(ic_self(), hfunc, &k) : ic_need_thread(ic_self());
+  if (!rc && !hfunc) rc = CUDA_ERROR_INVALID_VALUE;
   if (rc) return rc;
   if (!name) return CUDA_ERROR_INVALID_VALUE;
   *name = k->u.k.name;

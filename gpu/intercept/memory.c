@@ -239,12 +239,13 @@ CUresult ic_cuMemAllocPitch_3020(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t Wi
 }
 
 /* The allocation a free names, taken out of the table for the caller to free
- * (or to put back if the free fails), in the current context. */
+ * (or to put back if the free fails), in the current context. NULL is freed
+ * as free(NULL) is, as the driver does: the caller then has nothing to do. */
 static CUresult take_for_free(ic_thread *t, uintptr_t p, ic_mem_kind kind, ic_obj **ctx,
                               ic_alloc *a) {
   CUresult rc = ic_need_ctx(t, ctx);
-  if (rc) return rc;
-  if (!p || !ic_mem_take(p, 1u << kind, a)) return CUDA_ERROR_INVALID_VALUE;
+  if (rc || !p) return rc;
+  if (!ic_mem_take(p, 1u << kind, a)) return CUDA_ERROR_INVALID_VALUE;
   return CUDA_SUCCESS;
 }
 
@@ -254,7 +255,7 @@ CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   ic_obj *ctx;
   ic_alloc a;
   CUresult rc = take_for_free(t, (uintptr_t)dptr, IC_MEM_DEVICE, &ctx, &a);
-  if (rc) return rc;
+  if (rc || !dptr) return rc;
   rc = ic_enter(t);
   if (!rc) {
     rc = mem_op(t, CGS_OP_MEM_FREE, a.ctx, dptr, a.size, NULL);
@@ -343,8 +344,14 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   ic_obj *ctx;
   CUresult rc = ic_need_ctx(t, &ctx);
   if (rc) return rc;
-  if (!pp || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (!pp) return CUDA_ERROR_INVALID_VALUE;
   if (flags & ~(unsigned)CU_MEMHOSTALLOC_KNOWN) return CUDA_ERROR_INVALID_VALUE;
+  /* As the driver (and the fake driver): zero bytes succeed with a NULL
+   * pointer, which a free takes. */
+  if (bytesize == 0) {
+    *pp = NULL;
+    return CUDA_SUCCESS;
+  }
   if (bytesize > ((size_t)1 << 62)) return CUDA_ERROR_OUT_OF_MEMORY;
   size_t mapped = round_up(bytesize, page_size());
   char name[128];
@@ -403,7 +410,7 @@ CUresult ic_cuMemFreeHost_2000(void *p) {
   ic_obj *ctx;
   ic_alloc a;
   CUresult rc = take_for_free(t, (uintptr_t)p, IC_MEM_HOST, &ctx, &a);
-  if (rc) return rc;
+  if (rc || !p) return rc;
   rc = ic_enter(t);
   if (rc && rc != IC_DEAD_ERROR) {
     ic_mem_add(&a); /* not sent: still pinned */

@@ -473,7 +473,10 @@ CUresult ic_cuFuncGetModule_11000(CUmodule *hmod, CUfunction hfunc) {
 
 CUresult ic_cuFuncGetName_12030(const char **name, CUfunction hfunc) {
   ic_obj *f;
-  CUresult rc = function_of(hfunc, &f);
+  /* No function at all is an invalid value to the driver, a stale or foreign
+   * one an invalid handle. */
+  CUresult rc = hfunc ? function_of(hfunc, &f) : ic_need_thread(ic_self());
+  if (!rc && !hfunc) rc = CUDA_ERROR_INVALID_VALUE;
   if (rc) return rc;
   if (!name) return CUDA_ERROR_INVALID_VALUE;
   *name = f->u.f.name;

@@ -236,7 +236,6 @@ static void do_attach(void) {
                                                                    : IC_DEFAULT_TIMEOUT_MS);
   memcpy(ic.job_id, h->job_id, sizeof ic.job_id);
   ic.job_id[sizeof ic.job_id - 1] = '\0';
-  ic.pid24 = (uint32_t)getpid() & 0xffffffu;
   ic.h = h;
   ic_handles_init();
   attach_rc = CUDA_SUCCESS;

@@ -3,6 +3,7 @@ context, push/pop), version, error names and strings."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 from driver_helpers import FAKE_PATHS, err_of, ok
+
+from cedana_gpu import paths
 
 RunOnDriver = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -35,6 +38,22 @@ def created_ctx(cu: ModuleType, ctx: Any) -> Any:
 
 def test_driver_version(cu: ModuleType) -> None:
     assert ok(cu.cuDriverGetVersion()) >= 13000
+
+
+@pytest.mark.only_paths(*FAKE_PATHS, reason="NVIDIA's driver reports its own version")
+def test_driver_version_is_the_api_tables(cu: ModuleType) -> None:
+    # The newest API version the table (and so both libraries) is generated
+    # from: an older answer makes clients skip paths the table has.
+    table = json.loads(paths.api_table_path().read_text())
+    assert ok(cu.cuDriverGetVersion()) == table["cuda_version"]
+
+
+def test_profiler_start_stop_are_no_ops_without_a_profiler(cu: ModuleType, ctx: Any) -> None:
+    # Exported and resolvable (cuda-bindings raises on a name the driver does
+    # not know); with no profiler attached they do nothing and succeed.
+    ok(cu.cuProfilerStart())
+    ok(cu.cuProfilerStop())
+    ok(cu.cuProfilerStop())
 
 
 def test_init_rejects_flags(cu: ModuleType) -> None:

@@ -406,6 +406,17 @@ def test_free_errors(cu: ModuleType, ctx: Any) -> None:
     assert err_of(cu.cuMemcpyDtoH(_addr(buf), d, 4)) == inval
 
 
+def test_null_frees_and_empty_host_allocations(cu: ModuleType, ctx: Any) -> None:
+    # As the driver (and free(NULL)): freeing nothing succeeds.
+    ok(cu.cuMemFree(0))
+    ok(cu.cuMemFreeHost(0))
+    # Zero bytes of pinned memory succeed with a NULL pointer (measured on the
+    # real driver), which a free then takes.
+    assert int(ok(cu.cuMemHostAlloc(0, 0))) == 0
+    assert int(ok(cu.cuMemAllocHost(0))) == 0
+    ok(cu.cuMemFreeHost(0))
+
+
 def test_host_alloc(cu: ModuleType, ctx: Any) -> None:
     flags = int(cu.CU_MEMHOSTALLOC_DEVICEMAP) | int(cu.CU_MEMHOSTALLOC_PORTABLE)
     h = int(ok(cu.cuMemHostAlloc(4096, flags)))

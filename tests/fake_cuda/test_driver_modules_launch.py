@@ -190,6 +190,22 @@ def test_unknown_names(cu: ModuleType, kernels: Kernels) -> None:
     assert err_of(cu.cuModuleGetFunction(kernels.module, b"conformance_global")) == nf
 
 
+def test_names_of_functions_and_kernels(
+    cu: ModuleType, kernels: Kernels, kernels_path: Path
+) -> None:
+    inval = cu.CUresult.CUDA_ERROR_INVALID_VALUE
+    assert ok(cu.cuFuncGetName(kernels.fn("noop"))) == b"noop"
+    # No handle at all is an invalid value to the driver, not an invalid
+    # handle (cuda-bindings' own tests hold it to that).
+    assert err_of(cu.cuFuncGetName(0)) == inval
+    assert err_of(cu.cuKernelGetName(0)) == inval
+    lib = ok(cu.cuLibraryLoadFromFile(str(kernels_path).encode(), [], [], 0, [], [], 0))
+    try:
+        assert ok(cu.cuKernelGetName(ok(cu.cuLibraryGetKernel(lib, b"noop")))) == b"noop"
+    finally:
+        ok(cu.cuLibraryUnload(lib))
+
+
 def test_unloaded_module_and_its_functions(cu: ModuleType, ctx: Any, kernels_path: Path) -> None:
     bad = cu.CUresult.CUDA_ERROR_INVALID_HANDLE
     mod = ok(cu.cuModuleLoad(str(kernels_path).encode()))

@@ -110,6 +110,8 @@ def _proc_v1(lib: ctypes.CDLL, base: str, version: int, flags: int) -> tuple[int
         "cuMemAddressReserve",
         "cuMemCreate",
         "cuMemMap",
+        "cuProfilerStart",
+        "cuProfilerStop",
         UNSUPPORTED,
     ],
 )

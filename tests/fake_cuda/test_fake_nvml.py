@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from preload import set_child_preload
 
-from cedana_gpu.paths import NativeNotBuilt, fake_libdir
+from cedana_gpu.paths import NativeNotBuilt, api_table_path, fake_libdir
 
 # The fake NVML itself, next to the fake driver; no system path loads it.
 pytestmark = pytest.mark.only_paths(
@@ -112,7 +112,9 @@ def test_values(libdir: Path) -> None:
         FAKE_CUDA_DEVICE_MEMORY_MIB="2048",
         FAKE_CUDA_DEVICE_NAME="NVML Test GPU",
     )
-    assert out["cuda"] == out["cuda2"] == 13000
+    # The fake driver's version: the API table's (the cuda.h it is built from).
+    table_version = json.loads(api_table_path().read_text())["cuda_version"]
+    assert out["cuda"] == out["cuda2"] == table_version
     assert out["driver"] and out["nvml"]
     assert len(out["devs"]) == 3
     total = 2048 << 20

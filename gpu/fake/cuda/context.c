@@ -356,3 +356,17 @@ CUresult fake_cuDevicePrimaryCtxGetState_7000(CUdevice_v1 dev, unsigned int *fla
   pthread_mutex_unlock(&primary_lock);
   return CUDA_SUCCESS;
 }
+
+/* ---- profiler control ---------------------------------------------------------
+ * No profiler ever attaches to the fake driver: starting and stopping
+ * collection is the no-op it is on NVIDIA's driver without one, in the
+ * current context as the driver documents. */
+CUresult fake_cuProfilerStart_4000(void) {
+  fk_ctx *c;
+  return fk_need_ctx(&c);
+}
+
+CUresult fake_cuProfilerStop_4000(void) {
+  fk_ctx *c;
+  return fk_need_ctx(&c);
+}

@@ -26,7 +26,9 @@
 #include <stdint.h>
 
 #define FK_HIDDEN __attribute__((visibility("hidden")))
-#define FK_DRIVER_VERSION 13000
+/* The newest API version the driver API table is generated from (the same
+ * cuda.h): clients take older versions as a reason to skip newer paths. */
+#define FK_DRIVER_VERSION CUDA_VERSION
 #define FK_MAX_DEVICES 8
 #define FK_GRANULARITY ((size_t)2 << 20) /* 2 MiB, like the real driver */
 

@@ -319,7 +319,9 @@ CUresult fake_cuKernelGetLibrary_12050(CUlibrary *pLib, CUkernel kernel) {
 
 CUresult fake_cuKernelGetName_12030(const char **name, CUkernel hfunc) {
   lib_kernel *k;
-  CUresult rc = kernel_arg(hfunc, &k);
+  /* No kernel at all is an invalid value to the driver (see cuFuncGetName). */
+  CUresult rc = hfunc ? kernel_arg(hfunc, &k) : enter();
+  if (!rc && !hfunc) rc = CUDA_ERROR_INVALID_VALUE;
   if (rc) return rc;
   if (!name) return CUDA_ERROR_INVALID_VALUE;
   *name = kernel_info(k)->name;

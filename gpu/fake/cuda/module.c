@@ -572,7 +572,10 @@ CUresult fake_cuFuncSetSharedMemConfig_4020(CUfunction hfunc, CUsharedconfig con
 
 CUresult fake_cuFuncGetName_12030(const char **name, CUfunction hfunc) {
   func_impl *f;
-  CUresult rc = func_arg(hfunc, &f);
+  /* No function at all is an invalid value to the driver (cuda-bindings'
+   * tests hold it to that), a stale or foreign one an invalid handle. */
+  CUresult rc = hfunc ? func_arg(hfunc, &f) : fk_need_init();
+  if (!rc && !hfunc) rc = CUDA_ERROR_INVALID_VALUE;
   if (rc) return rc;
   if (!name) return CUDA_ERROR_INVALID_VALUE;
   *name = f->pub.kernel->name;

@@ -16,6 +16,8 @@
  * NVML_ERROR_INSUFFICIENT_SIZE. */
 #include "nvml_types.h"
 
+#include <cuda.h> /* CUDA_VERSION only */
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -33,7 +35,8 @@
 #define FAKE_UUID_PREFIX "cedana-fake-gpu" /* 15 bytes; byte 15 is the ordinal */
 #define FAKE_DRIVER_VERSION "580.00-fake"
 #define FAKE_NVML_VERSION "13.580.00-fake"
-#define FAKE_CUDA_DRIVER_VERSION 13000
+/* What the fake driver's cuDriverGetVersion answers (see gpu/fake/cuda/fake.h). */
+#define FAKE_CUDA_DRIVER_VERSION CUDA_VERSION
 #define FAKE_CC_MAJOR 9
 #define FAKE_CC_MINOR 0
 /* H200 SXM's PCI ids, so tools that key on them see a Hopper part. */
