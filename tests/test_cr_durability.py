@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cr_helpers import REPO, Cedana, assert_one_line_error, needs_root, unique_jid
+from cr_helpers import REPO, Cedana, assert_one_line_error, needs_root, unique_jid, wait_for
 
 pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 
@@ -236,3 +236,43 @@ def tree(pid: int) -> list[int]:
     from cedana_gpu.jobs.processes import tree_pids
 
     return tree_pids(pid)
+
+
+@pytest.mark.parametrize("phase", ["criu_dump", "write"])
+def test_a_job_killed_during_its_dump(cedana: Cedana, tmp_path: Path, phase: str) -> None:
+    """The job itself dies while it is dumped (OOM killer, an operator): one line
+    says it ended during the dump, and whether CRIU had it whole before: then
+    that checkpoint is kept and listed; else nothing is listed or left."""
+    from cedana_gpu.cr.pipeline import PHASE_HOOK_ENV
+    from cedana_gpu.jobs.processes import signal_job
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / f"dump.{phase}.pause").touch()
+    jid = unique_jid("kil")
+    cedana.exec_gpu(jid, sys.executable, *TRAIN)
+    cedana.wait_log(jid, r"^step ", 1)
+    job = cedana.job(jid)
+    ckdir = tmp_path / "ck"
+    client = subprocess.Popen(
+        [sys.executable, "-m", "cedana_gpu", "dump", "job", jid, "--dir", str(ckdir)],
+        env=cedana.env(**{PHASE_HOOK_ENV: str(hook)}), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    reached = hook / f"dump.{phase}.reached"
+    wait_for(lambda: reached.exists() or client.poll() is not None, f"the dump to reach {phase}")
+    assert client.poll() is None, client.communicate()
+    signal_job(int(job["pid"]), bool(job["pid_namespace"]), signal.SIGKILL)
+    wait_for(lambda: cedana.job(jid)["state"] != "running", f"job {jid}'s end to be recorded")
+    (hook / f"dump.{phase}.pause").unlink()
+    _out, err = client.communicate(timeout=600)
+    line = assert_one_line_error(subprocess.CompletedProcess([], client.returncode, "", err))
+    assert f"job {jid} ended during the dump (killed (SIGKILL))" in line, line
+    listed = cedana.json("job", "checkpoints", jid)
+    if phase == "criu_dump":  # killed before CRIU had it
+        assert "no checkpoint was made" in line, line
+        assert listed == []
+        assert not ckdir.exists() or not any(ckdir.iterdir()), list(ckdir.iterdir())
+    else:  # CRIU had it whole, stopped, before it was killed
+        assert f"but checkpoint {listed[0]['id']} was complete" in line, line
+        assert [p.name for p in ckdir.iterdir()] == [listed[0]["id"]]

@@ -84,6 +84,7 @@ from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     FAILED,
+    FINAL_STATES,
     PENDING,
     RUNNING,
     Checkpoint,
@@ -675,6 +676,8 @@ def release(ctx: DumpContext) -> None:
     try:
         ctx.client.call({"op": "dumped"}, timeout=30)
     except control.ControlError as e:
+        if not processes.process_alive(ctx.job.controller_pid):
+            raise DumpError(f"the controller of job {ctx.job.jid} is gone") from None
         raise DumpError(f"job {ctx.job.jid}: {e}") from None
     processes.signal_job(ctx.job.pid, ctx.job.pid_namespace, signal.SIGKILL)
     ctx.stopped = False
@@ -801,6 +804,15 @@ def settle(ctx: DumpContext) -> str:
     if ctx.released:
         return f"job {job.jid} was checkpointed as {ctx.cid}: {restore}"
     controller_alive = processes.process_alive(job.controller_pid)
+    now = ctx.store.get(job.jid)
+    if now is not None and now.state in FINAL_STATES:
+        # The job ended on its own account (killed, exited) while it was being
+        # dumped, and its controller recorded that and went: nothing was lost
+        # to the dump. A checkpoint CRIU finished before is whole and kept.
+        ended = f"job {job.jid} ended during the dump ({lifecycle.describe(now)})"
+        if ctx.keeps_checkpoint():
+            return f"{ended}, but checkpoint {ctx.cid} was complete: {restore}"
+        return f"{ended}; no checkpoint was made"
     if job.gpu and not controller_alive:
         _end_lost_job(ctx)
         if ctx.keeps_checkpoint():
