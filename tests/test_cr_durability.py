@@ -276,3 +276,35 @@ def test_a_job_killed_during_its_dump(cedana: Cedana, tmp_path: Path, phase: str
     else:  # CRIU had it whole, stopped, before it was killed
         assert f"but checkpoint {listed[0]['id']} was complete" in line, line
         assert [p.name for p in ckdir.iterdir()] == [listed[0]["id"]]
+
+
+def test_ctrl_c_during_a_dump_says_what_became_of_the_job(cedana: Cedana, tmp_path: Path) -> None:
+    """Ctrl-C unwinds a dump like SIGTERM and ends in the same one line."""
+    from cedana_gpu.cr.pipeline import PHASE_HOOK_ENV
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "dump.criu_dump.pause").touch()
+    jid = unique_jid("int")
+    cedana.exec_gpu(jid, sys.executable, *TRAIN)
+    cedana.wait_log(jid, r"^step ", 1)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "cedana_gpu", "dump", "job", jid],
+        env=cedana.env(**{PHASE_HOOK_ENV: str(hook)}), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
+    reached = hook / "dump.criu_dump.reached"
+    wait_for(lambda: reached.exists() or client.poll() is not None, "the dump to reach criu_dump")
+    client.send_signal(signal.SIGINT)
+    _out, err = client.communicate(timeout=600)
+    line = assert_one_line_error(subprocess.CompletedProcess([], client.returncode, "", err), 130)
+    assert f"interrupted by signal SIGINT; job {jid} runs on; no checkpoint was made" in line
+    steps = sum(1 for ln in cedana.log(jid).splitlines() if ln.startswith("step "))
+    cedana.wait_log(jid, r"^step ", steps + 3)  # it makes progress: not frozen, not stopped
+    assert cedana.job(jid)["state"] == "running"
+    assert cedana.json("job", "checkpoints", jid) == []
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -774,6 +774,9 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         raise DumpError(f"{_first_line(e)}; {settle(ctx)}") from None
     except Terminated as e:
         raise Terminated(e.signum, settle(ctx)) from None
+    except KeyboardInterrupt:
+        # Ctrl-C: unwound like SIGTERM (the undos ran), and said like it.
+        raise Terminated(signal.SIGINT, settle(ctx)) from None
     finally:
         if ctx.janitor is not None:
             ctx.janitor.close()

@@ -277,6 +277,9 @@ def restore_job(
         raise RestoreError(f"{first}; {outcome(ctx)}") from None
     except Terminated as e:
         raise Terminated(e.signum, outcome(ctx)) from None
+    except KeyboardInterrupt:
+        # Ctrl-C: unwound like SIGTERM (the undos ran), and said like it.
+        raise Terminated(signal.SIGINT, outcome(ctx)) from None
     finally:
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     assert ctx.started is not None
