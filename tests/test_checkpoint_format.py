@@ -8,6 +8,7 @@ CRC32C). Small chunk sizes make a few MiB exercise chunking and packing.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import random
@@ -599,3 +600,34 @@ def test_a_file_added_to_a_checkpoint_is_refused(tmp_path: Path) -> None:
     (ck / "criu" / "extra-1.img").write_bytes(b"\x01" * 64)
     with pytest.raises(CorruptCheckpoint, match=r"criu/extra-1\.img is not listed in the manifest"):
         verify_files(ck, m, crc)
+
+
+def test_early_writeback_is_asked_for_in_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards start their writeback as they grow (sync_file_range), one step at
+    a time; what is written stays what was written."""
+    from cedana_gpu.checkpoint import durable
+
+    assert durable._sync_file_range is not None  # glibc has it on every Linux we run on
+    calls: list[tuple[int, int]] = []
+    real = durable._sync_file_range
+    monkeypatch.setattr(durable, "WRITEBACK_STEP", 4096)
+    monkeypatch.setattr(
+        durable,
+        "_sync_file_range",
+        lambda fd, off, n, flags: calls.append((off, n)) or real(fd, off, n, flags),
+    )
+    dev = FakeDevice()
+    regions = [(BASE + 0x1000, 20_000), (BASE + 0x10000, 30_000)]
+    for a, s in regions:
+        dev.fill(a, s)
+    m = dump(tmp_path / "ck", dev, regions, "none", 1)
+    assert calls and calls[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(calls))
+    verify_files(tmp_path / "ck", m, crc)
+    got = bytearray()
+    read_regions(tmp_path / "ck" / "gpu", m.regions, lambda a, v: got.extend(v), 1, "none", crc)
+    assert bytes(got) == bytes(
+        dev.mem[0x1000 : 0x1000 + 20_000] + dev.mem[0x10000 : 0x10000 + 30_000]
+    )

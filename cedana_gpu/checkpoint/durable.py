@@ -15,7 +15,6 @@ checkpoint holds the job's memory.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,10 +35,10 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 
 def _libc_sync_file_range() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    # The process's own symbols (libc among them): no library search, which
+    # would run ldconfig at import time.
     try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)[
-            "sync_file_range"
-        ]
+        fn = ctypes.CDLL(None, use_errno=True)["sync_file_range"]
     except (OSError, AttributeError):
         return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
