@@ -308,3 +308,45 @@ def test_ctrl_c_during_a_dump_says_what_became_of_the_job(cedana: Cedana, tmp_pa
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("damage", ["shard byte", "image truncated"])
+def test_verify_catches_what_was_not_written_as_meant(
+    cedana: Cedana, tmp_path: Path, damage: str
+) -> None:
+    """Bytes changed between write and commit are caught by the read-back: the
+    dump fails in one line, the job runs on, nothing is listed or left."""
+    from cedana_gpu.cr.pipeline import PHASE_HOOK_ENV
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "dump.verify.pause").touch()
+    jid = unique_jid("ver")
+    cedana.exec_gpu(jid, sys.executable, *TRAIN)
+    cedana.wait_log(jid, r"^step ", 1)
+    ckdir = tmp_path / "ck"
+    client = subprocess.Popen(
+        [sys.executable, "-m", "cedana_gpu", "dump", "job", jid, "--leave-running",
+         "--dir", str(ckdir)],
+        env=cedana.env(**{PHASE_HOOK_ENV: str(hook)}), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    reached = hook / "dump.verify.reached"
+    wait_for(lambda: reached.exists() or client.poll() is not None, "the dump to reach verify")
+    [partial] = list(ckdir.glob(".*.partial"))
+    if damage == "shard byte":
+        shard = partial / "gpu" / "img-0"
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        shard.write_bytes(bytes(data))
+    else:
+        image = max((partial / "criu").glob("pages-*.img"), key=lambda p: p.stat().st_size)
+        with open(image, "r+b") as f:
+            f.truncate(image.stat().st_size - 1)
+    (hook / "dump.verify.pause").unlink()
+    _out, err = client.communicate(timeout=600)
+    line = assert_one_line_error(subprocess.CompletedProcess([], client.returncode, "", err))
+    assert "did not read back as written" in line and f"job {jid} runs on" in line, line
+    assert cedana.job(jid)["state"] == "running"
+    assert cedana.json("job", "checkpoints", jid) == []
+    assert list(ckdir.iterdir()) == []

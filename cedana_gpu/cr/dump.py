@@ -70,6 +70,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,8 +79,8 @@ from cedana_gpu.controller import control
 from cedana_gpu.cr import criu, recovery
 from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
 from cedana_gpu.cr.janitor import Janitor
-from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
-from cedana_gpu.errors import CedanaError, DumpError, StoreError
+from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
+from cedana_gpu.errors import DumpError, StoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
@@ -444,11 +445,23 @@ def thaw(ctx: DumpContext) -> None:
     ctx.engine.unfreeze()
 
 
+@contextlib.contextmanager
+def _dump_errors(what: str) -> Iterator[None]:
+    """A phase's file errors as its one line: ``what`` failed, and why."""
+    from cedana_gpu.checkpoint import CheckpointError
+
+    try:
+        yield
+    except CheckpointError as e:
+        raise DumpError(f"{what}: {e}") from None
+    except OSError as e:
+        raise DumpError(f"{what}: {e.strerror or e}") from None
+
+
 def write(ctx: DumpContext) -> None:
     """The manifest: every file's size and checksum, the GPU regions; signed with a key."""
     from cedana_gpu.checkpoint import (
         SHARD_DIR,
-        CheckpointError,
         JobInfo,
         Manifest,
         RegionRecord,
@@ -461,7 +474,7 @@ def write(ctx: DumpContext) -> None:
     from cedana_gpu.controller import native
 
     job, options, partial, gpu = ctx.job, ctx.options, ctx.partial, ctx.gpu
-    try:
+    with _dump_errors(f"cannot write the checkpoint of job {job.jid}"):
         regions_file = partial / ".gpu-regions.json"
         regions: list[RegionRecord] = []
         if regions_file.exists():
@@ -516,32 +529,26 @@ def write(ctx: DumpContext) -> None:
         save_manifest(manifest, partial)
         fault_point()
         ctx.manifest = manifest
-    except CheckpointError as e:
-        raise DumpError(f"cannot write the checkpoint of job {job.jid}: {e}") from None
-    except OSError as e:
-        raise DumpError(
-            f"cannot write the checkpoint of job {job.jid}: {e.strerror or e}"
-        ) from None
 
 
 def verify(ctx: DumpContext) -> None:
     """Read back what was written before trusting it with the job.
 
     The manifest is loaded again (its own checksum round trip) and must be
-    the one written; every file it lists is checked as a restore checks it
-    (size, checksum); every shard's size must be what its regions account
-    for, and each region's bytes are read back, decoded and checked against
-    the checksum taken from the device. What this catches: a short or torn
-    write, a codec fault, a file changed behind our back. Reads come from
-    the page cache (the files were just written), so it costs a pass over
-    the data at memory speed, not a disk read."""
+    the one written; every file it lists must have the size it records, and
+    every shard the size its regions account for; each region's bytes are
+    read back, decoded and checked against the checksum taken from the
+    device. What this catches: a short or torn write, a codec fault, a file
+    changed behind our back. The other files' checksums are not computed
+    again: ``write`` computed them from these same bytes a moment ago. Reads
+    come from the page cache (the files were just written), so it costs a
+    pass over the device memory at memory speed, not a disk read."""
     from cedana_gpu.checkpoint import (
-        CHECKSUM_ALGORITHM,
         SHARD_DIR,
         CheckpointError,
         load_manifest,
         read_regions,
-        verify_files,
+        verify_layout,
     )
     from cedana_gpu.controller import native
 
@@ -551,7 +558,11 @@ def verify(ctx: DumpContext) -> None:
         loaded = load_manifest(partial)
         if loaded != ctx.manifest:
             raise CheckpointError("the manifest read back is not the one written")
-        verify_files(partial, loaded, native.checksum, algorithm=CHECKSUM_ALGORITHM)
+        verify_layout(partial, loaded)
+        for rec in loaded.files:
+            size = os.stat(partial / rec.path).st_size
+            if size != rec.size:
+                raise CheckpointError(f"{rec.path} has {size} bytes, {rec.size} were written")
         read_regions(
             partial / SHARD_DIR,
             loaded.regions,
@@ -576,20 +587,14 @@ def is_archive_dump(ctx: DumpContext) -> bool:
 
 def pack_archive(ctx: DumpContext) -> None:
     """One file (``.tar``), written under its temporary name; the commit renames it."""
-    from cedana_gpu.checkpoint import CheckpointError, pack, path_size
+    from cedana_gpu.checkpoint import pack, path_size
     from cedana_gpu.checkpoint.progress import Progress
 
     assert ctx.staged is not None
-    try:
+    with _dump_errors(f"cannot write the checkpoint of job {ctx.job.jid}"):
         with Progress("archive", path_size(ctx.partial), enabled=ctx.show) as bar:
             pack(ctx.partial, ctx.staged, ctx.options.compression, bar, rename=False)
         fault_point()
-    except CheckpointError as e:
-        raise DumpError(f"cannot write the checkpoint of job {ctx.job.jid}: {e}") from None
-    except OSError as e:
-        raise DumpError(
-            f"cannot write the checkpoint of job {ctx.job.jid}: {e.strerror or e}"
-        ) from None
 
 
 def is_durable(ctx: DumpContext) -> bool:
@@ -598,42 +603,28 @@ def is_durable(ctx: DumpContext) -> bool:
 
 def sync(ctx: DumpContext) -> None:
     """Every file and directory of the checkpoint on disk (fsync) before the rename."""
-    from cedana_gpu.checkpoint import CheckpointError
     from cedana_gpu.checkpoint.durable import fsync_file, sync_tree
 
-    try:
+    with _dump_errors(f"cannot save the checkpoint of job {ctx.job.jid}"):
         fault_point()
         if ctx.staged is not None:
             fsync_file(ctx.staged)
         else:
             sync_tree(ctx.partial)
-    except CheckpointError as e:
-        raise DumpError(f"cannot save the checkpoint of job {ctx.job.jid}: {e}") from None
-    except OSError as e:
-        raise DumpError(
-            f"cannot save the checkpoint of job {ctx.job.jid}: {e.strerror or e}"
-        ) from None
 
 
 def commit(ctx: DumpContext) -> None:
     """The rename that makes the checkpoint whole, then its directory synced: from
     here a crash leaves the complete checkpoint (``cr.recovery`` lists it)."""
-    from cedana_gpu.checkpoint import CheckpointError
     from cedana_gpu.checkpoint.durable import fsync_dir
 
     src = ctx.staged if ctx.staged is not None else ctx.partial
-    try:
+    with _dump_errors(f"cannot save the checkpoint of job {ctx.job.jid}"):
         fault_point()
         os.rename(src, ctx.final)
         ctx.committed = True
         if ctx.options.durable:
             fsync_dir(ctx.base)
-    except OSError as e:
-        raise DumpError(
-            f"cannot save the checkpoint of job {ctx.job.jid}: {e.strerror or e}"
-        ) from None
-    except CheckpointError as e:
-        raise DumpError(f"cannot save the checkpoint of job {ctx.job.jid}: {e}") from None
     if ctx.staged is not None:
         # The archive holds everything: the unpacked tree it was made from goes.
         shutil.rmtree(ctx.partial, ignore_errors=True)
@@ -769,14 +760,7 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
     )
     t_start = time.monotonic()
     try:
-        phases = pipeline.run(ctx)
-    except CedanaError as e:
-        raise DumpError(f"{_first_line(e)}; {settle(ctx)}") from None
-    except Terminated as e:
-        raise Terminated(e.signum, settle(ctx)) from None
-    except KeyboardInterrupt:
-        # Ctrl-C: unwound like SIGTERM (the undos ran), and said like it.
-        raise Terminated(signal.SIGINT, settle(ctx)) from None
+        phases = pipeline.run_telling(ctx, settle, DumpError)
     finally:
         if ctx.janitor is not None:
             ctx.janitor.close()
@@ -851,11 +835,6 @@ def _end_lost_job(ctx: DumpContext) -> None:
         error += f"; checkpoint {ctx.cid} holds it"
     if ctx.store.finish(job.jid, FAILED, error=error):
         lifecycle.remove_leftovers(job)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e)
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _no_read(addr: int, size: int, dst: memoryview) -> int:

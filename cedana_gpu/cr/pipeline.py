@@ -60,6 +60,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Generic, TypeVar
 
+from cedana_gpu.errors import CedanaError
+
 C = TypeVar("C")
 
 PHASE_HOOK_ENV = "CEDANA_TEST_PHASE_HOOK"
@@ -167,6 +169,26 @@ class Pipeline(Generic[C]):
                 self._undo(reversed(to_undo), ctx, exc)
                 raise
         return self.timings
+
+    def run_telling(
+        self, ctx: C, outcome: Callable[[C], str], error: type[CedanaError]
+    ) -> dict[str, float]:
+        """``run``, and a failure ends in one line that says what became of the job.
+
+        ``outcome(ctx)``, called once the undos are done, says it in a clause;
+        a ``CedanaError`` is raised again as ``error`` with that clause after
+        its first line; SIGTERM and Ctrl-C (both unwound alike) as
+        ``Terminated`` carrying it."""
+        try:
+            return self.run(ctx)
+        except CedanaError as e:
+            text = str(e)
+            first = text.splitlines()[0] if text else type(e).__name__
+            raise error(f"{first}; {outcome(ctx)}") from None
+        except Terminated as e:
+            raise Terminated(e.signum, outcome(ctx)) from None
+        except KeyboardInterrupt:
+            raise Terminated(signal.SIGINT, outcome(ctx)) from None
 
     def _undo(self, phases: Iterator[Phase[C]], ctx: C, exc: BaseException) -> None:
         for phase in phases:

@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 from cedana_gpu.cr import recovery
 from cedana_gpu.cr.dump import require_root
 from cedana_gpu.cr.engine import GpuEngine, RestoreSpec, restore_engine
-from cedana_gpu.cr.pipeline import Phase, Pipeline, Terminated, fault_point
-from cedana_gpu.errors import CedanaError, RestoreError
+from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
+from cedana_gpu.errors import RestoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
 from cedana_gpu.jobs.store import FINAL_STATES, Job, JobStore
 
@@ -269,17 +269,8 @@ def restore_job(
     )
     t0 = time.monotonic()
     try:
-        phases = pipeline.run(ctx)
+        phases = pipeline.run_telling(ctx, outcome, RestoreError)
         phases["total"] = time.monotonic() - t0
-    except CedanaError as e:
-        text = str(e)
-        first = text.splitlines()[0] if text else type(e).__name__
-        raise RestoreError(f"{first}; {outcome(ctx)}") from None
-    except Terminated as e:
-        raise Terminated(e.signum, outcome(ctx)) from None
-    except KeyboardInterrupt:
-        # Ctrl-C: unwound like SIGTERM (the undos ran), and said like it.
-        raise Terminated(signal.SIGINT, outcome(ctx)) from None
     finally:
         shutil.rmtree(ctx.scratch, ignore_errors=True)
     assert ctx.started is not None
