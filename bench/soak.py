@@ -42,7 +42,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -56,6 +55,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from checkpoint import cli_env, loadavg, machine  # bench/checkpoint.py: the same CLI and machine
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -80,16 +81,6 @@ class SoakError(RuntimeError):
 
 
 # ---- the CLI ----------------------------------------------------------------------------
-
-
-def cli_env(state: Path, **extra: str) -> dict[str, str]:
-    """The environment of a CLI run: the tests' own (tests/cr_helpers.py)."""
-    sys.path.insert(0, str(TESTS))
-    try:
-        from cr_helpers import clean_env
-    finally:
-        sys.path.remove(str(TESTS))
-    return clean_env(state, **extra)
 
 
 @dataclass
@@ -454,30 +445,6 @@ def git_commit() -> str:
     return head + ("+changes" if dirty else "")
 
 
-def loadavg() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return math.nan
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "driver": "fake (CPU)",
-        "loadavg_start": loadavg(),
-    }
-
-
 def summarise(res: Results) -> None:
     cyc = res.per_cycle
     res.times = {
@@ -607,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Results(
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         commit=git_commit(),
-        machine=machine(),
+        machine=machine(args.dir),
         plan=dict(asdict(plan), steps=plan.steps),
     )
     try:

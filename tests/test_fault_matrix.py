@@ -48,7 +48,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,7 +74,7 @@ from cedana_gpu.cr import restore as cr_restore
 from cedana_gpu.cr.dump import DUMP_PHASES
 from cedana_gpu.cr.pipeline import PHASE_HOOK_ENV, Phase
 from cedana_gpu.cr.restore import RESTORE_PHASES
-from cedana_gpu.jobs.processes import tree_pids
+from cedana_gpu.jobs.processes import stat_fields, tree_pids
 
 pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 
@@ -319,6 +319,31 @@ def harm(fault: str, client: subprocess.Popen[str], controller: int | None) -> N
     # CRIU_KILL: the wrapper does it; ENOSPC, EIO: the armed .fault file.
 
 
+def inflict(
+    hook: Hook,
+    client: subprocess.Popen[str],
+    fault: str,
+    controller_of: Callable[[int], int | None],
+) -> tuple[int, str | None]:
+    """Wait for the run at its phase, do the fault's harm, let it go on: its exit
+    status and its one outcome line. ``controller_of(paused pid)``:
+    the controller to kill."""
+    try:
+        paused = hook.wait_reached(client)
+        harm(fault, client, controller_of(paused))
+        hook.release()
+        status, err = finish(client)
+    finally:
+        hook.release()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    line = outcome_line(status, err, fault)
+    if fault == CRIU_KILL:
+        assert status != 0, "CRIU was not killed: the case tested nothing"
+    return status, line
+
+
 def outcome_line(status: int, err: str, fault: str) -> str | None:
     """The one line a failed run ends with (None when it succeeded or was SIGKILLed)."""
     if fault == CLIENT_KILL and status == -signal.SIGKILL:
@@ -337,15 +362,7 @@ def outcome_line(status: int, err: str, fault: str) -> str | None:
 
 def stopped(pid: int) -> bool:
     """Whether some process of the tree rooted at ``pid`` is stopped (state T or t)."""
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"T", b"t"):
-            return True
-    return False
+    return any((stat_fields(p) or [b""])[0] in (b"T", b"t") for p in tree_pids(pid))
 
 
 def frozen(c: Cedana, jid: str) -> bool:
@@ -469,19 +486,7 @@ def test_dump(
         args.append("--leave-running")
     hook.arm(fault)
     client = start_client(c, args, dump_env)
-    try:
-        hook.wait_reached(client)
-        harm(fault, client, job["controller_pid"])
-        hook.release()
-        status, err = finish(client)
-    finally:
-        hook.release()
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-    line = outcome_line(status, err, fault)
-    if fault == CRIU_KILL:
-        assert status != 0, "CRIU was not killed: the case tested nothing"
+    status, line = inflict(hook, client, fault, lambda _paused: job["controller_pid"])
 
     # Nothing half-written, on disk or in the store.
     assert_no_partials(ckdir)
@@ -588,24 +593,14 @@ def test_restore(
     client = start_client(
         c, ["restore", "job", "--path", str(checkpoint.path), "--jid", new, "--output", "json"], env
     )
-    try:
-        paused = hook.wait_reached(client)
-        controller = None
-        if fault == CONTROLLER_KILL:
-            controller = (
-                paused if pipeline == "controller-restore" else c.job(new)["controller_pid"]
-            )
-        harm(fault, client, controller)
-        hook.release()
-        status, err = finish(client)
-    finally:
-        hook.release()
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-    line = outcome_line(status, err, fault)
-    if fault == CRIU_KILL:
-        assert status != 0, "CRIU was not killed: the case tested nothing"
+
+    def controller_of(paused: int) -> int | None:
+        """The controller: the paused process itself when it is the one restoring."""
+        if fault != CONTROLLER_KILL:
+            return None
+        return paused if pipeline == "controller-restore" else c.job(new)["controller_pid"]
+
+    status, line = inflict(hook, client, fault, controller_of)
     if fault == CLIENT_KILL:
         # The controller goes on alone: wait until it has restored the job or given up.
         wait_for(

@@ -74,37 +74,29 @@ def _fail(path: str | os.PathLike[str], e: OSError) -> CheckpointError:
     return CheckpointError(f"cannot write {path} to disk: {e.strerror or e}")
 
 
+def _fsync(path: str | os.PathLike[str], flags: int, mode: int | None) -> int:
+    """Open ``path`` read-only, set its mode, fsync it; its size."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            os.fsync(fd)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _fail(path, e) from None
+
+
 def fsync_file(path: str | os.PathLike[str], mode: int | None = FILE_MODE) -> int:
     """fsync one file (its data and inode, whoever wrote it); its size."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        raise _fail(path, e) from None
-    try:
-        if mode is not None:
-            os.fchmod(fd, mode)
-        os.fsync(fd)
-        return os.fstat(fd).st_size
-    except OSError as e:
-        raise _fail(path, e) from None
-    finally:
-        os.close(fd)
+    return _fsync(path, os.O_NOFOLLOW, mode)
 
 
 def fsync_dir(path: str | os.PathLike[str], mode: int | None = None) -> None:
     """fsync a directory: its entries (names created, renamed, removed) reach the disk."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise _fail(path, e) from None
-    try:
-        if mode is not None:
-            os.fchmod(fd, mode)
-        os.fsync(fd)
-    except OSError as e:
-        raise _fail(path, e) from None
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_DIRECTORY, mode)
 
 
 def sync_tree(root: str | os.PathLike[str], workers: int = SYNC_WORKERS) -> SyncStats:

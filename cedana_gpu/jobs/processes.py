@@ -12,34 +12,30 @@ import signal
 import time
 
 
+def stat_fields(pid: int) -> list[bytes] | None:
+    """``/proc/<pid>/stat`` from its third field (the state) on; None if it is gone.
+
+    The command name before it is parenthesised and may hold anything
+    (spaces, parentheses), so the fields start after its last ``)``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
 def process_alive(pid: int | None) -> bool:
     """Whether ``pid`` names a process that has not ended (zombies have)."""
     if not pid or pid <= 0:
         return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except OSError:
-        return True
-    # The state follows the parenthesised command name, which may hold anything.
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X", b"x")
+    fields = stat_fields(pid)
+    return fields is not None and fields[:1] not in ([b"Z"], [b"X"], [b"x"])
 
 
 def stopped_pids(root: int) -> list[int]:
     """Processes of ``root``'s tree stopped by a signal (state ``T``; not ``t``, traced)."""
-    out: list[int] = []
-    for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"T":
-            out.append(pid)
-    return out
+    return [pid for pid in tree_pids(root) if (stat_fields(pid) or [b""])[0] == b"T"]
 
 
 def signal_job(pid: int, pid_namespace: bool, sig: int = signal.SIGKILL) -> None:
@@ -116,15 +112,10 @@ def process_identity(pid: int | None = None) -> str | None:
     uptime, so a record of who owns something (an unfinished dump) can be
     told apart from a later process that got the same pid."""
     pid = os.getpid() if pid is None else pid
+    fields = stat_fields(pid)
+    # Field 22 (starttime) of proc(5); fields[0] is field 3 (state).
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    # Field 22 (starttime) of stat(5); fields[0] is field 3 (state).
-    try:
-        return f"{pid}:{int(fields[19])}"
+        return f"{pid}:{int(fields[19])}" if fields else None
     except (IndexError, ValueError):
         return None
 
