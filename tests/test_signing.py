@@ -13,9 +13,16 @@ import os
 from pathlib import Path
 
 import pytest
-from test_checkpoint_format import BASE, FakeDevice, dump
+from test_checkpoint_format import BASE, FakeDevice, crc, dump
 
-from cedana_gpu.checkpoint import SHARD_DIR, load_manifest, save_manifest, shard_name, signing
+from cedana_gpu.checkpoint import (
+    SHARD_DIR,
+    load_manifest,
+    save_manifest,
+    shard_name,
+    signing,
+    verify_files,
+)
 from cedana_gpu.checkpoint.manifest import manifest_digest
 from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
@@ -83,10 +90,12 @@ def test_a_file_with_a_forged_crc_is_refused(tmp_path: Path, key: signing.Signin
     data = bytearray(img.read_bytes())
     data[10] ^= 0xFF
     img.write_bytes(bytes(data))
-    # Model the forgery: make the unsigned record match the new bytes.
+    # The forgery: the file's record (size, CRC) matches the new bytes, so
+    # every unsigned check passes.
     for rec in m.files:
         if rec.path == "criu/pages-1.img":
-            rec.checksum = 0
+            rec.checksum = crc(memoryview(data))
+    verify_files(ck, m, crc)
     with pytest.raises(
         CorruptCheckpoint, match=r"criu/pages-1\.img does not match its signed SHA-256"
     ):
