@@ -51,6 +51,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cedana_gpu import engines
 from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
 from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
@@ -100,6 +101,10 @@ class ControllerOptions:
     restore: Path | None = None
     """A checkpoint directory (validated, unpacked) to restore the job from."""
     freeze_timeout_ms: int = 0
+    engine: str = engines.AUTO
+    """``--gpu-engine``: auto, intercept or driver (a restore uses the checkpoint's)."""
+    gpu_map: list[str] = field(default_factory=list)
+    """Restore (driver engine): ``OLD=NEW`` GPU remappings."""
 
 
 class Controller:
@@ -139,6 +144,12 @@ class Controller:
         self.progress: Any = None  # gpu_state.Counter, made with the driver
         self.restore_phases: dict[str, float] = {}
         self._restore_t0 = 0.0
+        # The GPU engine (cedana_gpu.engines); ``current_engine`` may switch it.
+        self.engine: str | None = engines.initial_engine(options.engine) if self.gpu else None
+        self.api_support: Any = None  # driver_api.Support, driver engine
+        self._checkpointed = False  # driver engine: the driver holds the job CHECKPOINTED
+        self._gpu_pairs: list[tuple[str, str]] | None = None  # driver engine restore
+        self._images: Path | None = None  # driver engine restore: CRIU's images, rebuilt
 
     # ---- 1. setup ---------------------------------------------------------------
 
@@ -180,6 +191,8 @@ class Controller:
         self.persistent_mounts = list(job.persistent_mounts)
         self.segment = job.segment_name
         self.generation = job.generation + 1
+        if self.gpu:
+            self.engine = engines.of_checkpoint(job.extra)
 
     def _choose_mounts(self) -> None:
         """Where the segment lives, and whether the job gets a mount namespace.
@@ -263,7 +276,8 @@ class Controller:
     def _row_mounts(self) -> dict[str, Any]:
         return {
             "shm_dir": str(self.shm_dir) if self.shm_dir is not None else None,
-            "segment": self.segment if self.gpu else None,
+            "segment": self.segment if self.engine == engines.INTERCEPT else None,
+            "engine": self.engine,
             "persistent_mounts": list(self.persistent_mounts),
         }
 
@@ -278,6 +292,7 @@ class Controller:
             "dump_gpu": self._op_dump_gpu,
             "dumped": self._op_dumped,
             "progress": self._op_progress,
+            "engine": self._op_engine,
         }
 
     # ---- 2. driver --------------------------------------------------------------
@@ -297,10 +312,63 @@ class Controller:
         except (gpu_info.NoDriver, gpu_info.DriverError) as e:
             raise StartupError(str(e)) from None
         log.info("driver %s: %s", loaded.kind, loaded.cuda_path)
+        if self.engine == engines.DRIVER:
+            # No dispatcher: the job loads the driver itself. This process
+            # only drives the checkpoint API, whose restore needs cuInit here.
+            self._init_driver_api()
+            return
         try:
             self.dispatcher = native.Dispatcher()
         except Exception as e:  # NativeNotBuilt, OSError: say what, in one line
             raise StartupError(str(e)) from None
+
+    def _init_driver_api(self) -> None:
+        """cuInit, and refuse a driver without the checkpoint API (one line)."""
+        from cedana_gpu.cr import driver_api
+
+        try:
+            driver_api.init()
+            self.api_support = driver_api.support()
+            self.api_support.require_checkpoint()
+        except driver_api.DriverApiError as e:
+            raise StartupError(str(e)) from None
+        log.info("driver checkpoint API: %s", self.api_support.describe())
+
+    def current_engine(self) -> str | None:
+        """The job's GPU engine now. THE place where ``--gpu-engine auto`` switches:
+        a job started intercepted whose interposer handed it to the driver
+        (``ENGINE_HANDOFF``; the dispatcher says so, ``_job_handed_off``) is
+        checkpointed by the driver engine from then on, and its row says so."""
+        if (
+            self.engine == engines.INTERCEPT
+            and self.opts.engine == engines.AUTO
+            and self._job_handed_off()
+        ):
+            log.info("job %s was handed to the driver: driver engine from now on", self.jid)
+            self._init_driver_api()
+            self.engine = engines.DRIVER
+            if self.store is not None:
+                self.store.update(self.jid, engine=engines.DRIVER)
+        return self.engine
+
+    def _job_handed_off(self) -> bool:
+        """Whether the interposer handed the job to the system driver in-process.
+
+        The native dispatcher reports it (``handed_off`` in its info, set by
+        the interposer's ``ENGINE_HANDOFF`` op); a dispatcher that does not
+        know the op never reports it."""
+        if self.dispatcher is None or not self.dispatcher.is_open:
+            return False
+        try:
+            return bool(self.dispatcher.info().get("handed_off"))
+        except Exception:  # a closing dispatcher: the job is ending anyway
+            return False
+
+    def _op_engine(self, _request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"engine": self.current_engine()}
+        except StartupError as e:
+            raise ControlError(str(e)) from None
 
     # ---- 3. segment ---------------------------------------------------------------
 
@@ -316,7 +384,7 @@ class Controller:
 
         ``geometry`` (a restore) overrides the options' ring slots, channels
         and staging size: the job has the old segment mapped, of that size."""
-        if not self.gpu:
+        if not self.gpu or self.engine == engines.DRIVER:
             return
         from cedana_gpu.controller import native
 
@@ -343,8 +411,8 @@ class Controller:
         log.info("segment %s ready", self.segment_path())
 
     def start_serving(self) -> None:
-        """Serve the ring: state RUNNING."""
-        if not self.gpu:
+        """Serve the ring: state RUNNING (the driver engine has no ring)."""
+        if not self.gpu or self.engine == engines.DRIVER:
             return
         from cedana_gpu.controller import native
 
@@ -358,7 +426,9 @@ class Controller:
     def job_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.opts.extra_env)
-        if self.gpu:
+        if self.engine == engines.DRIVER:
+            env = jobspawn.driver_job_env(env, self.opts.driver)
+        elif self.gpu:
             from cedana_gpu.paths import native_dir
 
             env = jobspawn.gpu_job_env(
@@ -497,6 +567,8 @@ class Controller:
                     log.error("closing the dispatcher failed: %s", e)
         if self._own_shm_dir and self.shm_dir is not None:
             shutil.rmtree(self.shm_dir, ignore_errors=True)
+        if self._images is not None:
+            shutil.rmtree(self._images, ignore_errors=True)
         if self.server is not None:
             self.server.close()
         if self.store is not None:
@@ -544,7 +616,7 @@ class Controller:
     # ---- checkpoint ops -------------------------------------------------------------
 
     def _require_gpu_running(self, what: str) -> None:
-        if not self.gpu or self.dispatcher is None:
+        if not self.gpu or (self.engine != engines.DRIVER and self.dispatcher is None):
             raise ControlError(f"job {self.jid} has no GPU: nothing to {what}")
         if self.state != RUNNING or self._ended.is_set():
             raise ControlError(f"job {self.jid} is not running ({self.state})")
@@ -558,6 +630,21 @@ class Controller:
             raise ControlError(f"job {self.jid} is being checkpointed already")
         t0 = time.monotonic()
         try:
+            engine = self.current_engine()
+        except StartupError as e:
+            self._ckpt_lock.release()
+            raise ControlError(str(e)) from None
+        if engine == engines.DRIVER:
+            try:
+                self._driver_freeze(timeout_ms)
+            except BaseException:
+                self._ckpt_lock.release()
+                raise
+            self._session = threading.get_ident()
+            self._frozen = True
+            log.info("job %s locked and checkpointed by the driver", self.jid)
+            return {"frozen": True, "seconds": time.monotonic() - t0, "engine": engine}
+        try:
             self.dispatcher.freeze(timeout_ms)
         except native.NativeError as e:
             self._ckpt_lock.release()
@@ -569,6 +656,60 @@ class Controller:
         self._frozen = True
         log.info("job %s frozen", self.jid)
         return {"frozen": True, "seconds": time.monotonic() - t0}
+
+    def _driver_pid(self) -> int:
+        job = self.job
+        if job is None:
+            raise ControlError(f"job {self.jid} has no process")
+        return job.pid
+
+    def _driver_freeze(self, timeout_ms: int) -> None:
+        """Driver engine freeze: lock (bounded by the freeze timeout), then
+        checkpoint (device memory into the job's host memory). A failure
+        leaves the job unlocked and running."""
+        from cedana_gpu.cr import driver_api
+
+        pid = self._driver_pid()
+        try:
+            driver_api.lock(pid, timeout_ms)
+        except driver_api.Busy:
+            self._driver_unlock_quietly(pid)
+            raise ControlError(
+                f"cannot freeze job {self.jid}: timed out after {timeout_ms} ms waiting for "
+                "its GPU calls to return (the driver could not lock it; it runs on)"
+            ) from None
+        except driver_api.DriverApiError as e:
+            self._driver_unlock_quietly(pid)
+            raise ControlError(f"cannot lock job {self.jid}: {e}") from None
+        try:
+            driver_api.checkpoint(pid)
+        except driver_api.DriverApiError as e:
+            self._driver_unlock_quietly(pid)
+            raise ControlError(
+                f"the driver could not checkpoint job {self.jid}: {e} (it was unlocked and runs on)"
+            ) from None
+        self._checkpointed = True
+
+    def _driver_unlock_quietly(self, pid: int) -> None:
+        """After a failed lock or checkpoint: whatever the driver left locked is unlocked."""
+        from cedana_gpu.cr import driver_api
+
+        try:
+            if driver_api.state(pid) == driver_api.LOCKED:
+                driver_api.unlock(pid)
+        except driver_api.DriverApiError as e:
+            log.error("job %s: cannot unlock it after a failed freeze: %s", self.jid, e)
+
+    def _driver_resume(self, pairs: list[tuple[str, str]] | None = None) -> None:
+        """Driver engine: restore the job's GPU state (if checkpointed) and unlock it."""
+        from cedana_gpu.cr import driver_api
+
+        pid = self._driver_pid()
+        if self._checkpointed:
+            driver_api.restore(pid, pairs)
+            self._checkpointed = False
+        if driver_api.state(pid) == driver_api.LOCKED:
+            driver_api.unlock(pid)
 
     def _op_hold(self, _request: dict[str, Any]) -> dict[str, Any]:
         """Start a checkpoint sequence without freezing (a job without GPU): this
@@ -601,13 +742,19 @@ class Controller:
     def _end_session(self) -> None:
         """Unfreeze the job if frozen, and end the checkpoint sequence."""
         from cedana_gpu.controller import native
+        from cedana_gpu.cr import driver_api
 
         try:
-            if self._frozen and self.dispatcher is not None and self.dispatcher.is_open:
+            if self._frozen and self.engine == engines.DRIVER and not self._ended.is_set():
+                self._driver_resume()
+                log.info("job %s restored and unlocked by the driver", self.jid)
+            elif self._frozen and self.dispatcher is not None and self.dispatcher.is_open:
                 self.dispatcher.unfreeze()
                 log.info("job %s unfrozen", self.jid)
         except native.NativeError as e:
             raise ControlError(f"cannot unfreeze job {self.jid}: {e.message or e}") from None
+        except driver_api.DriverApiError as e:
+            raise ControlError(f"cannot bring job {self.jid} back onto its GPU: {e}") from None
         finally:
             self._frozen = False
             self._session = None
@@ -623,6 +770,8 @@ class Controller:
             raise ControlError("dump_gpu needs 'dir', an absolute path")
         compression = str(request.get("compression") or "none")
         streams = int(request.get("streams") or 1)
+        if self.engine == engines.DRIVER:
+            return self._driver_dump_gpu(Path(directory))
         with self._gpu_lock:
             if self.dispatcher is None or not self.dispatcher.is_open:
                 raise ControlError(f"job {self.jid} has ended")
@@ -641,6 +790,27 @@ class Controller:
         answer["geometry"]["timeout_ms"] = self.opts.timeout_ms
         answer["generation"] = self.generation
         return answer
+
+    def _driver_dump_gpu(self, directory: Path) -> dict[str, Any]:
+        """Driver engine: the GPU memory is in the job's host memory (CRIU saves
+        it); the checkpoint's ``gpu/devices.json`` says which GPUs it came from."""
+        from cedana_gpu import gpu_info
+        from cedana_gpu.cr import driver_state
+
+        try:
+            doc = driver_state.describe(self.opts.driver, self.api_support.to_json())
+            fault_point("dump.gpu_dump")
+            driver_state.save(directory / "gpu", doc)
+        except OSError as e:
+            raise ControlError(f"GPU dump of job {self.jid} failed: {e.strerror or e}") from None
+        except (gpu_info.NoDriver, gpu_info.DriverError) as e:
+            raise ControlError(f"GPU dump of job {self.jid} failed: {e}") from None
+        return {
+            "engine": engines.DRIVER,
+            "device": {k: doc[k] for k in ("driver", "driver_version", "devices")},
+            "geometry": {},
+            "generation": self.generation,
+        }
 
     def _op_progress(self, _request: dict[str, Any]) -> dict[str, Any]:
         if self.progress is None:
@@ -673,11 +843,21 @@ class Controller:
             self._dumped = False
         if self._frozen:
             log.warning("job %s: the client that froze it went away: unfreezing", self.jid)
-        with contextlib.suppress(ControlError):
-            self._end_session()
+        if self.engine == engines.DRIVER and self._frozen:
+            # The driver serves its restore from inside the job: a job CRIU
+            # still holds stopped is continued first.
+            self._continue_job_when_released(then=self._end_session_quietly)
+            return
+        self._end_session_quietly()
         self._continue_job_when_released()
 
-    def _continue_job_when_released(self) -> None:
+    def _end_session_quietly(self) -> None:
+        try:
+            self._end_session()
+        except ControlError as e:
+            log.error("%s", e)
+
+    def _continue_job_when_released(self, then: Any = None) -> None:
         """The dumping client is gone, perhaps while its CRIU held the job: CRIU
         (now an orphan) finishes or fails on its own and leaves the job stopped
         (``--leave-stopped``), and nobody else would ever continue it. Once no
@@ -685,6 +865,8 @@ class Controller:
         job that runs)."""
         job = self.job
         if job is None or self._ended.is_set():
+            if then is not None:
+                then()
             return
 
         def run() -> None:
@@ -697,14 +879,20 @@ class Controller:
                     self.jid,
                     CRIU_RELEASE_TIMEOUT_S,
                 )
+            if then is not None:
+                then()
 
         threading.Thread(target=run, name="cedana-continue", daemon=True).start()
 
     # ---- restore ------------------------------------------------------------------
 
     def restore_gpu(self) -> None:
-        """Open the segment as the checkpoint had it and rebuild the GPU state in it."""
+        """Open the segment as the checkpoint had it and rebuild the GPU state in it
+        (driver engine: place the checkpoint's GPUs and rebuild CRIU's page images)."""
         if not self.gpu:
+            return
+        if self.engine == engines.DRIVER:
+            self._driver_prepare_restore()
             return
         from cedana_gpu.cr import gpu_state
 
@@ -736,6 +924,89 @@ class Controller:
         except gpu_state.GpuStateError as e:
             raise StartupError(f"cannot restore the GPU state of job {self.jid}: {e}") from None
 
+    def _driver_prepare_restore(self) -> None:
+        """Driver engine, before CRIU: decide where the checkpoint's GPUs go (refused
+        in one line if they cannot be placed), then write CRIU's page images back
+        from the shards into a private images directory, every record verified."""
+        from cedana_gpu import gpu_info
+        from cedana_gpu.checkpoint import criu_pages
+        from cedana_gpu.controller import native
+        from cedana_gpu.cr import driver_state
+        from cedana_gpu.errors import CheckpointError
+
+        m = self.manifest
+        assert m is not None and self.opts.restore is not None
+        checkpoint = Path(self.opts.restore)
+        try:
+            doc = driver_state.load(checkpoint / "gpu")
+            old = driver_state.gpus(doc["devices"])
+            new = driver_state.gpus(
+                [d.to_json() for d in gpu_info.list_devices(self.opts.driver, source="cuda")]  # type: ignore[arg-type]
+            )
+            pairs = driver_state.plan_pairs(old, new, driver_state.parse_gpu_map(self.opts.gpu_map))
+            if pairs is not None:
+                self.api_support.require_remap()
+        except (gpu_info.NoDriver, gpu_info.DriverError) as e:
+            raise StartupError(f"cannot list this machine's GPUs: {e}") from None
+        except (CheckpointError, ControllerError) as e:  # GpuMapError, DriverApiError
+            raise StartupError(str(e)) from None
+        self._gpu_pairs = pairs
+        if pairs:
+            log.info("job %s: GPUs remapped %s", self.jid, ", ".join(f"{a}->{b}" for a, b in pairs))
+        images = self.job_dir / "criu-images"
+        shutil.rmtree(images, ignore_errors=True)
+        self._images = images
+        t0 = time.monotonic()
+        try:
+            images.mkdir(mode=0o700)
+            fault_point()
+            for src in sorted((checkpoint / "criu").iterdir()):
+                if src.is_file():
+                    shutil.copyfile(src, images / src.name)
+            files = [criu_pages.PageFile.from_json(p) for p in m.criu_pages]
+            if self.progress is not None:
+                self.progress.reset("restore", sum(f.size for f in files))
+            criu_pages.unpack_pages(
+                checkpoint,
+                files,
+                m.regions,
+                m.streams,
+                m.compression,
+                images,
+                native.checksum,
+                self.progress,
+            )
+        except CheckpointError as e:
+            raise StartupError(f"cannot restore job {self.jid}: {e}") from None
+        except OSError as e:
+            raise StartupError(
+                f"cannot write CRIU's images for job {self.jid}: {e.strerror or e}"
+            ) from None
+        self.restore_phases["gpu_pages"] = time.monotonic() - t0
+
+    def serve_restored(self) -> None:
+        """The restored job's GPU work goes on: the intercept engine serves its ring;
+        the driver engine has the driver restore its GPU state (onto the GPUs
+        ``restore_gpu`` chose) and unlocks it."""
+        if self.engine != engines.DRIVER:
+            self.start_serving()
+            return
+        from cedana_gpu.cr import driver_api
+
+        if self._images is not None:
+            # CRIU has the pages in the job now: the copy goes before the GPU restore.
+            shutil.rmtree(self._images, ignore_errors=True)
+        self._checkpointed = True  # as the driver had the job when it was dumped
+        try:
+            self._driver_resume(self._gpu_pairs)
+        except driver_api.DriverApiError as e:
+            raise StartupError(
+                f"the driver could not restore job {self.jid}'s GPU state: {e}"
+            ) from None
+        except ControlError as e:
+            raise StartupError(str(e)) from None
+        log.info("job %s: GPU state restored and unlocked by the driver", self.jid)
+
     def restore_process(self) -> None:
         """``criu restore -d`` the job's processes; they become this process's children."""
         from cedana_gpu.cr import criu
@@ -745,7 +1016,7 @@ class Controller:
         if self._stop.is_set():
             raise StartupError(f"job {self.jid} was stopped before it was restored")
         job = self.manifest.job
-        images = Path(self.opts.restore) / "criu"
+        images = self._images if self._images is not None else Path(self.opts.restore) / "criu"
         pidfile = self.job_dir / statedir.RESTORE_PIDFILE
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
@@ -796,7 +1067,7 @@ class Controller:
         return [
             Phase("restore_gpu", Controller.restore_gpu),
             Phase("criu_restore", Controller.restore_process, undo=Controller.kill_restored),
-            Phase("serve", Controller.start_serving, io=False),
+            Phase("serve", Controller.serve_restored, io=False),
             Phase("record", Controller._record_restored),
         ]
 

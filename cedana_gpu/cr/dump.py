@@ -151,6 +151,7 @@ class DumpResult:
             "generation": c.generation,
             "gpu_bytes": self.gpu_bytes,
             "regions": self.regions,
+            "engine": self.job.gpu_engine,
             "phases": self.phases,
             "job_state": self.job.state,
         }
@@ -480,6 +481,18 @@ def write(ctx: DumpContext) -> None:
         if regions_file.exists():
             regions = [RegionRecord.from_json(r) for r in json.loads(regions_file.read_text())]
             regions_file.unlink()
+        images = None
+        if ctx.engine is not None:
+            # The engine's part of CRIU's images (the driver engine: the page
+            # images, which hold the GPU memory, into the shards).
+            images = ctx.engine.pack_images(
+                partial, compression=options.compression, streams=options.streams
+            )
+            if images.criu_pages:
+                regions = list(images.regions)
+                gpu.va_base, gpu.va_size = 0, images.va_size
+                gpu.bytes, gpu.regions = images.va_size, len(regions)
+                ctx.timings["criu_pages"] = images.seconds
         if not job.gpu:
             # No device memory: the shards are there, empty, as in any checkpoint.
             write_regions(partial / SHARD_DIR, [], _no_read, options.streams, options.compression)
@@ -498,6 +511,7 @@ def write(ctx: DumpContext) -> None:
             gid=os.getegid(),
             extra={
                 "gpu": job.gpu,
+                **({"engine": ctx.engine.engine} if ctx.engine is not None else {}),
                 "log_path": job.log_path,
                 "log_files": ctx.log_keys,
                 "mount_namespace": ctx.mount_ns,
@@ -520,6 +534,7 @@ def write(ctx: DumpContext) -> None:
             files=files,
             device=dict(gpu.device),
             phases=phases_now,
+            criu_pages=list(images.criu_pages) if images is not None else [],
         )
         if ctx.key is not None:
             shards = [
