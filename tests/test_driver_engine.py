@@ -1,0 +1,300 @@
+"""The driver engine end to end: fake driver (its ``cuCheckpointProcess*``), real CRIU, root.
+
+A job runs ``samples/gpu_loop.py`` under ``cedana exec --gpu --gpu-engine
+driver``: it loads the fake driver itself (no interposer), and its
+controller locks and checkpoints it through the driver's API. It is dumped
+mid-run, killed (or left running), restored as a new job, and must finish
+with exactly the output of an uninterrupted run: the lines the original
+printed before the dump followed by the lines the restored copy printed
+after it are the uninterrupted run's, checksum included.
+
+"Another machine" is the restoring controller's fake driver with other GPU
+UUIDs (``FAKE_CUDA_UUID_SEED``), or other models (``FAKE_CUDA_DEVICE_NAME``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cr_helpers import (
+    Cedana,
+    alive,
+    assert_one_line_error,
+    checksum_line,
+    needs_root,
+    run_direct,
+    segment_leftovers,
+    unique_jid,
+    without_notes,
+)
+
+pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
+
+STEPS = 16
+MIB = 2
+LOOP = ("samples/gpu_loop.py", "--steps", str(STEPS), "--device-mib", str(MIB))
+SLEEP = ("--sleep-per-step", "0.05")
+STEP_LINE = r"^step \d+ digest"
+OTHER_MACHINE = {"FAKE_CUDA_UUID_SEED": "7"}
+
+
+def exec_driver(c: Cedana, jid: str, *cmd: str, mounts: tuple[str, ...] = (), **env: str) -> None:
+    args = ["exec", "--gpu", "--gpu-driver", "fake", "--gpu-engine", "driver", "--jid", jid]
+    for m in mounts:
+        args += ["--persistent-mount", m]
+    c.ok(*args, "--", *cmd, **env)
+
+
+def start_loop(c: Cedana, jid: str, *extra: str, steps_seen: int = 3) -> None:
+    exec_driver(c, jid, sys.executable, *LOOP, *SLEEP, *extra)
+    c.wait_log(jid, STEP_LINE, steps_seen)
+
+
+def assert_gone(c: Cedana, *jids: str) -> None:
+    for jid in jids:
+        job = c.job(jid)
+        assert not alive(job["controller_pid"]), c.controller_log(jid)
+        assert not alive(job["pid"])
+    assert segment_leftovers(*jids) == []
+
+
+def assert_finished(c: Cedana, jid: str) -> dict[str, Any]:
+    job = c.wait_final(jid)
+    assert job["status"] == "exited (0)", (job, c.log(jid)[-3000:], c.controller_log(jid)[-3000:])
+    return job
+
+
+def assert_resumed(c: Cedana, jid: str, new: str, expected: list[str], left_running: bool) -> None:
+    """The restored copy finishes the run; with the original killed, the two logs
+    together are the uninterrupted run; left running, both finish right."""
+    assert_finished(c, new)
+    after = without_notes(c.log(new))
+    if left_running:
+        assert_finished(c, jid)
+        assert without_notes(c.log(jid)) == expected
+        assert after and after == expected[-len(after) :]
+    else:
+        assert without_notes(c.log(jid)) + after == expected
+    assert checksum_line(after) == checksum_line(expected)
+
+
+# ---- the matrix: every compression, 1 and 4 streams, killed or left running ----------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("leave_running", [False, True], ids=["kill", "leave-running"])
+@pytest.mark.parametrize("streams", [1, 4])
+@pytest.mark.parametrize("compression", ["none", "tar", "lz4", "gzip", "zlib"])
+def test_driver_engine_dump_restore_matches_uninterrupted_run(
+    cedana: Cedana, tmp_path: Path, compression: str, streams: int, leave_running: bool
+) -> None:
+    expected = list(run_direct(*LOOP))
+    jid, new = unique_jid("dm"), unique_jid("dmr")
+    start_loop(cedana, jid)
+    assert cedana.job(jid)["engine"] == "driver"
+    ckdir = tmp_path / "ckpts"
+    options = ["--dir", str(ckdir), "--compression", compression, "--stream", str(streams)]
+    if leave_running:
+        options.append("--leave-running")
+    dumped = cedana.dump(jid, *options)
+
+    path = Path(dumped["path"])
+    assert [p.name for p in ckdir.iterdir()] == [path.name]
+    assert path.is_dir() == (compression == "none")
+    assert (dumped["engine"], dumped["compression"], dumped["streams"]) == (
+        "driver",
+        compression,
+        streams,
+    )
+    # The GPU memory went to the job's host memory, so into CRIU's page images,
+    # which the shards hold: at least the job's device state.
+    assert dumped["gpu_bytes"] >= MIB << 20
+    listed = cedana.json("job", "checkpoints", jid)
+    assert [c["id"] for c in listed] == [dumped["checkpoint"]]
+    if not leave_running:
+        assert cedana.job(jid)["status"] == "checkpointed"
+        assert_gone(cedana, jid)
+
+    restored = cedana.restore(jid, "--jid", new)
+    assert restored["job"] == new and restored["generation"] == 2
+    row = cedana.job(new)
+    assert row["engine"] == "driver" and row["restored_from"] == dumped["checkpoint"]
+    assert_resumed(cedana, jid, new, expected, leave_running)
+    assert_gone(cedana, jid, new)
+
+
+def test_checkpoint_layout_pages_in_shards(cedana: Cedana, tmp_path: Path) -> None:
+    """What a driver engine checkpoint holds: the engine, the GPUs it ran on,
+    CRIU's page images in the shards (none left in criu/), no interposer state."""
+    jid = unique_jid("dl")
+    start_loop(cedana, jid)
+    dumped = cedana.dump(jid, "--dir", str(tmp_path / "c"), "--stream", "3", "--leave-running")
+    path = Path(dumped["path"])
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["job"]["engine"] == "driver"
+    assert manifest["job"]["segment_name"] == ""
+    pages = manifest["criu_pages"]
+    assert pages and all(p["path"].startswith("criu/pages-") for p in pages)
+    assert sum(r["size"] for r in manifest["regions"]) == sum(p["size"] for p in pages)
+    assert not list((path / "criu").glob("pages-*.img"))
+    assert sorted(p.name for p in (path / "gpu").glob("img-*")) == ["img-0", "img-1", "img-2"]
+    assert not (path / "gpu" / "state.json").exists()
+    devices = json.loads((path / "gpu" / "devices.json").read_text())
+    assert devices["engine"] == "driver" and devices["driver"] == "fake"
+    assert [d["name"] for d in devices["devices"]] == ["Cedana Fake GPU"]
+    inspect = cedana.inspect(jid)
+    assert inspect["engine"] == "driver" and inspect["live"]["frozen"] is False
+    table = cedana.ok("ps")
+    assert any(ln.split()[:1] == [jid] and "driver" in ln.split() for ln in table.splitlines())
+    cedana.ok("job", "kill", jid)
+
+
+# ---- migration, remapping, persistent mounts ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_migration_to_another_machine_by_path(tmp_path: Path) -> None:
+    """The checkpoint is copied elsewhere and the original state removed; the
+    other "machine" has other GPU UUIDs: the restore maps the job onto its GPU
+    of the same model."""
+    expected = list(run_direct(*LOOP))
+    origin = Cedana(tmp_path / "origin")
+    jid = unique_jid("dg")
+    try:
+        start_loop(origin, jid)
+        dumped = origin.dump(jid, "--compression", "lz4", "--stream", "2")
+        before = without_notes(origin.log(jid))
+        assert_gone(origin, jid)
+    finally:
+        origin.kill_all()
+    source = Path(dumped["path"])
+    copy = tmp_path / "elsewhere" / source.name
+    copy.parent.mkdir()
+    shutil.copy2(source, copy)
+    shutil.rmtree(origin.state)
+
+    target = Cedana(tmp_path / "target")
+    new = unique_jid("dgr")
+    try:
+        restored = target.restore("--path", str(copy), "--jid", new, **OTHER_MACHINE)
+        assert restored["path"] == str(copy)
+        assert "GPUs remapped" in target.controller_log(new)
+        assert_finished(target, new)
+        assert before + without_notes(target.log(new)) == expected
+        assert_gone(target, new)
+    finally:
+        target.kill_all()
+    assert copy.exists()
+
+
+@pytest.mark.slow
+def test_gpu_map_puts_the_job_on_the_gpu_named(cedana: Cedana) -> None:
+    expected = list(run_direct(*LOOP))
+    jid, new = unique_jid("gm"), unique_jid("gmr")
+    start_loop(cedana, jid)
+    dumped = cedana.dump(jid)
+    two = {"FAKE_CUDA_DEVICE_COUNT": "2", **OTHER_MACHINE}
+    gpus = cedana.json("gpu", "info", "--driver", "fake", **two)["devices"]
+    old = json.loads((Path(dumped["path"]) / "gpu" / "devices.json").read_text())["devices"]
+    cedana.restore(jid, "--jid", new, "--gpu-map", f"{old[0]['uuid']}=1", **two)
+    assert f"{old[0]['uuid']}->{gpus[1]['uuid']}" in cedana.controller_log(new)
+    assert_resumed(cedana, jid, new, expected, left_running=False)
+
+
+PERSIST = """\
+set -e
+mount="$1"; shift
+echo "written before the dump" > "$mount/state.txt"
+exec "$@"
+"""
+
+
+@pytest.mark.slow
+def test_persistent_mount_travels_with_the_checkpoint(cedana: Cedana, tmp_path: Path) -> None:
+    expected = list(run_direct(*LOOP))
+    mount = tmp_path / "scratch"
+    script = tmp_path / "persist.sh"
+    script.write_text(PERSIST)
+    jid, new = unique_jid("dp"), unique_jid("dpr")
+    exec_driver(
+        cedana, jid, "sh", str(script), str(mount), sys.executable, *LOOP, *SLEEP,
+        mounts=(str(mount),),
+    )  # fmt: skip
+    cedana.wait_log(jid, STEP_LINE, 3)
+    assert list(mount.iterdir()) == []  # private to the job
+    cedana.dump(jid, "--compression", "gzip")
+    (mount / "decoy").write_text("host side")
+    cedana.restore(jid, "--jid", new)
+    pid = cedana.job(new)["pid"]
+    assert (Path(f"/proc/{pid}/root") / str(mount).lstrip("/") / "state.txt").read_text() == (
+        "written before the dump\n"
+    )
+    assert_resumed(cedana, jid, new, expected, left_running=False)
+    assert sorted(p.name for p in mount.iterdir()) == ["decoy"]
+
+
+# ---- failures: the job runs on, or nothing half-restored stays ------------------------------
+
+
+def test_lock_timeout_leaves_the_busy_job_running(cedana: Cedana) -> None:
+    """A job in a long kernel (its synchronize does not return) cannot be locked
+    within the freeze timeout: one line says so, and the job, unlocked, finishes
+    with the uninterrupted run's output."""
+    busy = ("--busy-at", "3", "--busy-rounds", str(1 << 30))
+    expected = list(run_direct(*LOOP, *busy))
+    jid = unique_jid("lt")
+    exec_driver(cedana, jid, sys.executable, *LOOP, *busy)
+    cedana.wait_log(jid, r"^busy$")
+    failed = cedana("dump", "job", jid, CEDANA_FREEZE_TIMEOUT_MS="200")
+    line = assert_one_line_error(failed)
+    assert "timed out" in line and f"job {jid} runs on" in line
+    assert cedana.json("job", "checkpoints", jid) == []
+    assert_finished(cedana, jid)
+    assert without_notes(cedana.log(jid)) == expected
+
+
+def test_restore_refused_when_no_gpu_of_the_model(cedana: Cedana) -> None:
+    """The checkpoint's GPU is not there and no GPU of its model is: refused in
+    one line before anything is restored; the checkpoint restores afterwards."""
+    expected = list(run_direct(*LOOP))
+    jid, bad, new = unique_jid("mg"), unique_jid("mgx"), unique_jid("mgr")
+    start_loop(cedana, jid)
+    cedana.dump(jid)
+    other = {"FAKE_CUDA_DEVICE_NAME": "Another Fake GPU", **OTHER_MACHINE}
+    line = assert_one_line_error(cedana("restore", "job", jid, "--jid", bad, **other))
+    assert "no free GPU of that model" in line and "--gpu-map" in line
+    assert "nothing was restored" in line
+    assert cedana.job(bad)["state"] == "failed"
+    assert_gone(cedana, bad)
+
+    cedana.restore(jid, "--jid", new, **OTHER_MACHINE)
+    assert_resumed(cedana, jid, new, expected, left_running=False)
+
+
+def test_restore_refused_onto_another_model(cedana: Cedana) -> None:
+    jid, bad = unique_jid("wm"), unique_jid("wmx")
+    start_loop(cedana, jid)
+    cedana.dump(jid, "--leave-running")
+    other = {"FAKE_CUDA_DEVICE_NAME": "Another Fake GPU"}
+    line = assert_one_line_error(
+        cedana("restore", "job", jid, "--jid", bad, "--gpu-map", "0=0", **other)
+    )
+    assert "another model" in line and "nothing was restored" in line
+    assert_gone(cedana, bad)
+    assert cedana.job(jid)["state"] == "running"  # the original is untouched
+    cedana.ok("job", "kill", jid)
+
+
+def test_gpu_map_refused_for_intercept_checkpoints(cedana: Cedana) -> None:
+    jid = unique_jid("gi")
+    cedana.exec_gpu(jid, sys.executable, *LOOP, *SLEEP)
+    cedana.wait_log(jid, STEP_LINE, 2)
+    assert cedana.job(jid)["engine"] == "intercept"
+    cedana.dump(jid)
+    line = assert_one_line_error(cedana("restore", "job", jid, "--gpu-map", "0=0"))
+    assert "--gpu-map applies to driver engine checkpoints" in line
