@@ -34,6 +34,21 @@ away while the job is frozen unfreezes it.
 
 A driver of ``none`` runs a plain job: no driver, no dispatcher, no segment;
 the same supervision (and CRIU alone for its checkpoints).
+
+The driver engine (``--engine driver``; ``cedana_gpu.engines``): no
+dispatcher and no segment either; ``load_driver`` loads the driver and does
+``cuInit`` (the driver's checkpoint API needs it in the caller), refusing a
+driver without the API; the job is started without the interposer, the
+driver's own directory first on its library path (``jobspawn.driver_job_env``).
+The same control ops then use the API on the job's pid (``cr.driver_api``):
+``freeze`` locks (bounded by the freeze timeout; a busy job is unlocked and
+runs on) and checkpoints, ``unfreeze`` restores and unlocks, ``dump_gpu``
+writes ``gpu/devices.json`` (``cr.driver_state``). Its restore phases:
+``restore_gpu`` places the checkpoint's GPUs (same UUIDs, ``--gpu-map``, or the
+same model) and writes CRIU's page images back from the shards;
+``criu_restore`` as above; ``serve`` has the driver restore the GPU state and
+unlock the job. ``current_engine`` is where an ``auto`` job handed to the
+driver by its interposer becomes a driver engine job.
 """
 
 from __future__ import annotations
@@ -601,7 +616,10 @@ class Controller:
         info["mount_namespace"] = self.mount_ns
         info["persistent_mounts"] = list(self.persistent_mounts)
         info["frozen"] = self._frozen
-        if self.gpu:
+        info["engine"] = self.engine
+        if self.engine == engines.DRIVER:
+            info["driver_api"] = self.api_support.to_json() if self.api_support else None
+        elif self.gpu:
             info["segment"] = str(self.segment_path())
             try:
                 info["dispatcher"] = self.dispatcher.info() if self.dispatcher else {}
