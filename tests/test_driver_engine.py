@@ -298,3 +298,45 @@ def test_gpu_map_refused_for_intercept_checkpoints(cedana: Cedana) -> None:
     cedana.dump(jid)
     line = assert_one_line_error(cedana("restore", "job", jid, "--gpu-map", "0=0"))
     assert "--gpu-map applies to driver engine checkpoints" in line
+
+
+def test_checkpoint_failing_leaves_the_job_unlocked_and_running(
+    cedana: Cedana, tmp_path: Path
+) -> None:
+    """The driver's checkpoint fails after the lock (the test hook has it called on
+    a pid that does not exist, so the real driver refuses it): the dump says so
+    in one line, the job is unlocked and finishes right, and a second dump works."""
+    expected = list(run_direct(*LOOP))
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    jid, new = unique_jid("cf"), unique_jid("cfr")
+    start_loop(cedana, jid, CEDANA_TEST_DRIVER_FAULT=str(faults))
+    (faults / "checkpoint").touch()
+    line = assert_one_line_error(cedana("dump", "job", jid))
+    assert "could not checkpoint" in line and f"job {jid} runs on" in line
+    assert not (faults / "checkpoint").exists()  # the fault was used
+    assert cedana.json("job", "checkpoints", jid) == []
+    cedana.wait_log(jid, STEP_LINE, 5)  # it makes progress again
+    cedana.dump(jid)
+    cedana.restore(jid, "--jid", new)
+    assert_resumed(cedana, jid, new, expected, left_running=False)
+
+
+def test_restore_failing_leaves_nothing_behind(cedana: Cedana, tmp_path: Path) -> None:
+    """The driver's restore of the GPU state fails after CRIU restored the
+    processes: the restored processes are killed, nothing of the restore
+    stays, and the checkpoint restores afterwards."""
+    expected = list(run_direct(*LOOP))
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    jid, bad, new = unique_jid("rf"), unique_jid("rfx"), unique_jid("rfr")
+    start_loop(cedana, jid)
+    cedana.dump(jid)
+    (faults / "restore").touch()
+    failed = cedana("restore", "job", jid, "--jid", bad, CEDANA_TEST_DRIVER_FAULT=str(faults))
+    line = assert_one_line_error(failed)
+    assert "could not restore" in line and "nothing was restored" in line
+    assert cedana.job(bad)["state"] == "failed"
+    assert_gone(cedana, bad)
+    cedana.restore(jid, "--jid", new)
+    assert_resumed(cedana, jid, new, expected, left_running=False)

@@ -709,11 +709,16 @@ class Controller:
         self._checkpointed = True
 
     def _driver_unlock_quietly(self, pid: int) -> None:
-        """After a failed lock or checkpoint: whatever the driver left locked is unlocked."""
+        """After a failed lock or checkpoint: whatever the driver left is undone, so
+        the job runs on (a checkpoint that got through is restored, a lock undone)."""
         from cedana_gpu.cr import driver_api
 
         try:
-            if driver_api.state(pid) == driver_api.LOCKED:
+            now = driver_api.state(pid)
+            if now == driver_api.CHECKPOINTED:
+                driver_api.restore(pid)
+                now = driver_api.state(pid)
+            if now == driver_api.LOCKED:
                 driver_api.unlock(pid)
         except driver_api.DriverApiError as e:
             log.error("job %s: cannot unlock it after a failed freeze: %s", self.jid, e)

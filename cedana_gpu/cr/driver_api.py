@@ -125,6 +125,29 @@ class Support:
             )
 
 
+FAULT_ENV = "CEDANA_TEST_DRIVER_FAULT"
+"""Test-only (never set in production): a directory; when ``<dir>/<call>`` exists
+(``checkpoint``, ``restore``), the next such call is made on a pid that does
+not exist, so the real driver fails it (``CUDA_ERROR_OPERATING_SYSTEM``) while
+the job stays as it was, and the file is removed (once). The tests use it to
+see every failure of the API unwound."""
+NO_SUCH_PID = (1 << 22) + 1
+"""Above the kernel's largest pid_max: no process has it."""
+
+
+def _target(pid: int, call: str) -> int:
+    import os
+
+    directory = os.environ.get(FAULT_ENV)
+    if not directory:
+        return pid
+    try:
+        os.unlink(os.path.join(directory, call))
+    except FileNotFoundError:
+        return pid
+    return NO_SUCH_PID
+
+
 def _cu() -> Any:
     from cuda.bindings import driver as cu
 
@@ -214,7 +237,9 @@ def lock(pid: int, timeout_ms: int) -> None:
 def checkpoint(pid: int) -> None:
     cu = _cu()
     _check(
-        cu.cuCheckpointProcessCheckpoint(pid, cu.CUcheckpointCheckpointArgs()),
+        cu.cuCheckpointProcessCheckpoint(
+            _target(pid, "checkpoint"), cu.CUcheckpointCheckpointArgs()
+        ),
         f"cuCheckpointProcessCheckpoint({pid})",
     )
 
@@ -241,7 +266,10 @@ def restore(pid: int, pairs: list[tuple[str, str]] | None = None) -> None:
             structs.append(pair)
         args.gpuPairs = structs
         args.gpuPairsCount = len(structs)
-    _check(cu.cuCheckpointProcessRestore(pid, args), f"cuCheckpointProcessRestore({pid})")
+    _check(
+        cu.cuCheckpointProcessRestore(_target(pid, "restore"), args),
+        f"cuCheckpointProcessRestore({pid})",
+    )
 
 
 def unlock(pid: int) -> None:
