@@ -50,8 +50,8 @@ def exec_driver(c: Cedana, jid: str, *cmd: str, mounts: tuple[str, ...] = (), **
     c.ok(*args, "--", *cmd, **env)
 
 
-def start_loop(c: Cedana, jid: str, *extra: str, steps_seen: int = 3) -> None:
-    exec_driver(c, jid, sys.executable, *LOOP, *SLEEP, *extra)
+def start_loop(c: Cedana, jid: str, *extra: str, steps_seen: int = 3, **env: str) -> None:
+    exec_driver(c, jid, sys.executable, *LOOP, *SLEEP, *extra, **env)
     c.wait_log(jid, STEP_LINE, steps_seen)
 
 
