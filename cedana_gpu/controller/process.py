@@ -675,37 +675,66 @@ class Controller:
         log.info("job %s frozen", self.jid)
         return {"frozen": True, "seconds": time.monotonic() - t0}
 
-    def _driver_pid(self) -> int:
+    def _driver_pids(self, *states: str) -> list[int]:
+        """The job's processes the driver has in one of ``states`` (all CUDA
+        processes of its tree when none is given), root first. Asked of the
+        driver: a process without CUDA is none of its business. Host pids:
+        after a restore they are CRIU's new ones, found the same way."""
+        from cedana_gpu.cr import driver_api
+
         job = self.job
         if job is None:
             raise ControlError(f"job {self.jid} has no process")
-        return job.pid
+        found = []
+        for pid in processes.tree_pids(job.pid):
+            try:
+                now = driver_api.state(pid)
+            except driver_api.DriverApiError:
+                continue  # no CUDA in it (or gone)
+            if not states or now in states:
+                found.append(pid)
+        return found
 
     def _driver_freeze(self, timeout_ms: int) -> None:
-        """Driver engine freeze: lock (bounded by the freeze timeout), then
-        checkpoint (device memory into the job's host memory). A failure
-        leaves the job unlocked and running."""
+        """Driver engine freeze: lock every CUDA process of the job (bounded by the
+        freeze timeout, all of them together), then checkpoint them (device
+        memory into their host memory). A failure leaves the job unlocked and
+        running."""
         from cedana_gpu.cr import driver_api
 
-        pid = self._driver_pid()
-        try:
-            driver_api.lock(pid, timeout_ms)
-        except driver_api.Busy:
-            self._driver_unlock_quietly(pid)
+        pids = self._driver_pids(driver_api.RUNNING)
+        if not pids:
             raise ControlError(
-                f"cannot freeze job {self.jid}: timed out after {timeout_ms} ms waiting for "
-                "its GPU calls to return (the driver could not lock it; it runs on)"
-            ) from None
-        except driver_api.DriverApiError as e:
-            self._driver_unlock_quietly(pid)
-            raise ControlError(f"cannot lock job {self.jid}: {e}") from None
+                f"cannot freeze job {self.jid}: none of its processes uses CUDA "
+                "(yet): dump it once it has used the GPU"
+            )
+        deadline = time.monotonic() + timeout_ms / 1000
+        done: list[int] = []
         try:
-            driver_api.checkpoint(pid)
-        except driver_api.DriverApiError as e:
-            self._driver_unlock_quietly(pid)
-            raise ControlError(
-                f"the driver could not checkpoint job {self.jid}: {e} (it was unlocked and runs on)"
-            ) from None
+            for pid in pids:
+                left = max(1, int((deadline - time.monotonic()) * 1000))
+                done.append(pid)
+                try:
+                    driver_api.lock(pid, left)
+                except driver_api.Busy:
+                    raise ControlError(
+                        f"cannot freeze job {self.jid}: timed out after {timeout_ms} ms waiting "
+                        "for its GPU calls to return (the driver could not lock it; it runs on)"
+                    ) from None
+                except driver_api.DriverApiError as e:
+                    raise ControlError(f"cannot lock job {self.jid}: {e}") from None
+            for pid in pids:
+                try:
+                    driver_api.checkpoint(pid)
+                except driver_api.DriverApiError as e:
+                    raise ControlError(
+                        f"the driver could not checkpoint job {self.jid}: {e} "
+                        "(it was unlocked and runs on)"
+                    ) from None
+        except ControlError:
+            for pid in reversed(done):
+                self._driver_unlock_quietly(pid)
+            raise
         self._checkpointed = True
 
     def _driver_unlock_quietly(self, pid: int) -> None:
@@ -724,14 +753,15 @@ class Controller:
             log.error("job %s: cannot unlock it after a failed freeze: %s", self.jid, e)
 
     def _driver_resume(self, pairs: list[tuple[str, str]] | None = None) -> None:
-        """Driver engine: restore the job's GPU state (if checkpointed) and unlock it."""
+        """Driver engine: restore the job's GPU state (its checkpointed processes)
+        and unlock it."""
         from cedana_gpu.cr import driver_api
 
-        pid = self._driver_pid()
         if self._checkpointed:
-            driver_api.restore(pid, pairs)
+            for pid in self._driver_pids(driver_api.CHECKPOINTED):
+                driver_api.restore(pid, pairs)
             self._checkpointed = False
-        if driver_api.state(pid) == driver_api.LOCKED:
+        for pid in self._driver_pids(driver_api.LOCKED):
             driver_api.unlock(pid)
 
     def _op_hold(self, _request: dict[str, Any]) -> dict[str, Any]:
