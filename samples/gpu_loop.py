@@ -9,6 +9,9 @@ memory the last one left, so a run that was checkpointed and restored prints
 exactly the lines of one that was not. The last line is
 `checksum: <sha256>` of every step's digest.
 
+--hold-while PATH: after each step, wait while PATH exists (a test holds the
+job between steps, then lets it go; the output is the same).
+
 --busy-at STEP --busy-rounds N: at that step, before its work, the job
 prints `busy` and sits in one long kernel (N rounds of hashing on one
 thread) and a synchronize: a job "stuck in a kernel", whose CUDA calls do
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 
@@ -44,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device-mib", type=int, default=4, help="MiB of device state (>= 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sleep-per-step", type=float, default=0.0, metavar="SECONDS")
+    ap.add_argument("--hold-while", metavar="PATH", help="after each step, wait while PATH exists")
     ap.add_argument("--busy-at", type=int, default=-1, metavar="STEP")
     ap.add_argument("--busy-rounds", type=int, default=1 << 32)
     args = ap.parse_args(argv)
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"step {step} digest {digest[:16]}", flush=True)
         if args.sleep_per_step:
             time.sleep(args.sleep_per_step)
+        while args.hold_while and os.path.exists(args.hold_while):
+            time.sleep(0.01)
     print(f"checksum: {total.hexdigest()}", flush=True)
     return 0
 

@@ -3,7 +3,8 @@
 A job runs ``samples/gpu_loop.py`` under ``cedana exec --gpu --gpu-engine
 driver``: it loads the fake driver itself (no interposer), and its
 controller locks and checkpoints it through the driver's API. It is dumped
-mid-run, killed (or left running), restored as a new job, and must finish
+mid-run (held between two steps by a gate file, so that nothing depends on
+timing), killed (or left running), restored as a new job, and must finish
 with exactly the output of an uninterrupted run: the lines the original
 printed before the dump followed by the lines the restored copy printed
 after it are the uninterrupted run's, checksum included.
@@ -38,7 +39,6 @@ pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 STEPS = 16
 MIB = 2
 LOOP = ("samples/gpu_loop.py", "--steps", str(STEPS), "--device-mib", str(MIB))
-SLEEP = ("--sleep-per-step", "0.05")
 STEP_LINE = r"^step \d+ digest"
 OTHER_MACHINE = {"FAKE_CUDA_UUID_SEED": "7"}
 
@@ -50,9 +50,12 @@ def exec_driver(c: Cedana, jid: str, *cmd: str, mounts: tuple[str, ...] = (), **
     c.ok(*args, "--", *cmd, **env)
 
 
-def start_loop(c: Cedana, jid: str, *extra: str, steps_seen: int = 3, **env: str) -> None:
-    exec_driver(c, jid, sys.executable, *LOOP, *SLEEP, *extra, **env)
-    c.wait_log(jid, STEP_LINE, steps_seen)
+def start_loop(c: Cedana, jid: str, gate: Path, *extra: str, **env: str) -> None:
+    """Start the loop held at ``gate`` (created here) after its first step; removing
+    the gate lets it (and any restored copy of it) run to its end."""
+    gate.touch()
+    exec_driver(c, jid, sys.executable, *LOOP, "--hold-while", str(gate), *extra, **env)
+    c.wait_log(jid, STEP_LINE, 1)
 
 
 def assert_gone(c: Cedana, *jids: str) -> None:
@@ -95,7 +98,8 @@ def test_driver_engine_dump_restore_matches_uninterrupted_run(
 ) -> None:
     expected = list(run_direct(*LOOP))
     jid, new = unique_jid("dm"), unique_jid("dmr")
-    start_loop(cedana, jid)
+    gate = tmp_path / "gate"
+    start_loop(cedana, jid, gate)
     assert cedana.job(jid)["engine"] == "driver"
     ckdir = tmp_path / "ckpts"
     options = ["--dir", str(ckdir), "--compression", compression, "--stream", str(streams)]
@@ -124,6 +128,7 @@ def test_driver_engine_dump_restore_matches_uninterrupted_run(
     assert restored["job"] == new and restored["generation"] == 2
     row = cedana.job(new)
     assert row["engine"] == "driver" and row["restored_from"] == dumped["checkpoint"]
+    gate.unlink()
     assert_resumed(cedana, jid, new, expected, leave_running)
     assert_gone(cedana, jid, new)
 
@@ -132,7 +137,7 @@ def test_checkpoint_layout_pages_in_shards(cedana: Cedana, tmp_path: Path) -> No
     """What a driver engine checkpoint holds: the engine, the GPUs it ran on,
     CRIU's page images in the shards (none left in criu/), no interposer state."""
     jid = unique_jid("dl")
-    start_loop(cedana, jid)
+    start_loop(cedana, jid, tmp_path / "gate")
     dumped = cedana.dump(jid, "--dir", str(tmp_path / "c"), "--stream", "3", "--leave-running")
     path = Path(dumped["path"])
     manifest = json.loads((path / "manifest.json").read_text())
@@ -165,8 +170,9 @@ def test_migration_to_another_machine_by_path(tmp_path: Path) -> None:
     expected = list(run_direct(*LOOP))
     origin = Cedana(tmp_path / "origin")
     jid = unique_jid("dg")
+    gate = tmp_path / "gate"
     try:
-        start_loop(origin, jid)
+        start_loop(origin, jid, gate)
         dumped = origin.dump(jid, "--compression", "lz4", "--stream", "2")
         before = without_notes(origin.log(jid))
         assert_gone(origin, jid)
@@ -184,6 +190,7 @@ def test_migration_to_another_machine_by_path(tmp_path: Path) -> None:
         restored = target.restore("--path", str(copy), "--jid", new, **OTHER_MACHINE)
         assert restored["path"] == str(copy)
         assert "GPUs remapped" in target.controller_log(new)
+        gate.unlink()
         assert_finished(target, new)
         assert before + without_notes(target.log(new)) == expected
         assert_gone(target, new)
@@ -193,16 +200,18 @@ def test_migration_to_another_machine_by_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_gpu_map_puts_the_job_on_the_gpu_named(cedana: Cedana) -> None:
+def test_gpu_map_puts_the_job_on_the_gpu_named(cedana: Cedana, tmp_path: Path) -> None:
     expected = list(run_direct(*LOOP))
     jid, new = unique_jid("gm"), unique_jid("gmr")
-    start_loop(cedana, jid)
+    gate = tmp_path / "gate"
+    start_loop(cedana, jid, gate)
     dumped = cedana.dump(jid)
     two = {"FAKE_CUDA_DEVICE_COUNT": "2", **OTHER_MACHINE}
     gpus = cedana.json("gpu", "info", "--driver", "fake", **two)["devices"]
     old = json.loads((Path(dumped["path"]) / "gpu" / "devices.json").read_text())["devices"]
     cedana.restore(jid, "--jid", new, "--gpu-map", f"{old[0]['uuid']}=1", **two)
     assert f"{old[0]['uuid']}->{gpus[1]['uuid']}" in cedana.controller_log(new)
+    gate.unlink()
     assert_resumed(cedana, jid, new, expected, left_running=False)
 
 
@@ -221,11 +230,13 @@ def test_persistent_mount_travels_with_the_checkpoint(cedana: Cedana, tmp_path: 
     script = tmp_path / "persist.sh"
     script.write_text(PERSIST)
     jid, new = unique_jid("dp"), unique_jid("dpr")
+    gate = tmp_path / "gate"
+    gate.touch()
     exec_driver(
-        cedana, jid, "sh", str(script), str(mount), sys.executable, *LOOP, *SLEEP,
-        mounts=(str(mount),),
+        cedana, jid, "sh", str(script), str(mount), sys.executable, *LOOP,
+        "--hold-while", str(gate), mounts=(str(mount),),
     )  # fmt: skip
-    cedana.wait_log(jid, STEP_LINE, 3)
+    cedana.wait_log(jid, STEP_LINE, 1)
     assert list(mount.iterdir()) == []  # private to the job
     cedana.dump(jid, "--compression", "gzip")
     (mount / "decoy").write_text("host side")
@@ -234,6 +245,7 @@ def test_persistent_mount_travels_with_the_checkpoint(cedana: Cedana, tmp_path: 
     assert (Path(f"/proc/{pid}/root") / str(mount).lstrip("/") / "state.txt").read_text() == (
         "written before the dump\n"
     )
+    gate.unlink()
     assert_resumed(cedana, jid, new, expected, left_running=False)
     assert sorted(p.name for p in mount.iterdir()) == ["decoy"]
 
@@ -258,12 +270,13 @@ def test_lock_timeout_leaves_the_busy_job_running(cedana: Cedana) -> None:
     assert without_notes(cedana.log(jid)) == expected
 
 
-def test_restore_refused_when_no_gpu_of_the_model(cedana: Cedana) -> None:
+def test_restore_refused_when_no_gpu_of_the_model(cedana: Cedana, tmp_path: Path) -> None:
     """The checkpoint's GPU is not there and no GPU of its model is: refused in
     one line before anything is restored; the checkpoint restores afterwards."""
     expected = list(run_direct(*LOOP))
     jid, bad, new = unique_jid("mg"), unique_jid("mgx"), unique_jid("mgr")
-    start_loop(cedana, jid)
+    gate = tmp_path / "gate"
+    start_loop(cedana, jid, gate)
     cedana.dump(jid)
     other = {"FAKE_CUDA_DEVICE_NAME": "Another Fake GPU", **OTHER_MACHINE}
     line = assert_one_line_error(cedana("restore", "job", jid, "--jid", bad, **other))
@@ -273,12 +286,13 @@ def test_restore_refused_when_no_gpu_of_the_model(cedana: Cedana) -> None:
     assert_gone(cedana, bad)
 
     cedana.restore(jid, "--jid", new, **OTHER_MACHINE)
+    gate.unlink()
     assert_resumed(cedana, jid, new, expected, left_running=False)
 
 
-def test_restore_refused_onto_another_model(cedana: Cedana) -> None:
+def test_restore_refused_onto_another_model(cedana: Cedana, tmp_path: Path) -> None:
     jid, bad = unique_jid("wm"), unique_jid("wmx")
-    start_loop(cedana, jid)
+    start_loop(cedana, jid, tmp_path / "gate")
     cedana.dump(jid, "--leave-running")
     other = {"FAKE_CUDA_DEVICE_NAME": "Another Fake GPU"}
     line = assert_one_line_error(
@@ -290,10 +304,12 @@ def test_restore_refused_onto_another_model(cedana: Cedana) -> None:
     cedana.ok("job", "kill", jid)
 
 
-def test_gpu_map_refused_for_intercept_checkpoints(cedana: Cedana) -> None:
+def test_gpu_map_refused_for_intercept_checkpoints(cedana: Cedana, tmp_path: Path) -> None:
     jid = unique_jid("gi")
-    cedana.exec_gpu(jid, sys.executable, *LOOP, *SLEEP)
-    cedana.wait_log(jid, STEP_LINE, 2)
+    gate = tmp_path / "gate"
+    gate.touch()
+    cedana.exec_gpu(jid, sys.executable, *LOOP, "--hold-while", str(gate))
+    cedana.wait_log(jid, STEP_LINE, 1)
     assert cedana.job(jid)["engine"] == "intercept"
     cedana.dump(jid)
     line = assert_one_line_error(cedana("restore", "job", jid, "--gpu-map", "0=0"))
@@ -310,15 +326,17 @@ def test_checkpoint_failing_leaves_the_job_unlocked_and_running(
     faults = tmp_path / "faults"
     faults.mkdir()
     jid, new = unique_jid("cf"), unique_jid("cfr")
-    start_loop(cedana, jid, CEDANA_TEST_DRIVER_FAULT=str(faults))
+    gate = tmp_path / "gate"
+    start_loop(cedana, jid, gate, CEDANA_TEST_DRIVER_FAULT=str(faults))
     (faults / "checkpoint").touch()
     line = assert_one_line_error(cedana("dump", "job", jid))
     assert "could not checkpoint" in line and f"job {jid} runs on" in line
     assert not (faults / "checkpoint").exists()  # the fault was used
     assert cedana.json("job", "checkpoints", jid) == []
-    cedana.wait_log(jid, STEP_LINE, 5)  # it makes progress again
+    # Unlocked: the driver locks it again (a lock needs a RUNNING process).
     cedana.dump(jid)
     cedana.restore(jid, "--jid", new)
+    gate.unlink()
     assert_resumed(cedana, jid, new, expected, left_running=False)
 
 
@@ -330,7 +348,8 @@ def test_restore_failing_leaves_nothing_behind(cedana: Cedana, tmp_path: Path) -
     faults = tmp_path / "faults"
     faults.mkdir()
     jid, bad, new = unique_jid("rf"), unique_jid("rfx"), unique_jid("rfr")
-    start_loop(cedana, jid)
+    gate = tmp_path / "gate"
+    start_loop(cedana, jid, gate)
     cedana.dump(jid)
     (faults / "restore").touch()
     failed = cedana("restore", "job", jid, "--jid", bad, CEDANA_TEST_DRIVER_FAULT=str(faults))
@@ -339,4 +358,5 @@ def test_restore_failing_leaves_nothing_behind(cedana: Cedana, tmp_path: Path) -
     assert cedana.job(bad)["state"] == "failed"
     assert_gone(cedana, bad)
     cedana.restore(jid, "--jid", new)
+    gate.unlink()
     assert_resumed(cedana, jid, new, expected, left_running=False)
