@@ -1006,7 +1006,8 @@ class Controller:
         self._gpu_pairs = pairs
         if pairs:
             log.info("job %s: GPUs remapped %s", self.jid, ", ".join(f"{a}->{b}" for a, b in pairs))
-        images = self.job_dir / "criu-images"
+        files = [criu_pages.PageFile.from_json(p) for p in m.criu_pages]
+        images = self._images_dir(sum(f.size for f in files))
         shutil.rmtree(images, ignore_errors=True)
         self._images = images
         t0 = time.monotonic()
@@ -1016,7 +1017,6 @@ class Controller:
             for src in sorted((checkpoint / "criu").iterdir()):
                 if src.is_file():
                     shutil.copyfile(src, images / src.name)
-            files = [criu_pages.PageFile.from_json(p) for p in m.criu_pages]
             if self.progress is not None:
                 self.progress.reset("restore", sum(f.size for f in files))
             criu_pages.unpack_pages(
@@ -1036,6 +1036,26 @@ class Controller:
                 f"cannot write CRIU's images for job {self.jid}: {e.strerror or e}"
             ) from None
         self.restore_phases["gpu_pages"] = time.monotonic() - t0
+
+    def _images_dir(self, nbytes: int) -> Path:
+        """Where CRIU's rebuilt images go: memory (the job's per-job /dev/shm
+        directory, which every clean-up of the job removes) when they take at
+        most a quarter of the memory available, so that writing them and CRIU
+        reading them costs no file system work; else the job's directory. They
+        are removed as soon as CRIU has restored the job."""
+        name = "criu-images"
+        if not self._own_shm_dir or self.shm_dir is None:
+            return self.job_dir / name
+        try:
+            with open("/proc/meminfo") as f:
+                fields = dict(line.split(":", 1) for line in f)
+            available = int(fields["MemAvailable"].split()[0]) * 1024
+            shm = os.statvfs(shm_layout.SHM_DIR)
+        except (OSError, KeyError, ValueError):
+            return self.job_dir / name
+        if nbytes <= available // 4 and nbytes <= shm.f_bavail * shm.f_frsize // 4:
+            return self.shm_dir / f".{name}"
+        return self.job_dir / name
 
     def serve_restored(self) -> None:
         """The restored job's GPU work goes on: the intercept engine serves its ring;
