@@ -360,3 +360,42 @@ def test_restore_failing_leaves_nothing_behind(cedana: Cedana, tmp_path: Path) -
     cedana.restore(jid, "--jid", new)
     gate.unlink()
     assert_resumed(cedana, jid, new, expected, left_running=False)
+
+
+# ---- the job itself: no interposer, its own driver ------------------------------------------
+
+
+def test_run_process_driver_engine_job_loads_the_driver_itself(
+    cedana: Cedana, tmp_path: Path
+) -> None:
+    jid = unique_jid("rp")
+    gate = tmp_path / "gate"
+    gate.touch()
+    cedana.ok(
+        "run", "process", "--gpu-enabled", "--gpu-driver", "fake", "--gpu-engine", "driver",
+        "--jid", jid, "--", sys.executable, *LOOP, "--hold-while", str(gate),
+    )  # fmt: skip
+    cedana.wait_log(jid, STEP_LINE, 1)
+    job = cedana.job(jid)
+    assert job["engine"] == "driver" and job["segment"] is None
+    maps = Path(f"/proc/{job['pid']}/maps").read_text()
+    from cedana_gpu import paths
+
+    assert str(paths.fake_libdir() / "libcuda.so.1") in maps
+    assert "libcedana-gpu.so" not in maps
+    env = Path(f"/proc/{job['pid']}/environ").read_bytes().split(b"\0")
+    assert not [e for e in env if e.startswith(b"LD_PRELOAD=") and b"cedana" in e]
+    live = cedana.inspect(jid)["live"]
+    assert live["engine"] == "driver" and live["driver_api"]["checkpoint"] is True
+    gate.unlink()
+    assert_finished(cedana, jid)
+    assert without_notes(cedana.log(jid)) == list(run_direct(*LOOP))
+
+
+def test_gpu_engine_needs_gpu_and_a_known_engine(cedana: Cedana) -> None:
+    line = assert_one_line_error(cedana("exec", "--gpu-engine", "driver", "--", "true"))
+    assert "--gpu-engine needs --gpu" in line
+    line = assert_one_line_error(
+        cedana("exec", "--gpu", "--gpu-driver", "fake", "--", "true", CEDANA_GPU_ENGINE="tpu")
+    )
+    assert "CEDANA_GPU_ENGINE" in line
