@@ -12,6 +12,13 @@
  *                    stream while it is set), and <LIB>get_proc_address
  *                    defined here for the library's cuGetProcAddress.
  *
+ * The entry gate: a library that defines <LIB>gate_enter and <LIB>gate_leave
+ * (both optional, weak here) has every implemented call bracketed by them, so
+ * it can hold API calls back and know when none is in flight (the fake
+ * driver's cuCheckpointProcessLock). An implementation that must never wait
+ * there (the checkpoint calls themselves, which a process may make on itself)
+ * is named <IMPL>ungated_<base>_<version> instead, and is called as is.
+ *
  * Exported functions get their symbol name through an asm label so that
  * cuda.h's renaming macros (cuMemAlloc -> cuMemAlloc_v2) cannot touch them.
  */
@@ -24,11 +31,25 @@
 
 CU_HIDDEN CUresult CU_LIB(unsupported)(const char *symbol);
 CU_HIDDEN extern __thread int CU_LIB(tls_ptds);
+CU_HIDDEN void CU_LIB(gate_enter)(void) __attribute__((weak));
+CU_HIDDEN void CU_LIB(gate_leave)(void) __attribute__((weak));
+
+/* Return `call` through the library's entry gate, if it has one. */
+#define CU_GATED(call)                  \
+  do {                                  \
+    if (!CU_LIB(gate_enter)) return call; \
+    CU_LIB(gate_enter)();               \
+    CUresult gated_rc_ = call;          \
+    CU_LIB(gate_leave)();               \
+    return gated_rc_;                   \
+  } while (0)
 
 /* Implementations are weak references: a file that implements a function
  * defines <IMPL><base>_<version>; the others stay NULL and get the stub. */
-#define CU_FN(base, version, symbol, params, args) \
-  extern CUresult CU_IMPL(base##_##version) params __attribute__((weak, visibility("hidden")));
+#define CU_FN(base, version, symbol, params, args)                                           \
+  extern CUresult CU_IMPL(base##_##version) params __attribute__((weak, visibility("hidden"))); \
+  extern CUresult CU_UNGATED(base##_##version) params                                         \
+      __attribute__((weak, visibility("hidden")));
 #define CU_FN_PTDS(base, version, symbol, dver, params, args)   \
   extern CUresult CU_IMPL(base##_##version##_ptds) params \
       __attribute__((weak, visibility("hidden")));
@@ -37,21 +58,25 @@ CU_HIDDEN extern __thread int CU_LIB(tls_ptds);
 #define CU_FN(base, version, symbol, params, args)                                          \
   __attribute__((visibility("default"))) CUresult cu_export_##symbol params __asm__(#symbol); \
   CUresult cu_export_##symbol params {                                                      \
-    if (CU_IMPL(base##_##version)) return CU_IMPL(base##_##version) args;                   \
+    if (CU_UNGATED(base##_##version)) return CU_UNGATED(base##_##version) args;             \
+    if (CU_IMPL(base##_##version)) CU_GATED(CU_IMPL(base##_##version) args);                \
     return CU_LIB(unsupported)(#symbol);                                                    \
   }
 /* A per-thread variant runs its own implementation if there is one, else the
  * default variant with the NULL stream meaning the thread's default stream. */
 #define CU_FN_PTDS(base, version, symbol, dver, params, args)                                \
-  __attribute__((visibility("default"))) CUresult cu_export_##symbol params __asm__(#symbol); \
-  CUresult cu_export_##symbol params {                                                      \
-    if (CU_IMPL(base##_##version##_ptds)) return CU_IMPL(base##_##version##_ptds) args;     \
-    if (!CU_IMPL(base##_##dver)) return CU_LIB(unsupported)(#symbol);                       \
+  static CUresult cu_ptds_##symbol params {                                                 \
     int saved = CU_LIB(tls_ptds);                                                           \
     CU_LIB(tls_ptds) = 1;                                                                   \
     CUresult rc = CU_IMPL(base##_##dver) args;                                              \
     CU_LIB(tls_ptds) = saved;                                                               \
     return rc;                                                                              \
+  }                                                                                         \
+  __attribute__((visibility("default"))) CUresult cu_export_##symbol params __asm__(#symbol); \
+  CUresult cu_export_##symbol params {                                                      \
+    if (CU_IMPL(base##_##version##_ptds)) CU_GATED(CU_IMPL(base##_##version##_ptds) args);  \
+    if (!CU_IMPL(base##_##dver)) return CU_LIB(unsupported)(#symbol);                       \
+    CU_GATED(cu_ptds_##symbol args);                                                        \
   }
 #include "cuda_api_table.h"
 

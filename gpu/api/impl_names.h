@@ -24,6 +24,8 @@
 #define CU_PASTE(a, b) CU_PASTE_(a, b)
 #define CU_IMPL(name) CU_PASTE(CU_EXPORTS_IMPL, name)
 #define CU_LIB(name) CU_PASTE(CU_EXPORTS_LIB, name)
+/* An implementation that bypasses the library's entry gate (see exports.c). */
+#define CU_UNGATED(name) CU_PASTE(CU_EXPORTS_IMPL, CU_PASTE(ungated_, name))
 
 #define CU_HIDDEN __attribute__((visibility("hidden")))
 

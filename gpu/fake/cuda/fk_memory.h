@@ -83,4 +83,13 @@ typedef struct fk_vmm_info {
  * reservation. */
 FK_HIDDEN bool fk_vmm_describe(uintptr_t p, fk_vmm_info *out);
 
+/* VMM physical memory in a process checkpoint (memory.c drives them): copy
+ * every allocation's bytes out (CUDA_ERROR_NOT_SUPPORTED for memory shared
+ * with another process), close the files, re-create and map them again at
+ * every mapping, and free the copies. */
+FK_HIDDEN CUresult fk_vmm_save(void);
+FK_HIDDEN void fk_vmm_release(void);
+FK_HIDDEN CUresult fk_vmm_restore(void);
+FK_HIDDEN void fk_vmm_discard(void);
+
 #endif
