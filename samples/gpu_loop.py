@@ -15,7 +15,9 @@ job between steps, then lets it go; the output is the same).
 --busy-at STEP --busy-rounds N: at that step, before its work, the job
 prints `busy` and sits in one long kernel (N rounds of hashing on one
 thread) and a synchronize: a job "stuck in a kernel", whose CUDA calls do
-not return for a while (the driver engine's lock times out on it).
+not return for a while (the driver engine's lock times out on it). With
+--busy-while PATH it goes on queueing such kernels, eight at a time, and
+synchronizing while PATH exists (a test ends it by removing PATH).
 
 Uses the CUDA driver API only (cuda-bindings), so it runs on NVIDIA's
 driver, on the fake driver, through the interposer and under the driver
@@ -51,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--hold-while", metavar="PATH", help="after each step, wait while PATH exists")
     ap.add_argument("--busy-at", type=int, default=-1, metavar="STEP")
     ap.add_argument("--busy-rounds", type=int, default=1 << 32)
+    ap.add_argument("--busy-while", metavar="PATH", help="stay busy while PATH exists")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.device_mib < 1:
         ap.error("--steps and --device-mib must be at least 1")
@@ -86,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         if step == args.busy_at:
             print("busy", flush=True)
             spin = fns["loop_spin"]
-            cudrv.launch(spin, 1, 1, ptr(spin_out), u64(args.busy_rounds), stream=stream)
-            cudrv.call(cu.cuStreamSynchronize, stream)
+            while True:
+                for _ in range(8 if args.busy_while else 1):
+                    cudrv.launch(spin, 1, 1, ptr(spin_out), u64(args.busy_rounds), stream=stream)
+                cudrv.call(cu.cuStreamSynchronize, stream)
+                if not (args.busy_while and os.path.exists(args.busy_while)):
+                    break
         cudrv.launch(
             fns["loop_step"],
             cudrv.blocks_for(STEP_THREADS, BLOCK),

@@ -253,21 +253,24 @@ def test_persistent_mount_travels_with_the_checkpoint(cedana: Cedana, tmp_path: 
 # ---- failures: the job runs on, or nothing half-restored stays ------------------------------
 
 
-def test_lock_timeout_leaves_the_busy_job_running(cedana: Cedana) -> None:
-    """A job in a long kernel (its synchronize does not return) cannot be locked
-    within the freeze timeout: one line says so, and the job, unlocked, finishes
-    with the uninterrupted run's output."""
-    busy = ("--busy-at", "3", "--busy-rounds", str(1 << 30))
-    expected = list(run_direct(*LOOP, *busy))
+def test_lock_timeout_leaves_the_busy_job_running(cedana: Cedana, tmp_path: Path) -> None:
+    """A job in long kernels (its synchronize does not return for a while) cannot
+    be locked within the freeze timeout: one line says so, and the job, unlocked,
+    finishes with the uninterrupted run's output."""
+    expected = list(run_direct(*LOOP))
+    busy_while = tmp_path / "busy"
+    busy_while.touch()
+    busy = ("--busy-at", "3", "--busy-rounds", str(1 << 24), "--busy-while", str(busy_while))
     jid = unique_jid("lt")
     exec_driver(cedana, jid, sys.executable, *LOOP, *busy)
     cedana.wait_log(jid, r"^busy$")
-    failed = cedana("dump", "job", jid, CEDANA_FREEZE_TIMEOUT_MS="200")
+    failed = cedana("dump", "job", jid, CEDANA_FREEZE_TIMEOUT_MS="100")
     line = assert_one_line_error(failed)
     assert "timed out" in line and f"job {jid} runs on" in line
     assert cedana.json("job", "checkpoints", jid) == []
+    busy_while.unlink()
     assert_finished(cedana, jid)
-    assert without_notes(cedana.log(jid)) == expected
+    assert without_notes(cedana.log(jid)) == [*expected[:3], "busy", *expected[3:]]
 
 
 def test_restore_refused_when_no_gpu_of_the_model(cedana: Cedana, tmp_path: Path) -> None:
