@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,16 +59,31 @@ class PageFile:
         return cls(path=str(d["path"]), addr=int(d["addr"]), size=int(d["size"]))
 
 
+def fits_in_memory(nbytes: int) -> bool:
+    """Whether ``nbytes`` of scratch images fit in /dev/shm without crowding the
+    machine: at most a quarter of the memory available and of /dev/shm's room.
+    (Page images written to memory and read back cost no file system work.)"""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+        shm = os.statvfs("/dev/shm")
+    except (OSError, KeyError, ValueError):
+        return False
+    return nbytes <= available // 4 and nbytes <= shm.f_bavail * shm.f_frsize // 4
+
+
 def page_files(criu_dir: Path) -> list[Path]:
     """CRIU's page images in ``criu_dir``, in a stable order."""
     return sorted(p for p in criu_dir.iterdir() if _PAGES_RE.fullmatch(p.name) and p.is_file())
 
 
-def layout(directory: Path) -> list[PageFile]:
-    """The page files of ``directory/criu`` laid end to end."""
+def layout(directory: Path, images: Path | None = None) -> list[PageFile]:
+    """The page files of ``directory/criu`` (or of CRIU's ``images`` directory,
+    wherever it dumped) laid end to end, named as they go in the checkpoint."""
     out: list[PageFile] = []
     addr = 0
-    for p in page_files(directory / CRIU_DIR):
+    for p in page_files(images or directory / CRIU_DIR):
         size = p.stat().st_size
         out.append(PageFile(f"{CRIU_DIR}/{p.name}", addr, size))
         addr += size
@@ -83,7 +99,8 @@ class _Files:
         self.fds: list[int] = []
         try:
             for f in files:
-                self.fds.append(os.open(directory / f.path, flags | os.O_CLOEXEC, 0o600))
+                name = Path(f.path).name
+                self.fds.append(os.open(directory / name, flags | os.O_CLOEXEC, 0o600))
         except BaseException:
             self.close()
             raise
@@ -109,14 +126,18 @@ def pack_pages(
     streams: int,
     checksum_fn: ChecksumFn,
     progress: ProgressSink | None = None,
+    images: Path | None = None,
 ) -> tuple[list[PageFile], list[RegionRecord]]:
-    """Move ``directory/criu``'s page images into ``directory/gpu/img-*`` shards.
+    """Move the page images of CRIU's ``images`` directory (default:
+    ``directory/criu``) into ``directory/gpu/img-*`` shards, and CRIU's other
+    images, when ``images`` is elsewhere, into ``directory/criu``.
 
     Returns the layout (the manifest's ``criu_pages``) and the records (its
     ``regions``). The page files are removed once the shards are written."""
-    files = layout(directory)
+    source = images or directory / CRIU_DIR
+    files = layout(directory, source)
     try:
-        handles = _Files(directory, files, os.O_RDONLY)
+        handles = _Files(source, files, os.O_RDONLY)
     except OSError as e:
         raise CheckpointError(f"cannot open CRIU's page images: {e.strerror}") from None
     try:
@@ -138,11 +159,15 @@ def pack_pages(
         )
     finally:
         handles.close()
-    for f in files:
-        try:
-            (directory / f.path).unlink()
-        except OSError as e:
-            raise CheckpointError(f"cannot remove {f.path}: {e.strerror}") from None
+    try:
+        for f in files:
+            (source / Path(f.path).name).unlink()
+        if source != directory / CRIU_DIR:
+            for other in sorted(source.iterdir()):
+                if other.is_file():
+                    shutil.copyfile(other, directory / CRIU_DIR / other.name)
+    except OSError as e:
+        raise CheckpointError(f"cannot move CRIU's images: {e.strerror}") from None
     return files, records
 
 

@@ -619,6 +619,8 @@ class Controller:
         info["engine"] = self.engine
         if self.engine == engines.DRIVER:
             info["driver_api"] = self.api_support.to_json() if self.api_support else None
+            # Frozen, the GPU memory is in the job's host memory: about what CRIU will dump.
+            info["resident_bytes"] = processes.resident_bytes(job.pid) if job else 0
         elif self.gpu:
             info["segment"] = str(self.segment_path())
             try:
@@ -1043,17 +1045,10 @@ class Controller:
         most a quarter of the memory available, so that writing them and CRIU
         reading them costs no file system work; else the job's directory. They
         are removed as soon as CRIU has restored the job."""
+        from cedana_gpu.checkpoint.criu_pages import fits_in_memory
+
         name = "criu-images"
-        if not self._own_shm_dir or self.shm_dir is None:
-            return self.job_dir / name
-        try:
-            with open("/proc/meminfo") as f:
-                fields = dict(line.split(":", 1) for line in f)
-            available = int(fields["MemAvailable"].split()[0]) * 1024
-            shm = os.statvfs(shm_layout.SHM_DIR)
-        except (OSError, KeyError, ValueError):
-            return self.job_dir / name
-        if nbytes <= available // 4 and nbytes <= shm.f_bavail * shm.f_frsize // 4:
+        if self._own_shm_dir and self.shm_dir is not None and fits_in_memory(nbytes):
             return self.shm_dir / f".{name}"
         return self.job_dir / name
 

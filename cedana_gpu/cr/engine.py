@@ -133,8 +133,15 @@ class GpuEngine(Protocol):
         """Bring ``spec``'s job back with its GPU state; return once it runs."""
         ...
 
-    def pack_images(self, directory: Path, *, compression: str, streams: int) -> ImagesDump:
-        """After CRIU's dump into ``directory/criu``: what goes into the checkpoint from it."""
+    def criu_dir(self, directory: Path, scratch: Path) -> Path:
+        """Where CRIU dumps the job: ``directory/criu``, or the private ``scratch``
+        directory (in memory) that ``pack_images`` then empties into it."""
+        ...
+
+    def pack_images(
+        self, directory: Path, *, compression: str, streams: int, images: Path
+    ) -> ImagesDump:
+        """After CRIU's dump into ``images``: what goes into the checkpoint from it."""
         ...
 
 
@@ -205,7 +212,12 @@ class InterceptEngine:
 
     engine = INTERCEPT
 
-    def pack_images(self, directory: Path, *, compression: str, streams: int) -> ImagesDump:
+    def criu_dir(self, directory: Path, scratch: Path) -> Path:
+        return directory / "criu"
+
+    def pack_images(
+        self, directory: Path, *, compression: str, streams: int, images: Path
+    ) -> ImagesDump:
         return ImagesDump()
 
     def restore_gpu(self, spec: RestoreSpec) -> lifecycle.StartedJob:
@@ -249,16 +261,44 @@ class DriverEngine(InterceptEngine):
 
     engine = DRIVER
 
-    def pack_images(self, directory: Path, *, compression: str, streams: int) -> ImagesDump:
+    def __init__(
+        self, client: control.ControlClient | None, *, jid: str = "", show_progress: bool = False
+    ) -> None:
+        super().__init__(client, jid=jid, show_progress=show_progress)
+        self.memory = 0
+        """The job's resident memory once frozen: about what CRIU's pages will be."""
+
+    def freeze(self, timeout_ms: int) -> None:
+        super().freeze(timeout_ms)
+        if self.client is not None:
+            with contextlib.suppress(control.ControlError):
+                answer = self.client.call({"op": "info"}, timeout=30)
+                self.memory = int(answer.get("resident_bytes") or 0)
+
+    def criu_dir(self, directory: Path, scratch: Path) -> Path:
+        """The GPU memory is in CRIU's pages now: they go to memory first when
+        they fit (a quarter of the memory available, and of /dev/shm's room),
+        so that the checkpoint's disk sees them once, in the shards, not as
+        page images and then again as shards."""
+        from cedana_gpu.checkpoint.criu_pages import fits_in_memory
+
+        if not self.memory or not fits_in_memory(self.memory * 5 // 4):
+            return directory / "criu"
+        scratch.mkdir(mode=0o700)
+        return scratch
+
+    def pack_images(
+        self, directory: Path, *, compression: str, streams: int, images: Path
+    ) -> ImagesDump:
         from cedana_gpu.checkpoint import criu_pages
         from cedana_gpu.checkpoint.progress import Progress
         from cedana_gpu.controller import native
 
         t0 = time.monotonic()
-        total = sum(f.size for f in criu_pages.layout(directory))
+        total = sum(f.size for f in criu_pages.layout(directory, images))
         with Progress("pages", total, enabled=self.show_progress) as bar:
             files, records = criu_pages.pack_pages(
-                directory, compression, streams, native.checksum, bar
+                directory, compression, streams, native.checksum, bar, images=images
             )
         return ImagesDump(
             regions=records,
