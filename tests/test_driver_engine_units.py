@@ -213,3 +213,27 @@ def test_engine_choices() -> None:
     assert engines.default_choice({engines.ENGINE_ENV: "driver"}) == "driver"
     with pytest.raises(engines.BadEngine, match="CEDANA_GPU_ENGINE"):
         engines.default_choice({engines.ENGINE_ENV: "tpu"})
+
+
+@pytest.mark.parametrize("compression", ["none", "tar"])
+def test_one_uncompressed_shard_of_one_page_file_is_linked_not_copied(
+    tmp_path: Path, compression: str
+) -> None:
+    ckpt = tmp_path / "ckpt"
+    pages = make_pages(ckpt, [5 << 20])
+    files, records = pack_pages(ckpt, compression, 1, crc)
+    images = tmp_path / "images"
+    images.mkdir()
+    unpack_pages(ckpt, files, records, 1, compression, images, crc)
+    linked = images / "pages-1.img"
+    assert linked.is_symlink() and linked.read_bytes() == pages["pages-1.img"]
+    # Verified all the same: a damaged shard is refused, and nothing is linked.
+    shard = ckpt / SHARD_DIR / "img-0"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(CorruptCheckpoint, match="checksum mismatch"):
+        unpack_pages(ckpt, files, records, 1, compression, again, crc)
+    assert list(again.iterdir()) == []

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.checkpoint.compression import codec_of
 from cedana_gpu.checkpoint.manifest import RegionRecord
 from cedana_gpu.checkpoint.progress import ProgressSink
 from cedana_gpu.checkpoint.shards import (
     SHARD_DIR,
     ChecksumFn,
     read_regions,
+    shard_name,
     write_regions,
 )
 from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
@@ -171,6 +173,25 @@ def pack_pages(
     return files, records
 
 
+def _verified(addr: int, src: memoryview) -> None:
+    """The restore's "device" when the shard is used as it is: the bytes were checked."""
+
+
+def _is_the_page_file(
+    files: Sequence[PageFile], records: Sequence[RegionRecord], streams: int, compression: str
+) -> bool:
+    """Whether the checkpoint's only shard is, uncompressed, exactly its only page file."""
+    if streams != 1 or len(files) != 1 or codec_of(compression) is not None:
+        return False
+    f = files[0]
+    end = 0
+    for r in sorted(records, key=lambda r: r.offset):
+        if r.shard != 0 or r.offset != end or r.addr != f.addr + r.offset:
+            return False
+        end += r.size
+    return end == f.size
+
+
 def unpack_pages(
     directory: Path,
     files: Sequence[PageFile],
@@ -182,7 +203,9 @@ def unpack_pages(
     progress: ProgressSink | None = None,
 ) -> None:
     """Write the page images held in ``directory``'s shards into ``images`` (CRIU's
-    images directory of a restore), each record verified before it is written."""
+    images directory of a restore), each record verified before it is written.
+    An uncompressed single shard that is exactly the one page file is verified
+    and linked instead of copied."""
     for f in files:
         name = Path(f.path)
         if name.parent.as_posix() != CRIU_DIR or not _PAGES_RE.fullmatch(name.name):
@@ -190,6 +213,18 @@ def unpack_pages(
                 f"the manifest lists a bad page image {f.path!r}: the checkpoint is corrupt"
             )
     targets = [PageFile(Path(f.path).name, f.addr, f.size) for f in files]
+    if _is_the_page_file(targets, records, streams, compression):
+        # The one shard holds the one page file byte for byte: verified, it is
+        # that page file (CRIU only reads it), and nothing is copied.
+        read_regions(
+            directory / SHARD_DIR, records, _verified, streams, compression, checksum_fn, progress
+        )
+        shard = (directory / SHARD_DIR / shard_name(0, compression)).absolute()
+        try:
+            os.symlink(shard, images / targets[0].path)
+        except OSError as e:
+            raise CheckpointError(f"cannot link the page image in {images}: {e.strerror}") from None
+        return
     try:
         handles = _Files(images, targets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         for fd, f in zip(handles.fds, targets, strict=True):
