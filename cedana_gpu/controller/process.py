@@ -165,6 +165,7 @@ class Controller:
         self._checkpointed = False  # driver engine: the driver holds the job CHECKPOINTED
         self._gpu_pairs: list[tuple[str, str]] | None = None  # driver engine restore
         self._images: Path | None = None  # driver engine restore: CRIU's images, rebuilt
+        self._segment_file: Path | None = None  # driver engine restore of a handed-off job
 
     # ---- 1. setup ---------------------------------------------------------------
 
@@ -584,6 +585,9 @@ class Controller:
             shutil.rmtree(self.shm_dir, ignore_errors=True)
         if self._images is not None:
             shutil.rmtree(self._images, ignore_errors=True)
+        if self._segment_file is not None:
+            with contextlib.suppress(OSError):
+                self._segment_file.unlink()
         if self.server is not None:
             self.server.close()
         if self.store is not None:
@@ -860,12 +864,17 @@ class Controller:
             raise ControlError(f"GPU dump of job {self.jid} failed: {e.strerror or e}") from None
         except (gpu_info.NoDriver, gpu_info.DriverError) as e:
             raise ControlError(f"GPU dump of job {self.jid} failed: {e}") from None
-        return {
+        answer: dict[str, Any] = {
             "engine": engines.DRIVER,
             "device": {k: doc[k] for k in ("driver", "driver_version", "devices")},
             "geometry": {},
             "generation": self.generation,
         }
+        if self.dispatcher is not None and self.dispatcher.is_open:
+            # Handed off by its interposer (``auto``): the job still maps its
+            # segment, which a restore must re-create with the same name and size.
+            answer["segment_size"] = int(self.dispatcher.info().get("segment_size", 0))
+        return answer
 
     def _op_progress(self, _request: dict[str, Any]) -> dict[str, Any]:
         if self.progress is None:
@@ -1006,6 +1015,7 @@ class Controller:
         except (CheckpointError, ControllerError) as e:  # GpuMapError, DriverApiError
             raise StartupError(str(e)) from None
         self._gpu_pairs = pairs
+        self._recreate_segment_file()
         if pairs:
             log.info("job %s: GPUs remapped %s", self.jid, ", ".join(f"{a}->{b}" for a, b in pairs))
         files = [criu_pages.PageFile.from_json(p) for p in m.criu_pages]
@@ -1038,6 +1048,24 @@ class Controller:
                 f"cannot write CRIU's images for job {self.jid}: {e.strerror or e}"
             ) from None
         self.restore_phases["gpu_pages"] = time.monotonic() - t0
+
+    def _recreate_segment_file(self) -> None:
+        """A job handed to the driver by its interposer (``auto``) still maps its
+        segment: CRIU restores that mapping only onto a file of the same name and
+        size. Its contents no longer matter (the interposer forwards in-process)."""
+        m = self.manifest
+        if m is None or not m.job.segment_name or not m.job.segment_size:
+            return
+        path = self.segment_path()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, m.job.segment_size)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise StartupError(f"cannot re-create the segment {path}: {e.strerror}") from None
+        self._segment_file = path
 
     def _images_dir(self, nbytes: int) -> Path:
         """Where CRIU's rebuilt images go: memory (the job's per-job /dev/shm
