@@ -450,6 +450,7 @@ class Controller:
             env = jobspawn.gpu_job_env(
                 env, native_dir(), self.jid, "/" + self.segment, self.opts.driver
             )
+            env["CEDANA_GPU_HANDOFF_DRIVER"] = self.dispatcher.driver_path()
         return env
 
     def start_job(self) -> None:

@@ -29,6 +29,12 @@
 
 #define CU_HIDDEN __attribute__((visibility("hidden")))
 
+/* Defined in exports.c with CU_EXPORTS_FORWARD: switch every export to the
+ * same symbols of the driver `dl` (the number bound), and the bound function
+ * of one symbol (NULL before the switch or when `dl` lacks it). */
+CU_HIDDEN int CU_LIB(forward_to)(void *dl);
+CU_HIDDEN void *CU_LIB(forwarded)(const char *symbol);
+
 /* Defined in exports.c: the lookup behind the library's cuGetProcAddress. */
 CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int version,
                                             cuuint64_t flags,
