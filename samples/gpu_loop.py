@@ -19,9 +19,14 @@ not return for a while (the driver engine's lock times out on it). With
 --busy-while PATH it goes on queueing such kernels, eight at a time, and
 synchronizing while PATH exists (a test ends it by removing PATH).
 
-Uses the CUDA driver API only (cuda-bindings), so it runs on NVIDIA's
-driver, on the fake driver, through the interposer and under the driver
-engine alike.
+--runtime-first: before anything else, ask NVIDIA's runtime (cuda-bindings'
+runtime module) for the device count, as a PyTorch job does at start, and
+ignore its answer (on the fake driver it refuses; through the interposer
+under ``--gpu-engine auto`` this hands the job to the driver engine).
+
+Otherwise it uses the CUDA driver API only (cuda-bindings), so it runs on
+NVIDIA's driver, on the fake driver, through the interposer and under the
+driver engine alike.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--busy-at", type=int, default=-1, metavar="STEP")
     ap.add_argument("--busy-rounds", type=int, default=1 << 32)
     ap.add_argument("--busy-while", metavar="PATH", help="stay busy while PATH exists")
+    ap.add_argument("--runtime-first", action="store_true", help="touch NVIDIA's runtime first")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.device_mib < 1:
         ap.error("--steps and --device-mib must be at least 1")
@@ -64,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.runtime_first:
+        from cuda.bindings import runtime
+
+        runtime.cudaGetDeviceCount()  # its answer does not matter, asking does
     cudrv.init()
     fns = cudrv.functions(cudrv.load_module("loop"), KERNELS)
     stream = cudrv.stream_create()

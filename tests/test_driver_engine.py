@@ -402,3 +402,38 @@ def test_gpu_engine_needs_gpu_and_a_known_engine(cedana: Cedana) -> None:
         cedana("exec", "--gpu", "--gpu-driver", "fake", "--", "true", CEDANA_GPU_ENGINE="tpu")
     )
     assert "CEDANA_GPU_ENGINE" in line
+
+
+# ---- auto: intercepted until the job asks for NVIDIA's runtime ------------------------------
+
+
+def test_auto_job_handed_to_the_driver_engine_is_saved_by_it(
+    cedana: Cedana, tmp_path: Path
+) -> None:
+    """Under the default ``auto`` engine a job that asks for NVIDIA's runtime
+    before it holds device state is handed to the driver in its own process
+    (the interposer's ENGINE_HANDOFF); from then on its controller checkpoints
+    it with the driver engine, and its restore (which re-creates the segment
+    the job still maps) finishes the run right."""
+    args = (*LOOP, "--runtime-first")
+    expected = list(run_direct(*args))
+    jid, new = unique_jid("au"), unique_jid("aur")
+    gate = tmp_path / "gate"
+    gate.touch()
+    cedana.ok("exec", "--gpu", "--gpu-driver", "fake", "--jid", jid, "--",
+              sys.executable, *args, "--hold-while", str(gate))  # fmt: skip
+    cedana.wait_log(jid, STEP_LINE, 1)
+    assert cedana.job(jid)["engine"] == "intercept"  # as it started
+    live = cedana.inspect(jid)["live"]
+    assert live["dispatcher"]["handed_off"] is True and live["engine"] == "driver"
+    assert cedana.job(jid)["engine"] == "driver"  # the controller recorded the switch
+    dumped = cedana.dump(jid, "--compression", "lz4", "--stream", "2")
+    assert dumped["engine"] == "driver" and dumped["gpu_bytes"] >= MIB << 20
+    cedana.restore(jid, "--jid", new)
+    assert cedana.job(new)["engine"] == "driver"
+    gate.unlink()
+    assert_finished(cedana, new)
+    logs = [without_notes(cedana.log(j)) for j in (jid, new)]
+    combined = [ln for log in logs for ln in log if not ln.startswith("fake-cuda:")]
+    assert combined == expected
+    assert_gone(cedana, jid, new)

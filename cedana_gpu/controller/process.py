@@ -370,13 +370,12 @@ class Controller:
     def _job_handed_off(self) -> bool:
         """Whether the interposer handed the job to the system driver in-process.
 
-        The native dispatcher reports it (``handed_off`` in its info, set by
-        the interposer's ``ENGINE_HANDOFF`` op); a dispatcher that does not
-        know the op never reports it."""
-        if self.dispatcher is None or not self.dispatcher.is_open:
+        The native dispatcher reports it (``Dispatcher.handed_off``, set by the
+        interposer's ``ENGINE_HANDOFF`` op)."""
+        if self.dispatcher is None:
             return False
         try:
-            return bool(self.dispatcher.info().get("handed_off"))
+            return bool(self.dispatcher.handed_off)
         except Exception:  # a closing dispatcher: the job is ending anyway
             return False
 
@@ -451,6 +450,8 @@ class Controller:
                 env, native_dir(), self.jid, "/" + self.segment, self.opts.driver
             )
             env["CEDANA_GPU_HANDOFF_DRIVER"] = self.dispatcher.driver_path()
+            # The interposer hands the job to the driver only under ``auto``.
+            env[engines.ENGINE_ENV] = self.opts.engine
         return env
 
     def start_job(self) -> None:
@@ -621,12 +622,15 @@ class Controller:
         info["mount_namespace"] = self.mount_ns
         info["persistent_mounts"] = list(self.persistent_mounts)
         info["frozen"] = self._frozen
-        info["engine"] = self.engine
+        try:
+            info["engine"] = self.current_engine()
+        except StartupError as e:
+            raise ControlError(str(e)) from None
         if self.engine == engines.DRIVER:
             info["driver_api"] = self.api_support.to_json() if self.api_support else None
             # Frozen, the GPU memory is in the job's host memory: about what CRIU will dump.
             info["resident_bytes"] = processes.resident_bytes(job.pid) if job else 0
-        elif self.gpu:
+        if self.dispatcher is not None:  # intercepted (or handed off from there)
             info["segment"] = str(self.segment_path())
             try:
                 info["dispatcher"] = self.dispatcher.info() if self.dispatcher else {}
