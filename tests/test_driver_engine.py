@@ -437,3 +437,35 @@ def test_auto_job_handed_to_the_driver_engine_is_saved_by_it(
     combined = [ln for log in logs for ln in log if not ln.startswith("fake-cuda:")]
     assert combined == expected
     assert_gone(cedana, jid, new)
+
+
+def test_signed_driver_checkpoint_with_a_damaged_page_shard_is_refused(
+    cedana: Cedana, tmp_path: Path
+) -> None:
+    """The page shards are signed like device memory shards: a signed checkpoint
+    restores with its key; one whose page shard was altered (its size kept) is
+    refused before anything starts."""
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32 + b"\n")
+    key.chmod(0o600)
+    jid, bad, new = unique_jid("sg"), unique_jid("sgx"), unique_jid("sgr")
+    start_loop(cedana, jid, tmp_path / "gate")
+    dumped = cedana.dump(jid, "--leave-running", "--stream", "2", "--signing-key", str(key))
+    path = Path(dumped["path"])
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert {s["path"] for s in manifest["shards"]} == {"gpu/img-0", "gpu/img-1"}
+    copy = tmp_path / "altered"
+    shutil.copytree(path, copy)
+    shard = copy / "gpu" / "img-1"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    line = assert_one_line_error(
+        cedana("restore", "job", "--path", str(copy), "--jid", bad, "--signing-key", str(key))
+    )
+    assert "img-1" in line and "nothing was restored" in line
+    assert cedana.job(jid)["state"] == "running"
+    cedana.restore("--path", str(path), "--jid", new, "--signing-key", str(key))
+    assert cedana.job(new)["engine"] == "driver"
+    cedana.ok("job", "kill", jid)
+    cedana.ok("job", "kill", new)
