@@ -469,3 +469,22 @@ def test_signed_driver_checkpoint_with_a_damaged_page_shard_is_refused(
     assert cedana.job(new)["engine"] == "driver"
     cedana.ok("job", "kill", jid)
     cedana.ok("job", "kill", new)
+
+
+def test_cuda_in_a_child_of_the_job_is_checkpointed(cedana: Cedana, tmp_path: Path) -> None:
+    """The job's root is a shell and CUDA runs in its child: the controller locks,
+    checkpoints and restores every CUDA process of the job's tree (found by
+    asking the driver), under the host pids CRIU gives them back."""
+    expected = [*run_direct(*LOOP), "loop done"]
+    gate = tmp_path / "gate"
+    gate.touch()
+    jid, new = unique_jid("ch"), unique_jid("chr")
+    loop = " ".join([sys.executable, *LOOP, "--hold-while", str(gate)])
+    exec_driver(cedana, jid, "sh", "-c", f"{loop}; echo loop done")
+    cedana.wait_log(jid, STEP_LINE, 1)
+    root = cedana.job(jid)["pid"]
+    assert Path(f"/proc/{root}/cmdline").read_bytes().split(b"\0")[0] == b"sh"  # the shell
+    cedana.dump(jid, "--stream", "2")
+    cedana.restore(jid, "--jid", new)
+    gate.unlink()
+    assert_resumed(cedana, jid, new, expected, left_running=False)
