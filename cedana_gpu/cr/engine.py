@@ -321,9 +321,12 @@ def dump_engine(
     and may be handed to the driver), else the job's row."""
     if not job.gpu:
         return None
-    engine = job.gpu_engine
-    with contextlib.suppress(control.ControlError):
-        engine = str(client.call({"op": "engine"}, timeout=30).get("engine") or engine)
+    try:
+        engine = str(client.call({"op": "engine"}, timeout=30).get("engine") or job.gpu_engine)
+    except control.ControlError as e:
+        # Not knowing the engine, no engine may dump it: a job handed to a
+        # driver without the checkpoint API must not be dumped as intercepted.
+        raise DumpError(f"job {job.jid}: {e}") from None
     cls = DriverEngine if engine == DRIVER else InterceptEngine
     return cls(client, jid=job.jid, show_progress=show_progress)
 
