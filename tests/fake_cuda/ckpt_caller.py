@@ -2,7 +2,8 @@
 
     python ckpt_caller.py PID OP [OP ...] [--no-init] [--pair OLD=NEW ...]
 
-OP is state, lock, checkpoint, restore, unlock or tid, done in that order;
+OP is state, lock, checkpoint, custom-checkpoint (to custom storage, which
+is then completed at once), restore, unlock or tid, done in that order;
 OLD and NEW are GPU UUIDs (32 hex digits, dashes allowed) for restore's
 gpuPairs. Prints one line per operation, "<op> <CUresult name> [value]",
 and exits 0 (the result codes are the output, not the exit status).
@@ -56,6 +57,15 @@ def main(argv: list[str]) -> int:
             (err,) = cu.cuCheckpointProcessLock(pid, None)
         elif op == "checkpoint":
             (err,) = cu.cuCheckpointProcessCheckpoint(pid, None)
+        elif op == "custom-checkpoint":
+            out = ctypes.c_void_p(0)
+            ca = cu.CUcheckpointCheckpointArgs()
+            ca.customStorageInfo_out = ctypes.addressof(out)
+            (err,) = cu.cuCheckpointProcessCheckpoint(pid, ca)
+            if err == cu.CUresult.CUDA_SUCCESS and out.value:
+                # CUcheckpointCustomStorageInfo starts with its handle.
+                handle = ctypes.c_void_p.from_address(out.value).value
+                (err,) = cu.cuCheckpointOperationComplete(cu.CUcheckpointOperationHandle(handle))
         elif op == "unlock":
             (err,) = cu.cuCheckpointProcessUnlock(pid, None)
         elif op == "restore":

@@ -403,13 +403,15 @@ def test_calls_wait_while_locked(cu: ModuleType, launcher: Launcher) -> None:
     assert t.finish()["checksum"] == launcher.reference(400)
 
 
-def test_lock_timeout_while_a_call_is_in_flight(cu: ModuleType, launcher: Launcher) -> None:
-    """A lock waits for the calls in flight: with a timeout it gives up with
-    CUDA_ERROR_NOT_READY and leaves the process running; without one it waits
-    until the call returns."""
+@pytest.mark.parametrize("busy", ["call", "kernel"])
+def test_lock_timeout_while_busy(cu: ModuleType, launcher: Launcher, busy: str) -> None:
+    """A lock waits for the calls in flight and for the work queued (a call
+    waiting 3 s for a kernel, or a 3 s kernel while the program makes no
+    call): with a timeout it gives up with CUDA_ERROR_NOT_READY and leaves
+    the process running; without one it waits until they are done."""
     E, S = cu.CUresult, cu.CUprocessState
-    t = launcher.start(20, 0, "--long-call", "3000")
-    t.wait_line("^long call$")
+    t = launcher.start(20, 0, f"--long-{busy}", "3000")
+    t.wait_line(f"^long {busy}$")
     began = time.monotonic()
     args = cu.CUcheckpointLockArgs()
     args.timeoutMs = 300
@@ -664,3 +666,138 @@ def test_survives_criu(cu: ModuleType, launcher: Launcher, tmp_path: Path) -> No
     t.wait_steps(at_dump + 5)
     end = t.finish(timeout=120)
     assert end["checksum"] == launcher.reference(steps)
+
+
+# ---- custom storage (CUDA 13.4+ headers: the caller copies the memory itself) ------------
+
+
+class PerDevice(ctypes.Structure):
+    _fields_ = (("devPtr", ctypes.c_uint64), ("size", ctypes.c_size_t), ("stream", ctypes.c_void_p))
+
+
+class StorageInfo(ctypes.Structure):
+    _fields_ = (
+        ("handle", ctypes.c_void_p),
+        ("perDeviceData", ctypes.POINTER(PerDevice)),
+        ("deviceCount", ctypes.c_uint),
+    )
+
+
+class CheckpointArgs(ctypes.Structure):
+    _fields_ = (
+        ("customStorageInfo_out", ctypes.POINTER(ctypes.POINTER(StorageInfo))),
+        ("reserved", ctypes.c_char * 56),
+    )
+
+
+class RestoreArgs(ctypes.Structure):
+    _fields_ = (
+        ("gpuPairs", ctypes.c_void_p),
+        ("gpuPairsCount", ctypes.c_uint),
+        ("padding0", ctypes.c_uint),
+        ("customStorageInfo_out", ctypes.POINTER(ctypes.POINTER(StorageInfo))),
+        ("reserved", ctypes.c_char * 40),
+    )
+
+
+def custom(libcuda: ctypes.CDLL, restore: bool, pid: int) -> tuple[int, StorageInfo | None]:
+    """A checkpoint or restore to custom storage: (CUresult, what the driver described)."""
+    out = ctypes.POINTER(StorageInfo)()
+    if restore:
+        args: ctypes.Structure = RestoreArgs(customStorageInfo_out=ctypes.pointer(out))
+        rc = libcuda.cuCheckpointProcessRestore(pid, ctypes.byref(args))
+    else:
+        args = CheckpointArgs(customStorageInfo_out=ctypes.pointer(out))
+        rc = libcuda.cuCheckpointProcessCheckpoint(pid, ctypes.byref(args))
+    return rc, (out.contents if rc == 0 and out else None)
+
+
+def needs_custom_storage(cu: ModuleType, driver_path: Any, rc: int) -> None:
+    """Skip on an NVIDIA driver without custom storage (before r615)."""
+    if driver_path.real_gpu and rc in (
+        int(cu.CUresult.CUDA_ERROR_NOT_SUPPORTED),
+        int(cu.CUresult.CUDA_ERROR_INVALID_VALUE),
+    ):
+        pytest.skip(f"this NVIDIA driver has no custom storage (error {rc})")
+
+
+def test_custom_storage(
+    cu: ModuleType, ctx: Any, libcuda: ctypes.CDLL, launcher: Launcher, driver_path: Any
+) -> None:
+    """The caller copies the memory out and back itself: CHECKPOINTING and
+    RESTORING until it completes the operation, then CHECKPOINTED and LOCKED;
+    the target ends with the right checksum."""
+    E, S = cu.CUresult, cu.CUprocessState
+    t = launcher.start(30, 1, "--hold")
+    ready = t.ready()
+    addresses = [int(ready[k], 16) for k in ("small", "big", "vmm")]
+    assert err(cu.cuCheckpointProcessLock(t.pid, None)) == E.CUDA_SUCCESS
+    rc, info = custom(libcuda, False, t.pid)
+    needs_custom_storage(cu, driver_path, rc)
+    assert rc == 0 and info is not None, rc
+    assert state(cu, t.pid) == S.CU_PROCESS_STATE_CHECKPOINTING
+    assert err(cu.cuCheckpointProcessUnlock(t.pid, None)) == E.CUDA_ERROR_ILLEGAL_STATE
+    assert err(cu.cuCheckpointProcessRestore(t.pid, None)) == E.CUDA_ERROR_ILLEGAL_STATE
+    assert info.deviceCount == 1
+    piece = info.perDeviceData[0]
+    assert piece.size > 0
+    storage = (ctypes.c_char * piece.size)()
+    copy_out = libcuda.cuMemcpyDtoHAsync_v2(
+        storage,
+        ctypes.c_uint64(piece.devPtr),
+        ctypes.c_size_t(piece.size),
+        ctypes.c_void_p(piece.stream),
+    )
+    assert copy_out == 0
+    size = piece.size
+    assert libcuda.cuCheckpointOperationComplete(ctypes.c_void_p(info.handle)) == 0
+    assert state(cu, t.pid) == S.CU_PROCESS_STATE_CHECKPOINTED
+    assert device_mappings(t.pid, driver_path.real_gpu, addresses) == []
+    # A completed handle is gone.
+    assert libcuda.cuCheckpointOperationComplete(ctypes.c_void_p(info.handle)) == int(
+        E.CUDA_ERROR_INVALID_VALUE
+    )
+    if not driver_path.real_gpu:
+        # The bytes are the caller's: nothing to restore from host memory.
+        e = err(cu.cuCheckpointProcessRestore(t.pid, None))
+        assert e == E.CUDA_ERROR_INVALID_VALUE
+        assert state(cu, t.pid) == S.CU_PROCESS_STATE_CHECKPOINTED
+
+    rc, info = custom(libcuda, True, t.pid)
+    assert rc == 0 and info is not None, rc
+    assert state(cu, t.pid) == S.CU_PROCESS_STATE_RESTORING
+    assert info.deviceCount == 1 and info.perDeviceData[0].size == size
+    piece = info.perDeviceData[0]
+    copy_in = libcuda.cuMemcpyHtoDAsync_v2(
+        ctypes.c_uint64(piece.devPtr), storage, ctypes.c_size_t(size), ctypes.c_void_p(piece.stream)
+    )
+    assert copy_in == 0
+    assert libcuda.cuCheckpointOperationComplete(ctypes.c_void_p(info.handle)) == 0
+    assert state(cu, t.pid) == S.CU_PROCESS_STATE_LOCKED
+    assert err(cu.cuCheckpointProcessUnlock(t.pid, None)) == E.CUDA_SUCCESS
+    os.kill(t.pid, signal.SIGUSR1)
+    end = t.finish()
+    assert end["addresses"] == f"{ready['small']} {ready['big']} {ready['vmm']}"
+    assert end["checksum"] == launcher.reference(30)
+
+
+@pytest.mark.only_paths("fake", reason="the fake driver's refusals of custom storage")
+def test_custom_storage_refusals(cu: ModuleType, libcuda: ctypes.CDLL, launcher: Launcher) -> None:
+    """Not for the calling process itself (CUDA_ERROR_NOT_SUPPORTED); not
+    without the primary context retained in the caller
+    (CUDA_ERROR_INVALID_CONTEXT). Either way the target stays locked."""
+    E = cu.CUresult
+    t = launcher.start(5, 0, "--hold")
+    t.ready()
+    assert err(cu.cuCheckpointProcessLock(t.pid, None)) == E.CUDA_SUCCESS
+    # ckpt_caller.py retains no context.
+    said = launcher.caller(t.pid, "custom-checkpoint", "state")
+    assert said == [
+        "custom-checkpoint CUDA_ERROR_INVALID_CONTEXT",
+        "state CUDA_SUCCESS CU_PROCESS_STATE_LOCKED",
+    ]
+    rc, _ = custom(libcuda, False, os.getpid())
+    assert rc == int(E.CUDA_ERROR_NOT_SUPPORTED)
+    assert err(cu.cuCheckpointProcessUnlock(t.pid, None)) == E.CUDA_SUCCESS
+    os.kill(t.pid, signal.SIGUSR1)
+    assert t.finish()["checksum"] == launcher.reference(5)

@@ -30,7 +30,7 @@
  * CUDA_ERROR_NOT_READY and leaves the process RUNNING; a restore that fails
  * leaves it CHECKPOINTED, restorable again with better arguments.
  *   - Lock closes the entry gate (gate.c): new API calls in the target wait
- *     there, and the lock waits for the calls in flight.
+ *     there, and the lock waits for the calls in flight and the work queued.
  *   - Checkpoint drains every stream, copies all device memory (all devices,
  *     VMM mappings included) to host memory of the target and unmaps the
  *     device ranges (memory.c, vmm.c).
@@ -47,11 +47,25 @@
  *     least as much memory as the process held on the old one. Refusals:
  *     CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_OUT_OF_MEMORY for the memory.
  *     After a remap the target's device queries answer the new GPU.
+ * Custom storage (CUDA 13.4+ headers: customStorageInfo_out in the checkpoint
+ * and restore arguments, cuCheckpointOperationComplete): the caller copies
+ * the device memory itself. The target lays each device's memory end to end
+ * in a memfd of its own (memory.c) and answers the files' numbers; the caller
+ * maps them (/proc/<pid>/fd/N) into its own device ranges, on the GPU with
+ * the same UUID (a checkpoint) or the restore's target GPU, as device memory
+ * of that GPU's primary context (which it must retain:
+ * CUDA_ERROR_INVALID_CONTEXT otherwise), with a stream of that context each.
+ * The target is CHECKPOINTING or RESTORING until the caller completes the
+ * operation: then it drops the files (the bytes are the caller's), or maps
+ * the memory back from them. A process cannot do this to itself
+ * (CUDA_ERROR_NOT_SUPPORTED), and a restore without custom storage after a
+ * checkpoint to it has nothing to restore from (CUDA_ERROR_INVALID_VALUE).
+ *
  * Error codes for the pid, as measured on NVIDIA's drivers (580, 595): a pid
  * that does not exist is CUDA_ERROR_OPERATING_SYSTEM, a process without
  * CUDA (here: without the channel) or a zombie CUDA_ERROR_NOT_INITIALIZED.
  */
-#include "fake.h"
+#include "fk_memory.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -69,18 +83,47 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Custom storage's states came with the CUDA 13.4 headers; the service
+ * names them whatever headers it is built with. */
+#if CUDA_VERSION < 13040
+#define CU_PROCESS_STATE_CHECKPOINTING ((CUprocessState)4)
+#define CU_PROCESS_STATE_RESTORING ((CUprocessState)5)
+#endif
+
+/* The driver's own API, called here as this process's driver. */
+FK_HIDDEN CUresult fake_cuDevicePrimaryCtxGetState_7000(CUdevice_v1 dev, unsigned int *flags,
+                                                        int *active);
+FK_HIDDEN CUresult fake_cuDevicePrimaryCtxRetain_7000(CUcontext *pctx, CUdevice_v1 dev);
+FK_HIDDEN CUresult fake_cuDevicePrimaryCtxRelease_11000(CUdevice_v1 dev);
+FK_HIDDEN CUresult fake_cuCtxPushCurrent_4000(CUcontext ctx);
+FK_HIDDEN CUresult fake_cuCtxPopCurrent_4000(CUcontext *pctx);
+FK_HIDDEN CUresult fake_cuStreamCreateWithPriority_5050(CUstream *phStream, unsigned int flags,
+                                                        int priority);
+FK_HIDDEN CUresult fake_cuStreamSynchronize_2000(CUstream hStream);
+FK_HIDDEN CUresult fake_cuStreamDestroy_4000(CUstream hStream);
+
 #define CK_MEMFD_NAME "cedana-fake-cuda-ckpt"
 #define CK_THREAD_NAME "cuda-ckpt"
 #define CK_MAGIC 0x544b4346u /* "FCKT" */
 #define CK_VERSION 1u
 #define CK_MAX_PAIRS 64
 
-enum { CK_OP_STATE = 1, CK_OP_LOCK, CK_OP_CHECKPOINT, CK_OP_RESTORE, CK_OP_UNLOCK };
+enum {
+  CK_OP_STATE = 1,
+  CK_OP_LOCK,
+  CK_OP_CHECKPOINT,
+  CK_OP_RESTORE,
+  CK_OP_UNLOCK,
+  CK_OP_COMPLETE, /* custom storage: the caller has copied (cuCheckpointOperationComplete) */
+  CK_OP_ABORT,    /* custom storage: the caller could not map the files; undo */
+};
 
 typedef struct ck_dev {
   CUuuid uuid;
   char name[256];
   uint64_t total_mem;
+  int32_t primary_active; /* the caller retains this device's primary context */
+  uint32_t pad;
 } ck_dev;
 
 /* The request a caller writes, copied by the service before use. */
@@ -88,10 +131,19 @@ typedef struct ck_request {
   uint32_t op;
   uint32_t timeout_ms;
   uint32_t npairs;
-  int32_t ndevs; /* the caller's device table; -1: the caller has not called cuInit */
+  int32_t ndevs;   /* the caller's device table; -1: the caller has not called cuInit */
+  uint32_t custom; /* checkpoint or restore through custom storage */
+  uint32_t pad;
   CUcheckpointGpuPair pairs[CK_MAX_PAIRS];
   ck_dev devs[FK_MAX_DEVICES];
 } ck_request;
+
+/* Custom storage: one device's file, for the caller to map. */
+typedef struct ck_piece {
+  int32_t fd;   /* in the target: the caller opens /proc/<pid>/fd/<fd> */
+  int32_t onto; /* the caller's device it is mapped onto */
+  uint64_t size;
+} ck_piece;
 
 typedef struct ck_channel {
   uint32_t magic; /* CK_MAGIC once the service runs */
@@ -101,7 +153,8 @@ typedef struct ck_channel {
   uint32_t done_seq;  /* futex: the service sets it to req_seq with the answer */
   int32_t rc;         /* answer */
   uint32_t state;     /* answer: the state after the request */
-  uint32_t pad;
+  uint32_t npieces;   /* answer of a custom checkpoint or restore */
+  ck_piece pieces[FK_MAX_DEVICES];
   ck_request req;
 } ck_channel;
 
@@ -118,6 +171,10 @@ static ck_channel *chan; /* this process's channel, NULL without one */
 static int chan_fd = -1;
 /* The process's checkpoint state; written only by the service thread. */
 static CUprocessState ck_state = CU_PROCESS_STATE_RUNNING;
+/* Custom storage in progress (CHECKPOINTING, RESTORING): the files handed
+ * out, and the restore request to finish with. Service thread only. */
+static int ck_files[FK_MAX_DEVICES] = {-1, -1, -1, -1, -1, -1, -1, -1};
+static ck_request *ck_pending;
 
 /* Every stream of every context idle: work queued before the lock finishes
  * before its memory goes, as the driver waits for submitted work. */
@@ -129,6 +186,46 @@ static void drain_all(void) {
     if (c->active && !c->destroyed) fk_ctx_synchronize(c);
   }
   free(ctxs);
+}
+
+static bool all_idle(void) {
+  size_t n = 0;
+  void **ctxs = fk_handle_list(FK_CTX, &n);
+  bool idle = true;
+  for (size_t i = 0; i < n && idle; i++) {
+    fk_ctx *c = ctxs[i];
+    if (c->active && !c->destroyed) idle = fk_ctx_idle(c);
+  }
+  free(ctxs);
+  return idle;
+}
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The lock: no new calls, none in flight, and the GPU work already queued
+ * done, all within timeout_ms (0: no limit). NVIDIA's lock waits for a
+ * running kernel as for a call in flight (measured: a 1 s lock during a 7 s
+ * kernel gives up with CUDA_ERROR_NOT_READY, the process running on). With
+ * the work done before the lock returns, a checkpoint has nothing to wait
+ * for, even with the process's other threads stopped, as CRIU's CUDA plugin
+ * leaves them (stream workers are threads here). */
+static CUresult lock_op(unsigned timeout_ms) {
+  long long deadline = now_ms() + timeout_ms;
+  CUresult rc = fk_gate_close(timeout_ms);
+  if (rc) return rc;
+  while (!all_idle()) {
+    if (timeout_ms && now_ms() >= deadline) {
+      fk_gate_open();
+      return CUDA_ERROR_NOT_READY;
+    }
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return CUDA_SUCCESS;
 }
 
 static bool same_uuid(const CUuuid *a, const CUuuid *b) {
@@ -191,29 +288,149 @@ static CUresult do_restore(const ck_request *r) {
   return CUDA_SUCCESS;
 }
 
-static CUresult serve(const ck_request *r) {
+static void close_files(void) {
+  for (int d = 0; d < FK_MAX_DEVICES; d++) {
+    if (ck_files[d] >= 0) close(ck_files[d]);
+    ck_files[d] = -1;
+  }
+}
+
+/* Custom storage: the caller's device each of ours with memory maps onto
+ * must have its primary context retained there (CUDA_ERROR_INVALID_CONTEXT,
+ * as documented). `held[d]`: device d has memory. */
+static CUresult check_primaries(const ck_request *r, const int onto[FK_MAX_DEVICES],
+                                const bool held[FK_MAX_DEVICES]) {
+  if (r->ndevs < 0) return CUDA_ERROR_NOT_INITIALIZED;
+  for (int d = 0; d < fk_cfg.device_count; d++)
+    if (held[d] && (onto[d] < 0 || onto[d] >= r->ndevs || !r->devs[onto[d]].primary_active))
+      return CUDA_ERROR_INVALID_CONTEXT;
+  return CUDA_SUCCESS;
+}
+
+/* Custom checkpoint: each device onto the caller's GPU with the same UUID
+ * (the same machine), else of the same ordinal. */
+static void storage_plan(const ck_request *r, int onto[FK_MAX_DEVICES], bool held[FK_MAX_DEVICES]) {
+  for (int d = 0; d < FK_MAX_DEVICES; d++) {
+    onto[d] = -1;
+    held[d] = d < fk_cfg.device_count && fk_cfg.devices[d].used_mem > 0;
+    if (d >= fk_cfg.device_count) continue;
+    for (int j = 0; j < r->ndevs && onto[d] < 0; j++)
+      if (same_uuid(&r->devs[j].uuid, &fk_cfg.devices[d].uuid)) onto[d] = j;
+    if (onto[d] < 0 && d < r->ndevs) onto[d] = d;
+  }
+}
+
+static void answer_pieces(ck_channel *c, const int onto[FK_MAX_DEVICES],
+                          const size_t sizes[FK_MAX_DEVICES]) {
+  c->npieces = 0;
+  for (int d = 0; d < fk_cfg.device_count; d++) {
+    if (ck_files[d] < 0) continue;
+    c->pieces[c->npieces++] = (ck_piece){.fd = ck_files[d], .onto = onto[d], .size = sizes[d]};
+  }
+}
+
+static CUresult checkpoint_op(ck_channel *c, const ck_request *r) {
+  if (ck_state != CU_PROCESS_STATE_LOCKED) return CUDA_ERROR_ILLEGAL_STATE;
+  int onto[FK_MAX_DEVICES];
+  bool held[FK_MAX_DEVICES];
+  if (r->custom) {
+    storage_plan(r, onto, held);
+    CUresult rc = check_primaries(r, onto, held);
+    if (rc) return rc;
+  }
+  drain_all();
+  CUresult rc = fk_mem_checkpoint();
+  if (rc) return rc;
+  if (!r->custom) {
+    ck_state = CU_PROCESS_STATE_CHECKPOINTED;
+    return CUDA_SUCCESS;
+  }
+  size_t sizes[FK_MAX_DEVICES];
+  rc = fk_mem_to_files(ck_files, sizes);
+  if (rc) { /* back to where it was: the host copies are still there */
+    if (fk_mem_restore() != CUDA_SUCCESS) ck_state = CU_PROCESS_STATE_FAILED;
+    return rc;
+  }
+  answer_pieces(c, onto, sizes);
+  ck_state = CU_PROCESS_STATE_CHECKPOINTING;
+  return CUDA_SUCCESS;
+}
+
+static CUresult restore_op(ck_channel *c, const ck_request *r) {
+  if (ck_state != CU_PROCESS_STATE_CHECKPOINTED) return CUDA_ERROR_ILLEGAL_STATE;
+  if (!r->custom) {
+    CUresult rc = do_restore(r);
+    if (rc == CUDA_SUCCESS) ck_state = CU_PROCESS_STATE_LOCKED;
+    return rc;
+  }
+  int target[FK_MAX_DEVICES];
+  CUresult rc = plan_restore(r, target);
+  if (rc) return rc;
+  bool held[FK_MAX_DEVICES] = {false};
+  for (int d = 0; d < fk_cfg.device_count; d++) held[d] = fk_mem_checkpointed_bytes(d) > 0;
+  rc = check_primaries(r, target, held);
+  if (rc) return rc;
+  ck_request *keep = malloc(sizeof *keep);
+  if (!keep) return CUDA_ERROR_OUT_OF_MEMORY;
+  size_t sizes[FK_MAX_DEVICES];
+  rc = fk_mem_files_for_restore(ck_files, sizes);
+  if (rc) {
+    free(keep);
+    return rc;
+  }
+  memcpy(keep, r, sizeof *keep);
+  ck_pending = keep;
+  answer_pieces(c, target, sizes);
+  ck_state = CU_PROCESS_STATE_RESTORING;
+  return CUDA_SUCCESS;
+}
+
+/* The caller copied (complete) or could not map the files (abort). */
+static CUresult finish_op(bool complete) {
+  if (ck_state == CU_PROCESS_STATE_CHECKPOINTING) {
+    CUresult rc = CUDA_SUCCESS;
+    if (!complete) { /* the bytes are still in the files: take them back */
+      rc = fk_mem_from_files(ck_files);
+      if (rc == CUDA_SUCCESS) rc = fk_mem_restore();
+    }
+    close_files();
+    ck_state = complete ? CU_PROCESS_STATE_CHECKPOINTED
+               : rc     ? CU_PROCESS_STATE_FAILED
+                        : CU_PROCESS_STATE_LOCKED;
+    return rc;
+  }
+  if (ck_state == CU_PROCESS_STATE_RESTORING) {
+    CUresult rc = complete ? fk_mem_from_files(ck_files) : CUDA_SUCCESS;
+    close_files();
+    if (complete && rc == CUDA_SUCCESS) rc = do_restore(ck_pending);
+    free(ck_pending);
+    ck_pending = NULL;
+    /* A restore that failed leaves the process checkpointed, as always. */
+    ck_state = complete && rc == CUDA_SUCCESS ? CU_PROCESS_STATE_LOCKED
+                                              : CU_PROCESS_STATE_CHECKPOINTED;
+    return rc;
+  }
+  return CUDA_ERROR_ILLEGAL_STATE;
+}
+
+static CUresult serve(ck_channel *c, const ck_request *r) {
+  c->npieces = 0;
   switch (r->op) {
   case CK_OP_STATE:
     return CUDA_SUCCESS;
   case CK_OP_LOCK: {
     if (ck_state != CU_PROCESS_STATE_RUNNING) return CUDA_ERROR_ILLEGAL_STATE;
-    CUresult rc = fk_gate_close(r->timeout_ms);
+    CUresult rc = lock_op(r->timeout_ms);
     if (rc == CUDA_SUCCESS) ck_state = CU_PROCESS_STATE_LOCKED;
     return rc;
   }
-  case CK_OP_CHECKPOINT: {
-    if (ck_state != CU_PROCESS_STATE_LOCKED) return CUDA_ERROR_ILLEGAL_STATE;
-    drain_all();
-    CUresult rc = fk_mem_checkpoint();
-    if (rc == CUDA_SUCCESS) ck_state = CU_PROCESS_STATE_CHECKPOINTED;
-    return rc;
-  }
-  case CK_OP_RESTORE: {
-    if (ck_state != CU_PROCESS_STATE_CHECKPOINTED) return CUDA_ERROR_ILLEGAL_STATE;
-    CUresult rc = do_restore(r);
-    if (rc == CUDA_SUCCESS) ck_state = CU_PROCESS_STATE_LOCKED;
-    return rc;
-  }
+  case CK_OP_CHECKPOINT:
+    return checkpoint_op(c, r);
+  case CK_OP_RESTORE:
+    return restore_op(c, r);
+  case CK_OP_COMPLETE:
+  case CK_OP_ABORT:
+    return finish_op(r->op == CK_OP_COMPLETE);
   case CK_OP_UNLOCK:
     if (ck_state != CU_PROCESS_STATE_LOCKED) return CUDA_ERROR_ILLEGAL_STATE;
     fk_gate_open();
@@ -246,7 +463,7 @@ static void *service_main(void *arg) {
     if (req->npairs > CK_MAX_PAIRS) req->npairs = CK_MAX_PAIRS;
     if (req->ndevs > FK_MAX_DEVICES) req->ndevs = FK_MAX_DEVICES;
     for (int i = 0; i < FK_MAX_DEVICES; i++) req->devs[i].name[sizeof req->devs[i].name - 1] = 0;
-    CUresult rc = serve(req);
+    CUresult rc = serve(c, req);
     c->rc = (int32_t)rc;
     c->state = (uint32_t)ck_state;
     done = seq;
@@ -264,6 +481,7 @@ static void after_fork_child(void) {
   if (chan_fd >= 0) close(chan_fd);
   chan = NULL;
   chan_fd = -1;
+  close_files();
   ck_state = CU_PROCESS_STATE_RUNNING;
   fk_gate_reset_after_fork();
 }
@@ -398,9 +616,10 @@ static CUresult ck_wait(int pid, ck_channel *c, uint32_t seq) {
   }
 }
 
-/* One request to the target: `req` (op and arguments) in, the answer's code
- * and the state after it out. */
-static CUresult ck_call(int pid, const ck_request *req, CUprocessState *state) {
+/* One request to the target: `req` (op and arguments) in, the answer's code,
+ * the state after it and the files of a custom storage operation out. */
+static CUresult ck_call_pieces(int pid, const ck_request *req, CUprocessState *state,
+                               ck_piece pieces[FK_MAX_DEVICES], uint32_t *npieces) {
   ck_link l;
   CUresult rc = ck_open(pid, &l);
   if (rc) return rc;
@@ -420,9 +639,18 @@ static CUresult ck_call(int pid, const ck_request *req, CUprocessState *state) {
   if (rc == CUDA_SUCCESS) {
     rc = (CUresult)c->rc;
     if (state) *state = (CUprocessState)c->state;
+    if (npieces) {
+      uint32_t n = c->npieces;
+      *npieces = n > FK_MAX_DEVICES ? FK_MAX_DEVICES : n;
+      memcpy(pieces, c->pieces, *npieces * sizeof *pieces);
+    }
   }
   ck_close(&l);
   return rc;
+}
+
+static CUresult ck_call(int pid, const ck_request *req, CUprocessState *state) {
+  return ck_call_pieces(pid, req, state, NULL, NULL);
 }
 
 static bool all_zero(const void *p, size_t n) {
@@ -471,9 +699,208 @@ CUresult fake_ungated_cuCheckpointProcessLock_12080(int pid, CUcheckpointLockArg
   return rc;
 }
 
+/* The caller's devices, as its own driver sees them: the machine a restore
+ * lands on, and where custom storage is mapped. ndevs -1 before cuInit. */
+static void describe_machine(ck_request *r) {
+  if (fk_need_init() != CUDA_SUCCESS) {
+    r->ndevs = -1;
+    return;
+  }
+  r->ndevs = fk_cfg.device_count;
+  for (int i = 0; i < fk_cfg.device_count; i++) {
+    const fk_device *d = &fk_cfg.devices[i];
+    r->devs[i].uuid = d->uuid;
+    snprintf(r->devs[i].name, sizeof r->devs[i].name, "%s", d->name);
+    r->devs[i].total_mem = d->total_mem;
+    unsigned flags = 0;
+    int active = 0;
+    if (fake_cuDevicePrimaryCtxGetState_7000(i, &flags, &active) == CUDA_SUCCESS)
+      r->devs[i].primary_active = active;
+  }
+}
+
+#if CUDA_VERSION >= 13040
+/* ---- custom storage, the caller's side ---------------------------------------
+ * The target's files are mapped into this process's own device ranges (a
+ * mapping of the same file: what the caller copies is the target's memory),
+ * registered as device memory of the primary context of the GPU they are
+ * mapped onto, each with a stream of that context. The operation handle is
+ * that bookkeeping; cuCheckpointOperationComplete synchronises the streams,
+ * unmaps everything and tells the target, which then holds nothing
+ * (checkpoint) or maps the memory back (restore). */
+typedef struct ck_op {
+  struct ck_op *next;
+  int pid;
+  unsigned n;
+  struct {
+    uintptr_t base;
+    size_t size;
+    int dev;
+    fk_ctx *ctx; /* the primary context of dev, retained */
+    CUstream stream;
+  } m[FK_MAX_DEVICES];
+  CUcheckpointCustomStorageInfo info; /* what the caller got */
+  CUcheckpointCustomStoragePerDeviceData per[FK_MAX_DEVICES];
+} ck_op;
+
+static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER;
+static ck_op *ops;
+
+/* Whether pid is this very process (its channel is ours). */
+static bool is_self(int pid) {
+  ck_link l;
+  if (ck_open(pid, &l) != CUDA_SUCCESS) return false;
+  struct stat a, b;
+  bool self = chan_fd >= 0 && fstat(l.fd, &a) == 0 && fstat(chan_fd, &b) == 0 &&
+              a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+  ck_close(&l);
+  return self;
+}
+
+static void unmap_op(ck_op *op) {
+  for (unsigned i = 0; i < op->n; i++) {
+    /* The stream handed out, and whatever else of the context may still
+     * copy: the mapping goes next. */
+    if (op->m[i].stream) fake_cuStreamSynchronize_2000(op->m[i].stream);
+    fk_ctx_synchronize(op->m[i].ctx);
+    if (op->m[i].stream) fake_cuStreamDestroy_4000(op->m[i].stream);
+    fk_alloc gone;
+    fk_mem_take(op->m[i].base, 1u << FK_MEM_VMM, &gone);
+    fk_va_protect_none(op->m[i].base, op->m[i].size);
+    fk_va_give(&fk_cfg.devices[op->m[i].dev], op->m[i].base, op->m[i].size);
+    fake_cuDevicePrimaryCtxRelease_11000(op->m[i].dev);
+  }
+  op->n = 0;
+}
+
+/* Map one of the target's files onto device `dev` of ours. */
+static CUresult map_piece(ck_op *op, int pid, const ck_piece *pc) {
+  if (pc->onto < 0 || pc->onto >= fk_cfg.device_count || !pc->size ||
+      pc->size % FK_GRANULARITY)
+    return CUDA_ERROR_INVALID_VALUE;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, pc->fd);
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) return CUDA_ERROR_OPERATING_SYSTEM;
+  fk_device *dev = &fk_cfg.devices[pc->onto];
+  CUcontext ctx;
+  CUresult rc = fake_cuDevicePrimaryCtxRetain_7000(&ctx, pc->onto);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  uintptr_t base = 0;
+  rc = fk_va_take(dev, (size_t)pc->size, FK_GRANULARITY, 0, &base);
+  if (rc == CUDA_SUCCESS &&
+      mmap((void *)base, (size_t)pc->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) ==
+          MAP_FAILED) {
+    fk_va_give(dev, base, (size_t)pc->size);
+    rc = CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  close(fd); /* the mapping keeps the file */
+  if (rc == CUDA_SUCCESS) {
+    rc = fk_mem_add(base, (size_t)pc->size, FK_MEM_VMM, (fk_ctx *)ctx, dev, 0, 0);
+    if (rc) {
+      fk_va_protect_none(base, (size_t)pc->size);
+      fk_va_give(dev, base, (size_t)pc->size);
+    }
+  }
+  if (rc) {
+    fake_cuDevicePrimaryCtxRelease_11000(pc->onto);
+    return rc;
+  }
+  unsigned i = op->n++;
+  op->m[i].base = base;
+  op->m[i].size = (size_t)pc->size;
+  op->m[i].dev = pc->onto;
+  op->m[i].ctx = (fk_ctx *)ctx;
+  op->m[i].stream = NULL;
+  CUcontext popped;
+  rc = fake_cuCtxPushCurrent_4000(ctx);
+  if (rc == CUDA_SUCCESS) {
+    rc = fake_cuStreamCreateWithPriority_5050(&op->m[i].stream, CU_STREAM_NON_BLOCKING, 0);
+    fake_cuCtxPopCurrent_4000(&popped);
+  }
+  if (rc) return rc;
+  op->per[i] = (CUcheckpointCustomStoragePerDeviceData){
+      .devPtr = (CUdeviceptr)base, .size = (size_t)pc->size, .stream = op->m[i].stream};
+  return CUDA_SUCCESS;
+}
+
+/* A checkpoint or restore through custom storage: the request goes out,
+ * the target's files are mapped here, *out gets the description. */
+static CUresult custom_call(int pid, ck_request *r, CUcheckpointCustomStorageInfo **out) {
+  if (fk_need_init() != CUDA_SUCCESS) return CUDA_ERROR_NOT_INITIALIZED;
+  if (is_self(pid)) return CUDA_ERROR_NOT_SUPPORTED; /* as documented */
+  ck_op *op = calloc(1, sizeof *op);
+  if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
+  r->custom = 1;
+  describe_machine(r);
+  ck_piece pieces[FK_MAX_DEVICES];
+  uint32_t n = 0;
+  CUresult rc = ck_call_pieces(pid, r, NULL, pieces, &n);
+  for (uint32_t i = 0; i < n && rc == CUDA_SUCCESS; i++) rc = map_piece(op, pid, &pieces[i]);
+  if (rc != CUDA_SUCCESS) {
+    if (n) { /* the target handed out its files: take the operation back */
+      unmap_op(op);
+      ck_request *abort = new_request(CK_OP_ABORT);
+      if (abort) ck_call(pid, abort, NULL);
+      free(abort);
+    }
+    free(op);
+    return rc;
+  }
+  op->pid = pid;
+  op->info.handle = (CUcheckpointOperationHandle)op;
+  op->info.perDeviceData = op->per;
+  op->info.deviceCount = op->n;
+  pthread_mutex_lock(&ops_lock);
+  op->next = ops;
+  ops = op;
+  pthread_mutex_unlock(&ops_lock);
+  *out = &op->info;
+  return CUDA_SUCCESS;
+}
+
+CUresult fake_ungated_cuCheckpointOperationComplete_13040(CUcheckpointOperationHandle handle) {
+  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
+  if (fk_need_init() != CUDA_SUCCESS) return CUDA_ERROR_NOT_INITIALIZED;
+  ck_op *op = NULL;
+  pthread_mutex_lock(&ops_lock);
+  for (ck_op **pp = &ops; *pp; pp = &(*pp)->next) {
+    if (*pp == (ck_op *)handle) {
+      op = *pp;
+      *pp = op->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&ops_lock);
+  if (!op) return CUDA_ERROR_INVALID_VALUE;
+  unmap_op(op); /* synchronises the streams first */
+  ck_request *r = new_request(CK_OP_COMPLETE);
+  CUresult rc = r ? ck_call(op->pid, r, NULL) : CUDA_ERROR_OUT_OF_MEMORY;
+  free(r);
+  free(op);
+  return rc;
+}
+#endif
+
 CUresult fake_ungated_cuCheckpointProcessCheckpoint_12080(int pid,
                                                           CUcheckpointCheckpointArgs *args) {
+  if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
+#if CUDA_VERSION >= 13040
+  /* Reserved bytes must be zero; customStorageInfo_out asks for custom storage. */
+  if (args && !all_zero(args->reserved, sizeof args->reserved)) return CUDA_ERROR_INVALID_VALUE;
+  if (args && args->customStorageInfo_out) {
+    ck_request *r = new_request(CK_OP_CHECKPOINT);
+    if (!r) return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = custom_call(pid, r, args->customStorageInfo_out);
+    free(r);
+    return rc;
+  }
+#else
   if (args && !all_zero(args, sizeof *args)) return CUDA_ERROR_INVALID_VALUE;
+#endif
   return simple_call(pid, CK_OP_CHECKPOINT, NULL);
 }
 
@@ -481,31 +908,36 @@ CUresult fake_ungated_cuCheckpointProcessRestore_12080(int pid, CUcheckpointRest
   if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   const CUcheckpointGpuPair *pairs = args ? args->gpuPairs : NULL;
   unsigned npairs = args ? args->gpuPairsCount : 0;
+  CUcheckpointCustomStorageInfo **custom = NULL;
   if (args) {
-    /* Everything after the pairs is reserved (or custom storage, not asked
-     * for here) and must be zero. */
+    /* Everything after the pairs but custom storage is reserved, and zero. */
+#if CUDA_VERSION >= 13040
+    custom = args->customStorageInfo_out;
+    if (args->padding0 || !all_zero(args->reserved, sizeof args->reserved))
+      return CUDA_ERROR_INVALID_VALUE;
+#else
     const unsigned char *rest = (const unsigned char *)&args->gpuPairsCount + sizeof(unsigned);
     if (!all_zero(rest, sizeof *args - (size_t)(rest - (const unsigned char *)args)))
       return CUDA_ERROR_INVALID_VALUE;
+#endif
   }
   if ((npairs && !pairs) || npairs > CK_MAX_PAIRS) return CUDA_ERROR_INVALID_VALUE;
   ck_request *r = new_request(CK_OP_RESTORE);
   if (!r) return CUDA_ERROR_OUT_OF_MEMORY;
   r->npairs = npairs;
   if (npairs) memcpy(r->pairs, pairs, npairs * sizeof *pairs);
-  /* The GPUs of this machine, as this process's driver sees them. */
-  if (fk_need_init() != CUDA_SUCCESS) {
-    r->ndevs = -1;
-  } else {
-    r->ndevs = fk_cfg.device_count;
-    for (int i = 0; i < fk_cfg.device_count; i++) {
-      const fk_device *d = &fk_cfg.devices[i];
-      r->devs[i].uuid = d->uuid;
-      snprintf(r->devs[i].name, sizeof r->devs[i].name, "%s", d->name);
-      r->devs[i].total_mem = d->total_mem;
-    }
+  CUresult rc;
+#if CUDA_VERSION >= 13040
+  if (custom) {
+    rc = custom_call(pid, r, custom);
+    free(r);
+    return rc;
   }
-  CUresult rc = r->ndevs < 0 ? CUDA_ERROR_NOT_INITIALIZED : ck_call(pid, r, NULL);
+#else
+  (void)custom;
+#endif
+  describe_machine(r);
+  rc = r->ndevs < 0 ? CUDA_ERROR_NOT_INITIALIZED : ck_call(pid, r, NULL);
   free(r);
   return rc;
 }

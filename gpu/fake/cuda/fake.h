@@ -171,6 +171,8 @@ FK_HIDDEN void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq);
 FK_HIDDEN void fk_stream_wait(fk_stream *s, uint64_t seq);
 /* Block until every stream of ctx is idle. */
 FK_HIDDEN void fk_ctx_synchronize(fk_ctx *ctx);
+/* Whether every stream of ctx has finished what was queued; never blocks. */
+FK_HIDDEN bool fk_ctx_idle(fk_ctx *ctx);
 /* Called while ctx->legacy is NULL, it creates the context's legacy stream
  * (see the contract at the top of stream.c). */
 FK_HIDDEN fk_stream *fk_stream_create(fk_ctx *ctx, unsigned flags, int priority);
@@ -274,6 +276,15 @@ FK_HIDDEN CUresult fk_mem_checkpoint(void);
 FK_HIDDEN CUresult fk_mem_restore(void);
 /* Device memory device `ordinal` held when the process was checkpointed. */
 FK_HIDDEN size_t fk_mem_checkpointed_bytes(int ordinal);
+/* Custom storage, after fk_mem_checkpoint: one file per device that holds
+ * memory (fds[d], -1 for none; sizes[d]), the device's memory end to end,
+ * and the host copies dropped (to_files); for a restore, empty files of the
+ * same layout (files_for_restore), whose contents become the host copies
+ * that fk_mem_restore maps back (from_files). fk_mem_restore refuses
+ * (CUDA_ERROR_INVALID_VALUE) while the bytes are with the caller. */
+FK_HIDDEN CUresult fk_mem_to_files(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]);
+FK_HIDDEN CUresult fk_mem_files_for_restore(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]);
+FK_HIDDEN CUresult fk_mem_from_files(const int fds[FK_MAX_DEVICES]);
 
 /* ---- errors and logging ----------------------------------------------------*/
 FK_HIDDEN CUresult fk_unsupported(const char *symbol);

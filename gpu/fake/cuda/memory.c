@@ -12,6 +12,7 @@
 #include "memory_rules.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -879,6 +880,7 @@ static size_t nsaved_regions;
 static unsigned char *saved;
 static size_t saved_size;
 static size_t saved_used[FK_MAX_DEVICES]; /* each device's used_mem at the checkpoint */
+static bool bytes_with_caller; /* custom storage holds them, not `saved` (fk_mem_to_files) */
 
 static void saved_discard(void) {
   if (saved) munmap(saved, saved_size);
@@ -988,6 +990,10 @@ static void unmap_ranges(int upto) {
 
 CUresult fk_mem_restore(void) {
   pthread_mutex_lock(&fk_mem_lock);
+  if (bytes_with_caller) { /* they went to custom storage (fk_mem_to_files) */
+    pthread_mutex_unlock(&fk_mem_lock);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
   /* The reserved ranges first, exactly where they were: the process holds
    * their addresses (in its memory, in kernels' arguments). */
   for (int d = 0; d < fk_cfg.device_count; d++) {
@@ -1028,4 +1034,114 @@ CUresult fk_mem_restore(void) {
   pthread_mutex_unlock(&fk_mem_lock);
   fk_vmm_discard();
   return CUDA_SUCCESS;
+}
+
+/* ---- custom storage (cuCheckpointProcess* with customStorageInfo_out) -----
+ * The caller copies the device memory itself: it gets one file per device
+ * that holds any, the device's memory laid end to end (its slabs and large
+ * allocations in address order, then its VMM allocations, vmm.c), which it
+ * maps as device memory of its own. A checkpoint fills the files from the
+ * host copies of fk_mem_checkpoint and drops those copies (the bytes are the
+ * caller's now); a restore hands out empty files of the same layout and
+ * takes the host copies back from them before fk_mem_restore. */
+static int device_of_region(const saved_region *r) {
+  fk_device *d = fk_mem_device_of(r->base);
+  return d ? d->ordinal : -1;
+}
+
+/* Bytes of device `d` in the layout. Caller holds fk_mem_lock. */
+static size_t layout_bytes(int d) {
+  size_t n = 0;
+  for (size_t i = 0; i < nsaved_regions; i++)
+    if (device_of_region(&saved_regions[i]) == d) n += saved_regions[i].size;
+  return n + fk_vmm_saved_bytes(d);
+}
+
+static bool io_all(int fd, unsigned char *buf, size_t n, off_t off, bool out) {
+  for (size_t done = 0; done < n;) {
+    ssize_t k = out ? pwrite(fd, buf + done, n - done, off + (off_t)done)
+                    : pread(fd, buf + done, n - done, off + (off_t)done);
+    if (k <= 0) return false;
+    done += (size_t)k;
+  }
+  return true;
+}
+
+/* Copy device d's layout between the host copies and fd (out: to the file). */
+static bool layout_io(int d, int fd, bool out) {
+  off_t off = 0;
+  for (size_t i = 0; i < nsaved_regions; i++) {
+    const saved_region *r = &saved_regions[i];
+    if (device_of_region(r) != d) continue;
+    if (!io_all(fd, saved + r->offset, r->size, off, out)) return false;
+    off += (off_t)r->size;
+  }
+  return fk_vmm_saved_io(d, fd, off, out);
+}
+
+static void close_files(int fds[FK_MAX_DEVICES]) {
+  for (int d = 0; d < FK_MAX_DEVICES; d++) {
+    if (fds[d] >= 0) close(fds[d]);
+    fds[d] = -1;
+  }
+}
+
+/* Empty files of the layout's sizes (fds[d] -1 and sizes[d] 0 for a device
+ * without memory). Caller holds fk_mem_lock. */
+static CUresult make_files(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]) {
+  for (int d = 0; d < FK_MAX_DEVICES; d++) {
+    fds[d] = -1;
+    sizes[d] = d < fk_cfg.device_count ? layout_bytes(d) : 0;
+  }
+  for (int d = 0; d < fk_cfg.device_count; d++) {
+    if (!sizes[d]) continue;
+    char name[64];
+    snprintf(name, sizeof name, "cedana-fake-cuda-ckpt-dev%d", d);
+    fds[d] = memfd_create(name, MFD_CLOEXEC);
+    if (fds[d] < 0 || ftruncate(fds[d], (off_t)sizes[d]) != 0) {
+      close_files(fds);
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult fk_mem_to_files(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]) {
+  pthread_mutex_lock(&fk_mem_lock);
+  CUresult rc = make_files(fds, sizes);
+  for (int d = 0; d < fk_cfg.device_count && rc == CUDA_SUCCESS; d++)
+    if (fds[d] >= 0 && !layout_io(d, fds[d], true)) rc = CUDA_ERROR_OUT_OF_MEMORY;
+  if (rc == CUDA_SUCCESS) {
+    if (saved) munmap(saved, saved_size); /* the layout (saved_regions) stays */
+    saved = NULL;
+    bytes_with_caller = true;
+  } else {
+    close_files(fds);
+  }
+  pthread_mutex_unlock(&fk_mem_lock);
+  if (rc == CUDA_SUCCESS) fk_vmm_discard();
+  return rc;
+}
+
+CUresult fk_mem_files_for_restore(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]) {
+  pthread_mutex_lock(&fk_mem_lock);
+  CUresult rc = make_files(fds, sizes);
+  pthread_mutex_unlock(&fk_mem_lock);
+  return rc;
+}
+
+CUresult fk_mem_from_files(const int fds[FK_MAX_DEVICES]) {
+  pthread_mutex_lock(&fk_mem_lock);
+  CUresult rc = CUDA_SUCCESS;
+  if (saved_size && !saved) {
+    void *p = mmap(NULL, saved_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) rc = CUDA_ERROR_OUT_OF_MEMORY;
+    else saved = p;
+  }
+  if (rc == CUDA_SUCCESS) rc = fk_vmm_saved_alloc();
+  for (int d = 0; d < fk_cfg.device_count && rc == CUDA_SUCCESS; d++)
+    if (fds[d] >= 0 && !layout_io(d, fds[d], false)) rc = CUDA_ERROR_OPERATING_SYSTEM;
+  if (rc == CUDA_SUCCESS) bytes_with_caller = false;
+  pthread_mutex_unlock(&fk_mem_lock);
+  return rc;
 }

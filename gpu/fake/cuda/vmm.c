@@ -694,3 +694,44 @@ void fk_vmm_discard(void) {
   for (vmm_phys *p = phys_all; p; p = p->next) phys_discard_saved(p);
   pthread_mutex_unlock(&vmm_lock);
 }
+
+/* ---- custom storage (memory.c): each device's VMM allocations, in the
+ * order of phys_all, after its other memory in the device's file. */
+size_t fk_vmm_saved_bytes(int ordinal) {
+  pthread_mutex_lock(&vmm_lock);
+  size_t n = 0;
+  for (vmm_phys *p = phys_all; p; p = p->next)
+    if (p->dev->ordinal == ordinal) n += p->size;
+  pthread_mutex_unlock(&vmm_lock);
+  return n;
+}
+
+bool fk_vmm_saved_io(int ordinal, int fd, off_t off, bool out) {
+  pthread_mutex_lock(&vmm_lock);
+  bool ok = true;
+  for (vmm_phys *p = phys_all; p && ok; p = p->next) {
+    if (p->dev->ordinal != ordinal) continue;
+    for (size_t done = 0; ok && done < p->size;) {
+      ssize_t k = out ? pwrite(fd, p->saved + done, p->size - done, off + (off_t)done)
+                      : pread(fd, p->saved + done, p->size - done, off + (off_t)done);
+      ok = k > 0;
+      if (ok) done += (size_t)k;
+    }
+    off += (off_t)p->size;
+  }
+  pthread_mutex_unlock(&vmm_lock);
+  return ok;
+}
+
+CUresult fk_vmm_saved_alloc(void) {
+  pthread_mutex_lock(&vmm_lock);
+  CUresult rc = CUDA_SUCCESS;
+  for (vmm_phys *p = phys_all; p && rc == CUDA_SUCCESS; p = p->next) {
+    if (p->saved) continue;
+    void *buf = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) rc = CUDA_ERROR_OUT_OF_MEMORY;
+    else p->saved = buf;
+  }
+  pthread_mutex_unlock(&vmm_lock);
+  return rc;
+}

@@ -17,6 +17,9 @@
  *   --long-call MS  before the first step, one synchronous call that lasts
  *                   MS milliseconds (a kernel that spins, then
  *                   cuCtxSynchronize), announced by "long call" on stdout
+ *   --long-kernel MS  before the first step, a kernel that spins for MS
+ *                   milliseconds on a stream, announced by "long kernel",
+ *                   while the program makes no call for MS + 500 ms
  *   --self          halfway, lock, checkpoint, restore and unlock itself
  *   --hold          after the last step print "holding" and wait for SIGUSR1
  *                   before the end (so a test can act while it lives)
@@ -83,6 +86,18 @@ static void spin(unsigned ms, CUmodule mod) {
   OK(cuCtxSynchronize());
 }
 
+static void spin_async(unsigned ms, CUmodule mod, CUstream s) {
+  CUfunction f;
+  OK(cuModuleGetFunction(&f, mod, "spin_ms"));
+  CUdeviceptr none = 0;
+  void *args[] = {&ms, &none};
+  OK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, s, args, NULL));
+  printf("long kernel\n");
+  fflush(stdout);
+  struct timespec ts = {.tv_sec = (ms + 500) / 1000, .tv_nsec = ((ms + 500) % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
 static void self_checkpoint(void) {
   int pid = getpid();
   CUprocessState st;
@@ -135,16 +150,19 @@ static void on_usr1(int sig) { (void)sig; }
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: %s KERNELS STEPS SLEEP_MS [--long-call MS] [--self] [--hold]\n",
+    fprintf(stderr, "usage: %s KERNELS STEPS SLEEP_MS [--long-call MS] [--long-kernel MS] [--self] "
+            "[--hold]\n",
             argv[0]);
     return 2;
   }
   int steps = atoi(argv[2]);
   int sleep_ms = atoi(argv[3]);
-  unsigned long_call = 0;
+  unsigned long_call = 0, long_kernel = 0;
   int self = 0, hold = 0;
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--long-call") == 0 && i + 1 < argc) long_call = (unsigned)atoi(argv[++i]);
+    else if (strcmp(argv[i], "--long-kernel") == 0 && i + 1 < argc)
+      long_kernel = (unsigned)atoi(argv[++i]);
     else if (strcmp(argv[i], "--self") == 0) self = 1;
     else if (strcmp(argv[i], "--hold") == 0) hold = 1;
   }
@@ -197,6 +215,7 @@ int main(int argc, char **argv) {
          (unsigned long long)vmm);
 
   if (long_call) spin(long_call, mod);
+  if (long_kernel) spin_async(long_kernel, mod, stream);
   for (int s = 1; s <= steps; s++) {
     add_one_on(small, SMALL_INTS, stream);
     add_one_on(big, BIG_INTS, stream);
