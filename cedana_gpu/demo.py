@@ -4,7 +4,11 @@ Part one runs each sample and shows what it did. Part two is the story
 cedana-gpu exists for: a training job started under `cedana exec --gpu` is
 dumped mid-run (GPU state by the controller, CPU state by CRIU), killed, its
 checkpoint copied elsewhere as if to another node, restored from the copy,
-and its final checksum compared with an uninterrupted run's.
+and its final checksum compared with an uninterrupted run's. It runs twice,
+once under each GPU engine: ``intercept`` (the interposer and its controller
+save the GPU state) and ``driver`` (the job loads the driver itself and the
+driver's own checkpoint API stages its GPU memory for CRIU), where the driver
+has that API.
 
 On a machine with an NVIDIA GPU everything runs on the system driver (with
 the PTX kernels); elsewhere on the fake driver, which runs the same kernels on
@@ -91,8 +95,20 @@ def wait_for_step(log: Path, step: int, timeout: float = 60.0) -> None:
     raise SystemExit(f"demo: the job did not reach step {step} in {timeout:.0f} s; see {log}")
 
 
-def save_migrate_resume(driver: str, env: dict[str, str]) -> bool:
-    print("\n== save, migrate, resume: train_mlp under cedana exec --gpu", flush=True)
+def driver_has_checkpoint_api(env: dict[str, str], driver: str) -> bool:
+    out = cedana("gpu", "info", "--driver", driver, "--output", "json", env=env, check=False)
+    try:
+        api = json.loads(out.stdout).get("checkpoint_api")
+    except ValueError:
+        return False
+    return isinstance(api, dict) and bool(api.get("checkpoint"))
+
+
+def save_migrate_resume(driver: str, env: dict[str, str], engine: str) -> bool:
+    print(
+        f"\n== save, migrate, resume: train_mlp under cedana exec --gpu --gpu-engine {engine}",
+        flush=True,
+    )
     if os.geteuid() != 0:
         print("   skipped: CRIU needs root for dump and restore (run make demo as root)")
         return True
@@ -104,13 +120,15 @@ def save_migrate_resume(driver: str, env: dict[str, str]) -> bool:
     with tempfile.TemporaryDirectory(prefix="cedana-demo-") as tmp:
         work = Path(tmp)
         cenv = dict(env, CEDANA_STATE_DIR=str(work / "state"))
-        jid = f"demo-{os.getpid()}"
+        jid = f"demo-{engine}-{os.getpid()}"
         slow = [*TRAIN, "--sleep-per-step", "0.02"]
         cedana(
             "exec",
             "--gpu",
             "--gpu-driver",
             driver,
+            "--gpu-engine",
+            engine,
             "--jid",
             jid,
             "--",
@@ -189,13 +207,22 @@ def main() -> int:
                 env,
             ),
             run(
+                "gpu_loop: device state rewritten every step, a digest per step",
+                [py, str(SAMPLES / "gpu_loop.py"), "--steps", "5", "--device-mib", "8"],
+                env,
+            ),
+            run(
                 "streams_events: copies overlapped with kernels on several streams",
                 [py, str(SAMPLES / "streams_events.py")],
                 env,
             ),
         ]
     )
-    ok = save_migrate_resume(driver, env) and ok
+    ok = save_migrate_resume(driver, env, "intercept") and ok
+    if driver_has_checkpoint_api(env, driver):
+        ok = save_migrate_resume(driver, env, "driver") and ok
+    else:
+        print(f"\n== driver engine: skipped, the {driver} driver has no checkpoint API")
     print("\ndemo ok" if ok else "\ndemo FAILED")
     return 0 if ok else 1
 

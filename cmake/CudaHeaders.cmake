@@ -1,23 +1,22 @@
 # Locate cuda.h and cudaTypedefs.h. A CUDA toolkit is optional: the
-# nvidia-cuda-runtime wheel (a build requirement) ships both headers.
+# nvidia-cuda-runtime wheel (a build requirement) ships both headers. Where
+# several are found (a toolkit, the wheel) the newest by CUDA_VERSION wins
+# (find_cuda_headers.py): the driver API table is generated from it, and the
+# fake driver reports that version from cuDriverGetVersion.
 set(CEDANA_CUDA_INCLUDE_DIR "" CACHE PATH "directory holding cuda.h and cudaTypedefs.h")
 
 if(NOT CEDANA_CUDA_INCLUDE_DIR)
-  foreach(candidate "$ENV{CUDA_HOME}/include" /usr/local/cuda/include)
-    if(EXISTS "${candidate}/cudaTypedefs.h" AND EXISTS "${candidate}/cuda.h")
-      set(CEDANA_CUDA_INCLUDE_DIR "${candidate}")
-      break()
-    endif()
-  endforeach()
-endif()
-
-if(NOT CEDANA_CUDA_INCLUDE_DIR)
+  set(_candidates "")
+  if(DEFINED ENV{CUDA_HOME})
+    list(APPEND _candidates "$ENV{CUDA_HOME}/include")
+  endif()
+  list(APPEND _candidates /usr/local/cuda/include)
   execute_process(
-    COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_LIST_DIR}/find_cuda_headers.py"
-    OUTPUT_VARIABLE _wheel_inc OUTPUT_STRIP_TRAILING_WHITESPACE
-    RESULT_VARIABLE _wheel_rc)
-  if(_wheel_rc EQUAL 0 AND _wheel_inc)
-    set(CEDANA_CUDA_INCLUDE_DIR "${_wheel_inc}")
+    COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_LIST_DIR}/find_cuda_headers.py" ${_candidates}
+    OUTPUT_VARIABLE _found_inc OUTPUT_STRIP_TRAILING_WHITESPACE
+    RESULT_VARIABLE _found_rc)
+  if(_found_rc EQUAL 0 AND _found_inc)
+    set(CEDANA_CUDA_INCLUDE_DIR "${_found_inc}")
   endif()
 endif()
 

@@ -118,7 +118,11 @@ class Cedana:
         return json.loads(self.ok("job", "inspect", jid))
 
     def exec_gpu(self, jid: str, *cmd: str, mounts: tuple[str, ...] = (), **env: str) -> None:
+        """A GPU job on the fake driver, intercepted (the engine these tests test),
+        unless ``CEDANA_GPU_ENGINE`` in ``env`` chooses another (``auto``)."""
         args = ["exec", "--gpu", "--gpu-driver", "fake", "--jid", jid]
+        if "CEDANA_GPU_ENGINE" not in env:
+            args += ["--gpu-engine", "intercept"]
         for m in mounts:
             args += ["--persistent-mount", m]
         self.ok(*args, "--", *cmd, **env)

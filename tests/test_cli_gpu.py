@@ -148,8 +148,9 @@ def test_info_fake_table(libdir: Path) -> None:
         FAKE_CUDA_DEVICE_NAME="Table Test GPU",
     )
     assert proc.returncode == 0, proc.stderr
-    header, *rows = proc.stdout.splitlines()
+    header, *rows, api = proc.stdout.splitlines()
     assert header.split() == ["INDEX", "NAME", "UUID", "MEMORY", "COMPUTE"]
+    assert api.startswith("driver CUDA ") and "checkpoint API (--gpu-engine driver)" in api
     assert len(rows) == 3
     for i, row in enumerate(rows):
         assert row.split() == [
@@ -181,6 +182,8 @@ def test_info_fake_json(libdir: Path, source: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
+    api = doc.pop("checkpoint_api")
+    assert set(api) == {"driver_version", "checkpoint", "gpu_remap", "custom_storage"}
     assert doc == {
         "driver": "fake",
         "devices": [
@@ -209,7 +212,9 @@ def test_info_defaults_from_env(libdir: Path) -> None:
 def test_info_no_devices(libdir: Path) -> None:
     proc = cedana("gpu", "info", "--driver", "fake", FAKE_CUDA_DEVICE_COUNT="0")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "no GPUs found (driver: fake)"
+    first, api = proc.stdout.strip().splitlines()
+    assert first == "no GPUs found (driver: fake)"
+    assert api.startswith("driver CUDA ") and "checkpoint API" in api
 
 
 def test_bad_driver_env() -> None:

@@ -121,8 +121,10 @@ def test_detached_job_kill(cedana: Cedana) -> None:
     table = cedana("ps")
     assert table.returncode == 0
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["JOB", "PID", "STATUS", "GPU", "LOG"]
-    assert [r.split() for r in rows] == [[jid, str(job["pid"]), "running", "-", job["log_path"]]]
+    assert header.split() == ["JOB", "PID", "STATUS", "GPU", "ENGINE", "LOG"]
+    assert [r.split() for r in rows] == [
+        [jid, str(job["pid"]), "running", "-", "-", job["log_path"]]
+    ]
 
     info = cedana.inspect(jid)
     assert info["live"]["job_id"] == jid
@@ -225,7 +227,7 @@ def test_gpu_job_that_cannot_start_is_one_line_and_recorded(cedana: Cedana, tmp_
 def test_ps_when_there_are_no_jobs(cedana: Cedana) -> None:
     out = cedana("ps")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["JOB", "PID", "STATUS", "GPU", "LOG"]
+    assert out.stdout.split() == ["JOB", "PID", "STATUS", "GPU", "ENGINE", "LOG"]
     assert cedana.ps() == {}
 
 

@@ -279,6 +279,8 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     shards: list[FileRecord] = field(default_factory=list)
     """Signed checkpoints: each shard file's size and SHA-256 (its stored bytes)."""
+    criu_pages: list[dict[str, Any]] = field(default_factory=list)
+    """Driver engine: CRIU's page images held in the shards (``checkpoint.criu_pages``)."""
     signature: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     digest: bytes = field(default=b"", compare=False, repr=False)
@@ -306,6 +308,8 @@ class Manifest:
         }
         if self.shards:
             d["shards"] = [s.to_json() for s in self.shards]
+        if self.criu_pages:
+            d["criu_pages"] = [dict(p) for p in self.criu_pages]
         if self.signature is not None:
             d[SIGNATURE_MEMBER] = self.signature
         for k, v in self.extra.items():
@@ -356,6 +360,7 @@ class Manifest:
             regions=[RegionRecord._build(r) for r in d["regions"]],
             files=[FileRecord._build(f) for f in d["files"]],
             shards=[FileRecord._build(f) for f in d.get("shards") or []],
+            criu_pages=[dict(p) for p in d.get("criu_pages") or []],
             signature=d.get(SIGNATURE_MEMBER),
             # What the schema does not name (a later writer's) is kept as it is.
             extra={k: v for k, v in d.items() if k not in schema["properties"]},

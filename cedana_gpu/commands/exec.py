@@ -1,6 +1,7 @@
 """``cedana exec``: start a job (also ``cedana run process``, as Cedana users type it).
 
     cedana exec [--gpu] [--jid ID] [--attach] [--gpu-driver system|fake]
+                [--gpu-engine auto|intercept|driver]
                 [--persistent-mount DIR ...] -- CMD [ARGS...]
     cedana run process [--gpu-enabled] [--jid ID] [--attach] -- CMD [ARGS...]
 
@@ -9,6 +10,13 @@ that starts the job (in its own PID namespace where it can), supervises it
 and records its end in the job store. With ``--gpu`` the controller also
 serves the job's CUDA calls: the interposer is injected into the job and
 forwards every driver call to the controller over shared memory.
+
+``--gpu-engine`` chooses how a GPU job is checkpointed (``cedana_gpu.engines``):
+``intercept`` (the interposer, above), ``driver`` (the job loads the driver
+itself and its controller uses the driver's own checkpoint API; any CUDA
+program, NVIDIA's runtime and PyTorch included, on drivers that have the API),
+or ``auto`` (default; also ``$CEDANA_GPU_ENGINE``): intercepted, handed to the
+driver engine when the job turns out to need NVIDIA's runtime.
 
 Without ``--attach`` the job id is printed and the command returns once the
 job runs. With it, the job's output (its log) is streamed until the job ends,
@@ -26,6 +34,7 @@ import argparse
 import os
 import sys
 
+from cedana_gpu import engines
 from cedana_gpu.commands import CommandError
 from cedana_gpu.jobs import lifecycle
 
@@ -53,6 +62,14 @@ def _add_job_options(parser: argparse.ArgumentParser, gpu_flag: str) -> None:
         choices=GPU_DRIVERS,
         default=None,
         help=f"the driver the controller uses (default: ${DRIVER_ENV}, else system)",
+    )
+    parser.add_argument(
+        "--gpu-engine",
+        choices=engines.CHOICES,
+        default=None,
+        help=f"how the job's GPU state is checkpointed: the interposer (intercept), the "
+        f"driver's own checkpoint API (driver), or auto (default: ${engines.ENGINE_ENV}, "
+        f"else auto)",
     )
     parser.add_argument(
         "--persistent-mount",
@@ -105,11 +122,22 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise CommandError("no command given: cedana exec [OPTIONS] -- CMD [ARGS...]")
     if args.gpu_driver is not None and not args.gpu:
         raise CommandError("--gpu-driver needs --gpu")
+    if args.gpu_engine is not None and not args.gpu:
+        raise CommandError("--gpu-engine needs --gpu")
+    try:
+        engine = args.gpu_engine or engines.default_choice()
+    except engines.BadEngine as e:
+        raise CommandError(str(e)) from None
     driver = _driver(args) if args.gpu else "none"
     mounts = list(args.persistent_mounts)
     mounts += [m.strip() for m in os.environ.get(PERSISTENT_MOUNTS_ENV, "").split(",") if m.strip()]
     started = lifecycle.start_job(
-        command, gpu=args.gpu, driver=driver, jid=args.jid, persistent_mounts=mounts
+        command,
+        gpu=args.gpu,
+        driver=driver,
+        jid=args.jid,
+        persistent_mounts=mounts,
+        engine=engine,
     )
     if not args.attach:
         print(started.job.jid)

@@ -3,7 +3,10 @@
 ``cedana gpu libdir --driver fake`` prints the directory holding the fake
 ``libcuda.so.1`` and ``libnvidia-ml.so.1``, so that
 ``LD_LIBRARY_PATH=$(cedana gpu libdir --driver fake) python app.py`` runs any
-program on the fake driver. ``cedana gpu info`` lists the devices.
+program on the fake driver. ``cedana gpu info`` lists the devices, and says
+what the driver offers of its own checkpoint API (``--gpu-engine driver``):
+lock/checkpoint/restore (r555), GPU remapping on restore (r580), custom
+storage (CUDA 13.4).
 """
 
 from __future__ import annotations
@@ -116,14 +119,43 @@ def format_devices(devices: Sequence[DeviceInfo]) -> str:
     return table(rows)
 
 
+def checkpoint_api() -> dict[str, object] | str:
+    """What the loaded driver offers of its checkpoint API (or why that is unknown)."""
+    from cedana_gpu.cr import driver_api
+
+    try:
+        return driver_api.support().to_json()
+    except driver_api.DriverApiError as e:
+        return str(e)
+
+
+def describe_api(api: dict[str, object] | str) -> str:
+    if isinstance(api, str):
+        return f"checkpoint API (driver engine): unknown ({api})"
+    from cedana_gpu.cr import driver_api
+
+    def say(key: str, minimum: int) -> str:
+        return "yes" if api[key] else f"no (needs {driver_api.needed(minimum)})"
+
+    return (
+        f"driver CUDA {api['driver_version']}; checkpoint API (--gpu-engine driver): "
+        f"lock/checkpoint {say('checkpoint', driver_api.CHECKPOINT_MIN)}, "
+        f"GPU remapping {say('gpu_remap', driver_api.REMAP_MIN)}, "
+        f"custom storage {say('custom_storage', driver_api.CUSTOM_STORAGE_MIN)}"
+    )
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     kind = _driver(args)
     devices = gpu_info.list_devices(kind, source=args.source)
+    api = checkpoint_api()
     if args.output == "json":
-        doc = {"driver": kind, "devices": [d.to_json() for d in devices]}
+        doc = {"driver": kind, "devices": [d.to_json() for d in devices], "checkpoint_api": api}
         print(json.dumps(doc, indent=2))
-    elif devices:
+        return 0
+    if devices:
         print(format_devices(devices))
     else:
         print(f"no GPUs found (driver: {kind})")
+    print(describe_api(api))
     return 0

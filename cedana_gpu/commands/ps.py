@@ -4,7 +4,7 @@
 
 The table has one row per job: JOB, PID (its root process as the host sees
 it), STATUS (``running``, ``exited (CODE)``, ``killed (SIGNAL)``, ``failed``),
-GPU and LOG.
+GPU (the driver), ENGINE (the GPU engine: ``intercept`` or ``driver``) and LOG.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def format_jobs(jobs: Sequence[Job]) -> str:
-    rows = [("JOB", "PID", "STATUS", "GPU", "LOG")]
+    rows = [("JOB", "PID", "STATUS", "GPU", "ENGINE", "LOG")]
     rows += [
         (
             j.jid,
             str(j.pid) if j.pid else "-",
             lifecycle.describe(j),
             j.driver if j.gpu and j.driver else "-",
+            j.gpu_engine or "-",
             j.log_path or "-",
         )
         for j in jobs

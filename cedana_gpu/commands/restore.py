@@ -1,6 +1,7 @@
 """``cedana restore``: bring a checkpointed job back as a new job.
 
     cedana restore job ID [--path P] [--jid NEW] [--attach] [--output text|json]
+                          [--gpu-map OLD=NEW ...]
 
 Default: job ID's latest checkpoint. ``--path`` restores any checkpoint
 directory or archive (e.g. one copied from another machine; ID is then only a
@@ -8,6 +9,11 @@ label and may be omitted with ``restore job --path P``); compression and
 stream count are read from the checkpoint. The checkpoint is verified before
 anything starts. The same checkpoint can be restored more than once, each
 under its own job id. Needs root (CRIU).
+
+A checkpoint of the driver engine goes back onto the GPUs it was made on
+when this machine has them, else onto GPUs of the same model (by UUID, as the
+driver remaps them); ``--gpu-map OLD=NEW`` (UUIDs or indices, repeatable)
+says where each goes.
 """
 
 from __future__ import annotations
@@ -53,6 +59,15 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="the driver the new controller uses (default: the one the job had)",
     )
     job.add_argument(
+        "--gpu-map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="driver engine checkpoints: restore the checkpoint's GPU OLD onto this "
+        "machine's GPU NEW (UUIDs or indices; repeatable; default: the same GPUs, else "
+        "GPUs of the same model)",
+    )
+    job.add_argument(
         "--signing-key",
         type=Path,
         metavar="FILE",
@@ -85,6 +100,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         driver=args.gpu_driver,
         signing_key=args.signing_key,
         allow_unsigned=args.allow_unsigned,
+        gpu_map=list(args.gpu_map),
     )
     doc = result.to_json()
     if args.output == "json":

@@ -48,6 +48,7 @@ def _env_int(name: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from cedana_gpu.controller.process import DRIVERS
+    from cedana_gpu.engines import AUTO, CHOICES
 
     p = argparse.ArgumentParser(
         prog="cedana-gpu-controller",
@@ -84,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="CHECKPOINT_DIR",
         help="restore the job from this (verified, unpacked) checkpoint instead of starting it",
+    )
+    p.add_argument(
+        "--engine",
+        choices=CHOICES,
+        default=AUTO,
+        help="the GPU engine: the interposer (intercept), the driver's checkpoint API "
+        "(driver), or intercept until the interposer hands the job over (auto; default)",
+    )
+    p.add_argument(
+        "--gpu-map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="restore (driver engine): put the checkpoint's GPU OLD (UUID or index) on "
+        "this machine's GPU NEW (repeatable)",
     )
     p.add_argument(
         "--no-pid-namespace",
@@ -128,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             nchannels=_setting(args, "nchannels"),
             staging_size=_setting(args, "staging_size"),
             timeout_ms=_setting(args, "timeout_ms"),
+            engine=args.engine,
+            gpu_map=list(args.gpu_map),
         )
         controller = Controller(options)
     except (ValueError, DriverError, StartupError, statedir.StateDirError) as e:

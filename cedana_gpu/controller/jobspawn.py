@@ -94,6 +94,21 @@ def gpu_job_env(
     return env
 
 
+def driver_job_env(base: Mapping[str, str], driver: str) -> dict[str, str]:
+    """The environment of a driver engine job: no interposer; the job loads the
+    driver itself. On the fake driver its directory (``libcuda.so.1`` and the
+    fake NVML) comes first on the search path; NVIDIA's is found as without
+    cedana."""
+    env = dict(base)
+    if driver == "fake":
+        from cedana_gpu.paths import fake_libdir
+
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            filter(None, [str(fake_libdir()), env.get("LD_LIBRARY_PATH")])
+        )
+    return env
+
+
 class NoPidNamespace(OSError):
     """This process may not create a PID namespace (ordinary users may not)."""
 

@@ -168,6 +168,9 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
             ("cgc_write_device", ctypes.c_int, (_c, u64, ctypes.c_void_p, u64)),
             ("cgc_export_state", ctypes.c_int, (_c, ctypes.c_char_p)),
             ("cgc_import_state", ctypes.c_int, (_c, ctypes.c_char_p)),
+            # The `auto` engine's hand-off (gpu/intercept/handoff.c).
+            ("cgc_handed_off", ctypes.c_int, (_c,)),
+            ("cgc_driver_path", ctypes.c_int, (_c, ctypes.c_char_p, ctypes.c_size_t)),
         ]
         for name, restype, argtypes in optional:
             # Checkpoint support: missing from an old build, said when used.
@@ -270,6 +273,29 @@ class Dispatcher:
     def start(self) -> None:
         with self._lock:
             self._check("cgc_start", self._lib.cgc_start(self._handle))
+
+    # ---- the `auto` engine's hand-off ----------------------------------------------
+
+    @property
+    def handed_off(self) -> bool:
+        """``cgc_handed_off``: the job handed itself to the driver engine (it asked
+        for NVIDIA's runtime export tables while it held no device state here): it
+        runs on a driver of its own in its process, which the driver engine
+        checkpoints; this dispatcher serves it nothing more."""
+        if not self.is_open:
+            return False
+        return bool(_need(self._lib, "cgc_handed_off")(self._handle))
+
+    def driver_path(self) -> str:
+        """``cgc_driver_path``: the absolute path of the driver this dispatcher
+        calls, which a job loads itself when it is handed to the driver engine
+        (CEDANA_GPU_HANDOFF_DRIVER); "" where it cannot be told (an old build,
+        a dispatcher not open), which only leaves the job without a hand-off."""
+        fn = getattr(self._lib, "cgc_driver_path", None)
+        if fn is None or fn.argtypes is None or not self.is_open:
+            return ""
+        buf = ctypes.create_string_buffer(4096)
+        return os.fsdecode(buf.value) if fn(self._handle, buf, len(buf)) == 0 else ""
 
     def freeze(self, timeout_ms: int) -> None:
         # Not under the lock: a freeze may take long, and info must still answer.

@@ -34,6 +34,21 @@ away while the job is frozen unfreezes it.
 
 A driver of ``none`` runs a plain job: no driver, no dispatcher, no segment;
 the same supervision (and CRIU alone for its checkpoints).
+
+The driver engine (``--engine driver``; ``cedana_gpu.engines``): no
+dispatcher and no segment either; ``load_driver`` loads the driver and does
+``cuInit`` (the driver's checkpoint API needs it in the caller), refusing a
+driver without the API; the job is started without the interposer, the
+driver's own directory first on its library path (``jobspawn.driver_job_env``).
+The same control ops then use the API on the job's pid (``cr.driver_api``):
+``freeze`` locks (bounded by the freeze timeout; a busy job is unlocked and
+runs on) and checkpoints, ``unfreeze`` restores and unlocks, ``dump_gpu``
+writes ``gpu/devices.json`` (``cr.driver_state``). Its restore phases:
+``restore_gpu`` places the checkpoint's GPUs (same UUIDs, ``--gpu-map``, or the
+same model) and writes CRIU's page images back from the shards;
+``criu_restore`` as above; ``serve`` has the driver restore the GPU state and
+unlock the job. ``current_engine`` is where an ``auto`` job handed to the
+driver by its interposer becomes a driver engine job.
 """
 
 from __future__ import annotations
@@ -51,6 +66,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cedana_gpu import engines
 from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
 from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
@@ -100,6 +116,10 @@ class ControllerOptions:
     restore: Path | None = None
     """A checkpoint directory (validated, unpacked) to restore the job from."""
     freeze_timeout_ms: int = 0
+    engine: str = engines.AUTO
+    """``--gpu-engine``: auto, intercept or driver (a restore uses the checkpoint's)."""
+    gpu_map: list[str] = field(default_factory=list)
+    """Restore (driver engine): ``OLD=NEW`` GPU remappings."""
 
 
 class Controller:
@@ -139,6 +159,13 @@ class Controller:
         self.progress: Any = None  # gpu_state.Counter, made with the driver
         self.restore_phases: dict[str, float] = {}
         self._restore_t0 = 0.0
+        # The GPU engine (cedana_gpu.engines); ``current_engine`` may switch it.
+        self.engine: str | None = engines.initial_engine(options.engine) if self.gpu else None
+        self.api_support: Any = None  # driver_api.Support, driver engine
+        self._checkpointed = False  # driver engine: the driver holds the job CHECKPOINTED
+        self._gpu_pairs: list[tuple[str, str]] | None = None  # driver engine restore
+        self._images: Path | None = None  # driver engine restore: CRIU's images, rebuilt
+        self._segment_file: Path | None = None  # driver engine restore of a handed-off job
 
     # ---- 1. setup ---------------------------------------------------------------
 
@@ -180,6 +207,8 @@ class Controller:
         self.persistent_mounts = list(job.persistent_mounts)
         self.segment = job.segment_name
         self.generation = job.generation + 1
+        if self.gpu:
+            self.engine = engines.of_checkpoint(job.extra)
 
     def _choose_mounts(self) -> None:
         """Where the segment lives, and whether the job gets a mount namespace.
@@ -263,7 +292,8 @@ class Controller:
     def _row_mounts(self) -> dict[str, Any]:
         return {
             "shm_dir": str(self.shm_dir) if self.shm_dir is not None else None,
-            "segment": self.segment if self.gpu else None,
+            "segment": self.segment if self.engine == engines.INTERCEPT else None,
+            "engine": self.engine,
             "persistent_mounts": list(self.persistent_mounts),
         }
 
@@ -278,6 +308,7 @@ class Controller:
             "dump_gpu": self._op_dump_gpu,
             "dumped": self._op_dumped,
             "progress": self._op_progress,
+            "engine": self._op_engine,
         }
 
     # ---- 2. driver --------------------------------------------------------------
@@ -297,10 +328,62 @@ class Controller:
         except (gpu_info.NoDriver, gpu_info.DriverError) as e:
             raise StartupError(str(e)) from None
         log.info("driver %s: %s", loaded.kind, loaded.cuda_path)
+        if self.engine == engines.DRIVER:
+            # No dispatcher: the job loads the driver itself. This process
+            # only drives the checkpoint API, whose restore needs cuInit here.
+            self._init_driver_api()
+            return
         try:
             self.dispatcher = native.Dispatcher()
         except Exception as e:  # NativeNotBuilt, OSError: say what, in one line
             raise StartupError(str(e)) from None
+
+    def _init_driver_api(self) -> None:
+        """cuInit, and refuse a driver without the checkpoint API (one line)."""
+        from cedana_gpu.cr import driver_api
+
+        try:
+            driver_api.init()
+            self.api_support = driver_api.support()
+            self.api_support.require_checkpoint()
+        except driver_api.DriverApiError as e:
+            raise StartupError(str(e)) from None
+        log.info("driver checkpoint API: %s", self.api_support.describe())
+
+    def current_engine(self) -> str | None:
+        """The job's GPU engine now. THE place where ``--gpu-engine auto`` switches:
+        a job started intercepted whose interposer handed it to the driver
+        (``ENGINE_HANDOFF``; the dispatcher says so, ``_job_handed_off``) is
+        checkpointed by the driver engine from then on, and its row says so."""
+        if (
+            self.engine == engines.INTERCEPT
+            and self.opts.engine == engines.AUTO
+            and self._job_handed_off()
+        ):
+            log.info("job %s was handed to the driver: driver engine from now on", self.jid)
+            self._init_driver_api()
+            self.engine = engines.DRIVER
+            if self.store is not None:
+                self.store.update(self.jid, engine=engines.DRIVER)
+        return self.engine
+
+    def _job_handed_off(self) -> bool:
+        """Whether the interposer handed the job to the system driver in-process.
+
+        The native dispatcher reports it (``Dispatcher.handed_off``, set by the
+        interposer's ``ENGINE_HANDOFF`` op)."""
+        if self.dispatcher is None:
+            return False
+        try:
+            return bool(self.dispatcher.handed_off)
+        except Exception:  # a closing dispatcher: the job is ending anyway
+            return False
+
+    def _op_engine(self, _request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"engine": self.current_engine()}
+        except StartupError as e:
+            raise ControlError(str(e)) from None
 
     # ---- 3. segment ---------------------------------------------------------------
 
@@ -316,7 +399,7 @@ class Controller:
 
         ``geometry`` (a restore) overrides the options' ring slots, channels
         and staging size: the job has the old segment mapped, of that size."""
-        if not self.gpu:
+        if not self.gpu or self.engine == engines.DRIVER:
             return
         from cedana_gpu.controller import native
 
@@ -343,8 +426,8 @@ class Controller:
         log.info("segment %s ready", self.segment_path())
 
     def start_serving(self) -> None:
-        """Serve the ring: state RUNNING."""
-        if not self.gpu:
+        """Serve the ring: state RUNNING (the driver engine has no ring)."""
+        if not self.gpu or self.engine == engines.DRIVER:
             return
         from cedana_gpu.controller import native
 
@@ -358,12 +441,17 @@ class Controller:
     def job_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.opts.extra_env)
-        if self.gpu:
+        if self.engine == engines.DRIVER:
+            env = jobspawn.driver_job_env(env, self.opts.driver)
+        elif self.gpu:
             from cedana_gpu.paths import native_dir
 
             env = jobspawn.gpu_job_env(
                 env, native_dir(), self.jid, "/" + self.segment, self.opts.driver
             )
+            env["CEDANA_GPU_HANDOFF_DRIVER"] = self.dispatcher.driver_path()
+            # The interposer hands the job to the driver only under ``auto``.
+            env[engines.ENGINE_ENV] = self.opts.engine
         return env
 
     def start_job(self) -> None:
@@ -497,6 +585,11 @@ class Controller:
                     log.error("closing the dispatcher failed: %s", e)
         if self._own_shm_dir and self.shm_dir is not None:
             shutil.rmtree(self.shm_dir, ignore_errors=True)
+        if self._images is not None:
+            shutil.rmtree(self._images, ignore_errors=True)
+        if self._segment_file is not None:
+            with contextlib.suppress(OSError):
+                self._segment_file.unlink()
         if self.server is not None:
             self.server.close()
         if self.store is not None:
@@ -529,7 +622,15 @@ class Controller:
         info["mount_namespace"] = self.mount_ns
         info["persistent_mounts"] = list(self.persistent_mounts)
         info["frozen"] = self._frozen
-        if self.gpu:
+        try:
+            info["engine"] = self.current_engine()
+        except StartupError as e:
+            raise ControlError(str(e)) from None
+        if self.engine == engines.DRIVER:
+            info["driver_api"] = self.api_support.to_json() if self.api_support else None
+            # Frozen, the GPU memory is in the job's host memory: about what CRIU will dump.
+            info["resident_bytes"] = processes.resident_bytes(job.pid) if job else 0
+        if self.dispatcher is not None:  # intercepted (or handed off from there)
             info["segment"] = str(self.segment_path())
             try:
                 info["dispatcher"] = self.dispatcher.info() if self.dispatcher else {}
@@ -544,7 +645,7 @@ class Controller:
     # ---- checkpoint ops -------------------------------------------------------------
 
     def _require_gpu_running(self, what: str) -> None:
-        if not self.gpu or self.dispatcher is None:
+        if not self.gpu or (self.engine != engines.DRIVER and self.dispatcher is None):
             raise ControlError(f"job {self.jid} has no GPU: nothing to {what}")
         if self.state != RUNNING or self._ended.is_set():
             raise ControlError(f"job {self.jid} is not running ({self.state})")
@@ -558,6 +659,21 @@ class Controller:
             raise ControlError(f"job {self.jid} is being checkpointed already")
         t0 = time.monotonic()
         try:
+            engine = self.current_engine()
+        except StartupError as e:
+            self._ckpt_lock.release()
+            raise ControlError(str(e)) from None
+        if engine == engines.DRIVER:
+            try:
+                self._driver_freeze(timeout_ms)
+            except BaseException:
+                self._ckpt_lock.release()
+                raise
+            self._session = threading.get_ident()
+            self._frozen = True
+            log.info("job %s locked and checkpointed by the driver", self.jid)
+            return {"frozen": True, "seconds": time.monotonic() - t0, "engine": engine}
+        try:
             self.dispatcher.freeze(timeout_ms)
         except native.NativeError as e:
             self._ckpt_lock.release()
@@ -569,6 +685,95 @@ class Controller:
         self._frozen = True
         log.info("job %s frozen", self.jid)
         return {"frozen": True, "seconds": time.monotonic() - t0}
+
+    def _driver_pids(self, *states: str) -> list[int]:
+        """The job's processes the driver has in one of ``states`` (all CUDA
+        processes of its tree when none is given), root first. Asked of the
+        driver: a process without CUDA is none of its business. Host pids:
+        after a restore they are CRIU's new ones, found the same way."""
+        from cedana_gpu.cr import driver_api
+
+        job = self.job
+        if job is None:
+            raise ControlError(f"job {self.jid} has no process")
+        found = []
+        for pid in processes.tree_pids(job.pid):
+            try:
+                now = driver_api.state(pid)
+            except driver_api.DriverApiError:
+                continue  # no CUDA in it (or gone)
+            if not states or now in states:
+                found.append(pid)
+        return found
+
+    def _driver_freeze(self, timeout_ms: int) -> None:
+        """Driver engine freeze: lock every CUDA process of the job (bounded by the
+        freeze timeout, all of them together), then checkpoint them (device
+        memory into their host memory). A failure leaves the job unlocked and
+        running."""
+        from cedana_gpu.cr import driver_api
+
+        pids = self._driver_pids(driver_api.RUNNING)
+        if not pids:
+            raise ControlError(
+                f"cannot freeze job {self.jid}: none of its processes uses CUDA "
+                "(yet): dump it once it has used the GPU"
+            )
+        deadline = time.monotonic() + timeout_ms / 1000
+        done: list[int] = []
+        try:
+            for pid in pids:
+                left = max(1, int((deadline - time.monotonic()) * 1000))
+                done.append(pid)
+                try:
+                    driver_api.lock(pid, left)
+                except driver_api.Busy:
+                    raise ControlError(
+                        f"cannot freeze job {self.jid}: timed out after {timeout_ms} ms waiting "
+                        "for its GPU calls to return (the driver could not lock it; it runs on)"
+                    ) from None
+                except driver_api.DriverApiError as e:
+                    raise ControlError(f"cannot lock job {self.jid}: {e}") from None
+            for pid in pids:
+                try:
+                    driver_api.checkpoint(pid)
+                except driver_api.DriverApiError as e:
+                    raise ControlError(
+                        f"the driver could not checkpoint job {self.jid}: {e} "
+                        "(it was unlocked and runs on)"
+                    ) from None
+        except ControlError:
+            for pid in reversed(done):
+                self._driver_unlock_quietly(pid)
+            raise
+        self._checkpointed = True
+
+    def _driver_unlock_quietly(self, pid: int) -> None:
+        """After a failed lock or checkpoint: whatever the driver left is undone, so
+        the job runs on (a checkpoint that got through is restored, a lock undone)."""
+        from cedana_gpu.cr import driver_api
+
+        try:
+            now = driver_api.state(pid)
+            if now == driver_api.CHECKPOINTED:
+                driver_api.restore(pid)
+                now = driver_api.state(pid)
+            if now == driver_api.LOCKED:
+                driver_api.unlock(pid)
+        except driver_api.DriverApiError as e:
+            log.error("job %s: cannot unlock it after a failed freeze: %s", self.jid, e)
+
+    def _driver_resume(self, pairs: list[tuple[str, str]] | None = None) -> None:
+        """Driver engine: restore the job's GPU state (its checkpointed processes)
+        and unlock it."""
+        from cedana_gpu.cr import driver_api
+
+        if self._checkpointed:
+            for pid in self._driver_pids(driver_api.CHECKPOINTED):
+                driver_api.restore(pid, pairs)
+            self._checkpointed = False
+        for pid in self._driver_pids(driver_api.LOCKED):
+            driver_api.unlock(pid)
 
     def _op_hold(self, _request: dict[str, Any]) -> dict[str, Any]:
         """Start a checkpoint sequence without freezing (a job without GPU): this
@@ -601,13 +806,19 @@ class Controller:
     def _end_session(self) -> None:
         """Unfreeze the job if frozen, and end the checkpoint sequence."""
         from cedana_gpu.controller import native
+        from cedana_gpu.cr import driver_api
 
         try:
-            if self._frozen and self.dispatcher is not None and self.dispatcher.is_open:
+            if self._frozen and self.engine == engines.DRIVER and not self._ended.is_set():
+                self._driver_resume()
+                log.info("job %s restored and unlocked by the driver", self.jid)
+            elif self._frozen and self.dispatcher is not None and self.dispatcher.is_open:
                 self.dispatcher.unfreeze()
                 log.info("job %s unfrozen", self.jid)
         except native.NativeError as e:
             raise ControlError(f"cannot unfreeze job {self.jid}: {e.message or e}") from None
+        except driver_api.DriverApiError as e:
+            raise ControlError(f"cannot bring job {self.jid} back onto its GPU: {e}") from None
         finally:
             self._frozen = False
             self._session = None
@@ -623,6 +834,8 @@ class Controller:
             raise ControlError("dump_gpu needs 'dir', an absolute path")
         compression = str(request.get("compression") or "none")
         streams = int(request.get("streams") or 1)
+        if self.engine == engines.DRIVER:
+            return self._driver_dump_gpu(Path(directory))
         with self._gpu_lock:
             if self.dispatcher is None or not self.dispatcher.is_open:
                 raise ControlError(f"job {self.jid} has ended")
@@ -640,6 +853,32 @@ class Controller:
                 raise ControlError(f"GPU dump of job {self.jid} failed: {e}") from None
         answer["geometry"]["timeout_ms"] = self.opts.timeout_ms
         answer["generation"] = self.generation
+        return answer
+
+    def _driver_dump_gpu(self, directory: Path) -> dict[str, Any]:
+        """Driver engine: the GPU memory is in the job's host memory (CRIU saves
+        it); the checkpoint's ``gpu/devices.json`` says which GPUs it came from."""
+        from cedana_gpu import gpu_info
+        from cedana_gpu.cr import driver_state
+
+        try:
+            doc = driver_state.describe(self.opts.driver, self.api_support.to_json())
+            fault_point("dump.gpu_dump")
+            driver_state.save(directory / "gpu", doc)
+        except OSError as e:
+            raise ControlError(f"GPU dump of job {self.jid} failed: {e.strerror or e}") from None
+        except (gpu_info.NoDriver, gpu_info.DriverError) as e:
+            raise ControlError(f"GPU dump of job {self.jid} failed: {e}") from None
+        answer: dict[str, Any] = {
+            "engine": engines.DRIVER,
+            "device": {k: doc[k] for k in ("driver", "driver_version", "devices")},
+            "geometry": {},
+            "generation": self.generation,
+        }
+        if self.dispatcher is not None and self.dispatcher.is_open:
+            # Handed off by its interposer (``auto``): the job still maps its
+            # segment, which a restore must re-create with the same name and size.
+            answer["segment_size"] = int(self.dispatcher.info().get("segment_size", 0))
         return answer
 
     def _op_progress(self, _request: dict[str, Any]) -> dict[str, Any]:
@@ -673,11 +912,21 @@ class Controller:
             self._dumped = False
         if self._frozen:
             log.warning("job %s: the client that froze it went away: unfreezing", self.jid)
-        with contextlib.suppress(ControlError):
-            self._end_session()
+        if self.engine == engines.DRIVER and self._frozen:
+            # The driver serves its restore from inside the job: a job CRIU
+            # still holds stopped is continued first.
+            self._continue_job_when_released(then=self._end_session_quietly)
+            return
+        self._end_session_quietly()
         self._continue_job_when_released()
 
-    def _continue_job_when_released(self) -> None:
+    def _end_session_quietly(self) -> None:
+        try:
+            self._end_session()
+        except ControlError as e:
+            log.error("%s", e)
+
+    def _continue_job_when_released(self, then: Any = None) -> None:
         """The dumping client is gone, perhaps while its CRIU held the job: CRIU
         (now an orphan) finishes or fails on its own and leaves the job stopped
         (``--leave-stopped``), and nobody else would ever continue it. Once no
@@ -685,6 +934,8 @@ class Controller:
         job that runs)."""
         job = self.job
         if job is None or self._ended.is_set():
+            if then is not None:
+                then()
             return
 
         def run() -> None:
@@ -697,14 +948,20 @@ class Controller:
                     self.jid,
                     CRIU_RELEASE_TIMEOUT_S,
                 )
+            if then is not None:
+                then()
 
         threading.Thread(target=run, name="cedana-continue", daemon=True).start()
 
     # ---- restore ------------------------------------------------------------------
 
     def restore_gpu(self) -> None:
-        """Open the segment as the checkpoint had it and rebuild the GPU state in it."""
+        """Open the segment as the checkpoint had it and rebuild the GPU state in it
+        (driver engine: place the checkpoint's GPUs and rebuild CRIU's page images)."""
         if not self.gpu:
+            return
+        if self.engine == engines.DRIVER:
+            self._driver_prepare_restore()
             return
         from cedana_gpu.cr import gpu_state
 
@@ -736,6 +993,121 @@ class Controller:
         except gpu_state.GpuStateError as e:
             raise StartupError(f"cannot restore the GPU state of job {self.jid}: {e}") from None
 
+    def _driver_prepare_restore(self) -> None:
+        """Driver engine, before CRIU: decide where the checkpoint's GPUs go (refused
+        in one line if they cannot be placed), then write CRIU's page images back
+        from the shards into a private images directory, every record verified."""
+        from cedana_gpu import gpu_info
+        from cedana_gpu.checkpoint import criu_pages
+        from cedana_gpu.controller import native
+        from cedana_gpu.cr import driver_state
+        from cedana_gpu.errors import CheckpointError
+
+        m = self.manifest
+        assert m is not None and self.opts.restore is not None
+        checkpoint = Path(self.opts.restore)
+        try:
+            doc = driver_state.load(checkpoint / "gpu")
+            old = driver_state.gpus(doc["devices"])
+            new = driver_state.gpus(
+                [d.to_json() for d in gpu_info.list_devices(self.opts.driver, source="cuda")]  # type: ignore[arg-type]
+            )
+            pairs = driver_state.plan_pairs(old, new, driver_state.parse_gpu_map(self.opts.gpu_map))
+            if pairs is not None:
+                self.api_support.require_remap()
+        except (gpu_info.NoDriver, gpu_info.DriverError) as e:
+            raise StartupError(f"cannot list this machine's GPUs: {e}") from None
+        except (CheckpointError, ControllerError) as e:  # GpuMapError, DriverApiError
+            raise StartupError(str(e)) from None
+        self._gpu_pairs = pairs
+        self._recreate_segment_file()
+        if pairs:
+            log.info("job %s: GPUs remapped %s", self.jid, ", ".join(f"{a}->{b}" for a, b in pairs))
+        files = [criu_pages.PageFile.from_json(p) for p in m.criu_pages]
+        images = self._images_dir(sum(f.size for f in files))
+        shutil.rmtree(images, ignore_errors=True)
+        self._images = images
+        t0 = time.monotonic()
+        try:
+            images.mkdir(mode=0o700)
+            fault_point()
+            for src in sorted((checkpoint / "criu").iterdir()):
+                if src.is_file():
+                    shutil.copyfile(src, images / src.name)
+            if self.progress is not None:
+                self.progress.reset("restore", sum(f.size for f in files))
+            criu_pages.unpack_pages(
+                checkpoint,
+                files,
+                m.regions,
+                m.streams,
+                m.compression,
+                images,
+                native.checksum,
+                self.progress,
+            )
+        except CheckpointError as e:
+            raise StartupError(f"cannot restore job {self.jid}: {e}") from None
+        except OSError as e:
+            raise StartupError(
+                f"cannot write CRIU's images for job {self.jid}: {e.strerror or e}"
+            ) from None
+        self.restore_phases["gpu_pages"] = time.monotonic() - t0
+
+    def _recreate_segment_file(self) -> None:
+        """A job handed to the driver by its interposer (``auto``) still maps its
+        segment: CRIU restores that mapping only onto a file of the same name and
+        size. Its contents no longer matter (the interposer forwards in-process)."""
+        m = self.manifest
+        if m is None or not m.job.segment_name or not m.job.segment_size:
+            return
+        path = self.segment_path()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, m.job.segment_size)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise StartupError(f"cannot re-create the segment {path}: {e.strerror}") from None
+        self._segment_file = path
+
+    def _images_dir(self, nbytes: int) -> Path:
+        """Where CRIU's rebuilt images go: memory (the job's per-job /dev/shm
+        directory, which every clean-up of the job removes) when they take at
+        most a quarter of the memory available, so that writing them and CRIU
+        reading them costs no file system work; else the job's directory. They
+        are removed as soon as CRIU has restored the job."""
+        from cedana_gpu.checkpoint.criu_pages import fits_in_memory
+
+        name = "criu-images"
+        if self._own_shm_dir and self.shm_dir is not None and fits_in_memory(nbytes):
+            return self.shm_dir / f".{name}"
+        return self.job_dir / name
+
+    def serve_restored(self) -> None:
+        """The restored job's GPU work goes on: the intercept engine serves its ring;
+        the driver engine has the driver restore its GPU state (onto the GPUs
+        ``restore_gpu`` chose) and unlocks it."""
+        if self.engine != engines.DRIVER:
+            self.start_serving()
+            return
+        from cedana_gpu.cr import driver_api
+
+        if self._images is not None:
+            # CRIU has the pages in the job now: the copy goes before the GPU restore.
+            shutil.rmtree(self._images, ignore_errors=True)
+        self._checkpointed = True  # as the driver had the job when it was dumped
+        try:
+            self._driver_resume(self._gpu_pairs)
+        except driver_api.DriverApiError as e:
+            raise StartupError(
+                f"the driver could not restore job {self.jid}'s GPU state: {e}"
+            ) from None
+        except ControlError as e:
+            raise StartupError(str(e)) from None
+        log.info("job %s: GPU state restored and unlocked by the driver", self.jid)
+
     def restore_process(self) -> None:
         """``criu restore -d`` the job's processes; they become this process's children."""
         from cedana_gpu.cr import criu
@@ -745,7 +1117,7 @@ class Controller:
         if self._stop.is_set():
             raise StartupError(f"job {self.jid} was stopped before it was restored")
         job = self.manifest.job
-        images = Path(self.opts.restore) / "criu"
+        images = self._images if self._images is not None else Path(self.opts.restore) / "criu"
         pidfile = self.job_dir / statedir.RESTORE_PIDFILE
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
@@ -796,7 +1168,7 @@ class Controller:
         return [
             Phase("restore_gpu", Controller.restore_gpu),
             Phase("criu_restore", Controller.restore_process, undo=Controller.kill_restored),
-            Phase("serve", Controller.start_serving, io=False),
+            Phase("serve", Controller.serve_restored, io=False),
             Phase("record", Controller._record_restored),
         ]
 

@@ -78,7 +78,8 @@ class CgsOp(enum.IntEnum):
     CGS_OP_HOST_REGISTER = 33
     CGS_OP_HOST_UNREGISTER = 34
     CGS_OP_HOST_FUNC = 35
-    CGS_OP_COUNT = 36
+    CGS_OP_ENGINE_HANDOFF = 36
+    CGS_OP_COUNT = 37
 
 
 class CgsState(enum.IntEnum):
@@ -675,6 +676,13 @@ OPS: tuple[OpInfo, ...] = (
         cgs_host_func,
         CgsChannelRule.CGS_CHANNEL_ASYNC,
         ctypes.sizeof(cgs_host_func),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_ENGINE_HANDOFF,
+        "ENGINE_HANDOFF",
+        cgs_symbol,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        cgs_symbol.name.offset + 1,
     ),
 )
 """Indexed by op value."""

@@ -151,6 +151,7 @@ class DumpResult:
             "generation": c.generation,
             "gpu_bytes": self.gpu_bytes,
             "regions": self.regions,
+            "engine": self.job.gpu_engine,
             "phases": self.phases,
             "job_state": self.job.state,
         }
@@ -236,6 +237,11 @@ class DumpContext:
     timings: dict[str, float]
     """The pipeline's timings so far (the manifest records them)."""
     mount_ns: bool = False
+    scratch: Path | None = None
+    """A private directory in memory where the engine may have CRIU dump first
+    (``GpuEngine.criu_dir``); the write phase empties and removes it."""
+    images: Path | None = None
+    """Where CRIU dumped (None: not yet)."""
     client: control.ControlClient | None = None
     engine: GpuEngine | None = None
     gpu: GpuDump = field(default_factory=GpuDump)
@@ -327,11 +333,15 @@ def make_directory(ctx: DumpContext) -> None:
         raise DumpError(f"cannot create {ctx.partial}: {e.strerror}") from None
     from cedana_gpu.checkpoint import partial_path
 
-    ctx.janitor = Janitor([ctx.partial, partial_path(ctx.final), ctx.final])
+    ctx.janitor = Janitor(
+        [ctx.partial, partial_path(ctx.final), ctx.final, *([ctx.scratch] if ctx.scratch else [])]
+    )
 
 
 def remove_partial(ctx: DumpContext) -> None:
     shutil.rmtree(ctx.partial, ignore_errors=True)
+    if ctx.scratch is not None:
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
     if ctx.staged is not None:
         ctx.staged.unlink(missing_ok=True)
     if ctx.recorded and not ctx.keeps_checkpoint():
@@ -405,7 +415,14 @@ def criu_dump(ctx: DumpContext) -> None:
     job, options = ctx.job, ctx.options
     assert job.pid is not None
     criu_log = statedir.job_dir(ctx.state, job.jid) / "criu-dump.log"
-    args = ["dump", "-t", str(job.pid), "-D", str(ctx.partial / "criu")]
+    images = ctx.partial / "criu"
+    if ctx.engine is not None and ctx.scratch is not None:
+        try:
+            images = ctx.engine.criu_dir(ctx.partial, ctx.scratch)
+        except OSError as e:
+            raise DumpError(f"cannot create {ctx.scratch}: {e.strerror}") from None
+    ctx.images = images
+    args = ["dump", "-t", str(job.pid), "-D", str(images)]
     args.append("--leave-running" if options.leave_running else "--leave-stopped")
     if ctx.mount_ns:
         args += ["--external", "mnt[/dev/shm]:shm"]
@@ -480,6 +497,23 @@ def write(ctx: DumpContext) -> None:
         if regions_file.exists():
             regions = [RegionRecord.from_json(r) for r in json.loads(regions_file.read_text())]
             regions_file.unlink()
+        images = None
+        if ctx.engine is not None:
+            # The engine's part of CRIU's images (the driver engine: the page
+            # images, which hold the GPU memory, into the shards).
+            images = ctx.engine.pack_images(
+                partial,
+                compression=options.compression,
+                streams=options.streams,
+                images=ctx.images or partial / "criu",
+            )
+            if ctx.scratch is not None:
+                shutil.rmtree(ctx.scratch, ignore_errors=True)
+            if images.criu_pages:
+                regions = list(images.regions)
+                gpu.va_base, gpu.va_size = 0, images.va_size
+                gpu.bytes, gpu.regions = images.va_size, len(regions)
+                ctx.timings["criu_pages"] = images.seconds
         if not job.gpu:
             # No device memory: the shards are there, empty, as in any checkpoint.
             write_regions(partial / SHARD_DIR, [], _no_read, options.streams, options.compression)
@@ -498,6 +532,7 @@ def write(ctx: DumpContext) -> None:
             gid=os.getegid(),
             extra={
                 "gpu": job.gpu,
+                **({"engine": ctx.engine.engine} if ctx.engine is not None else {}),
                 "log_path": job.log_path,
                 "log_files": ctx.log_keys,
                 "mount_namespace": ctx.mount_ns,
@@ -520,6 +555,7 @@ def write(ctx: DumpContext) -> None:
             files=files,
             device=dict(gpu.device),
             phases=phases_now,
+            criu_pages=list(images.criu_pages) if images is not None else [],
         )
         if ctx.key is not None:
             shards = [
@@ -757,6 +793,7 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         show=sys.stderr.isatty() if options.progress is None else options.progress,
         timings=pipeline.timings,
         mount_ns=job_is_mount_ns(job),
+        scratch=Path("/dev/shm") / f"cedana-gpu-dump.{cid}",
     )
     t_start = time.monotonic()
     try:

@@ -16,9 +16,22 @@ controller over its control socket (ops ``freeze``, ``dump_gpu``,
 and a restored job must be a child of its controller, so its
 ``restore_gpu`` starts a controller in restore mode, which rebuilds the GPU
 state and then has CRIU bring the processes back below it
-(``Controller.run_restore``). An engine on the driver's own
-``cuCheckpointProcess*`` API would lock/checkpoint/restore/unlock the job's
-process instead and plug into the same pipelines.
+(``Controller.run_restore``).
+
+``DriverEngine`` is the driver's own ``cuCheckpointProcess*`` API: the job
+loads the driver itself (no interposer) and its controller, which still
+supervises it, locks and checkpoints it (``freeze``: device memory into the
+job's host memory), writes the GPUs' description (``dump_gpu``:
+``gpu/devices.json``), and restores and unlocks it (``unfreeze``). The same
+control ops reach it. Its device memory ends up in CRIU's page images, which
+``pack_images`` (after CRIU, in the ``write`` phase) moves into the
+compressed, parallel shards; a restore writes them back, runs CRIU, then has
+the driver restore the GPU state (remapped by ``--gpu-map`` or by model) and
+unlock the job.
+
+One more step than the interface above: ``pack_images(directory, ...)``
+after CRIU's dump: what the engine adds to the checkpoint from CRIU's images
+(nothing for the intercept engine).
 """
 
 from __future__ import annotations
@@ -31,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cedana_gpu import engines
 from cedana_gpu.controller import control
+from cedana_gpu.engines import AUTO, DRIVER, INTERCEPT
 from cedana_gpu.errors import DumpError, RestoreError
 from cedana_gpu.jobs import lifecycle, statedir
 from cedana_gpu.jobs.store import Job
@@ -89,6 +104,8 @@ class RestoreSpec:
     source: str = ""
     """Where the checkpoint came from (for messages)."""
     progress: bool = False
+    gpu_map: Sequence[str] = ()
+    """``OLD=NEW`` GPU remappings (driver engine)."""
 
 
 class GpuEngine(Protocol):
@@ -96,6 +113,9 @@ class GpuEngine(Protocol):
 
     Errors are ``DumpError`` (dump side) or ``RestoreError`` (restore side),
     one line each."""
+
+    engine: str
+    """Its name (``cedana_gpu.engines``), recorded in the checkpoint."""
 
     def freeze(self, timeout_ms: int) -> None:
         """Stop the job's GPU work at a consistent point; raise if it did not stop."""
@@ -112,6 +132,28 @@ class GpuEngine(Protocol):
     def restore_gpu(self, spec: RestoreSpec) -> lifecycle.StartedJob:
         """Bring ``spec``'s job back with its GPU state; return once it runs."""
         ...
+
+    def criu_dir(self, directory: Path, scratch: Path) -> Path:
+        """Where CRIU dumps the job: ``directory/criu``, or the private ``scratch``
+        directory (in memory) that ``pack_images`` then empties into it."""
+        ...
+
+    def pack_images(
+        self, directory: Path, *, compression: str, streams: int, images: Path
+    ) -> ImagesDump:
+        """After CRIU's dump into ``images``: what goes into the checkpoint from it."""
+        ...
+
+
+@dataclass
+class ImagesDump:
+    """What ``pack_images`` adds to the manifest (nothing, for the intercept engine)."""
+
+    regions: list[Any] = field(default_factory=list)
+    """``checkpoint.RegionRecord``s of the shards it wrote."""
+    criu_pages: list[dict[str, Any]] = field(default_factory=list)
+    va_size: int = 0
+    seconds: float = 0.0
 
 
 class InterceptEngine:
@@ -168,7 +210,25 @@ class InterceptEngine:
             raise DumpError(f"cannot unfreeze job {self.jid}: {e}") from None
         self.frozen = False
 
+    engine = INTERCEPT
+
+    def criu_dir(self, directory: Path, scratch: Path) -> Path:
+        return directory / "criu"
+
+    def pack_images(
+        self, directory: Path, *, compression: str, streams: int, images: Path
+    ) -> ImagesDump:
+        return ImagesDump()
+
     def restore_gpu(self, spec: RestoreSpec) -> lifecycle.StartedJob:
+        if spec.gpu_map:
+            raise RestoreError(
+                f"--gpu-map applies to driver engine checkpoints; {spec.source or spec.directory} "
+                "was made by the intercept engine (its GPU state is restored by cedana itself)"
+            )
+        return self._start(spec)
+
+    def _start(self, spec: RestoreSpec) -> lifecycle.StartedJob:
         socket = statedir.job_dir(spec.state, spec.jid) / statedir.CONTROL_SOCKET
         try:
             with progress_poller(socket, spec.progress):
@@ -183,9 +243,72 @@ class InterceptEngine:
                     cwd=spec.cwd,
                     generation=spec.generation,
                     restored_from=spec.restored_from,
+                    engine=self.engine if spec.gpu else AUTO,
+                    gpu_map=spec.gpu_map,
                 )
         except lifecycle.JobError as e:
             raise RestoreError(f"cannot restore {spec.source or spec.directory}: {e}") from None
+
+
+class DriverEngine(InterceptEngine):
+    """The driver's own checkpoint API, driven by the job's controller.
+
+    The control ops are the intercept engine's (``freeze``, ``dump_gpu``,
+    ``unfreeze``, ``dumped``): the controller does them with the driver's
+    API on the job's pid. What differs here: CRIU's page images, which hold
+    the GPU memory, go into the shards (``pack_images``), and a restore starts
+    the controller as a driver engine one, with the GPU remapping."""
+
+    engine = DRIVER
+
+    def __init__(
+        self, client: control.ControlClient | None, *, jid: str = "", show_progress: bool = False
+    ) -> None:
+        super().__init__(client, jid=jid, show_progress=show_progress)
+        self.memory = 0
+        """The job's resident memory once frozen: about what CRIU's pages will be."""
+
+    def freeze(self, timeout_ms: int) -> None:
+        super().freeze(timeout_ms)
+        if self.client is not None:
+            with contextlib.suppress(control.ControlError):
+                answer = self.client.call({"op": "info"}, timeout=30)
+                self.memory = int(answer.get("resident_bytes") or 0)
+
+    def criu_dir(self, directory: Path, scratch: Path) -> Path:
+        """The GPU memory is in CRIU's pages now: they go to memory first when
+        they fit (a quarter of the memory available, and of /dev/shm's room),
+        so that the checkpoint's disk sees them once, in the shards, not as
+        page images and then again as shards."""
+        from cedana_gpu.checkpoint.criu_pages import fits_in_memory
+
+        if not self.memory or not fits_in_memory(self.memory * 5 // 4):
+            return directory / "criu"
+        scratch.mkdir(mode=0o700)
+        return scratch
+
+    def pack_images(
+        self, directory: Path, *, compression: str, streams: int, images: Path
+    ) -> ImagesDump:
+        from cedana_gpu.checkpoint import criu_pages
+        from cedana_gpu.checkpoint.progress import Progress
+        from cedana_gpu.controller import native
+
+        t0 = time.monotonic()
+        total = sum(f.size for f in criu_pages.layout(directory, images))
+        with Progress("pages", total, enabled=self.show_progress) as bar:
+            files, records = criu_pages.pack_pages(
+                directory, compression, streams, native.checksum, bar, images=images
+            )
+        return ImagesDump(
+            regions=records,
+            criu_pages=[f.to_json() for f in files],
+            va_size=sum(f.size for f in files),
+            seconds=time.monotonic() - t0,
+        )
+
+    def restore_gpu(self, spec: RestoreSpec) -> lifecycle.StartedJob:
+        return self._start(spec)
 
 
 def dump_engine(
@@ -193,19 +316,29 @@ def dump_engine(
 ) -> GpuEngine | None:
     """The engine that freezes and dumps ``job``'s GPU state; None for a job without GPU.
 
-    The one place the pipelines choose an engine: today every GPU job runs on
-    the interposer, so it is ``InterceptEngine``."""
+    The one place the pipelines choose an engine: the one the job's
+    controller says the job runs under now (``auto`` jobs start intercepted
+    and may be handed to the driver), else the job's row."""
     if not job.gpu:
         return None
-    return InterceptEngine(client, jid=job.jid, show_progress=show_progress)
+    try:
+        engine = str(client.call({"op": "engine"}, timeout=30).get("engine") or job.gpu_engine)
+    except control.ControlError as e:
+        # Not knowing the engine, no engine may dump it: a job handed to a
+        # driver without the checkpoint API must not be dumped as intercepted.
+        raise DumpError(f"job {job.jid}: {e}") from None
+    cls = DriverEngine if engine == DRIVER else InterceptEngine
+    return cls(client, jid=job.jid, show_progress=show_progress)
 
 
 def restore_engine(job: JobInfo) -> GpuEngine:
-    """The engine that brings a checkpoint's job back (see ``dump_engine``).
+    """The engine that brings a checkpoint's job back (see ``dump_engine``): the
+    one that made the checkpoint (``job.engine``; intercept before engines).
 
     Plain jobs too: their restore also goes through a controller in restore
     mode (driver ``none``), which runs CRIU and supervises the job."""
-    del job  # every checkpoint so far was made by the intercept engine
+    if job.extra.get("gpu") and engines.of_checkpoint(job.extra) == DRIVER:
+        return DriverEngine(None)
     return InterceptEngine(None)
 
 

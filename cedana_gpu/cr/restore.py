@@ -118,6 +118,8 @@ class RestoreContext:
     allow_unsigned: bool = False
     signature: str = ""
     """What the signing check found, in words."""
+    gpu_map: list[str] = field(default_factory=list)
+    """``OLD=NEW`` GPU remappings (driver engine checkpoints)."""
     engine: GpuEngine | None = None
     directory: Path | None = None
     manifest: Any = None  # checkpoint.Manifest, imported with the phase
@@ -167,6 +169,7 @@ def restore_gpu(ctx: RestoreContext) -> None:
             restored_from=ctx.cid or str(ctx.source),
             source=str(ctx.source),
             progress=ctx.show,
+            gpu_map=list(ctx.gpu_map),
         )
     )
 
@@ -240,6 +243,7 @@ def restore_job(
     progress: bool | None = None,
     signing_key: Path | None = None,
     allow_unsigned: bool = False,
+    gpu_map: list[str] | None = None,
 ) -> RestoreResult:
     """Restore a checkpoint as a new job and return once it runs."""
     from cedana_gpu.checkpoint import CheckpointError, signing
@@ -266,6 +270,7 @@ def restore_job(
         timings=pipeline.timings,
         key=key,
         allow_unsigned=allow_unsigned,
+        gpu_map=list(gpu_map or []),
     )
     t0 = time.monotonic()
     try:

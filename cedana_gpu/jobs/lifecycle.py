@@ -79,6 +79,8 @@ def controller_command(
     *,
     persistent_mounts: Sequence[str] = (),
     restore: Path | None = None,
+    engine: str | None = None,
+    gpu_map: Sequence[str] = (),
 ) -> list[str]:
     """The command line that starts job ``jid``'s controller.
 
@@ -98,6 +100,10 @@ def controller_command(
         extra += ["--persistent-mount", mount]
     if restore is not None:
         extra += ["--restore", str(restore)]
+    if engine is not None:
+        extra += ["--engine", engine]
+    for pair in gpu_map:
+        extra += ["--gpu-map", pair]
     return [
         python or sys.executable,
         "-c",
@@ -159,14 +165,24 @@ def start_job(
     cwd: str | None = None,
     generation: int = 1,
     restored_from: str | None = None,
+    engine: str = "auto",
+    gpu_map: Sequence[str] = (),
 ) -> StartedJob:
     """Start a job's controller, detached, and wait until the job runs.
 
     With ``restore`` (a checkpoint directory) the controller restores the job
     from it instead of starting ``cmd`` (which, like ``cwd``, then only
-    describes the job). Raises JobError (one line) when the id is taken or the
-    job cannot start.
+    describes the job). ``engine`` is ``--gpu-engine`` (``cedana_gpu.engines``;
+    a restore gives the checkpoint's); ``gpu_map`` (``OLD=NEW``) remaps a driver
+    engine checkpoint's GPUs. Raises JobError (one line) when the id is taken or
+    the job cannot start.
     """
+    from cedana_gpu import engines
+
+    try:
+        engines.check_choice(engine)
+    except engines.BadEngine as e:
+        raise JobError(str(e)) from None
     if not cmd:
         raise JobError("no command given: cedana exec [OPTIONS] -- CMD [ARGS...]")
     env = dict(os.environ if env is None else env)
@@ -197,6 +213,7 @@ def start_job(
             persistent_mounts=persistent,
             generation=generation,
             restored_from=restored_from,
+            engine=engines.initial_engine(engine) if gpu else None,
         )
         try:
             store.create(job)
@@ -230,7 +247,14 @@ def start_job(
     try:
         controller = subprocess.Popen(
             controller_command(
-                job_id, state, driver, cmd, persistent_mounts=persistent, restore=restore
+                job_id,
+                state,
+                driver,
+                cmd,
+                persistent_mounts=persistent,
+                restore=restore,
+                engine=engine if gpu else None,
+                gpu_map=gpu_map,
             ),
             stdin=subprocess.DEVNULL,
             stdout=ctl_log,

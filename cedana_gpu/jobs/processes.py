@@ -64,6 +64,19 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def resident_bytes(root: int) -> int:
+    """Resident memory of ``root`` and its descendants (VmRSS; shared pages counted
+    in each): about what CRIU's page images of the tree will hold."""
+    total = 0
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+    return total
+
+
 def continue_tree(root: int) -> None:
     """SIGCONT a job left stopped by ``criu dump --leave-stopped``."""
     for pid in tree_pids(root):

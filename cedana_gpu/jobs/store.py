@@ -99,6 +99,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE checkpoints ADD COLUMN status TEXT NOT NULL DEFAULT 'committed'",
         "ALTER TABLE checkpoints ADD COLUMN owner TEXT",
     ),
+    (
+        # GPU engines (issue 9): the engine a GPU job runs under (``intercept``
+        # or ``driver``; ``cedana_gpu.engines``); NULL for a job without GPU
+        # and for rows from before engines (all intercepted).
+        "ALTER TABLE jobs ADD COLUMN engine TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -151,13 +157,25 @@ class Job:
     persistent_mounts: list[str] = field(default_factory=list)
     restored_from: str | None = None
     """Id of the checkpoint this job was restored from."""
+    engine: str | None = None
+    """The GPU engine (``intercept``, ``driver``); None without GPU (or an old row:
+    see ``gpu_engine``)."""
+
+    @property
+    def gpu_engine(self) -> str | None:
+        """The job's GPU engine; rows from before engines were intercepted."""
+        if not self.gpu:
+            return None
+        return self.engine or "intercept"
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["engine"] = self.gpu_engine
+        return d
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:

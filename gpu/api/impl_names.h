@@ -24,8 +24,16 @@
 #define CU_PASTE(a, b) CU_PASTE_(a, b)
 #define CU_IMPL(name) CU_PASTE(CU_EXPORTS_IMPL, name)
 #define CU_LIB(name) CU_PASTE(CU_EXPORTS_LIB, name)
+/* An implementation that bypasses the library's entry gate (see exports.c). */
+#define CU_UNGATED(name) CU_PASTE(CU_EXPORTS_IMPL, CU_PASTE(ungated_, name))
 
 #define CU_HIDDEN __attribute__((visibility("hidden")))
+
+/* Defined in exports.c with CU_EXPORTS_FORWARD: switch every export to the
+ * same symbols of the driver `dl` (the number bound), and the bound function
+ * of one symbol (NULL before the switch or when `dl` lacks it). */
+CU_HIDDEN int CU_LIB(forward_to)(void *dl);
+CU_HIDDEN void *CU_LIB(forwarded)(const char *symbol);
 
 /* Defined in exports.c: the lookup behind the library's cuGetProcAddress. */
 CU_HIDDEN CUresult CU_LIB(get_proc_address)(const char *symbol, void **pfn, int version,

@@ -66,9 +66,16 @@ void cgc_close(cgc_t *c);
  * errors, allocations, bytes, modules, functions, streams, events, pins
  * (also: job_id, segment, geometry, va_base/va_size, launches, invalid,
  * async_errors, contexts, globals, pending, workers, chunks and chunk_bytes
- * (device memory mapped), and "ops": requests per op name). -ENOSPC if `len`
+ * (device memory mapped), handed_off, and "ops": requests per op name). -ENOSPC if `len`
  * is too small (64 KiB is plenty). */
 int cgc_info_json(cgc_t *c, char *buf, size_t len);
+/* 1 once the job handed itself to the driver engine (ENGINE_HANDOFF): it
+ * runs on a driver of its own in its process, and this dispatcher serves it
+ * nothing more. Also "handed_off" in cgc_info_json. */
+int cgc_handed_off(cgc_t *c);
+/* The absolute path of the driver (libcuda.so.1) this dispatcher calls, for
+ * a job to load in a hand-off; -ENOENT if it cannot be told. */
+int cgc_driver_path(cgc_t *c, char *buf, size_t len);
 /* cgc_last_error(NULL): why the calling thread's last cgc_open failed. */
 const char *cgc_last_error(cgc_t *c);
 

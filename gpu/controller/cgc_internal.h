@@ -233,6 +233,7 @@ struct cgc {
   int pause_req;    /* 1: dispatcher stops consuming (frozen); atomic */
   int paused;       /* dispatcher acknowledged pause; atomic */
   int poisoned;     /* the job truncated the segment: nothing more to serve; atomic */
+  int handed_off;   /* the job went to the driver engine (ENGINE_HANDOFF); atomic */
   pthread_t dispatcher, heartbeat;
   pthread_mutex_t life_lock; /* heartbeat sleep */
   pthread_cond_t life_cond;

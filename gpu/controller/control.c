@@ -7,9 +7,11 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -589,7 +591,8 @@ CGC_API int cgc_info_json(cgc_t *c, char *buf, size_t len) {
       "\"requests\":%llu,\"launches\":%llu,\"errors\":%llu,\"invalid\":%llu,\"async_errors\":%llu,"
       "\"allocations\":%d,\"bytes\":%llu,\"modules\":%zu,\"functions\":%zu,\"globals\":%d,\"streams\":%zu,"
       "\"events\":%zu,\"contexts\":%zu,\"pins\":%zu,\"pending\":%d,\"workers\":%d,\"host_functions\":%llu,"
-      "\"segment_registered\":%s,\"poisoned\":%s,\"chunks\":%d,\"chunk_bytes\":%llu}",
+      "\"segment_registered\":%s,\"poisoned\":%s,\"chunks\":%d,\"chunk_bytes\":%llu,"
+      "\"handed_off\":%s}",
       c->job_id, state_name(__atomic_load_n(&c->state, __ATOMIC_ACQUIRE)), (unsigned long long)c->generation,
       (int)getpid(), c->seg_path, (unsigned long long)c->segment_size, c->ring_slots, c->nchannels,
       (unsigned long long)c->staging_size, (unsigned long long)c->va_base, (unsigned long long)c->va_size,
@@ -602,7 +605,8 @@ CGC_API int cgc_info_json(cgc_t *c, char *buf, size_t len) {
       modules, functions, nglobals, streams, events, contexts, pins, pending, c->nworkers,
       (unsigned long long)__atomic_load_n(&c->n_hostfn_pending, __ATOMIC_RELAXED),
       c->segment_registered ? "true" : "false",
-      __atomic_load_n(&c->poisoned, __ATOMIC_ACQUIRE) ? "true" : "false", chunks, (unsigned long long)chunk_bytes);
+      __atomic_load_n(&c->poisoned, __ATOMIC_ACQUIRE) ? "true" : "false", chunks, (unsigned long long)chunk_bytes,
+      __atomic_load_n(&c->handed_off, __ATOMIC_ACQUIRE) ? "true" : "false");
   if (n < 0 || (size_t)n >= len) return -ENOSPC;
   /* Requests per op, for telling what a job spends its calls on. */
   size_t off = (size_t)n - 1; /* over the closing brace */
@@ -620,6 +624,20 @@ CGC_API int cgc_info_json(cgc_t *c, char *buf, size_t len) {
   }
   n = snprintf(buf + off, len - off, "}}");
   if (n < 0 || (size_t)n >= len - off) return -ENOSPC;
+  return 0;
+}
+
+CGC_API int cgc_handed_off(cgc_t *c) { return c ? __atomic_load_n(&c->handed_off, __ATOMIC_ACQUIRE) : 0; }
+
+CGC_API int cgc_driver_path(cgc_t *c, char *buf, size_t len) {
+  if (!c || !buf || !len) return -EINVAL;
+  Dl_info info;
+  if (!c->drv.cuInit || !dladdr((void *)c->drv.cuInit, &info) || !info.dli_fname) return -ENOENT;
+  char real[PATH_MAX];
+  const char *path = realpath(info.dli_fname, real) ? real : info.dli_fname;
+  if (path[0] != '/') return -ENOENT;
+  if (strlen(path) >= len) return -ENOSPC;
+  strcpy(buf, path);
   return 0;
 }
 

@@ -973,6 +973,22 @@ static int op_nop(cgc_t *c, cgs_req *r, uint64_t *ret, int *nret) {
   return CUDA_SUCCESS;
 }
 
+/* The job leaves for the driver engine: only while it holds nothing here
+ * (no context, allocation, module, stream, event or pinned memory), since
+ * none of that could follow it onto the driver it loads itself. */
+static int op_engine_handoff(cgc_t *c, cgs_symbol *r, uint64_t *ret, int *nret) {
+  (void)ret, (void)nret;
+  if (strcmp(r->name, "driver") != 0) return CUDA_ERROR_INVALID_VALUE;
+  pthread_mutex_lock(&c->lock);
+  bool holds = c->contexts.len || c->streams.len || c->events.len || c->modules.len ||
+               c->functions.len || c->pins.len || c->alloc_live || c->chunk_live;
+  pthread_mutex_unlock(&c->lock);
+  if (holds) return CUDA_ERROR_ILLEGAL_STATE;
+  __atomic_store_n(&c->handed_off, 1, __ATOMIC_RELEASE);
+  if (c->log) cgc_log(c, "the job was handed to the driver engine");
+  return CUDA_SUCCESS;
+}
+
 typedef int handler_fn(cgc_t *c, cgs_req *h, uint64_t *ret, int *nret);
 
 #define CGS_OP(name, request, channel, min_len, check, handler)              \

@@ -33,9 +33,11 @@ DRIVER_NOT_LOADED = 9
 ARGUMENT_VERSION_MISMATCH = 25
 
 
-def expected_uuid(index: int) -> str:
-    """The UUID both fake libraries give device ``index``: "cedana-fake-gpu" + the index byte."""
-    h = (b"cedana-fake-gpu" + bytes([index])).hex()
+def expected_uuid(index: int, seed: int | None = None) -> str:
+    """The UUID both fake libraries give device ``index``: "cedana-fake-gpu" + the index
+    byte, or under FAKE_CUDA_UUID_SEED "cedana-fake" + the seed's 4 bytes + the index byte."""
+    prefix = b"cedana-fake-gpu" if seed is None else b"cedana-fake" + seed.to_bytes(4, "big")
+    h = (prefix + bytes([index])).hex()
     return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
@@ -283,8 +285,11 @@ def test_concurrent_queries(libdir: Path) -> None:
     assert out == {"seen": [expected_uuid(i) for i in range(4)], "errors": []}
 
 
-def test_agrees_with_fake_driver(libdir: Path) -> None:
-    """NVML and the fake CUDA driver describe the same devices."""
+@pytest.mark.parametrize("seed", [None, 0x01020304])
+def test_agrees_with_fake_driver(libdir: Path, seed: int | None) -> None:
+    """NVML and the fake CUDA driver describe the same devices (also with other
+    UUIDs, FAKE_CUDA_UUID_SEED)."""
+    seeded = {} if seed is None else {"FAKE_CUDA_UUID_SEED": str(seed)}
     if not (libdir / "libcuda.so.1").is_file():
         pytest.fail(f"the fake CUDA driver is not built: {libdir / 'libcuda.so.1'} is missing")
     out = run_py(
@@ -321,9 +326,10 @@ def test_agrees_with_fake_driver(libdir: Path) -> None:
         FAKE_CUDA_DEVICE_COUNT="2",
         FAKE_CUDA_DEVICE_MEMORY_MIB="4096",
         FAKE_CUDA_DEVICE_NAME="Agreeing GPU",
+        **seeded,
     )
     assert out["nvml_count"] == len(out["rows"]) == 2
     assert out["cuda_version"] == out["nvml_cuda_version"]
     for i, row in enumerate(out["rows"]):
         assert row["cuda"] == row["nvml"]
-        assert row["nvml"][1] == expected_uuid(i)
+        assert row["nvml"][1] == expected_uuid(i, seed)

@@ -36,7 +36,11 @@
  * FAKE_CUDA_DEVICE_COUNT   number of devices (default 1, max 8)
  * FAKE_CUDA_DEVICE_MEMORY_MIB  memory per device (default 16384)
  * FAKE_CUDA_DEVICE_NAME    device name (default "Cedana Fake GPU")
- * FAKE_CUDA_LOG            1: log every unsupported call, not only the first */
+ * FAKE_CUDA_UUID_SEED      other device UUIDs, as on another machine
+ *                          (gpu/fake/include/fake_uuid.h)
+ * FAKE_CUDA_LOG            1: log every unsupported call, not only the first
+ * A process checkpoint restored onto other GPUs (cuCheckpointProcessRestore)
+ * changes a device's name, UUID and memory size to the new GPU's. */
 typedef struct fk_device {
   int ordinal;
   char name[256];
@@ -77,6 +81,9 @@ typedef enum fk_kind {
 FK_HIDDEN void fk_handle_add(void *h, fk_kind kind);
 FK_HIDDEN void fk_handle_remove(void *h);
 FK_HIDDEN bool fk_handle_valid(const void *h, fk_kind kind);
+/* Every live handle of `kind`, in a malloc'd array of *n (NULL when none or
+ * out of memory). */
+FK_HIDDEN void **fk_handle_list(fk_kind kind, size_t *n);
 
 /* ---- contexts --------------------------------------------------------------*/
 typedef struct fk_ctx {
@@ -164,6 +171,8 @@ FK_HIDDEN void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq);
 FK_HIDDEN void fk_stream_wait(fk_stream *s, uint64_t seq);
 /* Block until every stream of ctx is idle. */
 FK_HIDDEN void fk_ctx_synchronize(fk_ctx *ctx);
+/* Whether every stream of ctx has finished what was queued; never blocks. */
+FK_HIDDEN bool fk_ctx_idle(fk_ctx *ctx);
 /* Called while ctx->legacy is NULL, it creates the context's legacy stream
  * (see the contract at the top of stream.c). */
 FK_HIDDEN fk_stream *fk_stream_create(fk_ctx *ctx, unsigned flags, int priority);
@@ -246,6 +255,36 @@ FK_HIDDEN void fk_module_release_ctx(fk_ctx *ctx);
  * a CUkernel cast to CUfunction (its library is loaded into ctx on first
  * use). INVALID_HANDLE for anything else. */
 FK_HIDDEN CUresult fk_function_resolve(CUfunction h, fk_ctx *ctx, fk_function **out);
+
+/* ---- process checkpoint (checkpoint.c, gate.c) ------------------------------
+ * The entry gate every implemented API call passes (gpu/api/exports.c): a
+ * closed gate holds new calls back; fk_gate_close waits for the calls in
+ * flight (CUDA_ERROR_NOT_READY and the gate open again after timeout_ms; 0
+ * waits as long as it takes). */
+FK_HIDDEN void fk_gate_enter(void);
+FK_HIDDEN void fk_gate_leave(void);
+FK_HIDDEN CUresult fk_gate_close(unsigned timeout_ms);
+FK_HIDDEN void fk_gate_open(void);
+FK_HIDDEN void fk_gate_reset_after_fork(void);
+/* Start the checkpoint service of this process (at cuInit). */
+FK_HIDDEN void fk_ckpt_start(void);
+/* Copy all device memory to host memory and release the device ranges; on
+ * failure nothing is released (memory.c). */
+FK_HIDDEN CUresult fk_mem_checkpoint(void);
+/* Map the device ranges again at the same addresses and copy the memory
+ * back; on failure nothing is mapped and the copies stay for another try. */
+FK_HIDDEN CUresult fk_mem_restore(void);
+/* Device memory device `ordinal` held when the process was checkpointed. */
+FK_HIDDEN size_t fk_mem_checkpointed_bytes(int ordinal);
+/* Custom storage, after fk_mem_checkpoint: one file per device that holds
+ * memory (fds[d], -1 for none; sizes[d]), the device's memory end to end,
+ * and the host copies dropped (to_files); for a restore, empty files of the
+ * same layout (files_for_restore), whose contents become the host copies
+ * that fk_mem_restore maps back (from_files). fk_mem_restore refuses
+ * (CUDA_ERROR_INVALID_VALUE) while the bytes are with the caller. */
+FK_HIDDEN CUresult fk_mem_to_files(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]);
+FK_HIDDEN CUresult fk_mem_files_for_restore(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]);
+FK_HIDDEN CUresult fk_mem_from_files(const int fds[FK_MAX_DEVICES]);
 
 /* ---- errors and logging ----------------------------------------------------*/
 FK_HIDDEN CUresult fk_unsupported(const char *symbol);

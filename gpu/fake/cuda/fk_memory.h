@@ -7,6 +7,8 @@
 
 #include "fake.h"
 
+#include <sys/types.h>
+
 /* Bits of fk_alloc.flags above the CU_MEMHOSTALLOC_* / CU_MEMHOSTREGISTER_*
  * flags the allocation was made with. */
 #define FK_ALLOC_READONLY 0x10000u   /* device writes are refused */
@@ -82,5 +84,20 @@ typedef struct fk_vmm_info {
 /* Describe the reservation (and mapping) holding p; false if p is in no
  * reservation. */
 FK_HIDDEN bool fk_vmm_describe(uintptr_t p, fk_vmm_info *out);
+
+/* VMM physical memory in a process checkpoint (memory.c drives them): copy
+ * every allocation's bytes out (CUDA_ERROR_NOT_SUPPORTED for memory shared
+ * with another process), close the files, re-create and map them again at
+ * every mapping, and free the copies. */
+FK_HIDDEN CUresult fk_vmm_save(void);
+FK_HIDDEN void fk_vmm_release(void);
+FK_HIDDEN CUresult fk_vmm_restore(void);
+FK_HIDDEN void fk_vmm_discard(void);
+/* Custom storage: the bytes of device `ordinal`'s VMM allocations, copied
+ * between their host copies and fd from `off` on (out: to the file), and
+ * host copies made for the allocations that have none. */
+FK_HIDDEN size_t fk_vmm_saved_bytes(int ordinal);
+FK_HIDDEN bool fk_vmm_saved_io(int ordinal, int fd, off_t off, bool out);
+FK_HIDDEN CUresult fk_vmm_saved_alloc(void);
 
 #endif

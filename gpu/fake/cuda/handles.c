@@ -76,3 +76,17 @@ bool fk_handle_valid(const void *h, fk_kind kind) {
   pthread_mutex_unlock(&lock);
   return ok;
 }
+
+void **fk_handle_list(fk_kind kind, size_t *n) {
+  *n = 0;
+  pthread_mutex_lock(&lock);
+  size_t count = 0;
+  for (size_t i = 0; i < cap; i++)
+    if (slots[i].kind == kind) count++;
+  void **out = count ? malloc(count * sizeof *out) : NULL;
+  if (out)
+    for (size_t i = 0; i < cap; i++)
+      if (slots[i].kind == kind) out[(*n)++] = (void *)slots[i].key;
+  pthread_mutex_unlock(&lock);
+  return out;
+}

@@ -2,6 +2,7 @@
  * lookup and the "not supported" stub. */
 #include "fake.h"
 
+#include "fake_uuid.h"
 #include "log_line.h"
 
 #include <stdarg.h>
@@ -28,12 +29,13 @@ static long env_long(const char *name, long dflt, long lo, long hi) {
   return x;
 }
 
-/* Device i's UUID: "cedana-fake-gpu" followed by the ordinal. The fake NVML
- * derives the same bytes, so both report one device identity. */
-static void make_uuid(CUuuid *u, int ordinal) {
-  static const char tag[15] = "cedana-fake-gpu";
-  memcpy(u->bytes, tag, sizeof tag);
-  u->bytes[15] = (char)ordinal;
+/* Device i's UUID: "cedana-fake-gpu" followed by the ordinal, or another
+ * prefix under FAKE_CUDA_UUID_SEED (fake_uuid.h). The fake NVML derives the
+ * same bytes, so both report one device identity. */
+static void make_uuid(CUuuid *u, unsigned long seed, int ordinal) {
+  unsigned char b[16];
+  fake_uuid_bytes(b, seed, (unsigned)ordinal);
+  memcpy(u->bytes, b, sizeof b);
 }
 
 static void do_init(void) {
@@ -41,11 +43,14 @@ static void do_init(void) {
   long mib = env_long("FAKE_CUDA_DEVICE_MEMORY_MIB", 16384, 1, 1L << 22);
   const char *name = getenv("FAKE_CUDA_DEVICE_NAME");
   fk_cfg.log_all = getenv("FAKE_CUDA_LOG") && strcmp(getenv("FAKE_CUDA_LOG"), "1") == 0;
+  unsigned long seed;
+  if (!fake_uuid_seed(&seed))
+    fk_log("ignoring %s=%s (expected 0..4294967295)", FAKE_UUID_ENV, getenv(FAKE_UUID_ENV));
   for (int i = 0; i < fk_cfg.device_count; i++) {
     fk_device *d = &fk_cfg.devices[i];
     d->ordinal = i;
     snprintf(d->name, sizeof d->name, "%s", name && *name ? name : "Cedana Fake GPU");
-    make_uuid(&d->uuid, i);
+    make_uuid(&d->uuid, seed, i);
     d->total_mem = (size_t)mib << 20;
   }
   if (fk_cfg.device_count == 0) {
@@ -53,7 +58,9 @@ static void do_init(void) {
     return;
   }
   init_result = fk_mem_init();
-  if (init_result == CUDA_SUCCESS) __atomic_store_n(&fk_initialized, true, __ATOMIC_RELEASE);
+  if (init_result != CUDA_SUCCESS) return;
+  __atomic_store_n(&fk_initialized, true, __ATOMIC_RELEASE);
+  fk_ckpt_start();
 }
 
 CUresult fake_cuInit_2000(unsigned int Flags) {

@@ -12,6 +12,7 @@
 #include "memory_rules.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -853,4 +854,294 @@ void fk_mem_release_ctx(fk_ctx *ctx) {
     if (a.kind == FK_MEM_DEVICE) dev_release(&a);
     else if (a.kind == FK_MEM_HOST) munmap((void *)a.base, round_up(a.size, page_size));
   }
+}
+
+/* ---- process checkpoint (cuCheckpointProcessCheckpoint / Restore) ---------
+ * A checkpoint copies every byte of device memory into host memory of this
+ * process and gives the device ranges back to the system: nothing is left
+ * mapped between a device's va_base and va_base + va_size, and no device
+ * memory is counted, so a CPU checkpoint (CRIU) of the process holds the
+ * bytes in its ordinary memory and nothing a restore would have to re-create.
+ * The bookkeeping (registry, gaps, slabs, VMM tables) stays as it is: it
+ * describes exactly what a restore maps again, at the same addresses.
+ *
+ * Device memory is made of the slabs (2 MiB each, small allocations), the
+ * large allocations (their own 2 MiB-rounded mapping) and the VMM physical
+ * allocations (memfds, vmm.c). The copies of the first two live in one
+ * anonymous host mapping, `saved`, in the order of `saved_regions`. */
+typedef struct saved_region {
+  uintptr_t base;
+  size_t size;
+  size_t offset; /* in saved */
+} saved_region;
+
+static saved_region *saved_regions;
+static size_t nsaved_regions;
+static unsigned char *saved;
+static size_t saved_size;
+static size_t saved_used[FK_MAX_DEVICES]; /* each device's used_mem at the checkpoint */
+static bool bytes_with_caller; /* custom storage holds them, not `saved` (fk_mem_to_files) */
+
+static void saved_discard(void) {
+  if (saved) munmap(saved, saved_size);
+  free(saved_regions);
+  saved = NULL;
+  saved_size = 0;
+  saved_regions = NULL;
+  nsaved_regions = 0;
+}
+
+static bool add_region(saved_region **list, size_t *n, size_t *cap, uintptr_t base, size_t size) {
+  if (*n == *cap) {
+    size_t c = *cap ? *cap * 2 : 256;
+    saved_region *grown = realloc(*list, c * sizeof *grown);
+    if (!grown) return false;
+    *list = grown;
+    *cap = c;
+  }
+  (*list)[(*n)++] = (saved_region){.base = base, .size = size};
+  return true;
+}
+
+/* The device regions to save: every slab and every large allocation.
+ * Caller holds fk_mem_lock. */
+static CUresult collect_regions(void) {
+  size_t n = 0, cap = 0;
+  saved_region *list = NULL;
+  bool ok = true;
+  for (int d = 0; d < fk_cfg.device_count && ok; d++) {
+    va_space *s = &spaces[d];
+    for (size_t i = 0; i < s->nslabs && ok; i++)
+      ok = add_region(&list, &n, &cap, s->slabs[i]->base, FK_GRANULARITY);
+  }
+  pthread_rwlock_rdlock(&reg_lock);
+  for (size_t i = 0; i < reg_n && ok; i++) {
+    const fk_alloc *a = reg[i];
+    if (a->kind == FK_MEM_DEVICE && a->size > SLAB_MAX)
+      ok = add_region(&list, &n, &cap, a->base, dev_mapped(a->size));
+  }
+  pthread_rwlock_unlock(&reg_lock);
+  if (!ok) {
+    free(list);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    list[i].offset = off;
+    off += list[i].size;
+  }
+  saved_regions = list;
+  nsaved_regions = n;
+  saved_size = off;
+  return CUDA_SUCCESS;
+}
+
+/* The VMM memory is saved and released by vmm.c, outside fk_mem_lock: VMM
+ * calls take vmm_lock before fk_mem_lock. */
+CUresult fk_mem_checkpoint(void) {
+  CUresult rc = fk_vmm_save();
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(&fk_mem_lock);
+  rc = collect_regions();
+  if (rc == CUDA_SUCCESS && saved_size) {
+    void *p = mmap(NULL, saved_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      rc = CUDA_ERROR_OUT_OF_MEMORY;
+    } else {
+      saved = p;
+      for (size_t i = 0; i < nsaved_regions; i++)
+        memcpy(saved + saved_regions[i].offset, (void *)saved_regions[i].base,
+               saved_regions[i].size);
+    }
+  }
+  if (rc != CUDA_SUCCESS) {
+    saved_discard();
+    pthread_mutex_unlock(&fk_mem_lock);
+    fk_vmm_discard();
+    return rc;
+  }
+  /* Everything is copied: give the device memory back. */
+  for (int d = 0; d < fk_cfg.device_count; d++) {
+    fk_device *dev = &fk_cfg.devices[d];
+    if (munmap((void *)dev->va_base, dev->va_size) != 0)
+      fk_log("cannot release the address range of device %d: %s", d, strerror(errno));
+    saved_used[d] = dev->used_mem;
+    dev->used_mem = 0;
+  }
+  pthread_mutex_unlock(&fk_mem_lock);
+  fk_vmm_release();
+  return CUDA_SUCCESS;
+}
+
+size_t fk_mem_checkpointed_bytes(int ordinal) {
+  pthread_mutex_lock(&fk_mem_lock);
+  size_t n = saved_used[ordinal];
+  pthread_mutex_unlock(&fk_mem_lock);
+  return n;
+}
+
+/* Give back the ranges of devices [0, upto) after a failed restore. */
+static void unmap_ranges(int upto) {
+  for (int d = 0; d < upto; d++) {
+    fk_device *dev = &fk_cfg.devices[d];
+    munmap((void *)dev->va_base, dev->va_size);
+  }
+}
+
+CUresult fk_mem_restore(void) {
+  pthread_mutex_lock(&fk_mem_lock);
+  if (bytes_with_caller) { /* they went to custom storage (fk_mem_to_files) */
+    pthread_mutex_unlock(&fk_mem_lock);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  /* The reserved ranges first, exactly where they were: the process holds
+   * their addresses (in its memory, in kernels' arguments). */
+  for (int d = 0; d < fk_cfg.device_count; d++) {
+    fk_device *dev = &fk_cfg.devices[d];
+    void *p = mmap((void *)dev->va_base, dev->va_size, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p != (void *)dev->va_base) {
+      if (p != MAP_FAILED) munmap(p, dev->va_size); /* a kernel without NOREPLACE */
+      fk_log("cannot map device %d's address range at %#lx again: %s", d,
+             (unsigned long)dev->va_base, p == MAP_FAILED ? strerror(errno) : "address taken");
+      unmap_ranges(d);
+      pthread_mutex_unlock(&fk_mem_lock);
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+  }
+  for (size_t i = 0; i < nsaved_regions; i++) {
+    const saved_region *r = &saved_regions[i];
+    if (!map_rw(r->base, r->size)) {
+      unmap_ranges(fk_cfg.device_count);
+      pthread_mutex_unlock(&fk_mem_lock);
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    memcpy((void *)r->base, saved + r->offset, r->size);
+  }
+  pthread_mutex_unlock(&fk_mem_lock);
+  CUresult rc = fk_vmm_restore();
+  pthread_mutex_lock(&fk_mem_lock);
+  if (rc != CUDA_SUCCESS) {
+    unmap_ranges(fk_cfg.device_count);
+    pthread_mutex_unlock(&fk_mem_lock);
+    return rc;
+  }
+  for (int d = 0; d < fk_cfg.device_count; d++) {
+    fk_cfg.devices[d].used_mem = saved_used[d];
+    saved_used[d] = 0;
+  }
+  saved_discard();
+  pthread_mutex_unlock(&fk_mem_lock);
+  fk_vmm_discard();
+  return CUDA_SUCCESS;
+}
+
+/* ---- custom storage (cuCheckpointProcess* with customStorageInfo_out) -----
+ * The caller copies the device memory itself: it gets one file per device
+ * that holds any, the device's memory laid end to end (its slabs and large
+ * allocations in address order, then its VMM allocations, vmm.c), which it
+ * maps as device memory of its own. A checkpoint fills the files from the
+ * host copies of fk_mem_checkpoint and drops those copies (the bytes are the
+ * caller's now); a restore hands out empty files of the same layout and
+ * takes the host copies back from them before fk_mem_restore. */
+static int device_of_region(const saved_region *r) {
+  fk_device *d = fk_mem_device_of(r->base);
+  return d ? d->ordinal : -1;
+}
+
+/* Bytes of device `d` in the layout. Caller holds fk_mem_lock. */
+static size_t layout_bytes(int d) {
+  size_t n = 0;
+  for (size_t i = 0; i < nsaved_regions; i++)
+    if (device_of_region(&saved_regions[i]) == d) n += saved_regions[i].size;
+  return n + fk_vmm_saved_bytes(d);
+}
+
+static bool io_all(int fd, unsigned char *buf, size_t n, off_t off, bool out) {
+  for (size_t done = 0; done < n;) {
+    ssize_t k = out ? pwrite(fd, buf + done, n - done, off + (off_t)done)
+                    : pread(fd, buf + done, n - done, off + (off_t)done);
+    if (k <= 0) return false;
+    done += (size_t)k;
+  }
+  return true;
+}
+
+/* Copy device d's layout between the host copies and fd (out: to the file). */
+static bool layout_io(int d, int fd, bool out) {
+  off_t off = 0;
+  for (size_t i = 0; i < nsaved_regions; i++) {
+    const saved_region *r = &saved_regions[i];
+    if (device_of_region(r) != d) continue;
+    if (!io_all(fd, saved + r->offset, r->size, off, out)) return false;
+    off += (off_t)r->size;
+  }
+  return fk_vmm_saved_io(d, fd, off, out);
+}
+
+static void close_files(int fds[FK_MAX_DEVICES]) {
+  for (int d = 0; d < FK_MAX_DEVICES; d++) {
+    if (fds[d] >= 0) close(fds[d]);
+    fds[d] = -1;
+  }
+}
+
+/* Empty files of the layout's sizes (fds[d] -1 and sizes[d] 0 for a device
+ * without memory). Caller holds fk_mem_lock. */
+static CUresult make_files(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]) {
+  for (int d = 0; d < FK_MAX_DEVICES; d++) {
+    fds[d] = -1;
+    sizes[d] = d < fk_cfg.device_count ? layout_bytes(d) : 0;
+  }
+  for (int d = 0; d < fk_cfg.device_count; d++) {
+    if (!sizes[d]) continue;
+    char name[64];
+    snprintf(name, sizeof name, "cedana-fake-cuda-ckpt-dev%d", d);
+    fds[d] = memfd_create(name, MFD_CLOEXEC);
+    if (fds[d] < 0 || ftruncate(fds[d], (off_t)sizes[d]) != 0) {
+      close_files(fds);
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult fk_mem_to_files(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]) {
+  pthread_mutex_lock(&fk_mem_lock);
+  CUresult rc = make_files(fds, sizes);
+  for (int d = 0; d < fk_cfg.device_count && rc == CUDA_SUCCESS; d++)
+    if (fds[d] >= 0 && !layout_io(d, fds[d], true)) rc = CUDA_ERROR_OUT_OF_MEMORY;
+  if (rc == CUDA_SUCCESS) {
+    if (saved) munmap(saved, saved_size); /* the layout (saved_regions) stays */
+    saved = NULL;
+    bytes_with_caller = true;
+  } else {
+    close_files(fds);
+  }
+  pthread_mutex_unlock(&fk_mem_lock);
+  if (rc == CUDA_SUCCESS) fk_vmm_discard();
+  return rc;
+}
+
+CUresult fk_mem_files_for_restore(int fds[FK_MAX_DEVICES], size_t sizes[FK_MAX_DEVICES]) {
+  pthread_mutex_lock(&fk_mem_lock);
+  CUresult rc = make_files(fds, sizes);
+  pthread_mutex_unlock(&fk_mem_lock);
+  return rc;
+}
+
+CUresult fk_mem_from_files(const int fds[FK_MAX_DEVICES]) {
+  pthread_mutex_lock(&fk_mem_lock);
+  CUresult rc = CUDA_SUCCESS;
+  if (saved_size && !saved) {
+    void *p = mmap(NULL, saved_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) rc = CUDA_ERROR_OUT_OF_MEMORY;
+    else saved = p;
+  }
+  if (rc == CUDA_SUCCESS) rc = fk_vmm_saved_alloc();
+  for (int d = 0; d < fk_cfg.device_count && rc == CUDA_SUCCESS; d++)
+    if (fds[d] >= 0 && !layout_io(d, fds[d], false)) rc = CUDA_ERROR_OPERATING_SYSTEM;
+  if (rc == CUDA_SUCCESS) bytes_with_caller = false;
+  pthread_mutex_unlock(&fk_mem_lock);
+  return rc;
 }

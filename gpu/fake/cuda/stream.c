@@ -541,6 +541,15 @@ void fk_stream_run_sync(fk_stream *s, fk_op *op) {
   fk_stream_wait(s, seq);
 }
 
+bool fk_ctx_idle(fk_ctx *ctx) {
+  pthread_mutex_lock(&ctx->lock);
+  bool idle = !ctx->legacy || fk_stream_reached(ctx->legacy, submitted_of(ctx->legacy));
+  for (fk_stream *t = ctx->streams; t && idle; t = t->next_in_ctx)
+    idle = fk_stream_reached(t, submitted_of(t));
+  pthread_mutex_unlock(&ctx->lock);
+  return idle;
+}
+
 void fk_ctx_synchronize(fk_ctx *ctx) {
   pthread_mutex_lock(&ctx->lock);
   size_t n = ctx->legacy ? 1 : 0;

@@ -27,7 +27,10 @@ typedef struct vmm_phys {
   int refs; /* handle references: create or import, plus each retain */
   int maps; /* live mappings */
   bool charged; /* counted in dev->used_mem (not for imports) */
+  bool exported; /* its fd went out (cuMemExportToShareableHandle) */
   unsigned long long block_id;
+  unsigned char *saved; /* its bytes while the process is checkpointed (fd is -1) */
+  struct vmm_phys *prev, *next; /* every physical allocation (phys_all) */
 } vmm_phys;
 
 typedef struct resv {
@@ -53,6 +56,15 @@ static resv *resvs;
 static size_t nresv, capresv;
 static mapping *maps;
 static size_t nmaps, capmaps;
+static vmm_phys *phys_all; /* for checkpoints: every physical allocation alive */
+
+/* Caller holds vmm_lock. */
+static void phys_link(vmm_phys *p) {
+  p->prev = NULL;
+  p->next = phys_all;
+  if (phys_all) phys_all->prev = p;
+  phys_all = p;
+}
 
 /* Sorted-array helpers shared by both tables. */
 #define FLOOR_FN(name, type, arr, n)                 \
@@ -104,6 +116,12 @@ static vmm_phys *phys_of(CUmemGenericAllocationHandle h) {
 /* Physical memory goes when no handle reference and no mapping is left. */
 static void phys_maybe_free(vmm_phys *p) {
   if (p->refs > 0 || p->maps > 0) return;
+  if (p->prev) {
+    p->prev->next = p->next;
+  } else {
+    phys_all = p->next;
+  }
+  if (p->next) p->next->prev = p->prev;
   close(p->fd);
   if (p->charged) fk_mem_uncharge(p->dev, p->size);
   free(p);
@@ -258,6 +276,7 @@ CUresult fake_cuMemCreate_10020(CUmemGenericAllocationHandle_v1 *handle, size_t 
   p->charged = true;
   p->block_id = fk_mem_new_id();
   pthread_mutex_lock(&vmm_lock);
+  phys_link(p);
   fk_handle_add(p, FK_MEMHANDLE);
   pthread_mutex_unlock(&vmm_lock);
   *handle = (CUmemGenericAllocationHandle_v1)(uintptr_t)p;
@@ -339,6 +358,7 @@ CUresult fake_cuMemExportToShareableHandle_10020(void *shareableHandle,
     return CUDA_ERROR_INVALID_VALUE;
   }
   int fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) p->exported = true;
   pthread_mutex_unlock(&vmm_lock);
   if (fd < 0) return CUDA_ERROR_OUT_OF_MEMORY;
   *(int *)shareableHandle = fd;
@@ -389,6 +409,7 @@ CUresult fake_cuMemImportFromShareableHandle_10020(CUmemGenericAllocationHandle_
   p->refs = 1;
   p->block_id = fk_mem_new_id();
   pthread_mutex_lock(&vmm_lock);
+  phys_link(p);
   fk_handle_add(p, FK_MEMHANDLE);
   pthread_mutex_unlock(&vmm_lock);
   *handle = (CUmemGenericAllocationHandle_v1)(uintptr_t)p;
@@ -582,4 +603,135 @@ bool fk_vmm_describe(uintptr_t p, fk_vmm_info *out) {
   }
   pthread_mutex_unlock(&vmm_lock);
   return r >= 0;
+}
+
+/* ---- process checkpoint (see memory.c) ------------------------------------
+ * Physical allocations are memfds: their bytes are copied out (fk_vmm_save),
+ * the files closed (fk_vmm_release: with the device ranges unmapped, the
+ * memory is gone), and at restore new memfds get the bytes back and are
+ * mapped again at every mapping's address with its access (fk_vmm_restore).
+ * Memory shared with another process (exported, or imported from one) cannot
+ * be checkpointed, as with NVIDIA's driver before CUDA IPC support:
+ * CUDA_ERROR_NOT_SUPPORTED, with nothing changed. */
+static void phys_discard_saved(vmm_phys *p) {
+  if (p->saved) munmap(p->saved, p->size);
+  p->saved = NULL;
+}
+
+CUresult fk_vmm_save(void) {
+  pthread_mutex_lock(&vmm_lock);
+  CUresult rc = CUDA_SUCCESS;
+  for (vmm_phys *p = phys_all; p && rc == CUDA_SUCCESS; p = p->next)
+    if (!p->charged || p->exported) rc = CUDA_ERROR_NOT_SUPPORTED;
+  for (vmm_phys *p = phys_all; p && rc == CUDA_SUCCESS; p = p->next) {
+    void *buf = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+      rc = CUDA_ERROR_OUT_OF_MEMORY;
+      break;
+    }
+    p->saved = buf;
+    size_t done = 0;
+    while (done < p->size) {
+      ssize_t n = pread(p->fd, p->saved + done, p->size - done, (off_t)done);
+      if (n <= 0) {
+        rc = CUDA_ERROR_OPERATING_SYSTEM;
+        break;
+      }
+      done += (size_t)n;
+    }
+  }
+  if (rc != CUDA_SUCCESS)
+    for (vmm_phys *p = phys_all; p; p = p->next) phys_discard_saved(p);
+  pthread_mutex_unlock(&vmm_lock);
+  return rc;
+}
+
+void fk_vmm_release(void) {
+  pthread_mutex_lock(&vmm_lock);
+  for (vmm_phys *p = phys_all; p; p = p->next) {
+    close(p->fd);
+    p->fd = -1;
+  }
+  pthread_mutex_unlock(&vmm_lock);
+}
+
+/* Caller holds vmm_lock. */
+static bool phys_refill(vmm_phys *p) {
+  char name[64];
+  snprintf(name, sizeof name, MEMFD_TAG "%d", p->dev->ordinal);
+  p->fd = memfd_create(name, MFD_CLOEXEC);
+  if (p->fd < 0) return false;
+  bool ok = ftruncate(p->fd, (off_t)p->size) == 0;
+  for (size_t done = 0; ok && done < p->size;) {
+    ssize_t n = pwrite(p->fd, p->saved + done, p->size - done, (off_t)done);
+    ok = n > 0;
+    if (ok) done += (size_t)n;
+  }
+  return ok;
+}
+
+CUresult fk_vmm_restore(void) {
+  pthread_mutex_lock(&vmm_lock);
+  bool ok = true;
+  for (vmm_phys *p = phys_all; p && ok; p = p->next) ok = phys_refill(p);
+  for (size_t i = 0; i < nmaps && ok; i++) {
+    const mapping *m = &maps[i];
+    ok = mmap((void *)m->base, m->size, m->prot, MAP_SHARED | MAP_FIXED, m->phys->fd, 0) !=
+         MAP_FAILED;
+  }
+  if (!ok) { /* the caller unmaps the ranges; the saved bytes stay for another try */
+    for (vmm_phys *p = phys_all; p; p = p->next) {
+      if (p->fd >= 0) close(p->fd);
+      p->fd = -1;
+    }
+  }
+  pthread_mutex_unlock(&vmm_lock);
+  return ok ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+void fk_vmm_discard(void) {
+  pthread_mutex_lock(&vmm_lock);
+  for (vmm_phys *p = phys_all; p; p = p->next) phys_discard_saved(p);
+  pthread_mutex_unlock(&vmm_lock);
+}
+
+/* ---- custom storage (memory.c): each device's VMM allocations, in the
+ * order of phys_all, after its other memory in the device's file. */
+size_t fk_vmm_saved_bytes(int ordinal) {
+  pthread_mutex_lock(&vmm_lock);
+  size_t n = 0;
+  for (vmm_phys *p = phys_all; p; p = p->next)
+    if (p->dev->ordinal == ordinal) n += p->size;
+  pthread_mutex_unlock(&vmm_lock);
+  return n;
+}
+
+bool fk_vmm_saved_io(int ordinal, int fd, off_t off, bool out) {
+  pthread_mutex_lock(&vmm_lock);
+  bool ok = true;
+  for (vmm_phys *p = phys_all; p && ok; p = p->next) {
+    if (p->dev->ordinal != ordinal) continue;
+    for (size_t done = 0; ok && done < p->size;) {
+      ssize_t k = out ? pwrite(fd, p->saved + done, p->size - done, off + (off_t)done)
+                      : pread(fd, p->saved + done, p->size - done, off + (off_t)done);
+      ok = k > 0;
+      if (ok) done += (size_t)k;
+    }
+    off += (off_t)p->size;
+  }
+  pthread_mutex_unlock(&vmm_lock);
+  return ok;
+}
+
+CUresult fk_vmm_saved_alloc(void) {
+  pthread_mutex_lock(&vmm_lock);
+  CUresult rc = CUDA_SUCCESS;
+  for (vmm_phys *p = phys_all; p && rc == CUDA_SUCCESS; p = p->next) {
+    if (p->saved) continue;
+    void *buf = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) rc = CUDA_ERROR_OUT_OF_MEMORY;
+    else p->saved = buf;
+  }
+  pthread_mutex_unlock(&vmm_lock);
+  return rc;
 }

@@ -7,13 +7,16 @@
  *   FAKE_CUDA_DEVICE_COUNT       number of devices (default 1, 0..8)
  *   FAKE_CUDA_DEVICE_MEMORY_MIB  memory per device (default 16384, 1..4194304)
  *   FAKE_CUDA_DEVICE_NAME        device name (default "Cedana Fake GPU")
- * Device i's UUID is the 15 bytes "cedana-fake-gpu" followed by the byte i;
- * its PCI address is 0000:(0x18 + i):00.0.
+ *   FAKE_CUDA_UUID_SEED          other GPU UUIDs (fake_uuid.h)
+ * Device i's UUID is the 15 bytes "cedana-fake-gpu" followed by the byte i
+ * (another prefix under FAKE_CUDA_UUID_SEED, see fake_uuid.h); its PCI
+ * address is 0000:(0x18 + i):00.0.
  *
  * Error codes follow nvml.h: any call before nvmlInit or after the last
  * nvmlShutdown is NVML_ERROR_UNINITIALIZED, a bad handle, index or NULL
  * output is NVML_ERROR_INVALID_ARGUMENT, a short buffer is
  * NVML_ERROR_INSUFFICIENT_SIZE. */
+#include "fake_uuid.h"
 #include "nvml_types.h"
 
 #include <cuda.h> /* CUDA_VERSION only */
@@ -32,7 +35,6 @@
 #define FAKE_DEFAULT_MEMORY_MIB 16384L
 #define FAKE_MAX_MEMORY_MIB (1L << 22) /* 4 TiB */
 #define FAKE_DEFAULT_NAME "Cedana Fake GPU"
-#define FAKE_UUID_PREFIX "cedana-fake-gpu" /* 15 bytes; byte 15 is the ordinal */
 #define FAKE_DRIVER_VERSION "580.00-fake"
 #define FAKE_NVML_VERSION "13.580.00-fake"
 /* What the fake driver's cuDriverGetVersion answers (see gpu/fake/cuda/fake.h). */
@@ -80,10 +82,9 @@ static long env_long(const char *var, long def, long lo, long hi) {
   return v;
 }
 
-static void format_uuid(char *out, unsigned index) {
+static void format_uuid(char *out, unsigned long seed, unsigned index) {
   unsigned char b[16];
-  memcpy(b, FAKE_UUID_PREFIX, 15);
-  b[15] = (unsigned char)index;
+  fake_uuid_bytes(b, seed, index);
   snprintf(out, NVML_DEVICE_UUID_ASCII_LEN,
            "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
            b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
@@ -97,13 +98,15 @@ static void load_config(void) {
   const char *name = getenv("FAKE_CUDA_DEVICE_NAME");
   if (!name || !*name)
     name = FAKE_DEFAULT_NAME;
+  unsigned long seed;
+  fake_uuid_seed(&seed);
   for (unsigned i = 0; i < FAKE_MAX_DEVICES; i++) {
     struct nvmlDevice_st *d = &cfg.dev[i];
     d->index = i;
     /* NVML names fit NVML_DEVICE_NAME_V2_BUFFER_SIZE; a longer configured
      * name is cut there, as no real board name is that long. */
     snprintf(d->name, sizeof d->name, "%s", name);
-    format_uuid(d->uuid, i);
+    format_uuid(d->uuid, seed, i);
     d->total_mem = mib << 20;
     d->pci.domain = 0;
     d->pci.bus = FAKE_PCI_FIRST_BUS + i;
