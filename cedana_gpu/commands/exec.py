@@ -26,7 +26,7 @@ import argparse
 import os
 import sys
 
-from cedana_gpu.commands import CommandError
+from cedana_gpu.commands import CommandError, route
 from cedana_gpu.jobs import lifecycle
 
 GPU_DRIVERS = ("system", "fake")
@@ -62,6 +62,18 @@ def _add_job_options(parser: argparse.ArgumentParser, gpu_flag: str) -> None:
         metavar="DIR",
         help=f"make DIR a tmpfs private to the job, saved in its checkpoints (root; "
         f"repeatable; also ${PERSISTENT_MOUNTS_ENV}=/a,/b)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        metavar="DURATION",
+        help="the daemon dumps the job, leaving it running, this often (90s, 5m, 1h)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --checkpoint-every: keep the newest N checkpoints (default: all)",
     )
     parser.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the job's command"
@@ -108,14 +120,38 @@ def cmd_exec(args: argparse.Namespace) -> int:
     driver = _driver(args) if args.gpu else "none"
     mounts = list(args.persistent_mounts)
     mounts += [m.strip() for m in os.environ.get(PERSISTENT_MOUNTS_ENV, "").split(",") if m.strip()]
-    started = lifecycle.start_job(
-        command, gpu=args.gpu, driver=driver, jid=args.jid, persistent_mounts=mounts
+    every = 0.0
+    if args.checkpoint_every is not None:
+        from cedana_gpu.daemon.periodic import parse_duration
+
+        try:
+            every = parse_duration(args.checkpoint_every)
+        except ValueError:
+            raise CommandError(
+                f"--checkpoint-every {args.checkpoint_every!r}: give a duration (90s, 5m, 1h)"
+            ) from None
+    if args.keep < 0:
+        raise CommandError("--keep cannot be negative")
+    from cedana_gpu.daemon.ops import RunSpec
+
+    backend = route.backend(args)
+    job = backend.run(
+        RunSpec(
+            command,
+            gpu=args.gpu,
+            driver=driver,
+            jid=args.jid,
+            engine=getattr(args, "gpu_engine", None) or "",
+            persistent_mounts=mounts,
+            every=every,
+            keep=args.keep,
+        )
     )
     if not args.attach:
-        print(started.job.jid)
+        print(job.jid)
         return 0
     sys.stdout.flush()
-    job = lifecycle.follow(started, sys.stdout.buffer)
+    job = backend.attach(job.jid, sys.stdout.buffer)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
     return lifecycle.exit_status(job)
