@@ -253,7 +253,8 @@ class _Hook:
     def before(self, phase: str) -> None:
         """Say the run reached ``phase``; wait while the test pauses it there."""
         reached = self._path(phase, "reached")
-        tmp = reached.with_name(f".{reached.name}.{os.getpid()}")
+        # Named per thread too: a daemon runs several pipelines in one process.
+        tmp = reached.with_name(f".{reached.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, reached)
         pause = self._path(phase, "pause")

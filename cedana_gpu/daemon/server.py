@@ -62,6 +62,10 @@ class Busy(CedanaError):
     """Another operation holds the job."""
 
 
+class _ClientGone(Exception):
+    """The client of an attach went away."""
+
+
 _CODES: dict[str, grpc.StatusCode] = {
     "NoSuchJob": grpc.StatusCode.NOT_FOUND,
     "DuplicateJob": grpc.StatusCode.ALREADY_EXISTS,
@@ -348,27 +352,41 @@ class Servicer(pb_grpc.DaemonServicer):
                 raise ops.JobError("jobs read /dev/null: attach cannot send them input")
             out: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
             ended: list[Any] = []
+            gone = threading.Event()
+
+            def put(item: bytes | None) -> None:
+                # A client that went away stops reading: the follower stops too.
+                while not gone.is_set():
+                    with contextlib.suppress(queue.Full):
+                        out.put(item, timeout=0.5)
+                        return
+                raise _ClientGone
 
             def follow() -> None:
                 try:
                     with self.d.store() as store:
                         ended.append(
-                            ops.follow_log(store, first.jid, out.put, offset=max(first.offset, 0))
+                            ops.follow_log(store, first.jid, put, offset=max(first.offset, 0))
                         )
                 except CedanaError as e:
                     ended.append(e)
-                finally:
-                    out.put(None)
+                except _ClientGone:
+                    return
+                with contextlib.suppress(_ClientGone):
+                    put(None)
 
             with self.d.store() as store:
                 store.require(first.jid)  # a missing job is refused before streaming
             threading.Thread(target=follow, name=f"attach-{first.jid}", daemon=True).start()
-            while True:
-                chunk = out.get()
-                if chunk is None:
-                    break
-                for i in range(0, len(chunk), ATTACH_CHUNK):
-                    yield pb.AttachResp(output=chunk[i : i + ATTACH_CHUNK])
+            try:
+                while True:
+                    chunk = out.get()
+                    if chunk is None:
+                        break
+                    for i in range(0, len(chunk), ATTACH_CHUNK):
+                        yield pb.AttachResp(output=chunk[i : i + ATTACH_CHUNK])
+            finally:
+                gone.set()
             result = ended[0] if ended else ops.JobError(f"lost job {first.jid}'s log")
             if isinstance(result, CedanaError):
                 raise result
