@@ -12,18 +12,30 @@ is skipped. A job that has ended loses its policy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from cedana_gpu.config import Config
 from cedana_gpu.daemon import ops
 from cedana_gpu.errors import CedanaError
 from cedana_gpu.jobs import lifecycle
+from cedana_gpu.jobs.store import JobStore
 
-if TYPE_CHECKING:
-    from cedana_gpu.daemon.server import Daemon
+
+class Host(Protocol):
+    """What the scheduler needs of the daemon (``server.Daemon``)."""
+
+    cfg: Config
+
+    def store(self) -> contextlib.AbstractContextManager[JobStore]: ...
+    def is_busy(self, jid: str) -> bool: ...
+    def launch(self, name: str, work: Callable[[ops.Events], Any]) -> Any: ...
+    def dump(self, spec: ops.DumpSpec, events: ops.Events) -> dict[str, Any]: ...
 
 log = logging.getLogger("cedana.daemon.periodic")
 TICK = 0.1
@@ -53,7 +65,7 @@ def parse_duration(text: str) -> float:
 class Scheduler:
     """The daemon's periodic dumps (one thread; each dump an operation of the daemon)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Host) -> None:
         self.daemon = daemon
         self._policies: dict[str, _Policy] = {}
         self._lock = threading.Lock()
