@@ -32,7 +32,6 @@ from cedana_gpu.commands import ps as ps_commands
 from cedana_gpu.commands import restore as restore_commands
 from cedana_gpu.cr.pipeline import Terminated
 from cedana_gpu.errors import CedanaError
-from cedana_gpu.jobs.statedir import ENV_VAR as STATE_DIR_ENV
 
 PROG = "cedana"
 
@@ -103,8 +102,8 @@ def _configure(args: argparse.Namespace) -> None:
         config_file=args.config,
     )
     state = args.cfg.state_dir()
-    if state is not None:
-        os.environ[STATE_DIR_ENV] = str(state)
+    if state is not None:  # everything below finds the state directory there
+        os.environ[config.STATE_DIR_ENV] = str(state)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

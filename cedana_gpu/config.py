@@ -30,6 +30,8 @@ from typing import Any
 from cedana_gpu.errors import CedanaError
 
 CONFIG_ENV = "CEDANA_CONFIG"
+STATE_DIR_ENV = "CEDANA_STATE_DIR"
+"""Also sets ``db.path`` (``<dir>/jobs.db``) at the environment's precedence."""
 USER_FILE = Path("~/.cedana/config.json")
 SYSTEM_FILE = Path("/etc/cedana/config.json")
 DEFAULT_SOCKET = "/run/cedana.sock"
@@ -232,6 +234,10 @@ def load(
         raw = env.get(f.env)
         if raw is not None and raw != "":
             value, source = _parse(f, raw, f"env {f.env}"), f"env {f.env}"
+        elif f.name == "db.path" and env.get(STATE_DIR_ENV):
+            # The state directory's own variable, older than the configuration.
+            raw = os.path.join(env[STATE_DIR_ENV], "jobs.db")
+            value, source = _parse(f, raw, f"env {STATE_DIR_ENV}"), f"env {STATE_DIR_ENV}"
         if flags is not None and flags.get(f.name) is not None:
             value, source = _parse(f, flags[f.name], "flag"), "flag"
         cfg.values[f.name] = value

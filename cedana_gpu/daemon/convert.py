@@ -33,6 +33,14 @@ _JOB_OPTIONAL = (
 _JOB_PLAIN = ("jid", "state", "pid_namespace", "gpu", "generation", "created_at", "updated_at")
 
 
+def phases_to_pb(phases: dict[str, float]) -> list[pb.PhaseTime]:
+    return [pb.PhaseTime(name=k, seconds=v) for k, v in phases.items()]
+
+
+def phases_from_pb(phases: Any) -> dict[str, float]:
+    return {p.name: p.seconds for p in phases}
+
+
 def job_to_pb(job: Job, *, status: str = "", policy: tuple[float, int] | None = None) -> pb.Job:
     msg = pb.Job(cmd=list(job.cmd), persistent_mounts=list(job.persistent_mounts), status=status)
     for name in _JOB_PLAIN:
@@ -72,7 +80,7 @@ _CKPT_PLAIN = (
 
 
 def checkpoint_to_pb(ckpt: Checkpoint) -> pb.Checkpoint:
-    msg = pb.Checkpoint(phases=dict(ckpt.phases))
+    msg = pb.Checkpoint(phases=phases_to_pb(ckpt.phases))
     for name in _CKPT_PLAIN:
         setattr(msg, name, getattr(ckpt, name))
     if ckpt.owner is not None:
@@ -83,7 +91,9 @@ def checkpoint_to_pb(ckpt: Checkpoint) -> pb.Checkpoint:
 def checkpoint_from_pb(msg: pb.Checkpoint) -> Checkpoint:
     values: dict[str, Any] = {name: getattr(msg, name) for name in _CKPT_PLAIN}
     return Checkpoint(
-        phases=dict(msg.phases), owner=msg.owner if msg.HasField("owner") else None, **values
+        phases=phases_from_pb(msg.phases),
+        owner=msg.owner if msg.HasField("owner") else None,
+        **values,
     )
 
 
@@ -105,12 +115,14 @@ _DUMP_KEYS = (
 
 def dump_to_pb(doc: dict[str, Any]) -> pb.DumpResp:
     """``DumpResult.to_json()`` as a message."""
-    return pb.DumpResp(**{k: doc[k] for k in _DUMP_KEYS})
+    return pb.DumpResp(
+        **{k: doc[k] for k in _DUMP_KEYS if k != "phases"}, phases=phases_to_pb(doc["phases"])
+    )
 
 
 def dump_from_pb(msg: pb.DumpResp) -> dict[str, Any]:
     doc = {k: getattr(msg, k) for k in _DUMP_KEYS}
-    doc["phases"] = dict(msg.phases)
+    doc["phases"] = phases_from_pb(msg.phases)
     return doc
 
 
@@ -120,7 +132,9 @@ _RESTORE_OPTIONAL = {"pid": "pid", "checkpoint": "checkpoint", "controller_pid":
 
 def restore_to_pb(doc: dict[str, Any]) -> pb.RestoreResp:
     """``RestoreResult.to_json()`` as a message."""
-    msg = pb.RestoreResp(**{k: doc[k] for k in _RESTORE_KEYS})
+    msg = pb.RestoreResp(
+        **{k: doc[k] for k in _RESTORE_KEYS if k != "phases"}, phases=phases_to_pb(doc["phases"])
+    )
     for key in _RESTORE_OPTIONAL:
         if doc.get(key) is not None:
             setattr(msg, key, doc[key])
@@ -138,7 +152,7 @@ def restore_from_pb(msg: pb.RestoreResp) -> dict[str, Any]:
         "path": msg.path,
         "controller_pid": msg.controller_pid if msg.HasField("controller_pid") else None,
         "signature": msg.signature,
-        "phases": dict(msg.phases),
+        "phases": phases_from_pb(msg.phases),
     }
 
 

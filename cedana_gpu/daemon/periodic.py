@@ -37,6 +37,7 @@ class Host(Protocol):
     def launch(self, name: str, work: Callable[[ops.Events], Any]) -> Any: ...
     def dump(self, spec: ops.DumpSpec, events: ops.Events) -> dict[str, Any]: ...
 
+
 log = logging.getLogger("cedana.daemon.periodic")
 TICK = 0.1
 """How often the scheduler looks at the policies (seconds)."""

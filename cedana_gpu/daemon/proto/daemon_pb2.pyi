@@ -210,13 +210,6 @@ class DumpReq(_message.Message):
 
 class DumpResp(_message.Message):
     __slots__ = ("checkpoint", "job", "path", "size", "compression", "streams", "leave_running", "generation", "gpu_bytes", "regions", "phases", "job_state")
-    class PhasesEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -239,9 +232,9 @@ class DumpResp(_message.Message):
     generation: int
     gpu_bytes: int
     regions: int
-    phases: _containers.ScalarMap[str, float]
+    phases: _containers.RepeatedCompositeFieldContainer[PhaseTime]
     job_state: str
-    def __init__(self, checkpoint: _Optional[str] = ..., job: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., compression: _Optional[str] = ..., streams: _Optional[int] = ..., leave_running: _Optional[bool] = ..., generation: _Optional[int] = ..., gpu_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., phases: _Optional[_Mapping[str, float]] = ..., job_state: _Optional[str] = ...) -> None: ...
+    def __init__(self, checkpoint: _Optional[str] = ..., job: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., compression: _Optional[str] = ..., streams: _Optional[int] = ..., leave_running: _Optional[bool] = ..., generation: _Optional[int] = ..., gpu_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseTime, _Mapping]]] = ..., job_state: _Optional[str] = ...) -> None: ...
 
 class RestoreReq(_message.Message):
     __slots__ = ("jid", "path", "new_jid", "gpu_driver", "signing_key", "allow_unsigned", "gpu_map")
@@ -263,13 +256,6 @@ class RestoreReq(_message.Message):
 
 class RestoreResp(_message.Message):
     __slots__ = ("job", "pid", "state", "generation", "checkpoint", "path", "controller_pid", "signature", "phases")
-    class PhasesEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     JOB_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -287,8 +273,16 @@ class RestoreResp(_message.Message):
     path: str
     controller_pid: int
     signature: str
-    phases: _containers.ScalarMap[str, float]
-    def __init__(self, job: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., generation: _Optional[int] = ..., checkpoint: _Optional[str] = ..., path: _Optional[str] = ..., controller_pid: _Optional[int] = ..., signature: _Optional[str] = ..., phases: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    phases: _containers.RepeatedCompositeFieldContainer[PhaseTime]
+    def __init__(self, job: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., generation: _Optional[int] = ..., checkpoint: _Optional[str] = ..., path: _Optional[str] = ..., controller_pid: _Optional[int] = ..., signature: _Optional[str] = ..., phases: _Optional[_Iterable[_Union[PhaseTime, _Mapping]]] = ...) -> None: ...
+
+class PhaseTime(_message.Message):
+    __slots__ = ("name", "seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    seconds: float
+    def __init__(self, name: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("phase", "done", "total")
@@ -322,13 +316,6 @@ class RestoreEvent(_message.Message):
 
 class Checkpoint(_message.Message):
     __slots__ = ("id", "jid", "path", "size", "compression", "streams", "leave_running", "generation", "phases", "created", "status", "owner")
-    class PhasesEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     JID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -349,11 +336,11 @@ class Checkpoint(_message.Message):
     streams: int
     leave_running: bool
     generation: int
-    phases: _containers.ScalarMap[str, float]
+    phases: _containers.RepeatedCompositeFieldContainer[PhaseTime]
     created: float
     status: str
     owner: str
-    def __init__(self, id: _Optional[str] = ..., jid: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., compression: _Optional[str] = ..., streams: _Optional[int] = ..., leave_running: _Optional[bool] = ..., generation: _Optional[int] = ..., phases: _Optional[_Mapping[str, float]] = ..., created: _Optional[float] = ..., status: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., jid: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., compression: _Optional[str] = ..., streams: _Optional[int] = ..., leave_running: _Optional[bool] = ..., generation: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseTime, _Mapping]]] = ..., created: _Optional[float] = ..., status: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class GetCheckpointReq(_message.Message):
     __slots__ = ("id",)
