@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cr_helpers import assert_one_line_error, needs_root, unique_jid
+from cr_helpers import (
+    assert_one_line_error,
+    checksum_line,
+    needs_root,
+    run_direct,
+    unique_jid,
+    without_notes,
+)
 from daemon_helpers import COUNTER, Daemon, DaemonCedana, kill_jobs, ppid
 
 pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
@@ -157,3 +165,22 @@ def test_check_through_the_daemon(daemon: Daemon) -> None:
     assert all(ln.split()[0] in ("OK", "WARN", "FAIL") for ln in lines)
     alone = cli("--no-server", "check", "-o", "json")
     assert {r["name"]: r["status"] for r in json.loads(alone.stdout)}["daemon"] == "OK"
+
+
+def test_a_gpu_job_dumped_and_restored_through_the_daemon(daemon: Daemon) -> None:
+    train = ("samples/train_mlp.py", "--steps", "120", "--print-every", "1")
+    expected = list(run_direct(*train))
+    cli = daemon.cli()
+    jid, back = unique_jid("dcg"), unique_jid("dch")
+    cli.exec_gpu(jid, sys.executable, *train, "--sleep-per-step", "0.05")
+    assert daemon.proc is not None
+    assert ppid(cli.job(jid)["controller_pid"]) == daemon.proc.pid
+    cli.wait_log(jid, r"^step \d+ loss", 3)
+    dumped = cli.dump(jid, "--compression", "lz4", "--stream", "2")
+    assert dumped["gpu_bytes"] > 0 and dumped["job_state"] == "checkpointed"
+    restored = cli.restore(jid, "--jid", back)
+    assert ppid(restored["controller_pid"]) == daemon.proc.pid
+    assert cli.wait_final(back)["status"] == "exited (0)", cli.controller_log(back)
+    combined = without_notes(cli.log(jid)) + without_notes(cli.log(back))
+    assert combined == expected
+    assert checksum_line(combined) == checksum_line(expected)
