@@ -23,8 +23,8 @@ from typing import Any
 
 import grpc
 import pytest
-from cr_helpers import REPO, alive, needs_root, unique_jid, wait_for
-from daemon_helpers import Daemon, counter_req, kill_jobs, ppid
+from cr_helpers import REPO, WAIT, alive, needs_root, unique_jid, wait_for
+from daemon_helpers import Daemon, counter_req, kill_jobs, ppid, run_req
 
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.jobs.processes import stopped_pids
@@ -429,3 +429,32 @@ def test_setting_and_clearing_a_policy_on_a_running_job(daemon: Daemon) -> None:
         assert not stub.Get(pb.GetReq(jid=jid)).job.HasField("policy") or (
             stub.Get(pb.GetReq(jid=jid)).job.policy.every == 0
         )
+
+
+def test_a_gpu_dump_reports_its_bytes(daemon: Daemon) -> None:
+    jid = unique_jid("drg")
+    train = [sys.executable, "samples/train_mlp.py", "--steps", "100000", "--print-every", "1"]
+    cli = daemon.cli()
+    with daemon.client() as stub:
+        stub.Run(run_req(jid, *train, "--sleep-per-step", "0.05", gpu=True, gpu_driver="fake"))
+        cli.wait_log(jid, r"^step \d+ loss", 2)
+        # Held after the GPU dump, the daemon's poll of the controller sees its counts.
+        pause = daemon.hooks / "dump.criu_dump.pause"
+        pause.touch()
+        # Without counts the test fails instead of hanging.
+        guard = threading.Timer(WAIT, lambda: pause.unlink(missing_ok=True))
+        guard.start()
+        stream = stub.DumpWithProgress(pb.DumpReq(jid=jid, leave_running=True))
+        counted: list[Any] = []
+        for event in stream:
+            if event.HasField("progress") and event.progress.total:
+                counted.append(event.progress)
+                pause.unlink(missing_ok=True)
+            if event.HasField("result"):
+                result = event.result
+        pause.unlink(missing_ok=True)
+        guard.cancel()
+    assert counted, "no byte counts"
+    last = counted[-1]
+    assert last.phase and 0 < last.done <= last.total
+    assert result.gpu_bytes > 0 and result.job_state == "running"

@@ -250,14 +250,21 @@ class RemoteBackend:
         return list(self._call("Delete", req, f"delete job {jid}").deleted_checkpoints)
 
     def _progress(self, method: str, req: Any, events: Events, what: str) -> Any:
+        bars = _Bars(sys.stderr.isatty() if events.progress is None else events.progress)
         try:
-            with self._errors(what):
+            with self._errors(what), bars:
                 for event in getattr(self.stub, method)(req, metadata=self.metadata):
                     kind = event.WhichOneof("event")
                     if kind == "log":
                         events.report(event.log)
-                    elif kind == "progress" and events.on_phase is not None:
-                        events.on_phase(event.progress.phase)
+                    elif kind == "progress":
+                        p = event.progress
+                        if p.total or p.done:
+                            bars.update(p.phase, p.done, p.total)
+                            if events.on_bytes is not None:
+                                events.on_bytes(p.phase, p.done, p.total)
+                        elif events.on_phase is not None:
+                            events.on_phase(p.phase)
                     elif kind == "result":
                         return event.result
         except KeyboardInterrupt:
@@ -335,6 +342,34 @@ class RemoteBackend:
     def health(self) -> list[health.Result]:
         resp = self._call("HealthCheck", self.pb.HealthCheckReq(full=True), "check the node")
         return [health.Result(r.name, r.status, r.detail, r.hint) for r in resp.results]
+
+
+class _Bars:
+    """The daemon's byte counts drawn as the in-process dump draws them (a terminal only)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, Any] = {}
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from cedana_gpu.checkpoint.progress import Progress
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            for other in self.bars.values():
+                other.close()
+            bar = self.bars[phase] = Progress(phase, total, enabled=True)
+        if done > bar.done:
+            bar.add(done - bar.done)
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _remote_error(e: Any, what: str, cfg: Config) -> RemoteError:

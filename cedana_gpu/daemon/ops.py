@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,47 @@ class Events:
 
     report: Report
     on_phase: Callable[[str], None] | None = None
+    on_bytes: Callable[[str, int, int], None] | None = None
+    """Told (phase, bytes done, total) of a GPU job's long phases, as its controller counts."""
     progress: bool | None = False
     """Draw progress bars on stderr (None: when stderr is a terminal)."""
+
+
+POLL_PROGRESS = 0.2
+
+
+@contextlib.contextmanager
+def controller_progress(socket: Path, events: Events) -> Iterator[None]:
+    """While the body runs, pass the controller's byte counts (its ``progress`` op)
+    on to ``events.on_bytes``; nothing without a listener."""
+    tell = events.on_bytes
+    if tell is None:
+        yield
+        return
+    from cedana_gpu.controller import control
+
+    stop = threading.Event()
+
+    def poll() -> None:
+        last: tuple[str, int, int] | None = None
+        while not stop.wait(POLL_PROGRESS):
+            try:
+                snap = control.request(socket, {"op": "progress"}, timeout=2)
+            except control.ControlError:
+                continue  # not there yet (a restore's controller), or busy
+            now = (str(snap.get("phase") or ""), int(snap.get("done") or 0),
+                   int(snap.get("total") or 0))  # fmt: skip
+            if now[0] and now != last:
+                tell(*now)
+                last = now
+
+    t = threading.Thread(target=poll, name="progress", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=5)
 
 
 def open_store() -> tuple[Path, JobStore]:
@@ -208,7 +248,7 @@ def follow_log(
 
 def dump(store: JobStore, state: Path, spec: DumpSpec, events: Events) -> dict[str, Any]:
     """``cedana dump job|process``: the dump's document (``DumpResult.to_json()``)."""
-    from cedana_gpu.cr.dump import DumpOptions, dump_job, find_job_by_pid, require_root
+    from cedana_gpu.cr.dump import find_job_by_pid, require_root
 
     require_root()
     if spec.pid is not None:
@@ -217,7 +257,16 @@ def dump(store: JobStore, state: Path, spec: DumpSpec, events: Events) -> dict[s
         if not spec.jid:
             raise JobError("name the job to dump")
         job = store.require(spec.jid)
-    result = dump_job(
+    socket = Path(job.socket_path or statedir.job_dir(state, job.jid) / statedir.CONTROL_SOCKET)
+    with controller_progress(socket, events) if job.gpu else contextlib.nullcontext():
+        result = _dump(store, state, job, spec, events)
+    return result.to_json()
+
+
+def _dump(store: JobStore, state: Path, job: Job, spec: DumpSpec, events: Events) -> Any:
+    from cedana_gpu.cr.dump import DumpOptions, dump_job
+
+    return dump_job(
         store,
         state,
         job,
@@ -232,7 +281,6 @@ def dump(store: JobStore, state: Path, spec: DumpSpec, events: Events) -> dict[s
             report=events.report,
         ),
     )
-    return result.to_json()
 
 
 def restore(
@@ -247,19 +295,22 @@ def restore(
     if spec.gpu_map:
         raise JobError("--gpu-map is not supported by this version's restore")
     require_root()
-    result = restore_job(
-        store,
-        state,
-        jid=spec.jid,
-        path=spec.path,
-        new_jid=spec.new_jid,
-        driver=spec.driver,
-        signing_key=spec.signing_key,
-        allow_unsigned=spec.allow_unsigned,
-        progress=events.progress,
-        on_phase=events.on_phase,
-        report=events.report,
-    )
+    new_jid = spec.new_jid or lifecycle.new_job_id()
+    socket = statedir.job_dir(state, new_jid) / statedir.CONTROL_SOCKET
+    with controller_progress(socket, events):
+        result = restore_job(
+            store,
+            state,
+            jid=spec.jid,
+            path=spec.path,
+            new_jid=new_jid,
+            driver=spec.driver,
+            signing_key=spec.signing_key,
+            allow_unsigned=spec.allow_unsigned,
+            progress=events.progress,
+            on_phase=events.on_phase,
+            report=events.report,
+        )
     return result.to_json(), result.started
 
 

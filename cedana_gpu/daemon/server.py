@@ -96,6 +96,7 @@ class Operation:
             events = ops.Events(
                 report=lambda line: self._emit("log", line),
                 on_phase=lambda phase: self._emit("phase", phase),
+                on_bytes=lambda phase, done, total: self._emit("bytes", (phase, done, total)),
                 progress=False,
             )
             try:
@@ -461,6 +462,9 @@ class Servicer(pb_grpc.DaemonServicer):
                 yield event_type(log=value)
             elif kind == "phase":
                 yield event_type(progress=pb.Progress(phase=value))
+            elif kind == "bytes":
+                phase, done, total = value
+                yield event_type(progress=pb.Progress(phase=phase, done=done, total=total))
             elif kind == "end":
                 break
         yield event_type(result=result(self._wait(op, context)))
