@@ -167,3 +167,13 @@ def test_the_state_dir_variable_is_db_path_at_env_precedence(tmp_path: Path) -> 
     assert cfg["db.path"] == str(tmp_path / "env" / "jobs.db")
     assert cfg.sources["db.path"] == "env CEDANA_STATE_DIR"
     assert config.load(config_file=f, env={}).state_dir() == tmp_path / "file"
+
+
+def test_the_example_config_is_valid() -> None:
+    example = REPO / "packaging" / "config.example.json"
+    cfg = config.load(config_file=example, env={})
+    assert {name for name, _v, source in cfg.rows() if source == f"file {example}"} >= {
+        "address",
+        "checkpoint.compression",
+        "db.path",
+    }

@@ -647,6 +647,12 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
     pb_grpc.add_DaemonServicer_to_server(Servicer(daemon), server)
     where = _bind(server, cfg)
     daemon.reconcile()
+    if cfg["gpu.pool_size"]:
+        log.warning(
+            "gpu.pool_size = %d: the warm controller pool is not built yet; "
+            "each job starts its own controller",
+            cfg["gpu.pool_size"],
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
