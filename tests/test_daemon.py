@@ -10,6 +10,7 @@ sleeping.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -458,3 +459,26 @@ def test_a_gpu_dump_reports_its_bytes(daemon: Daemon) -> None:
     last = counted[-1]
     assert last.phase and 0 < last.done <= last.total
     assert result.gpu_bytes > 0 and result.job_state == "running"
+
+
+def test_freeze_holds_a_gpu_job_until_unfreeze(daemon: Daemon) -> None:
+    jid = unique_jid("drz")
+    train = [sys.executable, "samples/train_mlp.py", "--steps", "100000", "--print-every", "1"]
+    cli = daemon.cli()
+    with daemon.client() as stub:
+        stub.Run(run_req(jid, *train, "--sleep-per-step", "0.02", gpu=True, gpu_driver="fake"))
+        cli.wait_log(jid, r"^step \d+ loss", 2)
+
+        def frozen() -> bool:
+            live = json.loads(stub.Get(pb.GetReq(jid=jid, live=True)).live_json)
+            return bool(live["frozen"])
+
+        stub.Freeze(pb.FreezeReq(jid=jid))
+        assert frozen()
+        steps = cli.log(jid).count("step ")
+        stub.Unfreeze(pb.UnfreezeReq(jid=jid))
+        assert not frozen()
+        cli.wait_log(jid, r"^step \d+ loss", steps + 2)
+        with pytest.raises(grpc.RpcError) as twice:
+            stub.Unfreeze(pb.UnfreezeReq(jid=jid))
+        assert twice.value.details() == f"job {jid} is not frozen by this daemon"
