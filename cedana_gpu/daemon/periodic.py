@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from cedana_gpu.config import Config
@@ -127,9 +128,10 @@ class Scheduler:
         if d.is_busy(jid):
             log.info("job %s is busy: its periodic checkpoint waits for the next tick", jid)
             return
+        where = d.cfg["checkpoint.dir"]
         spec = ops.DumpSpec(
             jid=jid,
-            directory=None,
+            directory=Path(where) / jid if where else None,
             compression=d.cfg["checkpoint.compression"],
             streams=d.cfg["checkpoint.stream"],
             leave_running=True,
