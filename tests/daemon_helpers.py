@@ -112,10 +112,14 @@ class DaemonCedana(Cedana):
         return self.daemon.env(**extra)
 
 
-def run_req(jid: str, *cmd: str, **fields: Any) -> Any:
+def run_req(jid: str, *cmd: str, cwd_override: str | None = None, **fields: Any) -> Any:
     env = clean_env()
     return pb.RunReq(
-        cmd=list(cmd), jid=jid, env=[f"{k}={v}" for k, v in env.items()], cwd=str(REPO), **fields
+        cmd=list(cmd),
+        jid=jid,
+        env=[f"{k}={v}" for k, v in env.items()],
+        cwd=cwd_override or str(REPO),
+        **fields,
     )
 
 

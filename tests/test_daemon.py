@@ -280,7 +280,12 @@ def test_two_clients_dump_two_jobs_at_once(daemon: Daemon) -> None:
     cli = daemon.cli()
     with daemon.client() as stub:
         for jid in jids:
-            stub.Run(counter_req(jid, LONG))
+            # A working directory each: CRIU's parasite makes a directory in a
+            # job's cwd to mount its /proc, and two dumps at the same instant
+            # of jobs sharing a cwd collide there (EEXIST), daemon or not.
+            cwd = daemon.tmp / f"cwd-{jid}"
+            cwd.mkdir()
+            stub.Run(counter_req(jid, LONG, cwd_override=str(cwd)))
             cli.wait_log(jid, r"^n \d+", 2)
     pause = daemon.hooks / "dump.criu_dump.pause"
     pause.touch()
