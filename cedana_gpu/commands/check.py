@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from cedana_gpu.commands import route
 from cedana_gpu.commands.output import add_output_option
-from cedana_gpu.daemon.health import FAIL, OK, WARN, Result
+
+if TYPE_CHECKING:
+    from cedana_gpu.daemon.health import Result
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +36,8 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _daemon_line(args: argparse.Namespace, where: str) -> Result:
+    from cedana_gpu.daemon.health import OK, WARN, Result
+
     cfg = route.settings(args)
     if where == "daemon":
         return Result("daemon", OK, f"answers at {cfg['address']}")
@@ -47,6 +52,8 @@ def _daemon_line(args: argparse.Namespace, where: str) -> Result:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from cedana_gpu.daemon.health import FAIL, OK
+
     backend = route.backend(args)
     results = [*backend.health(), _daemon_line(args, backend.where)]
     if args.output == "json":

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from cedana_gpu import config
-from cedana_gpu.daemon.client import Backend
-from cedana_gpu.daemon.ops import Events
+
+if TYPE_CHECKING:  # imported when a verb runs: every CLI start imports this module
+    from cedana_gpu.daemon.client import Backend
+    from cedana_gpu.daemon.ops import Events
 
 
 def settings(args: argparse.Namespace) -> config.Config:
@@ -39,4 +42,6 @@ def report(line: str) -> None:
 
 def events() -> Events:
     """A dump's or restore's notes on stderr; progress bars when stderr is a terminal."""
+    from cedana_gpu.daemon.ops import Events
+
     return Events(report=report, progress=None)
