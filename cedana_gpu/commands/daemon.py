@@ -41,7 +41,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cedana_gpu.daemon.client import connect
+    from cedana_gpu.daemon.remote import connect
 
     cfg = route.settings(args)
     remote = connect(cfg)
