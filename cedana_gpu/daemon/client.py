@@ -12,7 +12,7 @@ whatever produced it:
     doc = b.dump(DumpSpec(jid="train1"), events)   # a DumpResult.to_json() either way
 
 Errors are ``CedanaError``s either way: the daemon sends its one line as
-the status details and ``RemoteError`` carries it.
+the status details and ``wire.RemoteError`` carries it.
 """
 
 from __future__ import annotations
@@ -26,20 +26,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from cedana_gpu.config import Config
 from cedana_gpu.daemon import ops
 from cedana_gpu.daemon.ops import DumpSpec, Events, RestoreSpec, RunSpec
-from cedana_gpu.errors import CedanaError
 from cedana_gpu.jobs import lifecycle, statedir
 from cedana_gpu.jobs.store import Checkpoint, Job
 
 if TYPE_CHECKING:  # only when they are used: every CLI start imports this module
     from cedana_gpu.daemon.health import Result
-
-ERROR_KEY = "cedana-error"
-"""Trailing metadata naming the class of the error the daemon answered with."""
-TOKEN_KEY = "authorization"
-
-
-class RemoteError(CedanaError):
-    """An error the daemon answered with (its one line), or losing the daemon."""
 
 
 class Backend(Protocol):

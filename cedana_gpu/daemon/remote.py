@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 
 from cedana_gpu.config import Config
 from cedana_gpu.daemon import ops
-from cedana_gpu.daemon.client import ERROR_KEY, TOKEN_KEY, RemoteError
 from cedana_gpu.daemon.health import Result
 from cedana_gpu.daemon.ops import DumpSpec, Events, RestoreSpec, RunSpec
+from cedana_gpu.daemon.wire import ERROR_KEY, TOKEN_KEY, RemoteError
 from cedana_gpu.errors import CedanaError
 from cedana_gpu.jobs.store import Checkpoint, Job
 

@@ -38,9 +38,9 @@ import grpc
 import cedana_gpu
 from cedana_gpu.config import Config
 from cedana_gpu.daemon import convert, health, ops
-from cedana_gpu.daemon.client import ERROR_KEY, TOKEN_KEY
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
+from cedana_gpu.daemon.wire import ERROR_KEY, TOKEN_KEY
 from cedana_gpu.errors import CedanaError, SetupError
 from cedana_gpu.jobs import lifecycle, statedir
 from cedana_gpu.jobs.store import JobStore
