@@ -51,11 +51,15 @@ def test_every_verb_prints_the_same_either_way(daemon: Daemon) -> None:
     cli = daemon.cli()
     # exec --attach: the job's output and its exit status.
     script = "echo out; echo err >&2; exit 3"
-    routed = cli("exec", "--jid", unique_jid("dca"), "--attach", "--", "sh", "-c", script)
+    attached = unique_jid("dca")
+    routed = cli("exec", "--jid", attached, "--attach", "--", "sh", "-c", script)
     local = cli("--no-server", "exec", "--jid", unique_jid("dcb"), "--attach", "--",
                 "sh", "-c", script)  # fmt: skip
     same(routed, local)
     assert (routed.returncode, routed.stdout) == (3, "out\nerr\n")
+    # Attaching to it later gives the same, either way.
+    same(cli("job", "attach", attached), routed)
+    same(cli("--no-server", "job", "attach", attached), routed)
 
     # A job started through the daemon is the daemon's (its controller's parent).
     running = unique_jid("dcr")
@@ -88,6 +92,8 @@ def test_every_verb_prints_the_same_either_way(daemon: Daemon) -> None:
         ("exec", "--", "/nonexistent/program"),
     ):
         assert_one_line_error(both(cli, *args))
+    # Only the daemon can hold a job frozen; in-process says so.
+    assert "needs the daemon" in assert_one_line_error(cli("--no-server", "job", "freeze", running))
 
 
 def test_a_dump_reports_the_same_either_way(daemon: Daemon) -> None:

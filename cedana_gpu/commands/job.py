@@ -5,6 +5,9 @@ cedana job inspect ID   the job's record as JSON, with its controller's live
                         ``info`` under "live" while it runs
 cedana job checkpoints ID [--output table|json]
                         the job's checkpoints: id, size, time, options
+cedana job attach ID    the job's output from its start until it ends; its exit status
+cedana job freeze|unfreeze ID
+                        stop / resume a GPU job's GPU work (the daemon holds it)
 cedana job delete ID [--checkpoints]
                         remove an ended job's record and logs (and its checkpoints)
 cedana job policy ID --checkpoint-every DURATION [--keep N]
@@ -49,6 +52,22 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     checkpoints.add_argument("jid", metavar="ID")
     add_output_option(checkpoints)
     checkpoints.set_defaults(handler=cmd_checkpoints)
+    attach = commands.add_parser(
+        "attach",
+        help="follow a job's output until it ends",
+        description="Print the job's output from its start until it ends; exit with its status.",
+    )
+    attach.add_argument("jid", metavar="ID")
+    attach.set_defaults(handler=cmd_attach)
+    for verb, frozen in (("freeze", True), ("unfreeze", False)):
+        p = commands.add_parser(
+            verb,
+            help=f"{verb} a GPU job's GPU work (daemon)",
+            description=f"{verb.capitalize()} a running GPU job's GPU work; the daemon holds "
+            "a frozen job until 'cedana job unfreeze'.",
+        )
+        p.add_argument("jid", metavar="ID")
+        p.set_defaults(handler=cmd_freeze, frozen=frozen)
     delete = commands.add_parser(
         "delete",
         help="remove an ended job",
@@ -80,6 +99,21 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     print(json.dumps(route.backend(args).get(args.jid).to_json(), indent=2))
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    import sys
+
+    job = route.backend(args).attach(args.jid, sys.stdout.buffer)
+    if job.state == "failed" and job.error:
+        print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
+    return lifecycle.exit_status(job)
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    route.backend(args).freeze(args.jid, frozen=args.frozen)
+    print(f"{args.jid} {'frozen' if args.frozen else 'unfrozen'}")
     return 0
 
 

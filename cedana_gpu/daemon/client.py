@@ -51,6 +51,7 @@ class Backend(Protocol):
     def delete_checkpoint(self, cid: str) -> Checkpoint: ...
     def prune(self, jid: str | None, keep: int) -> list[Checkpoint]: ...
     def set_policy(self, jid: str, every: float, keep: int) -> Job: ...
+    def freeze(self, jid: str, *, frozen: bool) -> None: ...
     def health(self) -> list[Result]: ...
 
 
@@ -130,6 +131,14 @@ class LocalBackend:
     def set_policy(self, jid: str, every: float, keep: int) -> Job:
         raise ops.PolicyError(
             "periodic checkpoints need the daemon: start it with 'cedana daemon start'"
+        )
+
+    def freeze(self, jid: str, *, frozen: bool) -> None:
+        # A freeze lasts as long as the connection that asked for it: only a
+        # process that stays (the daemon) can hold one.
+        raise ops.PolicyError(
+            "freezing a job needs the daemon (it holds the job frozen): start it with "
+            "'cedana daemon start'"
         )
 
     def health(self) -> list[Result]:

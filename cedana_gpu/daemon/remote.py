@@ -216,6 +216,12 @@ class RemoteBackend:
         )
         return job_from_pb(self._call("SetCheckpointPolicy", req, f"set job {jid}'s policy").job)
 
+    def freeze(self, jid: str, *, frozen: bool) -> None:
+        if frozen:
+            self._call("Freeze", self.pb.FreezeReq(jid=jid), f"freeze job {jid}")
+        else:
+            self._call("Unfreeze", self.pb.UnfreezeReq(jid=jid), f"unfreeze job {jid}")
+
     def health(self) -> list[Result]:
         resp = self._call("HealthCheck", self.pb.HealthCheckReq(full=True), "check the node")
         return [Result(r.name, r.status, r.detail, r.hint) for r in resp.results]
