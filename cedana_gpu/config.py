@@ -209,7 +209,15 @@ def default_files(env: Mapping[str, str]) -> list[Path]:
     """The files read without ``--config``, lowest first (those that exist)."""
     home = env.get("HOME")
     user = Path(home) / ".cedana" / "config.json" if home else USER_FILE.expanduser()
-    return [p for p in (SYSTEM_FILE, user) if p.is_file()]
+    return [p for p in (SYSTEM_FILE, user) if _exists(p)]
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` is a file; one behind a directory we may not enter is not ours."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def load(

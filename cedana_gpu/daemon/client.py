@@ -103,10 +103,12 @@ class LocalBackend:
             return ops.delete_job(store, state, jid, checkpoints=checkpoints)
 
     def dump(self, spec: DumpSpec, events: Events) -> dict[str, Any]:
+        ops.check_dump()
         with self._store() as (state, store):
             return ops.dump(store, state, spec, events)
 
     def restore(self, spec: RestoreSpec, events: Events) -> dict[str, Any]:
+        ops.check_restore(spec)
         state, store = ops.open_store()  # stays open: attach follows the restored job
         doc, started = ops.restore(store, state, spec, events)
         self._started[started.job.jid] = started

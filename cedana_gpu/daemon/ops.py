@@ -246,11 +246,29 @@ def follow_log(
 # ---- checkpoint / restore ---------------------------------------------------------
 
 
-def dump(store: JobStore, state: Path, spec: DumpSpec, events: Events) -> dict[str, Any]:
-    """``cedana dump job|process``: the dump's document (``DumpResult.to_json()``)."""
-    from cedana_gpu.cr.dump import find_job_by_pid, require_root
+def check_dump() -> None:
+    """What a dump refuses before it touches the state directory (one line)."""
+    from cedana_gpu.cr.dump import require_root
 
     require_root()
+
+
+def check_restore(spec: RestoreSpec) -> None:
+    """What a restore refuses before it touches the state directory (one line)."""
+    from cedana_gpu.cr.dump import require_root
+
+    if spec.jid is None and spec.path is None:
+        raise JobError("name a job (restore job ID) or a checkpoint (--path P)")
+    if spec.gpu_map:
+        raise JobError("--gpu-map is not supported by this version's restore")
+    require_root()
+
+
+def dump(store: JobStore, state: Path, spec: DumpSpec, events: Events) -> dict[str, Any]:
+    """``cedana dump job|process``: the dump's document (``DumpResult.to_json()``)."""
+    from cedana_gpu.cr.dump import find_job_by_pid
+
+    check_dump()
     if spec.pid is not None:
         job = find_job_by_pid(store, spec.pid)
     else:
@@ -287,14 +305,9 @@ def restore(
     store: JobStore, state: Path, spec: RestoreSpec, events: Events
 ) -> tuple[dict[str, Any], lifecycle.StartedJob]:
     """``cedana restore job``: the restore's document and the started job."""
-    from cedana_gpu.cr.dump import require_root
     from cedana_gpu.cr.restore import restore_job
 
-    if spec.jid is None and spec.path is None:
-        raise JobError("name a job (restore job ID) or a checkpoint (--path P)")
-    if spec.gpu_map:
-        raise JobError("--gpu-map is not supported by this version's restore")
-    require_root()
+    check_restore(spec)
     new_jid = spec.new_jid or lifecycle.new_job_id()
     socket = statedir.job_dir(state, new_jid) / statedir.CONTROL_SOCKET
     with controller_progress(socket, events):
