@@ -42,6 +42,7 @@ from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
 from cedana_gpu.daemon.wire import ERROR_KEY, TOKEN_KEY
 from cedana_gpu.errors import CedanaError, SetupError
+from cedana_gpu.gpu_info import default_driver_kind
 from cedana_gpu.jobs import lifecycle, statedir
 from cedana_gpu.jobs.store import JobStore
 
@@ -286,7 +287,7 @@ class Servicer(pb_grpc.DaemonServicer):
             spec = ops.RunSpec(
                 cmd=list(request.cmd),
                 gpu=request.gpu,
-                driver=request.gpu_driver or "system",
+                driver=request.gpu_driver or (default_driver_kind() if request.gpu else "none"),
                 jid=request.jid or None,
                 engine=request.gpu_engine or self.d.cfg["gpu.engine"],
                 persistent_mounts=list(request.persistent_mounts),
