@@ -20,6 +20,7 @@ with a token (``auth.token``) that every call must send as
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import logging
 import os
@@ -198,7 +199,7 @@ class Daemon:
                 from cedana_gpu.cr.dump import find_job_by_pid
 
                 jid = find_job_by_pid(store, spec.pid).jid
-                spec = ops.DumpSpec(**dict(spec.__dict__, jid=jid, pid=None))
+                spec = dataclasses.replace(spec, jid=jid, pid=None)
             with self.holding(jid or "", "a dump"):
                 return ops.dump(store, self.state, spec, events)
 
@@ -225,8 +226,12 @@ class Daemon:
                 return
         try:
             client = control.ControlClient(Path(job.socket_path))
+        except control.ControlError as e:
+            raise Busy(f"cannot freeze job {jid}: {e}") from None
+        try:
             client.call({"op": "freeze", "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000 + 30)
         except control.ControlError as e:
+            client.close()
             raise Busy(f"cannot freeze job {jid}: {e}") from None
         with self._lock:
             self._frozen[jid] = client
