@@ -8,7 +8,10 @@ Prints the checkpoint's path, its size and the time of each phase (freeze,
 GPU dump, CRIU dump, archive). Without ``--leave-running`` the job ends once
 its checkpoint is complete (recorded as ``checkpointed``); with it, it runs
 on. A dump that fails leaves the job running and no checkpoint behind.
-Needs root (CRIU).
+Needs root (CRIU). Without the flags, ``--compression``, ``--stream``,
+``--leave-running`` and ``--dir`` take the configured ``checkpoint.compression``,
+``checkpoint.stream``, ``criu.leave_running`` and ``checkpoint.dir``
+(``cedana config show``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``cedana exec``: start a job (also ``cedana run process``, as Cedana users type it).
 
     cedana exec [--gpu] [--jid ID] [--attach] [--gpu-driver system|fake]
-                [--persistent-mount DIR ...] -- CMD [ARGS...]
+                [--persistent-mount DIR ...] [--checkpoint-every DURATION [--keep N]]
+                -- CMD [ARGS...]
     cedana run process [--gpu-enabled] [--jid ID] [--attach] -- CMD [ARGS...]
 
 Each job gets a controller process of its own, detached in its own session,
@@ -18,6 +19,9 @@ and the job's exit status is returned; Ctrl-C kills the job.
 makes DIR a tmpfs private to the job (root: the job gets a mount namespace of
 its own), whose files travel in the job's checkpoints: for scratch files and
 JIT caches a restored job expects to find as they were.
+
+``--checkpoint-every 5m --keep 3`` (the daemon only): the daemon dumps the
+job every 5 minutes, leaving it running, and keeps its newest 3 checkpoints.
 """
 
 from __future__ import annotations
