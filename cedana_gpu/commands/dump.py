@@ -117,18 +117,14 @@ def format_result(doc: dict[str, Any]) -> str:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    from cedana_gpu import config
     from cedana_gpu.daemon.ops import DumpSpec
 
-    # Unset flags take the configured value (flag > CEDANA_* > file > default).
-    cfg = config.load(
-        {
-            "checkpoint.compression": args.compression,
-            "checkpoint.stream": args.streams,
-            "criu.leave_running": args.leave_running,
-        },
-        config_file=getattr(args, "config", None),
-    )
+    # Unset flags take the configured value (flag > CEDANA_* > file > default);
+    # a flag's own value is checked by the dump, whose messages name the flag.
+    cfg = route.settings(args)
+    compression = args.compression or cfg["checkpoint.compression"]
+    streams = args.streams if args.streams is not None else cfg["checkpoint.stream"]
+    leave_running = bool(args.leave_running or cfg["criu.leave_running"])
     directory = args.dir
     if directory is None and cfg["checkpoint.dir"] and args.dump_kind == "job":
         directory = Path(cfg["checkpoint.dir"]) / args.jid
@@ -137,9 +133,9 @@ def cmd_dump(args: argparse.Namespace) -> int:
             jid=args.jid if args.dump_kind == "job" else None,
             pid=args.pid if args.dump_kind == "process" else None,
             directory=directory.absolute() if directory else None,
-            compression=cfg["checkpoint.compression"],
-            streams=cfg["checkpoint.stream"],
-            leave_running=cfg["criu.leave_running"],
+            compression=compression,
+            streams=streams,
+            leave_running=leave_running,
             signing_key=args.signing_key,
         ),
         route.events(),
