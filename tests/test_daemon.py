@@ -487,3 +487,22 @@ def test_freeze_holds_a_gpu_job_until_unfreeze(daemon: Daemon) -> None:
         with pytest.raises(grpc.RpcError) as twice:
             stub.Unfreeze(pb.UnfreezeReq(jid=jid))
         assert twice.value.details() == f"job {jid} is not frozen by this daemon"
+
+
+def test_a_restarted_daemon_takes_up_the_periodic_policies(daemon: Daemon) -> None:
+    jid = unique_jid("dru")
+    with daemon.client() as stub:
+        stub.Run(counter_req(jid, LONG, policy=pb.CheckpointPolicy(every=0.3, keep=1)))
+    daemon.stop(signal.SIGKILL)
+    before = {c.id for c in store_of(daemon).checkpoints(jid)}
+    daemon.start()
+    assert "1 job(s) running, 1 periodic policies" in daemon.output()
+    with daemon.client() as stub:
+        wait_for(
+            lambda: (
+                {c.id for c in stub.ListCheckpoints(pb.ListCheckpointsReq(jid=jid)).checkpoints}
+                - before
+            ),
+            "a periodic checkpoint by the new daemon",
+        )
+        assert stub.Get(pb.GetReq(jid=jid)).job.policy.every == 0.3
