@@ -1,7 +1,10 @@
 """The ``cedana`` command.
 
 Each command group lives in its own module under ``cedana_gpu.commands`` and
-registers its parser here. Errors the user can act on are printed as one line,
+registers its parser here. The configuration (``cedana_gpu.config``) is read
+once, before the command runs; a verb's work runs in the daemon when one
+answers at the configured address, else in this process (``--no-server``
+forces that; ``commands.route``). Errors the user can act on are printed as one line,
 ``cedana: error: ...``, with exit status 1 (2 for a malformed command line);
 anything else is a bug and keeps its traceback.
 """
@@ -12,9 +15,15 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import cedana_gpu
+from cedana_gpu import config
+from cedana_gpu.commands import check as check_commands
+from cedana_gpu.commands import checkpoint as checkpoint_commands
+from cedana_gpu.commands import config as config_commands
+from cedana_gpu.commands import daemon as daemon_commands
 from cedana_gpu.commands import dump as dump_commands
 from cedana_gpu.commands import exec as exec_commands
 from cedana_gpu.commands import gpu as gpu_commands
@@ -32,7 +41,11 @@ COMMAND_GROUPS = (
     job_commands,
     dump_commands,
     restore_commands,
+    checkpoint_commands,
     gpu_commands,
+    daemon_commands,
+    config_commands,
+    check_commands,
 )
 """Modules with a ``register(subcommands)`` function, in ``--help`` order."""
 
@@ -54,6 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transparent checkpoint/restore of GPU processes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {cedana_gpu.__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the config file (default: $CEDANA_CONFIG, "
+        "~/.cedana/config.json, /etc/cedana/config.json)",
+    )
+    parser.add_argument("--address", help="the daemon's socket path or host:port (address)")
+    parser.add_argument("--protocol", choices=("unix", "tcp"), help="unix or tcp (protocol)")
+    parser.add_argument("--log-level", help="the daemon's log level (log_level)")
+    parser.add_argument(
+        "--no-server",
+        action="store_true",
+        help="run the command in this process, even when a daemon answers",
+    )
     subcommands = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
@@ -67,9 +95,21 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _configure(args: argparse.Namespace) -> None:
+    """Read the configuration; a ``db.path`` names the state directory of everything after."""
+    args.cfg = config.load(
+        {"address": args.address, "protocol": args.protocol, "log_level": args.log_level},
+        config_file=args.config,
+    )
+    state = args.cfg.state_dir()
+    if state is not None:  # everything below finds the state directory there
+        os.environ[config.STATE_DIR_ENV] = str(state)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _configure(args)
         status: int = args.handler(args)
         sys.stdout.flush()
     except CedanaError as e:

@@ -1,14 +1,16 @@
 """`make demo`: the sample GPU workloads, then save, migrate and resume.
 
 Part one runs each sample and shows what it did. Part two is the story
-cedana-gpu exists for: a training job started under `cedana exec --gpu` is
-dumped mid-run (GPU state by the controller, CPU state by CRIU), killed, its
-checkpoint copied elsewhere as if to another node, restored from the copy,
-and its final checksum compared with an uninterrupted run's. It runs twice,
+cedana-gpu exists for, told through the cedana daemon (`cedana daemon
+start`, which then runs every command's work): a training job started under
+`cedana exec --gpu` is dumped mid-run (GPU state and CPU state, by CRIU),
+killed, its checkpoint copied elsewhere as if to another node, restored from
+the copy, and its final checksum compared with an uninterrupted run's. It runs
 once under each GPU engine: ``intercept`` (the interposer and its controller
 save the GPU state) and ``driver`` (the job loads the driver itself and the
 driver's own checkpoint API stages its GPU memory for CRIU), where the driver
-has that API.
+has that API. A few lines of Python then ask the daemon's gRPC API for the
+jobs.
 
 On a machine with an NVIDIA GPU everything runs on the system driver (with
 the PTX kernels); elsewhere on the fake driver, which runs the same kernels on
@@ -17,13 +19,16 @@ the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from cedana_gpu import gpu_info, paths
@@ -70,9 +75,12 @@ def run(title: str, cmd: list[str], env: dict[str, str], tail: int = 4) -> bool:
 TRAIN = ["samples/train_mlp.py", "--steps", "120", "--print-every", "10"]
 
 
-def cedana(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def cedana(
+    *args: str, env: dict[str, str], check: bool = True, quiet: bool = False
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "cedana_gpu", *args]
-    print(f"$ cedana {' '.join(args)}", flush=True)
+    if not quiet:
+        print(f"$ cedana {' '.join(args)}", flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     if check and proc.returncode != 0:
         raise SystemExit(f"demo: cedana {args[0]} failed: {proc.stderr.strip()}")
@@ -104,9 +112,55 @@ def driver_has_checkpoint_api(env: dict[str, str], driver: str) -> bool:
     return isinstance(api, dict) and bool(api.get("checkpoint"))
 
 
+@contextlib.contextmanager
+def daemon(env: dict[str, str], log: Path) -> Iterator[None]:
+    """``cedana daemon start`` in the background for the story; stopped at its end."""
+    print("$ cedana daemon start &", flush=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cedana_gpu", "daemon", "start"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while cedana("daemon", "check", env=env, check=False, quiet=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"demo: the daemon did not start; see {log}")
+            time.sleep(0.1)
+        print("   " + cedana("daemon", "check", env=env).stdout.strip().replace("\n", "\n   "))
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
+API_EXAMPLE = """\
+import grpc
+from cedana_gpu.daemon.proto import daemon_pb2 as pb, daemon_pb2_grpc as pb_grpc
+stub = pb_grpc.DaemonStub(grpc.insecure_channel("unix:" + SOCKET))
+for job in stub.List(pb.ListReq()).jobs:
+    print(job.jid, job.status, "restored from", job.restored_from or "-")
+"""
+
+
+def ask_the_api(socket: Path, env: dict[str, str]) -> None:
+    print("$ python  # the daemon's API", flush=True)
+    for line in API_EXAMPLE.replace("SOCKET", repr(str(socket))).splitlines():
+        print(f"   {'...' if line.startswith(' ') else '>>>'} {line}")
+    code = API_EXAMPLE.replace("SOCKET", repr(str(socket)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    for line in (out.stdout or out.stderr).strip().splitlines():
+        print(f"   {line}")
+
+
 def save_migrate_resume(driver: str, env: dict[str, str], engine: str) -> bool:
     print(
-        f"\n== save, migrate, resume: train_mlp under cedana exec --gpu --gpu-engine {engine}",
+        f"\n== save, migrate, resume: train_mlp under cedana exec --gpu --gpu-engine {engine},"
+        " through the daemon",
         flush=True,
     )
     if os.geteuid() != 0:
@@ -119,72 +173,82 @@ def save_migrate_resume(driver: str, env: dict[str, str], engine: str) -> bool:
     print(f"   uninterrupted run: checksum {expected}")
     with tempfile.TemporaryDirectory(prefix="cedana-demo-") as tmp:
         work = Path(tmp)
-        cenv = dict(env, CEDANA_STATE_DIR=str(work / "state"))
-        jid = f"demo-{engine}-{os.getpid()}"
-        slow = [*TRAIN, "--sleep-per-step", "0.02"]
-        cedana(
-            "exec",
-            "--gpu",
-            "--gpu-driver",
-            driver,
-            "--gpu-engine",
-            engine,
-            "--jid",
-            jid,
-            "--",
-            sys.executable,
-            *slow,
-            env=cenv,
-        )
-        inspect = json.loads(cedana("job", "inspect", jid, env=cenv).stdout)
-        log = Path(inspect["log_path"])
-        wait_for_step(log, 40)
-        dump = cedana(
-            "dump",
-            "job",
-            jid,
-            "--dir",
-            str(work / "checkpoints"),
-            "--compression",
-            "lz4",
-            "--stream",
-            "2",
-            "--output",
-            "json",
-            env=cenv,
-        )
-        info = json.loads(dump.stdout)
-        print(
-            f"   dumped at step {log.read_text().splitlines()[-1].split()[1]}: "
-            f"{info['path']} ({info.get('size', 0) / 2**20:.1f} MiB)"
-        )
-        print("   " + cedana("ps", env=cenv).stdout.strip().replace("\n", "\n   "))
-        migrated = work / "other-node" / Path(info["path"]).name
-        migrated.parent.mkdir()
-        if Path(info["path"]).is_dir():
-            shutil.copytree(info["path"], migrated)
-        else:
-            shutil.copy2(info["path"], migrated)
-        shutil.rmtree(Path(info["path"]), ignore_errors=True)
-        Path(info["path"]).unlink(missing_ok=True)
-        print(f"   copied the checkpoint to {migrated} and removed the original")
-        restored = cedana(
-            "restore",
-            "job",
-            jid,
-            "--path",
-            str(migrated),
-            "--jid",
-            jid + "-r",
-            "--attach",
-            env=cenv,
-            check=False,
-        )
-        resumed = last_checksum(log.read_text() + restored.stdout)
-        print(f"   restored run finished with exit {restored.returncode}: checksum {resumed}")
+        socket = work / "cedana.sock"
+        cenv = dict(env, CEDANA_STATE_DIR=str(work / "state"), CEDANA_ADDRESS=str(socket))
+        with daemon(cenv, work / "daemon.log"):
+            resumed, restored = story(driver, work, cenv, engine)
+            ask_the_api(socket, cenv)
     same = resumed == expected and restored.returncode == 0
     print("   checksums match: the job continued as if nothing happened" if same else "   MISMATCH")
     return same
+
+
+def story(
+    driver: str, work: Path, cenv: dict[str, str], engine: str
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    jid = f"demo-{engine}-{os.getpid()}"
+    slow = [*TRAIN, "--sleep-per-step", "0.02"]
+    cedana(
+        "exec",
+        "--gpu",
+        "--gpu-driver",
+        driver,
+        "--gpu-engine",
+        engine,
+        "--jid",
+        jid,
+        "--",
+        sys.executable,
+        *slow,
+        env=cenv,
+    )
+    inspect = json.loads(cedana("job", "inspect", jid, env=cenv).stdout)
+    log = Path(inspect["log_path"])
+    wait_for_step(log, 40)
+    dump = cedana(
+        "dump",
+        "job",
+        jid,
+        "--dir",
+        str(work / "checkpoints"),
+        "--compression",
+        "lz4",
+        "--stream",
+        "2",
+        "--output",
+        "json",
+        env=cenv,
+    )
+    info = json.loads(dump.stdout)
+    print(
+        f"   dumped at step {log.read_text().splitlines()[-1].split()[1]}: "
+        f"{info['path']} ({info.get('size', 0) / 2**20:.1f} MiB)"
+    )
+    print("   " + cedana("ps", env=cenv).stdout.strip().replace("\n", "\n   "))
+    migrated = work / "other-node" / Path(info["path"]).name
+    migrated.parent.mkdir()
+    if Path(info["path"]).is_dir():
+        shutil.copytree(info["path"], migrated)
+    else:
+        shutil.copy2(info["path"], migrated)
+    shutil.rmtree(Path(info["path"]), ignore_errors=True)
+    Path(info["path"]).unlink(missing_ok=True)
+    print(f"   copied the checkpoint to {migrated} and removed the original")
+    restored = cedana(
+        "restore",
+        "job",
+        jid,
+        "--path",
+        str(migrated),
+        "--jid",
+        jid + "-r",
+        "--attach",
+        env=cenv,
+        check=False,
+    )
+    resumed = last_checksum(log.read_text() + restored.stdout)
+    print(f"   restored run finished with exit {restored.returncode}: checksum {resumed}")
+    return resumed, restored
 
 
 def main() -> int:

@@ -8,7 +8,10 @@ Prints the checkpoint's path, its size and the time of each phase (freeze,
 GPU dump, CRIU dump, archive). Without ``--leave-running`` the job ends once
 its checkpoint is complete (recorded as ``checkpointed``); with it, it runs
 on. A dump that fails leaves the job running and no checkpoint behind.
-Needs root (CRIU).
+Needs root (CRIU). Without the flags, ``--compression``, ``--stream``,
+``--leave-running`` and ``--dir`` take the configured ``checkpoint.compression``,
+``checkpoint.stream``, ``criu.leave_running`` and ``checkpoint.dir``
+(``cedana config show``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cedana_gpu.commands import route
 from cedana_gpu.commands.output import add_output_option
-from cedana_gpu.jobs import lifecycle
 
 COMPRESSIONS = ("none", "tar", "lz4", "gzip", "zlib")
 PHASES = (
@@ -46,17 +49,17 @@ def _options(parser: argparse.ArgumentParser) -> None:
         "--compression",
         "-c",
         choices=COMPRESSIONS,
-        default="none",
+        default=None,
         help="none: a directory; tar: one archive; lz4/gzip/zlib: one archive with the "
-        "device memory and CRIU images compressed (default: none)",
+        "device memory and CRIU images compressed (default: checkpoint.compression, none)",
     )
     parser.add_argument(
         "--stream",
         dest="streams",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="write device memory as N shards in parallel, 1 to 64 (default: 1)",
+        help="write device memory as N shards in parallel, 1 to 64 (default: checkpoint.stream, 1)",
     )
     parser.add_argument(
         "--signing-key",
@@ -67,7 +70,9 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--leave-running",
         action="store_true",
-        help="keep the job running after the dump (default: it ends, checkpointed)",
+        default=None,
+        help="keep the job running after the dump (default: criu.leave_running, false: "
+        "it ends, checkpointed)",
     )
     add_output_option(parser, human="text")
 
@@ -112,28 +117,29 @@ def format_result(doc: dict[str, Any]) -> str:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    from cedana_gpu.cr.dump import DumpOptions, dump_job, find_job_by_pid, require_root
+    from cedana_gpu.daemon.ops import DumpSpec
 
-    require_root()
-    state, store = lifecycle.open_store()
-    with store:
-        if args.dump_kind == "process":
-            job = find_job_by_pid(store, args.pid)
-        else:
-            job = store.require(args.jid)
-        result = dump_job(
-            store,
-            state,
-            job,
-            DumpOptions(
-                directory=args.dir.absolute() if args.dir else None,
-                compression=args.compression,
-                streams=args.streams,
-                leave_running=args.leave_running,
-                signing_key=args.signing_key,
-            ),
-        )
-    doc = result.to_json()
+    # Unset flags take the configured value (flag > CEDANA_* > file > default);
+    # a flag's own value is checked by the dump, whose messages name the flag.
+    cfg = route.settings(args)
+    compression = args.compression or cfg["checkpoint.compression"]
+    streams = args.streams if args.streams is not None else cfg["checkpoint.stream"]
+    leave_running = bool(args.leave_running or cfg["criu.leave_running"])
+    directory = args.dir
+    if directory is None and cfg["checkpoint.dir"] and args.dump_kind == "job":
+        directory = Path(cfg["checkpoint.dir"]) / args.jid
+    doc = route.backend(args).dump(
+        DumpSpec(
+            jid=args.jid if args.dump_kind == "job" else None,
+            pid=args.pid if args.dump_kind == "process" else None,
+            directory=directory.absolute() if directory else None,
+            compression=compression,
+            streams=streams,
+            leave_running=leave_running,
+            signing_key=args.signing_key,
+        ),
+        route.events(),
+    )
     if args.output == "json":
         print(json.dumps(doc, indent=2))
     else:

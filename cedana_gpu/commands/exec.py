@@ -2,7 +2,8 @@
 
     cedana exec [--gpu] [--jid ID] [--attach] [--gpu-driver system|fake]
                 [--gpu-engine auto|intercept|driver]
-                [--persistent-mount DIR ...] -- CMD [ARGS...]
+                [--persistent-mount DIR ...] [--checkpoint-every DURATION [--keep N]]
+                -- CMD [ARGS...]
     cedana run process [--gpu-enabled] [--jid ID] [--attach] -- CMD [ARGS...]
 
 Each job gets a controller process of its own, detached in its own session,
@@ -26,6 +27,9 @@ and the job's exit status is returned; Ctrl-C kills the job.
 makes DIR a tmpfs private to the job (root: the job gets a mount namespace of
 its own), whose files travel in the job's checkpoints: for scratch files and
 JIT caches a restored job expects to find as they were.
+
+``--checkpoint-every 5m --keep 3`` (the daemon only): the daemon dumps the
+job every 5 minutes, leaving it running, and keeps its newest 3 checkpoints.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import os
 import sys
 
 from cedana_gpu import engines
-from cedana_gpu.commands import CommandError
+from cedana_gpu.commands import CommandError, route
 from cedana_gpu.jobs import lifecycle
 
 GPU_DRIVERS = ("system", "fake")
@@ -81,6 +85,18 @@ def _add_job_options(parser: argparse.ArgumentParser, gpu_flag: str) -> None:
         f"repeatable; also ${PERSISTENT_MOUNTS_ENV}=/a,/b)",
     )
     parser.add_argument(
+        "--checkpoint-every",
+        metavar="DURATION",
+        help="the daemon dumps the job, leaving it running, this often (90s, 5m, 1h)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --checkpoint-every: keep the newest N checkpoints (default: all)",
+    )
+    parser.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the job's command"
     )
     parser.set_defaults(handler=cmd_exec)
@@ -124,26 +140,49 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise CommandError("--gpu-driver needs --gpu")
     if args.gpu_engine is not None and not args.gpu:
         raise CommandError("--gpu-engine needs --gpu")
-    try:
-        engine = args.gpu_engine or engines.default_choice()
-    except engines.BadEngine as e:
-        raise CommandError(str(e)) from None
+    # flag > CEDANA_GPU_ENGINE > the configuration file's gpu.engine > auto
+    # (config.load reads the environment over the file).
+    engine = args.gpu_engine or (route.settings(args)["gpu.engine"] if args.gpu else "")
+    if args.gpu:
+        try:
+            engines.check_choice(engine)
+        except engines.BadEngine as e:
+            raise CommandError(str(e)) from None
     driver = _driver(args) if args.gpu else "none"
     mounts = list(args.persistent_mounts)
     mounts += [m.strip() for m in os.environ.get(PERSISTENT_MOUNTS_ENV, "").split(",") if m.strip()]
-    started = lifecycle.start_job(
-        command,
-        gpu=args.gpu,
-        driver=driver,
-        jid=args.jid,
-        persistent_mounts=mounts,
-        engine=engine,
+    every = 0.0
+    if args.checkpoint_every is not None:
+        from cedana_gpu.daemon.periodic import parse_duration
+
+        try:
+            every = parse_duration(args.checkpoint_every)
+        except ValueError:
+            raise CommandError(
+                f"--checkpoint-every {args.checkpoint_every!r}: give a duration (90s, 5m, 1h)"
+            ) from None
+    if args.keep < 0:
+        raise CommandError("--keep cannot be negative")
+    from cedana_gpu.daemon.ops import RunSpec
+
+    backend = route.backend(args)
+    job = backend.run(
+        RunSpec(
+            command,
+            gpu=args.gpu,
+            driver=driver,
+            jid=args.jid,
+            engine=engine if args.gpu else "",
+            persistent_mounts=mounts,
+            every=every,
+            keep=args.keep,
+        )
     )
     if not args.attach:
-        print(started.job.jid)
+        print(job.jid)
         return 0
     sys.stdout.flush()
-    job = lifecycle.follow(started, sys.stdout.buffer)
+    job = backend.attach(job.jid, sys.stdout.buffer)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
     return lifecycle.exit_status(job)

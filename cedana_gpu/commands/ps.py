@@ -13,6 +13,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from cedana_gpu.commands import route
 from cedana_gpu.commands.output import add_output_option, table
 from cedana_gpu.jobs import lifecycle
 from cedana_gpu.jobs.store import Job
@@ -41,9 +42,7 @@ def format_jobs(jobs: Sequence[Job]) -> str:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    _state, store = lifecycle.open_store()
-    with store:
-        jobs = [lifecycle.refresh(store, j) for j in store.list()]
+    jobs = route.backend(args).jobs()
     if args.output == "json":
         print(json.dumps([dict(j.to_json(), status=lifecycle.describe(j)) for j in jobs], indent=2))
     else:

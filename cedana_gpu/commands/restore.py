@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from cedana_gpu.commands import CommandError
+from cedana_gpu.commands import CommandError, route
 from cedana_gpu.commands.exec import GPU_DRIVERS
 from cedana_gpu.commands.output import add_output_option
 from cedana_gpu.jobs import lifecycle
@@ -84,25 +84,23 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from cedana_gpu.cr.dump import require_root
-    from cedana_gpu.cr.restore import restore_job
+    from cedana_gpu.daemon.ops import RestoreSpec
 
     if args.jid is None and args.path is None:
         raise CommandError("name a job (restore job ID) or a checkpoint (--path P)")
-    require_root()
-    state, store = lifecycle.open_store()
-    result = restore_job(
-        store,
-        state,
-        jid=args.jid,
-        path=args.path,
-        new_jid=args.new_jid,
-        driver=args.gpu_driver,
-        signing_key=args.signing_key,
-        allow_unsigned=args.allow_unsigned,
-        gpu_map=list(args.gpu_map),
+    backend = route.backend(args)
+    doc = backend.restore(
+        RestoreSpec(
+            jid=args.jid,
+            path=args.path.absolute() if args.path else None,
+            new_jid=args.new_jid,
+            driver=args.gpu_driver,
+            signing_key=args.signing_key,
+            allow_unsigned=args.allow_unsigned,
+            gpu_map=list(getattr(args, "gpu_map", None) or []),
+        ),
+        route.events(),
     )
-    doc = result.to_json()
     if args.output == "json":
         print(json.dumps(doc, indent=2), flush=True)
     elif not args.attach:
@@ -112,7 +110,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not args.attach:
         return 0
     sys.stdout.flush()
-    job = lifecycle.follow(result.started, sys.stdout.buffer)
+    job = backend.attach(doc["job"], sys.stdout.buffer)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
     return lifecycle.exit_status(job)

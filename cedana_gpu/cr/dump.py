@@ -70,7 +70,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,6 +128,10 @@ class DumpOptions:
     durable: bool = field(default_factory=lambda: os.environ.get(DURABLE_ENV, "1") != "0")
     """Verify and fsync before the commit. Only a benchmark of what that costs turns it
     off (``CEDANA_DUMP_DURABLE=0``): without it a crash can lose a job that was dumped."""
+    on_phase: Callable[[str], None] | None = None
+    """Told each phase's name as it starts (the daemon's progress events)."""
+    report: Callable[[str], None] | None = None
+    """Where the dump's own notes go, one line each (None: stderr, as ``cedana: ...``)."""
 
 
 @dataclass
@@ -758,7 +762,8 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         key = signing.configured_key(options.signing_key)
     except CheckpointError as e:
         raise DumpError(str(e)) from None
-    recovery.recover(store, state, job.jid, _report)
+    report = options.report or _report
+    recovery.recover(store, state, job.jid, report)
     job = lifecycle.refresh(store, job)
     if job.state != RUNNING or not job.pid:
         raise DumpError(f"job {job.jid} is not running ({lifecycle.describe(job)})")
@@ -776,7 +781,9 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
     cid = checkpoint_id(job.jid)
     base = options.directory or statedir.checkpoints_dir(state, job.jid)
     base = base.absolute()
-    pipeline = Pipeline(DUMP_PHASES, name="dump")
+    pipeline = Pipeline(DUMP_PHASES, name="dump", observer=options.on_phase)
+    if options.report is not None:
+        pipeline.report = options.report
     ctx = DumpContext(
         store=store,
         state=state,

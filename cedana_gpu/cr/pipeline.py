@@ -135,6 +135,8 @@ class Pipeline(Generic[C]):
     process with its own SIGTERM handling (the controller) says False."""
     report: Callable[[str], None] = _stderr_line
     """Where a failed undo is reported, one line each."""
+    observer: Callable[[str], None] | None = None
+    """Told the name of each phase as it starts (the daemon's progress events)."""
     timings: dict[str, float] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)
     """The phases that started, in order (the last one may have failed)."""
@@ -155,6 +157,8 @@ class Pipeline(Generic[C]):
                         hook.before(phase.name)
                     self.started.append(phase.name)
                     to_undo.append(phase)
+                    if self.observer is not None:
+                        self.observer(phase.name)
                     t0 = time.monotonic()
                     if hook is None:
                         phase.run(ctx)
@@ -249,7 +253,8 @@ class _Hook:
     def before(self, phase: str) -> None:
         """Say the run reached ``phase``; wait while the test pauses it there."""
         reached = self._path(phase, "reached")
-        tmp = reached.with_name(f".{reached.name}.{os.getpid()}")
+        # Named per thread too: a daemon runs several pipelines in one process.
+        tmp = reached.with_name(f".{reached.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, reached)
         pause = self._path(phase, "pause")

@@ -41,6 +41,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,12 +245,17 @@ def restore_job(
     signing_key: Path | None = None,
     allow_unsigned: bool = False,
     gpu_map: list[str] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> RestoreResult:
-    """Restore a checkpoint as a new job and return once it runs."""
+    """Restore a checkpoint as a new job and return once it runs.
+
+    ``on_phase`` is told each phase's name as it starts; ``report`` gets the
+    restore's own notes, one line each (default: stderr)."""
     from cedana_gpu.checkpoint import CheckpointError, signing
 
     require_root()
-    recovery.recover(store, state, None, _report)
+    recovery.recover(store, state, None, report or _report)
     source, cid = resolve_source(store, jid, path)
     try:
         key = signing.configured_key(signing_key)
@@ -257,7 +263,9 @@ def restore_job(
         raise RestoreError(str(e)) from None
     scratch_root = statedir.restore_tmp_dir(state)
     statedir.ensure_private_dir(scratch_root)
-    pipeline = Pipeline(RESTORE_PHASES, name="restore")
+    pipeline = Pipeline(RESTORE_PHASES, name="restore", observer=on_phase)
+    if report is not None:
+        pipeline.report = report
     ctx = RestoreContext(
         store=store,
         state=state,

@@ -105,6 +105,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # and for rows from before engines (all intercepted).
         "ALTER TABLE jobs ADD COLUMN engine TEXT",
     ),
+    (
+        # The daemon (issue 10): a job's periodic checkpoint policy, dumped
+        # leave-running every ``every`` seconds, keeping the newest ``keep``.
+        # A table of its own, so the daemon finds the policies again when it
+        # restarts and jobs without one carry nothing.
+        """
+        CREATE TABLE checkpoint_policies (
+            jid TEXT PRIMARY KEY,
+            every REAL NOT NULL,
+            keep INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -458,6 +471,26 @@ class JobStore:
     def delete_checkpoint(self, cid: str) -> bool:
         with self._locked() as conn:
             return conn.execute("DELETE FROM checkpoints WHERE id = ?", (cid,)).rowcount > 0
+
+    # ---- periodic checkpoint policies (the daemon) ---------------------------------
+
+    def set_policy(self, jid: str, every: float, keep: int) -> None:
+        """Dump ``jid`` every ``every`` seconds keeping ``keep``; ``every`` 0 clears it."""
+        with self._locked() as conn:
+            if every <= 0:
+                conn.execute("DELETE FROM checkpoint_policies WHERE jid = ?", (jid,))
+            else:
+                conn.execute(
+                    "INSERT INTO checkpoint_policies (jid, every, keep) VALUES (?, ?, ?) "
+                    "ON CONFLICT (jid) DO UPDATE SET every = excluded.every, keep = excluded.keep",
+                    (jid, every, keep),
+                )
+
+    def policies(self) -> dict[str, tuple[float, int]]:
+        """Every job's policy: jid -> (every, keep)."""
+        with self._locked() as conn:
+            rows = conn.execute("SELECT jid, every, keep FROM checkpoint_policies").fetchall()
+        return {r["jid"]: (float(r["every"]), int(r["keep"])) for r in rows}
 
 
 @dataclass
