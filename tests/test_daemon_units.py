@@ -33,7 +33,21 @@ def full_job() -> Job:
         segment="cedana-gpu.j0",
         persistent_mounts=["/a", "/b"],
         restored_from="j0-ckpt",
+        engine="driver",
     )
+
+
+def test_the_full_job_sets_every_field() -> None:
+    """So that a field added to Job and forgotten in the conversion fails the round trip."""
+    import dataclasses
+
+    bare = Job(jid="bare", cmd=["sh"])
+    unset = [
+        f.name
+        for f in dataclasses.fields(Job)
+        if getattr(full_job(), f.name) == getattr(bare, f.name) and f.name != "signal"
+    ]
+    assert unset == []
 
 
 @pytest.mark.parametrize("job", [full_job(), Job(jid="bare", cmd=["sh"])], ids=["full", "bare"])
@@ -69,10 +83,13 @@ def test_dump_and_restore_documents_survive_the_round_trip() -> None:
         "generation": 1,
         "gpu_bytes": 4096,
         "regions": 2,
+        "engine": "driver",
         "phases": {"total": 1.0, "freeze": 0.5, "criu_dump": 0.25},
         "job_state": "running",
     }
     assert convert.dump_from_pb(convert.dump_to_pb(dump)) == dump
+    plain = {**dump, "engine": None}  # a job without GPU has no engine
+    assert convert.dump_from_pb(convert.dump_to_pb(plain)) == plain
     back = convert.dump_from_pb(convert.dump_to_pb(dump))
     # Keys and phases in the library's order: both ways print the same JSON.
     assert list(back) == list(dump) and list(back["phases"]) == list(dump["phases"])

@@ -29,6 +29,7 @@ _JOB_OPTIONAL = (
     "shm_dir",
     "segment",
     "restored_from",
+    "engine",
 )
 _JOB_PLAIN = ("jid", "state", "pid_namespace", "gpu", "generation", "created_at", "updated_at")
 
@@ -108,21 +109,33 @@ _DUMP_KEYS = (
     "generation",
     "gpu_bytes",
     "regions",
+    "engine",
     "phases",
     "job_state",
 )
+"""``DumpResult.to_json()``'s keys, in its order (so both ways print the same JSON)."""
+_DUMP_OPTIONAL = ("engine",)
 
 
 def dump_to_pb(doc: dict[str, Any]) -> pb.DumpResp:
     """``DumpResult.to_json()`` as a message."""
-    return pb.DumpResp(
-        **{k: doc[k] for k in _DUMP_KEYS if k != "phases"}, phases=phases_to_pb(doc["phases"])
-    )
+    plain = {k: doc[k] for k in _DUMP_KEYS if k != "phases" and k not in _DUMP_OPTIONAL}
+    msg = pb.DumpResp(**plain, phases=phases_to_pb(doc["phases"]))
+    for key in _DUMP_OPTIONAL:
+        if doc.get(key) is not None:
+            setattr(msg, key, doc[key])
+    return msg
 
 
 def dump_from_pb(msg: pb.DumpResp) -> dict[str, Any]:
-    doc = {k: getattr(msg, k) for k in _DUMP_KEYS}
-    doc["phases"] = phases_from_pb(msg.phases)
+    doc: dict[str, Any] = {}
+    for k in _DUMP_KEYS:
+        if k == "phases":
+            doc[k] = phases_from_pb(msg.phases)
+        elif k in _DUMP_OPTIONAL:
+            doc[k] = getattr(msg, k) if msg.HasField(k) else None
+        else:
+            doc[k] = getattr(msg, k)
     return doc
 
 

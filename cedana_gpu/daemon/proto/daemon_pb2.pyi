@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Job(_message.Message):
-    __slots__ = ("jid", "cmd", "state", "status", "exit_code", "signal", "pid", "pid_namespace", "controller_pid", "gpu", "driver", "cwd", "log_path", "socket_path", "error", "generation", "created_at", "updated_at", "shm_dir", "segment", "persistent_mounts", "restored_from", "policy")
+    __slots__ = ("jid", "cmd", "state", "status", "exit_code", "signal", "pid", "pid_namespace", "controller_pid", "gpu", "driver", "cwd", "log_path", "socket_path", "error", "generation", "created_at", "updated_at", "shm_dir", "segment", "persistent_mounts", "restored_from", "policy", "engine")
     JID_FIELD_NUMBER: _ClassVar[int]
     CMD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Job(_message.Message):
     PERSISTENT_MOUNTS_FIELD_NUMBER: _ClassVar[int]
     RESTORED_FROM_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     jid: str
     cmd: _containers.RepeatedScalarFieldContainer[str]
     state: str
@@ -54,7 +55,8 @@ class Job(_message.Message):
     persistent_mounts: _containers.RepeatedScalarFieldContainer[str]
     restored_from: str
     policy: CheckpointPolicy
-    def __init__(self, jid: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., status: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., pid: _Optional[int] = ..., pid_namespace: _Optional[bool] = ..., controller_pid: _Optional[int] = ..., gpu: _Optional[bool] = ..., driver: _Optional[str] = ..., cwd: _Optional[str] = ..., log_path: _Optional[str] = ..., socket_path: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., shm_dir: _Optional[str] = ..., segment: _Optional[str] = ..., persistent_mounts: _Optional[_Iterable[str]] = ..., restored_from: _Optional[str] = ..., policy: _Optional[_Union[CheckpointPolicy, _Mapping]] = ...) -> None: ...
+    engine: str
+    def __init__(self, jid: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., status: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., pid: _Optional[int] = ..., pid_namespace: _Optional[bool] = ..., controller_pid: _Optional[int] = ..., gpu: _Optional[bool] = ..., driver: _Optional[str] = ..., cwd: _Optional[str] = ..., log_path: _Optional[str] = ..., socket_path: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., shm_dir: _Optional[str] = ..., segment: _Optional[str] = ..., persistent_mounts: _Optional[_Iterable[str]] = ..., restored_from: _Optional[str] = ..., policy: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class CheckpointPolicy(_message.Message):
     __slots__ = ("every", "keep")
@@ -209,7 +211,7 @@ class DumpReq(_message.Message):
     def __init__(self, jid: _Optional[str] = ..., pid: _Optional[int] = ..., dir: _Optional[str] = ..., compression: _Optional[str] = ..., stream: _Optional[int] = ..., leave_running: _Optional[bool] = ..., signing_key: _Optional[str] = ...) -> None: ...
 
 class DumpResp(_message.Message):
-    __slots__ = ("checkpoint", "job", "path", "size", "compression", "streams", "leave_running", "generation", "gpu_bytes", "regions", "phases", "job_state")
+    __slots__ = ("checkpoint", "job", "path", "size", "compression", "streams", "leave_running", "generation", "gpu_bytes", "regions", "phases", "job_state", "engine")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +224,7 @@ class DumpResp(_message.Message):
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     PHASES_FIELD_NUMBER: _ClassVar[int]
     JOB_STATE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     checkpoint: str
     job: str
     path: str
@@ -234,7 +237,8 @@ class DumpResp(_message.Message):
     regions: int
     phases: _containers.RepeatedCompositeFieldContainer[PhaseTime]
     job_state: str
-    def __init__(self, checkpoint: _Optional[str] = ..., job: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., compression: _Optional[str] = ..., streams: _Optional[int] = ..., leave_running: _Optional[bool] = ..., generation: _Optional[int] = ..., gpu_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseTime, _Mapping]]] = ..., job_state: _Optional[str] = ...) -> None: ...
+    engine: str
+    def __init__(self, checkpoint: _Optional[str] = ..., job: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., compression: _Optional[str] = ..., streams: _Optional[int] = ..., leave_running: _Optional[bool] = ..., generation: _Optional[int] = ..., gpu_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[PhaseTime, _Mapping]]] = ..., job_state: _Optional[str] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class RestoreReq(_message.Message):
     __slots__ = ("jid", "path", "new_jid", "gpu_driver", "signing_key", "allow_unsigned", "gpu_map")
