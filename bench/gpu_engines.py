@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Real-GPU benchmarks of both engines (issue 9): needs NVIDIA's driver, a GPU,
+root (CRIU) and PyTorch.
+
+Measured in one run, on one GPU:
+
+1. the copy bandwidth the dumps are held to: device-to-host and host-to-device
+   of the same number of bytes, into pinned and into pageable host memory
+   (PyTorch copies, best of three);
+2. the driver engine: a PyTorch job (``samples/torch_train.py``) holding
+   ``--gib`` GiB of device memory, dumped (``cedana dump job``, no
+   compression) and restored; GB/s of the GPU part (the dump's ``freeze``
+   phase: lock + the driver's checkpoint to host memory; the restore's GPU
+   phases) and of the whole operation;
+3. the intercept engine: ``samples/train_mlp.py`` with the same amount of
+   device memory through the interposer; GB/s of its ``gpu_dump`` phase and
+   of the whole dump and restore (skipped when nvcc built no PTX for it);
+4. step-time overhead: the PyTorch job's median step time under the driver
+   engine against the same job run plain (the intercept engine cannot run
+   PyTorch: NVIDIA's runtime refuses any driver but NVIDIA's).
+
+Bars (DESIGN.md): dump ≥ 80% of the device-to-host copy bandwidth; ≤ 3%
+step-time overhead. Benchmarks, not tests: a missed bar is reported and the
+exit status is 0; it is 1 only when a run itself fails.
+
+    python bench/gpu_engines.py --gib 4 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+
+
+def cedana(state: Path, *args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "cedana_gpu", *args, "--output", "json"],
+        env={**os.environ, "CEDANA_STATE_DIR": str(state)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"cedana {' '.join(args)}: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout) if out.stdout.strip() else None
+
+
+def copy_bandwidth(nbytes: int) -> dict[str, float]:
+    """GB/s of device-to-host and host-to-device copies of ``nbytes``."""
+    import torch
+
+    dev = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dev.fill_(7)
+    result: dict[str, float] = {}
+    for kind, host in (
+        ("pinned", torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)),
+        ("pageable", torch.empty(nbytes, dtype=torch.uint8)),
+    ):
+        host.fill_(1)  # touch every page first: first-touch faults are not copy time
+        for direction in ("d2h", "h2d"):
+            times = []
+            for _ in range(3):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                if direction == "d2h":
+                    host.copy_(dev)
+                else:
+                    dev.copy_(host)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            result[f"{direction}_{kind}_gbps"] = nbytes / min(times) / 1e9
+        del host
+    return result
+
+
+def wait_for_line(state: Path, jid: str, pattern: str, timeout: float = 600) -> None:
+    log = state / "jobs" / jid / "job.log"
+    rx = re.compile(pattern, re.M)
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and rx.search(log.read_text(errors="replace"))):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {jid} printed no {pattern!r} in {timeout:g} s")
+        time.sleep(0.2)
+
+
+def engine_round(state: Path, engine: str, cmd: list[str], workdir: Path) -> dict[str, Any]:
+    """Start ``cmd`` as a job of ``engine``, dump it once it runs, restore it; times and sizes."""
+    jid = f"bench{uuid.uuid4().hex[:8]}"
+    cedana(state, "exec", "--gpu", "--gpu-driver", "system", "--gpu-engine", engine,
+           "--jid", jid, "--", *cmd)  # fmt: skip
+    wait_for_line(state, jid, r"^step 2 ")
+    t0 = time.perf_counter()
+    dumped = cedana(state, "dump", "job", jid, "--dir", str(workdir))
+    dump_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    restored = cedana(state, "restore", "job", jid, "--jid", jid + "r")
+    restore_s = time.perf_counter() - t0
+    cedana(state, "job", "kill", jid + "r")
+    return {
+        "engine": engine,
+        "dump_s": dump_s,
+        "restore_s": restore_s,
+        "size": dumped.get("size"),
+        "gpu_bytes": dumped.get("gpu_bytes"),
+        "dump_phases": dumped.get("phases", {}),
+        "restore_phases": (restored or {}).get("phases", {}),
+    }
+
+
+def step_time(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
+                         check=True)  # fmt: skip
+    found = re.findall(r"step time: ([0-9.]+) ms", out.stderr)
+    if not found:
+        raise RuntimeError(f"no step time in {out.stderr[-1000:]!r}")
+    return float(found[-1])
+
+
+def step_time_under_driver_engine(state: Path, cmd: list[str]) -> float:
+    jid = f"step{uuid.uuid4().hex[:8]}"
+    cedana(state, "exec", "--gpu", "--gpu-driver", "system", "--gpu-engine", "driver",
+           "--jid", jid, "--attach", "--", *cmd)  # fmt: skip
+    text = (state / "jobs" / jid / "job.log").read_text(errors="replace")
+    found = re.findall(r"step time: ([0-9.]+) ms", text)
+    if not found:
+        raise RuntimeError(f"job {jid} printed no step time: {text[-1000:]!r}")
+    return float(found[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gib", type=float, default=4.0, help="device memory the jobs hold")
+    ap.add_argument("--dir", type=Path, default=None, help="where to write (default: /tmp)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--rounds", type=int, default=3, help="step-time rounds (medians)")
+    a = ap.parse_args(argv)
+    mib = int(a.gib * 1024)
+    results: dict[str, Any] = {"gib": a.gib}
+    with tempfile.TemporaryDirectory(prefix="cedana-gpu-bench-", dir=a.dir) as tmp:
+        state = Path(tmp) / "state"
+        state.mkdir()
+        results["copy"] = copy_bandwidth(int(a.gib * GIB))
+        slow = ["--steps", "1000000", "--print-every", "1", "--sleep-per-step", "0.05"]
+        torch_job = [sys.executable, "samples/torch_train.py", *slow, "--device-mib", str(mib)]
+        results["driver"] = engine_round(state, "driver", torch_job, Path(tmp) / "ck-driver")
+        from cedana_gpu import paths
+
+        if (paths.kernels_dir() / "mlp.ptx").is_file():
+            mlp_job = [sys.executable, "samples/train_mlp.py", *slow, "--device-mib", str(mib)]
+            results["intercept"] = engine_round(state, "intercept", mlp_job, Path(tmp) / "ck-int")
+        else:
+            results["intercept"] = {"skipped": "no PTX of samples/kernels/mlp.cu (nvcc)"}
+        short = [sys.executable, "samples/torch_train.py", "--steps", "400", "--print-every", "1",
+                 "--report-time"]  # fmt: skip
+        plain = [step_time(short) for _ in range(a.rounds)]
+        under = [step_time_under_driver_engine(state, short) for _ in range(a.rounds)]
+        results["step_time_ms"] = {"plain": statistics.median(plain),
+                                   "driver": statistics.median(under)}  # fmt: skip
+    report(results)
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    gb = r["gib"] * GIB / 1e9
+    c = r["copy"]
+    print(f"device memory per job: {r['gib']:g} GiB")
+    print("copy bandwidth (GB/s): " + ", ".join(f"{k[:-5]} {v:.1f}" for k, v in c.items()))
+    for name in ("driver", "intercept"):
+        e = r[name]
+        if "skipped" in e:
+            print(f"{name} engine: skipped ({e['skipped']})")
+            continue
+        gpu_phase = "freeze" if name == "driver" else "gpu_dump"
+        gpu_s = float(e["dump_phases"].get(gpu_phase, 0.0))
+        gpu_gbps = gb / gpu_s if gpu_s else float("nan")
+        print(
+            f"{name} engine: dump {e['dump_s']:.2f} s ({gb / e['dump_s']:.2f} GB/s whole), "
+            f"GPU part '{gpu_phase}' {gpu_s:.2f} s = {gpu_gbps:.2f} GB/s "
+            f"= {gpu_gbps / c['d2h_pinned_gbps']:.0%} of pinned D2H (bar >= 80%); "
+            f"restore {e['restore_s']:.2f} s ({gb / e['restore_s']:.2f} GB/s whole); "
+            f"checkpoint {e['size'] / 1e9:.2f} GB"
+        )
+        print(f"  dump phases: {json.dumps(e['dump_phases'])}")
+        print(f"  restore phases: {json.dumps(e['restore_phases'])}")
+    s = r["step_time_ms"]
+    print(
+        f"PyTorch step time: plain {s['plain']:.3f} ms, driver engine {s['driver']:.3f} ms "
+        f"= {s['driver'] / s['plain'] - 1:+.1%} (bar <= +3%)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Prepare what scripts/gpu-check.sh needs on a GPU machine that has no network:
+# the CRIU prefix (scripts/setup-criu.sh) and wheels of the Python packages
+# that such a machine may lack, for its Python (default 3.12, the version of
+# the H200 machines' image, which already holds PyTorch, Triton, cuda-bindings,
+# numpy, grpcio, protobuf, pytest and xdist).
+#
+# Usage: scripts/gpu-bundle.sh [PYTHON_VERSION]        (run here, with network)
+# Result: .criu/ and .gpu-bundle/wheels/*.whl (both ignored by git). Carry
+# both to the GPU machine with the checkout, then run scripts/gpu-check.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYV=${1:-3.12}
+OUT=.gpu-bundle/wheels
+
+[ -x .criu/bin/criu ] || scripts/setup-criu.sh
+rm -rf "$OUT"
+mkdir -p "$OUT"
+# Runtime dependencies of cedana-gpu that a machine with PyTorch installed may
+# not have (pyproject.toml names them all; the others come with PyTorch's image).
+PACKAGES=(lz4)
+PLATFORMS=()
+for n in 17 27 28 34; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
+PLATFORMS+=(--platform manylinux2014_x86_64)
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" \
+    --implementation cp "${PLATFORMS[@]}" -d "$OUT" "${PACKAGES[@]}"
+du -sh .criu "$OUT"
+echo "gpu-bundle: carry .criu and .gpu-bundle with the checkout, then run scripts/gpu-check.sh"
