@@ -16,9 +16,17 @@ OUT=.gpu-bundle/wheels
 [ -x .criu/bin/criu ] || scripts/setup-criu.sh
 rm -rf "$OUT"
 mkdir -p "$OUT"
-# Runtime dependencies of cedana-gpu that a machine with PyTorch installed may
-# not have (pyproject.toml names them all; the others come with PyTorch's image).
-PACKAGES=(lz4)
+# Runtime dependencies of cedana-gpu that the image lacks or may hold in too old
+# a version, with the requirements pyproject.toml gives them (the others,
+# cuda-bindings, numpy, nvidia-ml-py, come with PyTorch's image).
+mapfile -t PACKAGES < <(python3 - <<'PY'
+import re, tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+for d in deps:
+    if re.match(r"(lz4|grpcio|protobuf)\b", d):
+        print(d)
+PY
+)
 PLATFORMS=()
 for n in 17 27 28 34; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
 PLATFORMS+=(--platform manylinux2014_x86_64)

@@ -159,6 +159,14 @@ def saved_and_resumed(
 # ---- the driver engine: PyTorch and Triton -----------------------------------------------
 
 
+def test_the_driver_offers_the_checkpoint_api(cedana: Cedana) -> None:
+    """Driver 580 (the H200 machines') has lock/checkpoint (r555) and GPU remapping (r580)."""
+    info = cedana.json("gpu", "info", "--driver", "system")
+    api = info["checkpoint_api"]
+    assert api["checkpoint"] is True, info
+    assert api["gpu_remap"] is True, info
+
+
 @pytest.mark.parametrize(
     ("compression", "streams"), [("none", 1), ("lz4", 4)], ids=["plain", "lz4-4"]
 )
