@@ -29,7 +29,7 @@ struct fk_library {
 };
 
 static const fk_kernel_info *kernel_info(const lib_kernel *k) {
-  return &k->lib->meta->pub.info->kernels[k->index];
+  return k->lib->meta->funcs[k->index].pub.kernel;
 }
 
 /* The library's module in ctx, loaded on first use. */
