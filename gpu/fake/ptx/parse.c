@@ -864,6 +864,11 @@ static bool operand(parser *p, ptx_ins *ins, ptx_operand *o, bool in_entry) {
     o->kind = OK_REG;
     return true;
   }
+  /* registers may have plain names too ({ .reg .pred p; ... } in inline asm) */
+  if ((o->reg = find_reg(p, t)) >= 0) {
+    o->kind = OK_REG;
+    return true;
+  }
   if (ins->op == OP_BRA) {
     o->kind = OK_NONE;
     if (p->nfixes == p->capfixes) {
