@@ -101,6 +101,8 @@ static CUresult load_library(CUlibrary *library, const void *code, size_t known,
                              void **libraryOptionValues, unsigned int numLibraryOptions) {
   CUresult rc = library_options(numLibraryOptions, libraryOptions, libraryOptionValues);
   if (rc) return rc;
+  fk_jit_log log;
+  fk_jit_log_find(numJitOptions, jitOptions, jitOptionsValues, &log);
   rc = fk_jit_options(numJitOptions, jitOptions, jitOptionsValues);
   if (rc) return rc;
   size_t size;
@@ -114,6 +116,7 @@ static CUresult load_library(CUlibrary *library, const void *code, size_t known,
   memcpy(lib->image, code, size);
   lib->size = size;
   rc = fk_image_load(NULL, lib->image, size, &lib->meta);
+  fk_jit_log_write(&log, rc);
   if (rc) {
     free(lib->image);
     free(lib);

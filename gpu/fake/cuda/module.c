@@ -499,15 +499,44 @@ CUresult fake_cuModuleLoadData_2000(CUmodule *module, const void *image) {
   return load_bytes(module, image, 0);
 }
 
+CUresult fk_jit_log_find(unsigned int n, const CUjit_option *options, void **values,
+                         fk_jit_log *log) {
+  *log = (fk_jit_log){0};
+  if (n && (!options || !values)) return CUDA_ERROR_INVALID_VALUE;
+  for (unsigned i = 0; i < n; i++) {
+    if (options[i] == CU_JIT_ERROR_LOG_BUFFER) log->buf = values[i];
+    if (options[i] == CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES) {
+      log->size = (size_t)(uintptr_t)values[i];
+      log->size_slot = &values[i];
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
+void fk_jit_log_write(const fk_jit_log *log, CUresult rc) {
+  if (rc == CUDA_SUCCESS || !log->buf || !log->size || !log->size_slot) return;
+  const char *msg = fk_image_error();
+  if (rc != CUDA_ERROR_INVALID_PTX && rc != CUDA_ERROR_NOT_SUPPORTED) return;
+  size_t n = strlen(msg);
+  if (n >= log->size) n = log->size - 1;
+  memcpy(log->buf, msg, n);
+  log->buf[n] = 0;
+  *log->size_slot = (void *)(uintptr_t)n; /* bytes written, as the driver answers */
+}
+
 CUresult fake_cuModuleLoadDataEx_2010(CUmodule *module, const void *image, unsigned int numOptions,
                                       CUjit_option *options, void **optionValues) {
+  fk_jit_log log;
+  fk_jit_log_find(numOptions, options, optionValues, &log);
   CUresult rc = fk_jit_options(numOptions, options, optionValues);
   if (rc) {
     fk_ctx *c;
     CUresult crc = need_ctx(&c);
     return crc ? crc : rc;
   }
-  return load_bytes(module, image, 0);
+  rc = load_bytes(module, image, 0);
+  fk_jit_log_write(&log, rc);
+  return rc;
 }
 
 CUresult fake_cuModuleLoad_2000(CUmodule *module, const char *fname) {

@@ -85,4 +85,16 @@ FK_HIDDEN void fk_module_free(module_impl *m);
  * are written back as the driver does. */
 FK_HIDDEN CUresult fk_jit_options(unsigned int n, CUjit_option *options, void **values);
 
+/* The JIT error log buffer of an option array, found before fk_jit_options
+ * writes its outputs, and filled with the load's message when a PTX image is
+ * refused (the driver's log of a failed compile). */
+typedef struct fk_jit_log {
+  char *buf;
+  size_t size;
+  void **size_slot;
+} fk_jit_log;
+FK_HIDDEN CUresult fk_jit_log_find(unsigned int n, const CUjit_option *options, void **values,
+                                   fk_jit_log *log);
+FK_HIDDEN void fk_jit_log_write(const fk_jit_log *log, CUresult rc);
+
 #endif
