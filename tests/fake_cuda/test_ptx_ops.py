@@ -468,3 +468,24 @@ def test_int_to_float_and_narrowing_conversions(mod: PtxModule, dev: DeviceArray
     np.testing.assert_array_equal(
         run(mod, dev, "cvt_u32_u64", np.uint32, big), big.astype(np.uint32)
     )
+
+
+def test_carry_chains(mod: PtxModule, dev: DeviceArrays) -> None:
+    vals = [0, 1, 0xFFFFFFFF, 0x100000000, 2**64 - 1, 0xDEADBEEF12345678, 0x80000000FFFFFFFF]
+    a, b = pairs(vals, np.uint64)
+    n = a.size
+    da, db = dev.put(a), dev.put(b)
+    s, d, m = dev.empty(n, np.uint64), dev.empty(n, np.uint64), dev.empty(n, np.uint64)
+    mod.launch("carry_chain", da, db, s, d, m, ctypes.c_int(n), grid=(n, 1, 1), block=(1, 1, 1))
+    ai, bi = [int(x) for x in a], [int(y) for y in b]
+    mask = (1 << 64) - 1
+    np.testing.assert_array_equal(
+        dev.get(s, n, np.uint64),
+        np.array([(x + y) & mask for x, y in zip(ai, bi, strict=True)], np.uint64),
+    )
+    np.testing.assert_array_equal(
+        dev.get(d, n, np.uint64),
+        np.array([(x - y) & mask for x, y in zip(ai, bi, strict=True)], np.uint64),
+    )
+    want = [((x & 0xFFFFFFFF) * (y & 0xFFFFFFFF) + y) & mask for x, y in zip(ai, bi, strict=True)]
+    np.testing.assert_array_equal(dev.get(m, n, np.uint64), np.array(want, np.uint64))

@@ -514,14 +514,14 @@ CUresult fk_jit_log_find(unsigned int n, const CUjit_option *options, void **val
 }
 
 void fk_jit_log_write(const fk_jit_log *log, CUresult rc) {
-  if (rc == CUDA_SUCCESS || !log->buf || !log->size || !log->size_slot) return;
+  if (rc == CUDA_SUCCESS || !log->buf || !log->size) return;
   const char *msg = fk_image_error();
   if (rc != CUDA_ERROR_INVALID_PTX && rc != CUDA_ERROR_NOT_SUPPORTED) return;
   size_t n = strlen(msg);
   if (n >= log->size) n = log->size - 1;
   memcpy(log->buf, msg, n);
   log->buf[n] = 0;
-  *log->size_slot = (void *)(uintptr_t)n; /* bytes written, as the driver answers */
+  if (log->size_slot) *log->size_slot = (void *)(uintptr_t)n; /* bytes written, as the driver answers */
 }
 
 CUresult fake_cuModuleLoadDataEx_2010(CUmodule *module, const void *image, unsigned int numOptions,

@@ -26,6 +26,7 @@ typedef struct warp {
   uint32_t pc[PTX_WARP];
   uint8_t depth[PTX_WARP];
   uint32_t stack[PTX_WARP][PTX_MAX_CALL_DEPTH]; /* the call instructions to return after */
+  uint8_t cf[PTX_WARP]; /* the carry flag (CC.CF) of add.cc/addc/sub.cc/subc/mad.cc/madc */
   uint32_t live; /* lanes that exist and have not exited */
   uint32_t bar;  /* lanes parked at bar.sync (their pc is the bar) */
   uint32_t wsync; /* lanes parked at a warp-synchronous instruction */
@@ -840,9 +841,44 @@ static void do_redux(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
 
 /* ---- one instruction ------------------------------------------------------------------------- */
 
+/* Extended-precision arithmetic through the carry flag: add.cc, addc[.cc],
+ * sub.cc, subc[.cc] (the flag is a borrow there), mad{.lo,.hi}.cc, madc. */
+static void do_carry(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
+  const uint64_t *a = src(b, w, &ins->o[1], 1, em);
+  const uint64_t *c = src(b, w, &ins->o[2], 2, em);
+  const uint64_t *e = ins->op == OP_MAD || ins->op == OP_MADC ? src(b, w, &ins->o[3], 3, em) : NULL;
+  uint64_t *d = dst(b, w, &ins->o[0]);
+  int n = ins->t.bytes;
+  bool in = ins->op == OP_ADDC || ins->op == OP_SUBC || ins->op == OP_MADC;
+  bool out = ins->mods & M_CC;
+  FOR_LANES(em) {
+    unsigned __int128 x = U(a[l], n), y = U(c[l], n), r;
+    unsigned cin = in ? w->cf[l] : 0;
+    unsigned cout;
+    if (ins->op == OP_SUB || ins->op == OP_SUBC) {
+      r = x - y - cin;
+      cout = x < y + cin; /* borrow */
+    } else {
+      if (e) {
+        unsigned __int128 pr = x * y;
+        x = ins->mods & M_HI ? pr >> (n * 8) : pr & mask_of(n);
+        y = U(e[l], n);
+      }
+      r = x + y + cin;
+      cout = (unsigned)(r >> (n * 8)) & 1;
+    }
+    d[l] = U((uint64_t)r, n);
+    if (out) w->cf[l] = (uint8_t)cout;
+  }
+}
+
 /* Everything but control flow (bra, call, ret, exit, bar), for the lanes in em. */
 static ptx_status exec1(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
   const ptx_type t = ins->t;
+  if ((ins->mods & M_CC) || ins->op == OP_ADDC || ins->op == OP_SUBC || ins->op == OP_MADC) {
+    do_carry(b, w, ins, em);
+    return PTX_OK;
+  }
   switch (ins->op) {
   case OP_NOP: return PTX_OK;
   case OP_LD: return do_ld(b, w, ins, em);

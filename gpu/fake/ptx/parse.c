@@ -627,7 +627,7 @@ static const struct {
     {"testp", OP_TESTP}, {"mul24", OP_MUL24}, {"mad24", OP_MAD24}, {"slct", OP_SLCT},
     {"tanh", OP_TANH}, {"match", OP_MATCH}, {"redux", OP_REDUX}, {"membar", OP_NOP},
     {"fence", OP_NOP}, {"nanosleep", OP_NOP}, {"prefetch", OP_NOP}, {"prefetchu", OP_NOP},
-    {"pmevent", OP_NOP},
+    {"pmevent", OP_NOP}, {"addc", OP_ADDC}, {"subc", OP_SUBC}, {"madc", OP_MADC},
 };
 
 static bool word_is(const char *s, size_t n, const char *w) { return strlen(w) == n && memcmp(s, w, n) == 0; }
@@ -734,6 +734,11 @@ static bool decode(parser *p, tok *t, ptx_ins *ins) {
     if (word_is(ms, n, "uni")) { ins->mods |= M_UNI; continue; }
     if (word_is(ms, n, "sync")) { ins->mods |= M_SYNC; continue; }
     if (word_is(ms, n, "NaN")) { ins->mods |= M_NAN; continue; }
+    if (word_is(ms, n, "cc") && (op == OP_ADD || op == OP_SUB || op == OP_MAD || op == OP_ADDC ||
+                                 op == OP_SUBC || op == OP_MADC)) {
+      ins->mods |= M_CC;
+      continue;
+    }
     if (word_is(ms, n, "v2")) { ins->vec = 2; continue; }
     if (word_is(ms, n, "v4")) { ins->vec = 4; continue; }
     if (lookup_in(ms, n, ignored, (int)(sizeof ignored / sizeof ignored[0]))) continue;

@@ -148,3 +148,22 @@ CVT(cvt_s8_s32, int, U32, int, U32, "cvt.s32.s8")
 CVT(cvt_sat_u8_s32, unsigned, U32, int, U32, "cvt.sat.u8.s32")
 CVT(cvt_s64_s32, long long, U64, int, U32, "cvt.s64.s32")
 CVT(cvt_u32_u64, unsigned, U32, unsigned long long, U64, "cvt.u32.u64")
+
+// 64-bit addition and multiplication-accumulation from 32-bit halves through
+// the carry flag (add.cc/addc, sub.cc/subc, mad.lo.cc/madc.hi), as multiword
+// arithmetic and libdevice's argument reductions use it.
+extern "C" __global__ void carry_chain(const unsigned long long *a, const unsigned long long *b,
+                                       unsigned long long *sum, unsigned long long *diff,
+                                       unsigned long long *mac, int n) {
+  IDX;
+  unsigned al = (unsigned)a[i], ah = (unsigned)(a[i] >> 32);
+  unsigned bl = (unsigned)b[i], bh = (unsigned)(b[i] >> 32);
+  unsigned sl, sh, dl, dh, ml, mh;
+  asm("add.cc.u32 %0, %2, %4;\n\taddc.u32 %1, %3, %5;" : "=r"(sl), "=r"(sh) : "r"(al), "r"(ah), "r"(bl), "r"(bh));
+  asm("sub.cc.u32 %0, %2, %4;\n\tsubc.u32 %1, %3, %5;" : "=r"(dl), "=r"(dh) : "r"(al), "r"(ah), "r"(bl), "r"(bh));
+  // (al * bl) + b as a 64-bit value: low word with carry out, high word with carry in
+  asm("mad.lo.cc.u32 %0, %2, %3, %4;\n\tmadc.hi.u32 %1, %2, %3, %5;" : "=r"(ml), "=r"(mh) : "r"(al), "r"(bl), "r"(bl), "r"(bh));
+  sum[i] = ((unsigned long long)sh << 32) | sl;
+  diff[i] = ((unsigned long long)dh << 32) | dl;
+  mac[i] = ((unsigned long long)mh << 32) | ml;
+}
