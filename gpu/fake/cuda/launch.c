@@ -154,6 +154,19 @@ static CUresult ptx_code(ptx_status st) {
   }
 }
 
+/* FAKE_CUDA_PTX_STATS=1: log how many instructions each PTX launch executed
+ * (bench/ptx.py reads them). */
+static bool stats_enabled(void) {
+  static int enabled = -1;
+  int e = __atomic_load_n(&enabled, __ATOMIC_RELAXED);
+  if (e < 0) {
+    const char *v = getenv("FAKE_CUDA_PTX_STATS");
+    e = v && strcmp(v, "1") == 0;
+    __atomic_store_n(&enabled, e, __ATOMIC_RELAXED);
+  }
+  return e;
+}
+
 /* A PTX kernel (no run function): the interpreter, whose per-launch memory
  * is freed whether it returns or faults. */
 static CUresult run_ptx(const fk_ptx_kernel *k, fk_dim3 grid, fk_dim3 block, unsigned shared_bytes,
@@ -172,6 +185,11 @@ static CUresult run_ptx(const fk_ptx_kernel *k, fk_dim3 grid, fk_dim3 block, uns
                           (ptx_dim3){block.x, block.y, block.z}, shared_bytes, base, &scratch);
   tls_in_kernel = 0;
   ptx_scratch_free(&scratch);
+  if (stats_enabled()) {
+    fk_log("ptx stats: %s warp_instructions=%llu thread_instructions=%llu", k->info.name,
+           (unsigned long long)scratch.warp_instructions,
+           (unsigned long long)scratch.thread_instructions);
+  }
   return ptx_code(st);
 }
 

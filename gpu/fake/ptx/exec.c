@@ -49,6 +49,7 @@ typedef struct block {
   uint64_t tmp[6][PTX_WARP];
   uint64_t sink[PTX_WARP];
   uint64_t clock;
+  uint64_t warp_ins, thread_ins;
 } block;
 
 /* ---- values ---------------------------------------------------------------------- */
@@ -141,7 +142,7 @@ static const uint64_t *src(block *b, warp *w, const ptx_operand *o, int slot, ui
     return t;
   case OK_IMM:
   case OK_ADDR:
-    for (int l = 0; l < PTX_WARP; l++) t[l] = o->imm;
+    FOR_LANES(mask) t[l] = o->imm;
     return t;
   case OK_SREG: FOR_LANES(mask) t[l] = sreg(b, w, (int)o->imm, l); return t;
   default: memset(t, 0, sizeof b->tmp[0]); return t;
@@ -182,9 +183,27 @@ static inline uint64_t addr_of(warp *w, const ptx_operand *o, int l) {
   return (o->reg >= 0 ? w->r[(size_t)o->reg * PTX_WARP + l] : 0) + o->imm;
 }
 
+/* Fixed-size copies: a memcpy of a run-time size becomes a slow string move. */
+static inline uint64_t load_raw(const unsigned char *p, int bytes) {
+  switch (bytes) {
+  case 1: return *p;
+  case 2: { uint16_t v; memcpy(&v, p, 2); return v; }
+  case 4: { uint32_t v; memcpy(&v, p, 4); return v; }
+  default: { uint64_t v; memcpy(&v, p, 8); return v; }
+  }
+}
+
+static inline void store_raw(unsigned char *p, uint64_t v, int bytes) {
+  switch (bytes) {
+  case 1: *p = (unsigned char)v; break;
+  case 2: { uint16_t x = (uint16_t)v; memcpy(p, &x, 2); break; }
+  case 4: { uint32_t x = (uint32_t)v; memcpy(p, &x, 4); break; }
+  default: memcpy(p, &v, 8); break;
+  }
+}
+
 static inline uint64_t load_val(const unsigned char *p, ptx_type t) {
-  uint64_t v = 0;
-  memcpy(&v, p, t.bytes);
+  uint64_t v = load_raw(p, t.bytes);
   if (t.kind == TK_S) v = (uint64_t)S(v, t.bytes);
   return v;
 }
@@ -219,12 +238,12 @@ static ptx_status do_st(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
     unsigned char *p = host_addr(b, w, sp, addr_of(w, a, l), esz * ins->vec, l);
     if (!p) return PTX_ILLEGAL_ADDRESS;
     if (v) {
-      memcpy(p, &v[l], esz);
+      store_raw(p, v[l], (int)esz);
     } else {
       for (int i = 0; i < ins->vec; i++) {
         int r = ins->o[1].vregs[i];
         uint64_t x = r >= 0 ? w->r[(size_t)r * PTX_WARP + l] : 0;
-        memcpy(p + i * esz, &x, esz);
+        store_raw(p + i * esz, x, (int)esz);
       }
     }
   }
@@ -732,7 +751,8 @@ static bool testp(int cls, ptx_type t, uint64_t a) {
 /* ---- warp-level operations ---------------------------------------------------------------- */
 
 static void do_shfl(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
-  const uint64_t *a = src(b, w, &ins->o[1], 1, em);
+  /* every lane's value: a lane may read one outside em */
+  const uint64_t *a = src(b, w, &ins->o[1], 1, 0xffffffffu);
   const uint64_t *bb = src(b, w, &ins->o[2], 2, em);
   const uint64_t *c = src(b, w, &ins->o[3], 3, em);
   uint64_t vals[PTX_WARP];
@@ -977,10 +997,18 @@ static ptx_status exec1(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
       FOR_LANES(em) d[l] = int_bin(ins, a[l] != 0, c[l] != 0) & 1;
     } else if (t.bytes == 4 && !(ins->mods & (M_HI | M_WIDE | M_SAT)) &&
                (ins->op == OP_ADD || ins->op == OP_SUB || ins->op == OP_MUL)) {
-      /* the common case, kept tight */
+      /* the common cases (index and address arithmetic), kept tight */
       if (ins->op == OP_ADD) FOR_LANES(em) d[l] = (uint32_t)(a[l] + c[l]);
       else if (ins->op == OP_SUB) FOR_LANES(em) d[l] = (uint32_t)(a[l] - c[l]);
       else FOR_LANES(em) d[l] = (uint32_t)(a[l] * c[l]);
+    } else if (t.bytes == 8 && !(ins->mods & (M_HI | M_WIDE | M_SAT)) &&
+               (ins->op == OP_ADD || ins->op == OP_SUB || ins->op == OP_MUL)) {
+      if (ins->op == OP_ADD) FOR_LANES(em) d[l] = a[l] + c[l];
+      else if (ins->op == OP_SUB) FOR_LANES(em) d[l] = a[l] - c[l];
+      else FOR_LANES(em) d[l] = a[l] * c[l];
+    } else if (t.bytes == 4 && ins->op == OP_MUL && (ins->mods & M_WIDE)) {
+      if (t.kind == TK_S) FOR_LANES(em) d[l] = (uint64_t)((int64_t)(int32_t)a[l] * (int32_t)c[l]);
+      else FOR_LANES(em) d[l] = (uint64_t)(uint32_t)a[l] * (uint32_t)c[l];
     } else {
       FOR_LANES(em) d[l] = int_bin(ins, a[l], c[l]);
     }
@@ -1283,6 +1311,8 @@ static ptx_status run_warp(block *b, warp *w) {
         g = here;
       }
       force = false;
+      b->warp_ins++;
+      b->thread_ins += (uint64_t)__builtin_popcount(g);
       uint32_t em = guard_mask(w, ins, g);
       switch (ins->op) {
       case OP_BRA: {
@@ -1442,6 +1472,8 @@ ptx_status ptx_run(const ptx_module *m, int k, ptx_dim3 grid, ptx_dim3 bdim, uns
       }
     }
     ptx_status st = run_block(b);
+    scratch->warp_instructions = b->warp_ins;
+    scratch->thread_instructions = b->thread_ins;
     if (st) return st;
   }
   return PTX_OK;

@@ -79,6 +79,9 @@ typedef struct ptx_dim3 {
  * ptx_scratch_free. */
 typedef struct ptx_scratch {
   void *blocks; /* per-block state */
+  /* Instructions executed: once per warp, and once per thread that issued
+   * it (what the benchmark counts; FAKE_CUDA_PTX_STATS=1 logs them). */
+  uint64_t warp_instructions, thread_instructions;
 } ptx_scratch;
 
 ptx_status ptx_run(const ptx_module *m, int k, ptx_dim3 grid, ptx_dim3 block, unsigned dyn_shared,
