@@ -148,18 +148,6 @@ def test_gpu_images_are_refused(cu: ModuleType, ctx: Any, kind: str, tmp_path: P
         assert err == cu.CUresult.CUDA_ERROR_INVALID_IMAGE
 
 
-@pytest.mark.only_paths(*FAKE_PATHS, reason=REFUSING)
-def test_real_gpu_images_are_refused(cu: ModuleType, ctx: Any, kernels_path: Path) -> None:
-    """The fatbins nvcc built for real GPUs, where the build had nvcc (the
-    PTX it built loads: test_ptx_load.py)."""
-    images = sorted(kernels_path.parent.glob("*.fatbin"))
-    if not images:
-        pytest.skip("no nvcc-built images installed")
-    for path in images:
-        err, _ = _load_data(cu, path.read_bytes())
-        assert err.name in REFUSALS, (path.name, err)
-
-
 def test_missing_module_file(cu: ModuleType, ctx: Any, tmp_path: Path) -> None:
     err, _ = cu.cuModuleLoad(str(tmp_path / "absent.so").encode())
     assert err == cu.CUresult.CUDA_ERROR_FILE_NOT_FOUND

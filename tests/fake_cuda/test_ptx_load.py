@@ -8,6 +8,7 @@ with the instruction named.
 from __future__ import annotations
 
 import ctypes
+import struct
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -144,18 +145,24 @@ def test_library_and_kernels_from_ptx(cu: ModuleType, ctx: Any) -> None:
     [("vector_add", "vector_add"), ("mlp", "matmul"), ("streams", "scale_shift"),
      ("conformance", "wait_flag")],
 )  # fmt: skip
-def test_nvcc_built_ptx_loads(cu: ModuleType, ctx: Any, name: str, kernel: str) -> None:
-    """The PTX that nvcc built for the samples and the conformance suite,
-    where the build had nvcc (else NVRTC's PTX of the same sources is what
-    the samples' and conformance tests run)."""
-    path = native_build.kernels_if_built(f"{name}.ptx")
+@pytest.mark.parametrize("suffix", [".ptx", ".fatbin"])
+def test_nvcc_built_images_load(
+    cu: ModuleType, ctx: Any, name: str, kernel: str, suffix: str
+) -> None:
+    """The PTX and the fatbins (sm_90 SASS plus compute_90 PTX, compressed)
+    that nvcc built for the samples and the conformance suite, where the
+    build had nvcc (else NVRTC's PTX of the same sources is what the
+    conformance tests run with CEDANA_TEST_KERNELS=ptx)."""
+    path = native_build.kernels_if_built(f"{name}{suffix}")
     if path is None:
-        pytest.skip(f"{name}.ptx was not built (no nvcc at build time)")
+        pytest.skip(f"{name}{suffix} was not built (no nvcc at build time)")
     mod = ok(cu.cuModuleLoad(str(path).encode()))
     try:
         assert ok(cu.cuModuleGetFunction(mod, kernel.encode()))
     finally:
         ok(cu.cuModuleUnload(mod))
+    mod = ok(cu.cuModuleLoadData(path.read_bytes() + b"\x00"))
+    ok(cu.cuModuleUnload(mod))
 
 
 INVALID = b""".version 8.5
@@ -210,3 +217,35 @@ def test_refusal_names_the_instruction_in_the_jit_error_log(cu: ModuleType, ctx:
     text = log.rstrip(b"\x00")
     assert b"tex.1d.v4.f32.s32" in text
     assert b"line 9" in text
+
+
+def _fatbin(entries: list[tuple[int, int, bytes]]) -> bytes:
+    """A fatbin as nvcc lays it out, with uncompressed entries (kind, arch,
+    payload): kind 1 is PTX, 2 an ELF cubin."""
+    body = b""
+    for kind, arch, payload in entries:
+        payload += bytes(-len(payload) % 8)
+        header = struct.pack("<HHIQIIHHIIIQQQ", kind, 0x101, 64, len(payload), 0, 0, 0, 9, arch,
+                             0, 0, 0x11, 0, len(payload))  # fmt: skip
+        body += header + payload
+    return struct.pack("<IHHQ", 0xBA55ED50, 1, 16, len(body)) + body
+
+
+@pytest.mark.only_paths(
+    *FAKE_PATHS, reason="a hand-made fatbin's cubin entry is not a real cubin for NVIDIA's driver"
+)
+def test_fatbin_carrying_ptx(cu: ModuleType, ctx: Any) -> None:
+    ptx = _ptx().rstrip(b"\x00")
+    cubin = b"\x7fELF" + bytes(60)
+    # PTX for this device next to SASS: the PTX runs
+    mod = ok(cu.cuModuleLoadData(_fatbin([(2, 90, cubin), (1, 90, ptx)])))
+    try:
+        assert ok(cu.cuModuleGetFunction(mod, b"mixed"))
+        _, size = ok(cu.cuModuleGetGlobal(mod, b"samples"))
+        assert size == 80
+    finally:
+        ok(cu.cuModuleUnload(mod))
+    # only PTX for a newer architecture, or only SASS: no code for the device
+    for entries in ([(1, 100, ptx)], [(2, 90, cubin)]):
+        err = err_of(cu.cuModuleLoadData(_fatbin(entries)))
+        assert err == cu.CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU

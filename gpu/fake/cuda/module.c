@@ -1,13 +1,14 @@
-/* Modules: images are PTX text, run by the PTX interpreter (gpu/fake/ptx/),
- * or host shared objects exporting `fake_cuda_module` (fake_cuda_module.h).
+/* Modules: images are PTX text (alone or in a fatbin, fatbin.c), run by the
+ * PTX interpreter (gpu/fake/ptx/), or host shared objects exporting `fake_cuda_module` (fake_cuda_module.h).
  * A host module's load copies the bytes into a memfd and dlopens it through
  * /proc/self/fd, so every load is a separate instance with its own globals,
  * as on a GPU, and the file can go away after loading. A PTX load parses the
  * text again, so it too gets its own globals.
  *
  * What cannot run is refused with the driver's own codes:
- * - a cubin (ELF for EM_CUDA) or a fatbin: CUDA_ERROR_NO_BINARY_FOR_GPU, what
- *   the driver answers when an image holds no code for the device;
+ * - a cubin (ELF for EM_CUDA) or a fatbin without PTX the fake can read:
+ *   CUDA_ERROR_NO_BINARY_FOR_GPU, what the driver answers when an image holds
+ *   no code for the device;
  * - PTX that does not parse: CUDA_ERROR_INVALID_PTX; PTX using what the
  *   interpreter does not implement: CUDA_ERROR_NOT_SUPPORTED. Either way the
  *   message (instruction and line) goes to the log and to the JIT error log
@@ -103,7 +104,16 @@ CUresult fk_image_check(const void *image, size_t known, size_t *size) {
   if (known && known < 4) return CUDA_ERROR_INVALID_IMAGE;
   uint32_t magic;
   memcpy(&magic, b, sizeof magic);
-  if (magic == FATBIN_MAGIC || magic == FATBIN_WRAPPER_MAGIC) return CUDA_ERROR_NO_BINARY_FOR_GPU;
+  if (magic == FATBIN_MAGIC) {
+    /* runnable when it carries PTX for this device or an older one */
+    size_t n = fk_fatbin_size(image, known);
+    char *text = n ? fk_fatbin_ptx(image, n) : NULL;
+    if (!text) return CUDA_ERROR_NO_BINARY_FOR_GPU;
+    free(text);
+    *size = n;
+    return CUDA_SUCCESS;
+  }
+  if (magic == FATBIN_WRAPPER_MAGIC) return CUDA_ERROR_NO_BINARY_FOR_GPU;
   if (memcmp(b, ELFMAG, SELFMAG) == 0) {
     if (known && known < sizeof(Elf64_Ehdr)) return CUDA_ERROR_INVALID_IMAGE;
     const Elf64_Ehdr *eh = image;
@@ -362,8 +372,11 @@ CUresult fk_image_load(fk_ctx *ctx, const void *image, size_t size, module_impl 
   m->pub.ctx = ctx;
   m->pub.memfd = -1;
   const char *text = fk_image_ptx(image, size);
+  char *owned = NULL;
+  if (!text && fk_fatbin_size(image, size)) text = owned = fk_fatbin_ptx(image, size);
   if (text) {
     CUresult prc = ptx_image_load(text, &m->ptx);
+    free(owned); /* the parsed module keeps copies of what it needs */
     if (prc) {
       free(m);
       return prc;

@@ -70,6 +70,10 @@ FK_HIDDEN CUresult fk_func_attr_set(fk_func_attrs *a, CUfunction_attribute attri
 FK_HIDDEN CUresult fk_image_check(const void *image, size_t known, size_t *size);
 /* The PTX text of an image fk_image_check accepted, or NULL for a host module. */
 FK_HIDDEN const char *fk_image_ptx(const void *image, size_t size);
+/* A fatbin's size from its header (0 if image is not a whole fatbin), and
+ * the text of its best PTX entry, malloc'd (NULL if none can be read). */
+FK_HIDDEN size_t fk_fatbin_size(const void *image, size_t known);
+FK_HIDDEN char *fk_fatbin_ptx(const void *image, size_t size);
 /* The last load failure's message for a JIT error log (thread-local). */
 FK_HIDDEN const char *fk_image_error(void);
 /* Read a whole file (CUDA_ERROR_FILE_NOT_FOUND if it cannot be opened). */
