@@ -24,9 +24,26 @@ ARCH = "compute_90"
 
 
 @functools.cache
+def _preload_nvrtc_builtins() -> None:
+    """Load libnvrtc-builtins by its path before NVRTC looks for it by name:
+    NVRTC's own lookup (relative to libnvrtc) fails under the sanitizers'
+    preloaded runtimes (make check-native), a loaded library is found by name."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    for root in spec.submodule_search_locations if spec and spec.submodule_search_locations else []:
+        for lib in sorted(Path(root).glob("*/lib/libnvrtc-builtins.so*")):
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+            return
+
+
+@functools.cache
 def nvrtc_ptx(source: str, name: str = "kernel.cu", options: tuple[str, ...] = ()) -> bytes:
     """PTX of a CUDA C source, NUL-terminated as cuModuleLoadData takes it."""
     from cuda.bindings import nvrtc
+
+    _preload_nvrtc_builtins()
 
     err, prog = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
     assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err

@@ -433,7 +433,7 @@ static bool parse_init(parser *p, decl *d, unsigned char *mem, size_t size) {
         memcpy(&v, &x, 8);
       }
     } else if (neg) {
-      v = (uint64_t)(-(int64_t)v);
+      v = (uint64_t)0 - v;
     }
     if ((idx + 1) * esz > size) {
       fail(p, true, t->line, "too many initializers for %s", d->name);
@@ -792,7 +792,7 @@ static bool operand(parser *p, ptx_ins *ins, ptx_operand *o, bool in_entry) {
       bool fp;
       tok *n = next(p);
       if (n->type != T_NUM || !parse_number(n, &off, &fp) || fp) goto bad;
-      o->imm += neg ? (uint64_t)(-(int64_t)off) : off;
+      o->imm += neg ? (uint64_t)0 - off : off;
     } else if (accept(p, '-')) {
       uint64_t off;
       bool fp;
@@ -843,7 +843,7 @@ static bool operand(parser *p, ptx_ins *ins, ptx_operand *o, bool in_entry) {
     if (neg) {
       if (o->fp_literal == 1 || o->fp_literal == 3) o->imm ^= 1ull << 63;
       else if (o->fp_literal == 2) o->imm ^= 1ull << 31;
-      else o->imm = (uint64_t)(-(int64_t)o->imm);
+      else o->imm = (uint64_t)0 - o->imm;
     }
     return true;
   }
