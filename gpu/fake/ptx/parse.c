@@ -645,7 +645,7 @@ static const char *const aop_names[] = {"add", "min", "max", "inc", "dec", "and"
 static const char *const rnd_names[] = {"rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi"};
 static const char *const ignored[] = {
     "ca", "cg", "cs", "lu", "cv", "wb", "wt", "volatile", "relaxed", "acquire", "release",
-    "acq_rel", "sc", "weak", "cta", "gpu", "sys", "aligned", "nc", "noftz", "mmio",
+    "acq_rel", "sc", "weak", "cta", "gpu", "sys", "gl", "aligned", "nc", "noftz", "mmio",
 };
 static const char *const testp_names[] = {"finite", "infinite", "number", "notanumber", "normal", "subnormal"};
 
