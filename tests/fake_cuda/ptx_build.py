@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,23 +20,11 @@ from typing import Any
 import numpy as np
 from driver_helpers import CArg, ParamArray, ok
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from nvrtc_ptx import preload_builtins as _preload_nvrtc_builtins
+
 KERNEL_DIR = Path(__file__).parent / "kernels"
 ARCH = "compute_90"
-
-
-@functools.cache
-def _preload_nvrtc_builtins() -> None:
-    """Load libnvrtc-builtins by its path before NVRTC looks for it by name:
-    NVRTC's own lookup (relative to libnvrtc) fails under the sanitizers'
-    preloaded runtimes (make check-native), a loaded library is found by name."""
-    import ctypes
-    import importlib.util
-
-    spec = importlib.util.find_spec("nvidia")
-    for root in spec.submodule_search_locations if spec and spec.submodule_search_locations else []:
-        for lib in sorted(Path(root).glob("*/lib/libnvrtc-builtins.so*")):
-            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-            return
 
 
 @functools.cache
@@ -43,7 +32,7 @@ def nvrtc_ptx(source: str, name: str = "kernel.cu", options: tuple[str, ...] = (
     """PTX of a CUDA C source, NUL-terminated as cuModuleLoadData takes it."""
     from cuda.bindings import nvrtc
 
-    _preload_nvrtc_builtins()
+    _preload_nvrtc_builtins()  # see tools/nvrtc_ptx.py
 
     err, prog = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
     assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
