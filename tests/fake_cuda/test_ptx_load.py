@@ -249,3 +249,25 @@ def test_fatbin_carrying_ptx(cu: ModuleType, ctx: Any) -> None:
     for entries in ([(1, 100, ptx)], [(2, 90, cubin)]):
         err = err_of(cu.cuModuleLoadData(_fatbin(entries)))
         assert err == cu.CUresult.CUDA_ERROR_NO_BINARY_FOR_GPU
+
+
+SHARED_SRC = r"""
+extern "C" __global__ void uses_shared(float *out) {
+  __shared__ float buf[256];
+  __shared__ int flags[8];
+  buf[threadIdx.x] = threadIdx.x;
+  if (threadIdx.x < 8) flags[threadIdx.x] = 1;
+  __syncthreads();
+  out[threadIdx.x] = buf[255 - threadIdx.x] + flags[threadIdx.x % 8];
+}
+"""
+
+
+def test_static_shared_size_from_ptx(cu: ModuleType, ctx: Any) -> None:
+    mod = ok(cu.cuModuleLoadData(nvrtc_ptx(SHARED_SRC, "shared.cu")))
+    try:
+        fn = ok(cu.cuModuleGetFunction(mod, b"uses_shared"))
+        attr = cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES
+        assert ok(cu.cuFuncGetAttribute(attr, fn)) == 256 * 4 + 8 * 4
+    finally:
+        ok(cu.cuModuleUnload(mod))

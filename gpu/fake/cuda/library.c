@@ -355,6 +355,7 @@ CUresult fake_cuKernelGetAttribute_12000(int *pi, CUfunction_attribute attrib, C
   lib_kernel *k;
   CUresult rc = kernel_device_arg(kernel, dev, &k);
   if (rc) return rc;
+  if (fk_ptx_attr(kernel_info(k), attrib, pi)) return CUDA_SUCCESS;
   pthread_mutex_lock(&fk_modules_lock);
   rc = fk_func_attr_get(&k->attrs, attrib, pi);
   pthread_mutex_unlock(&fk_modules_lock);

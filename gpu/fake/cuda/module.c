@@ -207,6 +207,25 @@ CUresult fk_func_attr_get(const fk_func_attrs *a, CUfunction_attribute attrib, i
   return CUDA_SUCCESS;
 }
 
+bool fk_ptx_attr(const fk_kernel_info *k, CUfunction_attribute attrib, int *pi) {
+  if (k->run || !pi) return false;
+  const fk_ptx_kernel *pk = (const fk_ptx_kernel *)k;
+  size_t v;
+  switch (attrib) {
+  case CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: v = ptx_kernel_static_shared(pk->ptx, pk->index); break;
+  case CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: v = ptx_kernel_local_size(pk->ptx, pk->index); break;
+  case CU_FUNC_ATTRIBUTE_NUM_REGS: {
+    /* PTX's virtual registers, capped at what a thread may have on sm_90 */
+    int n = ptx_kernel_nregs(pk->ptx, pk->index);
+    v = (size_t)(n > 255 ? 255 : n);
+    break;
+  }
+  default: return false;
+  }
+  *pi = (int)v;
+  return true;
+}
+
 CUresult fk_func_attr_set(fk_func_attrs *a, CUfunction_attribute attrib, int value) {
   switch (attrib) {
   case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES:
@@ -681,6 +700,7 @@ CUresult fake_cuFuncGetAttribute_2020(int *pi, CUfunction_attribute attrib, CUfu
   func_impl *f;
   CUresult rc = func_arg(hfunc, &f);
   if (rc) return rc;
+  if (fk_ptx_attr(f->pub.kernel, attrib, pi)) return CUDA_SUCCESS;
   return fk_func_attr_get(&f->attrs, attrib, pi);
 }
 

@@ -62,6 +62,9 @@ FK_HIDDEN extern module_impl *fk_modules;
 FK_HIDDEN void fk_func_attrs_default(fk_func_attrs *a);
 FK_HIDDEN CUresult fk_func_attr_get(const fk_func_attrs *a, CUfunction_attribute attrib, int *pi);
 FK_HIDDEN CUresult fk_func_attr_set(fk_func_attrs *a, CUfunction_attribute attrib, int value);
+/* What a PTX kernel's code decides (static shared and local memory, registers):
+ * true with *pi set, false for any other attribute or a host-module kernel. */
+FK_HIDDEN bool fk_ptx_attr(const fk_kernel_info *k, CUfunction_attribute attrib, int *pi);
 
 /* Decide whether image can be loaded: CUDA_SUCCESS with its size in bytes for
  * a fake module (a host shared object) or PTX text (its NUL included), or
