@@ -13,6 +13,7 @@
 #include <fenv.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -1252,6 +1253,116 @@ static ptx_status exec1(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
   }
 }
 
+/* ---- printf and assert ------------------------------------------------------------------------ */
+
+/* One argument of vprintf's buffer: each at its own alignment, floats
+ * promoted to double as for any variadic call. */
+static uint64_t next_arg(const unsigned char **p, size_t size) {
+  uintptr_t a = ((uintptr_t)*p + size - 1) & ~(uintptr_t)(size - 1);
+  uint64_t v = 0;
+  memcpy(&v, (const void *)a, size);
+  *p = (const unsigned char *)(a + size);
+  return v;
+}
+
+/* CUDA's device printf: the format string and a buffer of the arguments
+ * (generic addresses). Written to stdout, one call at a time. */
+static int device_printf(const char *fmt, const unsigned char *args) {
+  char out[4096];
+  size_t n = 0;
+  const char *s = fmt;
+  while (*s && n < sizeof out - 1) {
+    if (*s != '%') {
+      out[n++] = *s++;
+      continue;
+    }
+    if (s[1] == '%') {
+      out[n++] = '%';
+      s += 2;
+      continue;
+    }
+    char spec[32];
+    size_t k = 0;
+    spec[k++] = *s++;
+    while (*s && strchr("-+ #0123456789.", *s) && k < 20) spec[k++] = *s++;
+    int longs = 0;
+    while (*s && strchr("hlzjtL", *s)) {
+      if (*s == 'l' || *s == 'z' || *s == 'j' || *s == 't' || *s == 'L') longs++;
+      s++;
+    }
+    char conv = *s ? *s++ : 0;
+    int w;
+    switch (conv) {
+    case 'd': case 'i': case 'u': case 'x': case 'X': case 'o': case 'c': {
+      if (longs) {
+        spec[k++] = 'l';
+        spec[k++] = 'l';
+      }
+      spec[k++] = conv;
+      spec[k] = 0;
+      uint64_t v = next_arg(&args, longs ? 8 : 4);
+      if (conv == 'c' || !longs) {
+        uint32_t x = (uint32_t)v;
+        w = conv == 'd' || conv == 'i' ? snprintf(out + n, sizeof out - n, spec, (int)x)
+                                       : snprintf(out + n, sizeof out - n, spec, x);
+      } else {
+        w = conv == 'd' || conv == 'i' ? snprintf(out + n, sizeof out - n, spec, (long long)v)
+                                       : snprintf(out + n, sizeof out - n, spec, (unsigned long long)v);
+      }
+      break;
+    }
+    case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': case 'a': case 'A': {
+      spec[k++] = conv;
+      spec[k] = 0;
+      w = snprintf(out + n, sizeof out - n, spec, F64(next_arg(&args, 8)));
+      break;
+    }
+    case 's': {
+      spec[k++] = 's';
+      spec[k] = 0;
+      const char *str = (const char *)(uintptr_t)next_arg(&args, 8);
+      w = snprintf(out + n, sizeof out - n, spec, str ? str : "(null)");
+      break;
+    }
+    case 'p': {
+      w = snprintf(out + n, sizeof out - n, "%p", (void *)(uintptr_t)next_arg(&args, 8));
+      break;
+    }
+    default: w = 0; break;
+    }
+    if (w > 0) n += (size_t)w < sizeof out - n ? (size_t)w : sizeof out - n - 1;
+  }
+  out[n] = 0;
+  fputs(out, stdout);
+  fflush(stdout);
+  return (int)n;
+}
+
+static ptx_status builtin_call(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
+  FOR_LANES(em) {
+    unsigned char *base = b->local + (size_t)(w->id * PTX_WARP + (unsigned)l) * b->local_size;
+    if (ins->cmp == CALL_ASSERTFAIL) {
+      uint64_t msg = 0, file = 0;
+      uint32_t line = 0;
+      if (ins->call_nargs >= 3) {
+        memcpy(&msg, base + ins->call_arg_off[0], 8);
+        memcpy(&file, base + ins->call_arg_off[1], 8);
+        memcpy(&line, base + ins->call_arg_off[2], 4);
+      }
+      fprintf(stderr, "%s:%u: block [%u,%u,%u], thread [%u,%u,%u] Assertion `%s` failed.\n",
+              file ? (const char *)(uintptr_t)file : "?", line, b->ctaid.x, b->ctaid.y, b->ctaid.z,
+              w->tid[0][l], w->tid[1][l], w->tid[2][l], msg ? (const char *)(uintptr_t)msg : "?");
+      return PTX_ASSERT;
+    }
+    uint64_t fmt, args;
+    memcpy(&fmt, base + ins->call_arg_off[0], 8);
+    memcpy(&args, base + ins->call_arg_off[1], 8);
+    int r = fmt ? device_printf((const char *)(uintptr_t)fmt, (const unsigned char *)(uintptr_t)args) : -1;
+    if (ins->call_ret_off >= 0 && ins->call_ret_size >= 4) memcpy(base + ins->call_ret_off, &r, 4);
+  }
+  return PTX_OK;
+}
+
 /* ---- scheduling ------------------------------------------------------------------------------ */
 
 static uint32_t guard_mask(warp *w, const ptx_ins *ins, uint32_t g) {
@@ -1355,6 +1466,12 @@ static ptx_status run_warp(block *b, warp *w) {
         goto resched;
       }
       case OP_CALL: {
+        if (ins->cmp != CALL_PTX) {
+          ptx_status st = builtin_call(b, w, ins, em);
+          if (st) return st;
+          pc++;
+          break;
+        }
         const ptx_func *f = &m->funcs[ins->target];
         FOR_LANES(em) {
           if (w->depth[l] >= PTX_MAX_CALL_DEPTH) return PTX_TRAP;

@@ -1402,7 +1402,13 @@ static bool finish(parser *p) {
         return false;
       }
     }
-    if (ins->op == OP_CALL) {
+    if (ins->op == OP_CALL && ins->target < (uint32_t)m->nfuncs && m->funcs[ins->target].end == 0) {
+      /* what CUDA's device runtime provides: printf and assert */
+      const char *name = m->funcs[ins->target].name;
+      if (strcmp(name, "vprintf") == 0 && ins->call_nargs == 2) ins->cmp = CALL_VPRINTF;
+      if (strcmp(name, "__assertfail") == 0) ins->cmp = CALL_ASSERTFAIL;
+    }
+    if (ins->op == OP_CALL && ins->cmp == CALL_PTX) {
       if (ins->target >= (uint32_t)m->nfuncs || m->funcs[ins->target].end == 0) {
         fail(p, false, ins->line, "call to function '%s' without a body",
              ins->target < (uint32_t)m->nfuncs ? m->funcs[ins->target].name : "?");

@@ -65,6 +65,7 @@ typedef enum ptx_status {
   PTX_TRAP,            /* trap / brkpt */
   PTX_NO_MEMORY,
   PTX_MISALIGNED,
+  PTX_ASSERT, /* a device-side assert() failed (__assertfail) */
 } ptx_status;
 
 typedef struct ptx_dim3 {

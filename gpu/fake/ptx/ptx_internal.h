@@ -72,6 +72,8 @@ enum {
 };
 enum { SH_UP = 1, SH_DOWN, SH_BFLY, SH_IDX };
 enum { VT_ALL = 1, VT_ANY, VT_UNI, VT_BALLOT };
+/* Calls to functions the driver provides (ins->cmp of a call). */
+enum { CALL_PTX, CALL_VPRINTF, CALL_ASSERTFAIL };
 enum { TP_FINITE = 1, TP_INFINITE, TP_NUMBER, TP_NOTANUMBER, TP_NORMAL, TP_SUBNORMAL };
 
 typedef struct ptx_ins {
