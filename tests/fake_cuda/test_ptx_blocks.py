@@ -204,3 +204,16 @@ def test_local_memory(mod: PtxModule, dev: DeviceArrays) -> None:
     mod.launch("local_array", didx, out, block=(64, 1, 1))
     t = np.arange(64)
     np.testing.assert_array_equal(dev.get(out, 64, np.int32), (idx & 15) * t)
+
+
+def test_barrier_reductions(mod: PtxModule, dev: DeviceArrays) -> None:
+    blocks, threads = 3, 96
+    v = np.random.default_rng(9).integers(-5, 100, blocks * threads).astype(np.int32)
+    v[threads : 2 * threads] = np.abs(v[threads : 2 * threads]) % 50  # all >= 0, none > 90
+    dv, out = dev.put(v), dev.empty(3 * blocks, np.int32)
+    mod.launch("sync_reductions", dv, out, grid=(blocks, 1, 1), block=(threads, 1, 1))
+    got = dev.get(out, 3 * blocks, np.int32).reshape(blocks, 3)
+    w = v.reshape(blocks, threads)
+    np.testing.assert_array_equal(got[:, 0], (w > 10).sum(axis=1))
+    np.testing.assert_array_equal(got[:, 1] != 0, (w >= 0).all(axis=1))
+    np.testing.assert_array_equal(got[:, 2] != 0, (w > 90).any(axis=1))

@@ -27,6 +27,7 @@ typedef struct warp {
   uint32_t pc[PTX_WARP];
   uint8_t depth[PTX_WARP];
   uint32_t stack[PTX_WARP][PTX_MAX_CALL_DEPTH]; /* the call instructions to return after */
+  uint8_t redval[PTX_WARP]; /* a lane's predicate at bar.red */
   uint8_t cf[PTX_WARP]; /* the carry flag (CC.CF) of add.cc/addc/sub.cc/subc/mad.cc/madc */
   uint32_t live; /* lanes that exist and have not exited */
   uint32_t bar;  /* lanes parked at bar.sync (their pc is the bar) */
@@ -1055,6 +1056,25 @@ static ptx_status exec1(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
     }
     return PTX_OK;
   }
+  case OP_SAD: { /* d = c + |a - b| */
+    const uint64_t *a = src(b, w, &ins->o[1], 1, em);
+    const uint64_t *c = src(b, w, &ins->o[2], 2, em);
+    const uint64_t *e = src(b, w, &ins->o[3], 3, em);
+    uint64_t *d = dst(b, w, &ins->o[0]);
+    int n = t.bytes;
+    FOR_LANES(em) {
+      uint64_t diff;
+      if (t.kind == TK_S) {
+        int64_t x = S(a[l], n), y = S(c[l], n);
+        diff = x > y ? (uint64_t)x - (uint64_t)y : (uint64_t)y - (uint64_t)x;
+      } else {
+        uint64_t x = U(a[l], n), y = U(c[l], n);
+        diff = x > y ? x - y : y - x;
+      }
+      d[l] = U(e[l] + diff, n);
+    }
+    return PTX_OK;
+  }
   case OP_MUL24: {
     const uint64_t *a = src(b, w, &ins->o[1], 1, em);
     const uint64_t *c = src(b, w, &ins->o[2], 2, em);
@@ -1494,6 +1514,10 @@ static ptx_status run_warp(block *b, warp *w) {
       }
       case OP_BAR: {
         uint32_t rest = g & ~em;
+        if (ins->mods & M_RED) {
+          const uint64_t *c = src(b, w, &ins->o[2], 1, em);
+          FOR_LANES(em) w->redval[l] = c[l] != 0;
+        }
         set_pc(w, em, pc);
         w->bar |= em;
         set_pc(w, rest, pc + 1);
@@ -1524,14 +1548,32 @@ static ptx_status run_block(block *b) {
       ptx_status st = run_warp(b, w);
       if (st) return st;
     }
-    /* every live lane is at a barrier (or none is left): release them */
+    /* every live lane is at a barrier (or none is left): release them,
+     * with bar.red's reduction over every thread that arrived */
+    uint64_t count = 0;
+    bool all = true, one = false;
     for (unsigned i = 0; i < b->nwarps; i++) {
       warp *w = &b->warps[i];
-      if (w->bar) {
-        any = true;
-        FOR_LANES(w->bar) w->pc[l]++;
-        w->bar = 0;
+      FOR_LANES(w->bar) {
+        count += w->redval[l];
+        all = all && w->redval[l];
+        one = one || w->redval[l];
       }
+    }
+    for (unsigned i = 0; i < b->nwarps; i++) {
+      warp *w = &b->warps[i];
+      if (!w->bar) continue;
+      any = true;
+      FOR_LANES(w->bar) {
+        const ptx_ins *ins = &b->m->code[w->pc[l]];
+        if (ins->mods & M_RED) {
+          uint64_t r = ins->cmp == BRED_POPC ? count : ins->cmp == BRED_AND ? all : one;
+          w->r[(size_t)ins->o[0].reg * PTX_WARP + l] = r;
+          w->redval[l] = 0;
+        }
+        w->pc[l]++;
+      }
+      w->bar = 0;
     }
     if (!any) return PTX_OK;
   }

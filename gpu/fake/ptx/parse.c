@@ -354,6 +354,26 @@ static bool parse_decl_head(parser *p, decl *d) {
       return false;
     }
   }
+  /* a pointer parameter's attributes may follow its type:
+   * .param .u64 .ptr .global .align 4 name, where .align is the pointee's
+   * (the parameter keeps its natural alignment) */
+  for (;;) {
+    tok *t = peek(p);
+    if (is_word(t, ".ptr") || is_word(t, ".global") || is_word(t, ".shared") ||
+        is_word(t, ".const") || is_word(t, ".local")) {
+      next(p);
+    } else if (is_word(t, ".align")) {
+      next(p);
+      uint64_t v;
+      bool fp;
+      if (!parse_number(next(p), &v, &fp) || fp) {
+        fail(p, true, t->line, "bad .align");
+        return false;
+      }
+    } else {
+      break;
+    }
+  }
   tok *n = next(p);
   if (n->type != T_ID) {
     fail(p, true, n->line, "expected a name near '%.*s'", n->len, n->s);
@@ -627,7 +647,7 @@ static const struct {
     {"testp", OP_TESTP}, {"mul24", OP_MUL24}, {"mad24", OP_MAD24}, {"slct", OP_SLCT},
     {"tanh", OP_TANH}, {"match", OP_MATCH}, {"redux", OP_REDUX}, {"membar", OP_NOP},
     {"fence", OP_NOP}, {"nanosleep", OP_NOP}, {"prefetch", OP_NOP}, {"prefetchu", OP_NOP},
-    {"pmevent", OP_NOP}, {"addc", OP_ADDC}, {"subc", OP_SUBC}, {"madc", OP_MADC},
+    {"pmevent", OP_NOP}, {"addc", OP_ADDC}, {"subc", OP_SUBC}, {"madc", OP_MADC}, {"sad", OP_SAD},
 };
 
 static bool word_is(const char *s, size_t n, const char *w) { return strlen(w) == n && memcmp(s, w, n) == 0; }
@@ -721,6 +741,10 @@ static bool decode(parser *p, tok *t, ptx_ins *ins) {
     if (op == OP_BAR) {
       if (word_is(ms, n, "sync")) { ins->mods |= M_SYNC; continue; }
       if (word_is(ms, n, "warp")) { ins->op = op = OP_BARWARP; continue; }
+      if (word_is(ms, n, "red")) { ins->mods |= M_RED; continue; }
+      if (word_is(ms, n, "popc")) { ins->cmp = BRED_POPC; continue; }
+      if (word_is(ms, n, "and")) { ins->cmp = BRED_AND; continue; }
+      if (word_is(ms, n, "or")) { ins->cmp = BRED_OR; continue; }
     }
     if ((k = lookup_in(ms, n, rnd_names, 8))) { ins->rnd = (uint8_t)k; continue; }
     if (word_is(ms, n, "hi")) { ins->mods |= M_HI; continue; }
@@ -851,6 +875,11 @@ static bool operand(parser *p, ptx_ins *ins, ptx_operand *o, bool in_entry) {
   if (t->type != T_ID) goto bad;
   if (is_word(t, "_")) {
     o->kind = OK_SINK;
+    return true;
+  }
+  if (is_word(t, "WARP_SZ")) { /* PTX's predefined constant */
+    o->kind = OK_IMM;
+    o->imm = PTX_WARP;
     return true;
   }
   if (t->s[0] == '%') {
@@ -1374,13 +1403,19 @@ static bool finish(parser *p) {
       fail(p, false, ins->line, "half-precision conversion is not supported");
       return false;
     }
-    if (ins->op == OP_BAR) {
+    if (ins->op == OP_BAR && (ins->mods & M_RED)) {
+      /* bar.red.popc.u32 d, a, {!}c / bar.red.{and,or}.pred p, a, {!}c */
+      if (ins->nops != 3 || !ins->cmp || ins->o[0].kind != OK_REG) {
+        fail(p, false, ins->line, "bar.red with a thread count is not supported");
+        return false;
+      }
+    } else if (ins->op == OP_BAR) {
       if (ins->nops > 1) {
         fail(p, false, ins->line, "bar.sync with a thread count is not supported");
         return false;
       }
       if (!(ins->mods & M_SYNC) && ins->nops) {
-        fail(p, false, ins->line, "bar.arrive/bar.red are not supported");
+        fail(p, false, ins->line, "bar.arrive is not supported");
         return false;
       }
     }

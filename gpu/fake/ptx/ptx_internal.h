@@ -46,7 +46,7 @@ typedef enum ptx_op {
   OP_ACTIVEMASK, OP_RCP, OP_SQRT, OP_RSQRT, OP_EX2, OP_LG2, OP_SIN, OP_COS, OP_CALL, OP_TRAP,
   OP_POPC, OP_CLZ, OP_BREV, OP_BFIND, OP_BFE, OP_BFI, OP_PRMT, OP_LOP3, OP_SHF, OP_COPYSIGN,
   OP_TESTP, OP_MUL24, OP_MAD24, OP_SLCT, OP_TANH, OP_MATCH, OP_REDUX, OP_BARWARP, OP_ADDC,
-  OP_SUBC, OP_MADC,
+  OP_SUBC, OP_MADC, OP_SAD,
 } ptx_op;
 
 /* Modifier bits. */
@@ -54,7 +54,7 @@ enum {
   M_HI = 1u << 0, M_LO = 1u << 1, M_WIDE = 1u << 2, M_FTZ = 1u << 3, M_SAT = 1u << 4,
   M_APPROX = 1u << 5, M_FULL = 1u << 6, M_TO = 1u << 7, M_UNI = 1u << 8, M_SYNC = 1u << 9,
   M_CC = 1u << 10, M_SHIFT_CLAMP = 1u << 11, M_SHIFT_LEFT = 1u << 12, M_NAN = 1u << 13,
-  M_XORSIGN = 1u << 14, M_RELU = 1u << 15, M_SHAMT = 1u << 16, M_ALL = 1u << 17,
+  M_XORSIGN = 1u << 14, M_RELU = 1u << 15, M_SHAMT = 1u << 16, M_ALL = 1u << 17, M_RED = 1u << 18,
 };
 
 /* Rounding: none, rn, rz, rm, rp; integer rounding: rni rzi rmi rpi. */
@@ -72,6 +72,8 @@ enum {
 };
 enum { SH_UP = 1, SH_DOWN, SH_BFLY, SH_IDX };
 enum { VT_ALL = 1, VT_ANY, VT_UNI, VT_BALLOT };
+/* bar.red's reductions (ins->cmp). */
+enum { BRED_POPC = 1, BRED_AND, BRED_OR };
 /* Calls to functions the driver provides (ins->cmp of a call). */
 enum { CALL_PTX, CALL_VPRINTF, CALL_ASSERTFAIL };
 enum { TP_FINITE = 1, TP_INFINITE, TP_NUMBER, TP_NOTANUMBER, TP_NORMAL, TP_SUBNORMAL };

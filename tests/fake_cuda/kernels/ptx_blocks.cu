@@ -153,3 +153,16 @@ extern "C" __global__ void local_array(const int *idx, int *out) {
   for (int i = 0; i < 16; i++) a[i] = i * t;
   out[t] = a[idx[t] & 15];
 }
+
+// Barriers that reduce a predicate over the block (bar.red).
+extern "C" __global__ void sync_reductions(const int *in, int *out) {
+  int v = in[blockIdx.x * blockDim.x + threadIdx.x];
+  int count = __syncthreads_count(v > 10);
+  int all = __syncthreads_and(v >= 0);
+  int any = __syncthreads_or(v > 90);
+  if (threadIdx.x == 0) {
+    out[3 * blockIdx.x] = count;
+    out[3 * blockIdx.x + 1] = all;
+    out[3 * blockIdx.x + 2] = any;
+  }
+}
