@@ -489,3 +489,22 @@ def test_carry_chains(mod: PtxModule, dev: DeviceArrays) -> None:
     )
     want = [((x & 0xFFFFFFFF) * (y & 0xFFFFFFFF) + y) & mask for x, y in zip(ai, bi, strict=True)]
     np.testing.assert_array_equal(dev.get(m, n, np.uint64), np.array(want, np.uint64))
+
+
+def test_half_precision(mod: PtxModule, dev: DeviceArrays) -> None:
+    rng = np.random.default_rng(10)
+    a = np.concatenate([rng.standard_normal(200) * 100, [70000.0, 1e-6, np.nan, -0.0, 65504.0]])
+    b = np.concatenate([rng.standard_normal(200), [1.0, 1e-7, 1.0, 0.0, 32.0]])
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    n = a.size
+    da, db = dev.put(a), dev.put(b)
+    outs = [dev.empty(n, np.float32) for _ in range(3)] + [dev.empty(n, np.int32)]
+    mod.launch("half_ops", da, db, *outs, ctypes.c_int(n), grid=((n + 63) // 64, 1, 1),
+               block=(64, 1, 1))  # fmt: skip
+    with np.errstate(all="ignore"):
+        ha, hb = a.astype(np.float16), b.astype(np.float16)  # nearest even, inf past 65504
+        same_floats(dev.get(outs[0], n, np.float32), ha.astype(np.float32))
+        same_floats(dev.get(outs[1], n, np.float32), (ha + hb).astype(np.float32))
+        exact = ha.astype(np.float64) * hb.astype(np.float64) + ha.astype(np.float64)
+        same_floats(dev.get(outs[2], n, np.float32), exact.astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(dev.get(outs[3], n, np.int32), (ha < hb).astype(np.int32))

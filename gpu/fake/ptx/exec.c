@@ -83,6 +83,22 @@ static inline uint64_t PF64(double d) {
   memcpy(&b, &d, 8);
   return b;
 }
+/* Half precision through the compiler's _Float16: values are computed in
+ * double (exact for one operation on halves) and rounded once to half. */
+static inline double H2D(uint64_t v) {
+  uint16_t b = (uint16_t)v;
+  _Float16 h;
+  memcpy(&h, &b, 2);
+  return (double)h;
+}
+static inline uint64_t D2H(double d) {
+  volatile double vd = d; /* rounded in the current rounding mode */
+  _Float16 h = (_Float16)vd;
+  uint16_t b;
+  memcpy(&b, &h, 2);
+  if (isnan(d)) b = 0x7fff; /* the canonical NaN */
+  return b;
+}
 static inline float ftz32(float f) { return fpclassify(f) == FP_SUBNORMAL ? copysignf(0.0f, f) : f; }
 
 static int fe_mode(int rnd) {
@@ -439,6 +455,7 @@ static bool compare_i(int cmp, ptx_type t, uint64_t x, uint64_t y) {
 
 static bool compare(const ptx_ins *ins, ptx_type t, uint64_t a, uint64_t b) {
   if (t.kind == TK_F) {
+    if (t.bytes == 2) return compare_f(ins->cmp, H2D(a), H2D(b));
     if (t.bytes == 4) {
       float x = F32(a), y = F32(b);
       if (ins->mods & M_FTZ) {
@@ -495,6 +512,28 @@ static uint64_t i_sat(int64_t v, ptx_type t) {
 
 static uint64_t do_cvt1(const ptx_ins *ins, uint64_t a) {
   ptx_type d = ins->t, s = ins->t2;
+  if ((s.kind == TK_F && s.bytes == 2) || (d.kind == TK_F && d.bytes == 2)) {
+    /* conversions from or to half: through double, one rounding */
+    double x;
+    if (s.kind == TK_F) x = s.bytes == 2 ? H2D(a) : s.bytes == 4 ? (double)fin32(ins, a) : F64(a);
+    else x = s.kind == TK_S ? (double)S(a, s.bytes) : (double)U(a, s.bytes);
+    if (d.kind != TK_F) return f2i(x, d, ins->rnd);
+    switch (ins->rnd) {
+    case RND_RNI: x = nearbyint(x); break;
+    case RND_RZI: x = trunc(x); break;
+    case RND_RMI: x = floor(x); break;
+    case RND_RPI: x = ceil(x); break;
+    default: break;
+    }
+    if (ins->mods & M_SAT) x = sat64(x);
+    if (d.bytes == 4) return fres32(ins, (float)x);
+    if (d.bytes == 8) return fres64(ins, x);
+    int old = fegetround();
+    if (ins->rnd >= RND_RZ && ins->rnd <= RND_RP) fesetround(fe_mode(ins->rnd));
+    uint64_t r = D2H(x);
+    fesetround(old);
+    return r;
+  }
   if (s.kind == TK_F && d.kind == TK_F) {
     double x = s.bytes == 4 ? (double)fin32(ins, a) : F64(a);
     if (ins->rnd >= RND_RNI) {
@@ -619,6 +658,20 @@ static uint64_t int_bin(const ptx_ins *ins, uint64_t a, uint64_t b) {
 }
 
 static uint64_t float_bin(const ptx_ins *ins, uint64_t a, uint64_t b) {
+  if (ins->t.bytes == 2) {
+    double x = H2D(a), y = H2D(b), r;
+    switch (ins->op) {
+    case OP_ADD: r = x + y; break;
+    case OP_SUB: r = x - y; break;
+    case OP_MUL: r = x * y; break;
+    case OP_DIV: r = x / y; break;
+    case OP_MIN: r = f64_min(x, y); break;
+    case OP_MAX: r = f64_max(x, y); break;
+    default: r = copysign(y, x); break;
+    }
+    if (ins->mods & M_SAT) r = sat64(r);
+    return D2H(r);
+  }
   if (ins->t.bytes == 4) {
     float x = fin32(ins, a), y = fin32(ins, b), r;
     switch (ins->op) {
@@ -648,6 +701,23 @@ static uint64_t float_bin(const ptx_ins *ins, uint64_t a, uint64_t b) {
 }
 
 static uint64_t float_un(const ptx_ins *ins, uint64_t a) {
+  if (ins->t.bytes == 2) {
+    if (ins->op == OP_NEG) return (a ^ 0x8000u) & 0xffffu;
+    if (ins->op == OP_ABS) return a & 0x7fffu;
+    double x = H2D(a), r;
+    switch (ins->op) {
+    case OP_RCP: r = 1.0 / x; break;
+    case OP_SQRT: r = sqrt(x); break;
+    case OP_RSQRT: r = 1.0 / sqrt(x); break;
+    case OP_EX2: r = exp2(x); break;
+    case OP_LG2: r = log2(x); break;
+    case OP_SIN: r = sin(x); break;
+    case OP_COS: r = cos(x); break;
+    case OP_TANH: r = tanh(x); break;
+    default: r = 0;
+    }
+    return D2H(r);
+  }
   if (ins->t.bytes == 4) {
     float x = fin32(ins, a), r;
     switch (ins->op) {
@@ -1030,7 +1100,8 @@ static ptx_status exec1(block *b, warp *w, const ptx_ins *ins, uint32_t em) {
         old = fegetround();
         fesetround(fe_mode(ins->rnd));
       }
-      if (t.bytes == 4) FOR_LANES(em) d[l] = fres32(ins, fmaf(fin32(ins, a[l]), fin32(ins, c[l]), fin32(ins, e[l])));
+      if (t.bytes == 2) FOR_LANES(em) d[l] = D2H(fma(H2D(a[l]), H2D(c[l]), H2D(e[l])));
+      else if (t.bytes == 4) FOR_LANES(em) d[l] = fres32(ins, fmaf(fin32(ins, a[l]), fin32(ins, c[l]), fin32(ins, e[l])));
       else FOR_LANES(em) d[l] = fres64(ins, fma(F64(a[l]), F64(c[l]), F64(e[l])));
       if (mode) fesetround(old);
       return PTX_OK;

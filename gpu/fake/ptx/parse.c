@@ -1381,7 +1381,12 @@ static bool finish(parser *p) {
         } else {
           memcpy(&d, &o->imm, 8);
         }
-        if (ft.bytes == 4) {
+        if (ft.bytes == 2) {
+          _Float16 h = (_Float16)d;
+          uint16_t b;
+          memcpy(&b, &h, 2);
+          o->imm = b;
+        } else if (ft.bytes == 4) {
           float f = (float)d;
           uint32_t b;
           memcpy(&b, &f, 4);
@@ -1391,16 +1396,16 @@ static bool finish(parser *p) {
         }
       }
     }
-    if (ins->t.kind == TK_F && ins->t.bytes != 4 && ins->t.bytes != 8) {
-      fail(p, false, ins->line, "half-precision arithmetic is not supported");
+    if (ins->t.kind == TK_F && ins->t.bytes == 1) {
+      fail(p, false, ins->line, "8-bit floats are not supported");
       return false;
     }
-    if ((ins->op == OP_CVT) && (ins->t2.kind == TK_F && ins->t2.bytes == 2) ) {
-      fail(p, false, ins->line, "half-precision conversion is not supported");
-      return false;
-    }
-    if ((ins->op == OP_CVT) && (ins->t.kind == TK_F && ins->t.bytes == 2)) {
-      fail(p, false, ins->line, "half-precision conversion is not supported");
+    /* halves: conversions, arithmetic and comparisons (exec.c); not the
+     * atomics and warp reductions on them */
+    if (ins->t.kind == TK_F && ins->t.bytes == 2 &&
+        (ins->op == OP_ATOM || ins->op == OP_RED || ins->op == OP_REDUX || ins->op == OP_TESTP ||
+         ins->op == OP_COPYSIGN || (ins->mods & M_FTZ))) {
+      fail(p, false, ins->line, "this half-precision instruction is not supported");
       return false;
     }
     if (ins->op == OP_BAR && (ins->mods & M_RED)) {

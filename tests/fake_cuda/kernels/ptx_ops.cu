@@ -167,3 +167,24 @@ extern "C" __global__ void carry_chain(const unsigned long long *a, const unsign
   diff[i] = ((unsigned long long)dh << 32) | dl;
   mac[i] = ((unsigned long long)mh << 32) | ml;
 }
+
+// Half precision (.f16 in 16-bit registers): conversions, arithmetic, compare.
+extern "C" __global__ void half_ops(const float *a, const float *b, float *rt, float *sum,
+                                    float *fma, int *lt, int n) {
+  IDX;
+  unsigned short ha, hb, hs, hf;
+  float r0, r1, r2;
+  int p;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(ha) : "f"(a[i]));
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(hb) : "f"(b[i]));
+  asm("cvt.f32.f16 %0, %1;" : "=f"(r0) : "h"(ha));
+  asm("add.rn.f16 %0, %1, %2;" : "=h"(hs) : "h"(ha), "h"(hb));
+  asm("cvt.f32.f16 %0, %1;" : "=f"(r1) : "h"(hs));
+  asm("fma.rn.f16 %0, %1, %2, %1;" : "=h"(hf) : "h"(ha), "h"(hb));
+  asm("cvt.f32.f16 %0, %1;" : "=f"(r2) : "h"(hf));
+  asm("{ .reg .pred q; setp.lt.f16 q, %1, %2; selp.s32 %0, 1, 0, q; }" : "=r"(p) : "h"(ha), "h"(hb));
+  rt[i] = r0;
+  sum[i] = r1;
+  fma[i] = r2;
+  lt[i] = p;
+}
