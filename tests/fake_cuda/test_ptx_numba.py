@@ -163,6 +163,21 @@ JIT_SCRIPT = textwrap.dedent(
     want = np.zeros_like(x)
     want[1:-1] = (x[:-2] + 2 * x[1:-1] + x[2:]) / 4 + np.cos(x[1:-1])
     print("max error", float(np.abs(got - want).max()))
+
+    # float16 helpers come as a second PTX module that cuLink* joins in
+    from numba.cuda import fp16
+
+    @cuda.jit
+    def halves(a, b, out):
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = fp16.hadd(a[i], b[i]) * a[i]
+
+    h = np.linspace(-4, 4, 100).astype(np.float16)
+    one = np.ones(100, np.float16)
+    hout = cuda.device_array(100, np.float16)
+    halves[1, 128](cuda.to_device(h), cuda.to_device(one), hout)
+    print("fp16", bool(np.array_equal(hout.copy_to_host(), ((h + one) * h).astype(np.float16))))
     """
 )
 
@@ -183,5 +198,7 @@ def test_numba_jit_launch_on_fake_driver(driver_path: Any, tmp_path: Path) -> No
         check=False,
     )
     assert r.returncode == 0, r.stderr
-    err = float(r.stdout.split("max error")[1])
+    lines = r.stdout.splitlines()
+    err = float(lines[0].split("max error")[1])
     assert err <= 1e-15, r.stdout
+    assert lines[1] == "fp16 True", r.stdout

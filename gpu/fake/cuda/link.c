@@ -1,12 +1,11 @@
 /* The JIT linker (cuLink*) over PTX: what numba-cuda and cuda.core's Linker
  * call to turn their PTX into a loadable image.
  *
- * The fake driver runs PTX itself, so "linking" one PTX input checks it
- * (parsing it as a load would, so errors surface here with the driver's
- * codes) and hands the same text back as the image; cuModuleLoadData and
- * cuLibraryLoadData then take it like any PTX. What a real link needs a
- * device linker for is refused: several PTX inputs (resolving externs across
- * modules), cubins, fatbins, objects and libraries.
+ * The fake driver runs PTX itself, so "linking" PTX inputs joins their texts
+ * and checks the result (parsing it as a load would, so errors surface here
+ * with the driver's codes) and hands it back as the image; cuModuleLoadData
+ * and cuLibraryLoadData then take it like any PTX. Inputs that need a device
+ * linker are refused: cubins, fatbins, objects and libraries.
  */
 #include "module_internal.h"
 
@@ -56,17 +55,20 @@ CUresult fake_cuLinkCreate_6050(unsigned int numOptions, CUjit_option *options, 
   return CUDA_SUCCESS;
 }
 
+/* Several PTX inputs are linked by putting their texts one after another:
+ * the parser takes .version/.target again anywhere, and resolves an .extern
+ * .func declared in one input with its definition in another, as the device
+ * linker does (numba-cuda links its kernel with its helper libraries so). */
 static CUresult add_ptx(fk_link *l, const char *text, size_t size) {
-  if (l->ptx) {
-    fk_log("cuLinkAddData: linking several PTX modules is not supported by the fake driver");
-    return CUDA_ERROR_NOT_SUPPORTED;
-  }
   size_t n = strnlen(text, size);
-  l->ptx = malloc(n + 1);
-  if (!l->ptx) return CUDA_ERROR_OUT_OF_MEMORY;
-  memcpy(l->ptx, text, n);
-  l->ptx[n] = 0;
-  l->size = n + 1;
+  size_t have = l->ptx ? l->size - 1 : 0;
+  char *joined = realloc(l->ptx, have + n + 2);
+  if (!joined) return CUDA_ERROR_OUT_OF_MEMORY;
+  memcpy(joined + have, text, n);
+  joined[have + n] = '\n';
+  joined[have + n + 1] = 0;
+  l->ptx = joined;
+  l->size = have + n + 2;
   return CUDA_SUCCESS;
 }
 
