@@ -147,6 +147,8 @@ static bool lex(parser *p, const char *s) {
       while (idchar(*e)) {
         /* "::" belongs to names like shared::cta; a single ':' ends a label */
         if (*e == ':' && e[1] != ':' && (e == s || e[-1] != ':')) break;
+        /* a directive ends at the next dot: ".reg.b16" is ".reg" ".b16" */
+        if (*s == '.' && *e == '.' && e > s) break;
         e++;
       }
       t->type = T_ID;
