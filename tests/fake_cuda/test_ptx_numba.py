@@ -147,8 +147,15 @@ def test_warp_shuffle(cu: ModuleType, ctx: Any, dev: DeviceArrays) -> None:
 JIT_SCRIPT = textwrap.dedent(
     """
     import math
+    import os
+    import sys
     import numpy as np
     from numba import cuda
+
+    # numba-cuda compiles its float16 helpers with NVRTC: see tools/nvrtc_ptx.py
+    sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"].split(os.pathsep)[0], "tools"))
+    from nvrtc_ptx import preload_builtins
+    preload_builtins()
 
     @cuda.jit
     def smooth(x, out):
