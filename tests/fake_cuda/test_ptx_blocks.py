@@ -217,3 +217,13 @@ def test_barrier_reductions(mod: PtxModule, dev: DeviceArrays) -> None:
     np.testing.assert_array_equal(got[:, 0], (w > 10).sum(axis=1))
     np.testing.assert_array_equal(got[:, 1] != 0, (w >= 0).all(axis=1))
     np.testing.assert_array_equal(got[:, 2] != 0, (w > 90).any(axis=1))
+
+
+def test_threads_that_wait_for_each_other(mod: PtxModule, dev: DeviceArrays) -> None:
+    v = np.arange(1, 129, dtype=np.int32)
+    lock, total = dev.empty(1, np.int32), dev.empty(1, np.int32)
+    mod.launch("spin_lock_sum", lock, total, dev.put(v), grid=(2, 1, 1), block=(64, 1, 1))
+    assert dev.get(total, 1, np.int32)[0] == v.sum()
+    out = dev.empty(1, np.int32)
+    mod.launch("warp_handoff", out, block=(64, 1, 1))
+    assert dev.get(out, 1, np.int32)[0] == 42

@@ -1470,9 +1470,19 @@ static void set_pc(warp *w, uint32_t lanes, uint32_t pc) {
   FOR_LANES(lanes) w->pc[l] = pc;
 }
 
-/* Run the warp until all its live lanes are parked at a barrier or exited. */
-static ptx_status run_warp(block *b, warp *w) {
+/* Backward branches a group may take in a row while other threads wait for
+ * it to let them run: a loop that spins on what another thread will do
+ * (a lock another lane holds, a flag another warp sets) must let that thread
+ * progress, as Volta's independent thread scheduling does. */
+#define SPIN_LIMIT 4096
+
+/* Run the warp until all its live lanes are parked at a barrier or exited,
+ * or until it has spun SPIN_LIMIT times while other warps of the block
+ * (others_runnable) could run. */
+static ptx_status run_warp(block *b, warp *w, bool others_runnable) {
   const ptx_module *m = b->m;
+  unsigned spins = 0;
+  bool pick_max = false;
   for (;;) {
     uint32_t runnable = w->live & ~w->bar & ~w->wsync;
     bool force = false;
@@ -1484,16 +1494,17 @@ static ptx_status run_warp(block *b, warp *w) {
       from = w->wsync;
       force = true;
     }
-    uint32_t pc = UINT32_MAX;
+    uint32_t pc = pick_max ? 0 : UINT32_MAX;
     FOR_LANES(from) {
-      if (w->pc[l] < pc) pc = w->pc[l];
+      if (pick_max ? w->pc[l] > pc : w->pc[l] < pc) pc = w->pc[l];
     }
     uint32_t g = 0;
     uint32_t next_other = UINT32_MAX;
     FOR_LANES(from) {
       if (w->pc[l] == pc) g |= 1u << l;
-      else if (w->pc[l] < next_other) next_other = w->pc[l];
+      else if (!pick_max && w->pc[l] < next_other) next_other = w->pc[l];
     }
+    pick_max = false; /* the lanes furthest ahead run once, until they stop */
     if (force) w->wsync &= ~g;
     for (;;) {
       const ptx_ins *ins = &m->code[pc];
@@ -1520,6 +1531,18 @@ static ptx_status run_warp(block *b, warp *w) {
       case OP_BRA: {
         uint32_t rest = g & ~em;
         if (!rest) {
+          if (ins->target <= pc && ++spins > SPIN_LIMIT) {
+            spins = 0;
+            uint32_t waiting = w->live & ~w->bar & ~w->wsync & ~g;
+            if (waiting || others_runnable) {
+              set_pc(w, g, ins->target);
+              if (waiting) {
+                pick_max = true; /* the lanes ahead may hold what this loop waits for */
+                goto resched;
+              }
+              return PTX_OK; /* another warp's turn; this one stays runnable */
+            }
+          }
           pc = ins->target;
         } else if (!em) {
           pc++;
@@ -1613,11 +1636,20 @@ static ptx_status run_warp(block *b, warp *w) {
 static ptx_status run_block(block *b) {
   for (;;) {
     bool any = false;
-    for (unsigned i = 0; i < b->nwarps; i++) {
-      warp *w = &b->warps[i];
-      if (!(w->live & ~w->bar)) continue;
-      ptx_status st = run_warp(b, w);
-      if (st) return st;
+    /* run every warp until it parks at a barrier or exits; one that spins
+     * hands over to the others and gets its turn again */
+    for (bool ran = true; ran;) {
+      ran = false;
+      for (unsigned i = 0; i < b->nwarps; i++) {
+        warp *w = &b->warps[i];
+        if (!(w->live & ~w->bar)) continue;
+        bool others = false;
+        for (unsigned j = 0; j < b->nwarps && !others; j++)
+          others = j != i && (b->warps[j].live & ~b->warps[j].bar);
+        ptx_status st = run_warp(b, w, others);
+        if (st) return st;
+        ran = true;
+      }
     }
     /* every live lane is at a barrier (or none is left): release them,
      * with bar.red's reduction over every thread that arrived */

@@ -166,3 +166,33 @@ extern "C" __global__ void sync_reductions(const int *in, int *out) {
     out[3 * blockIdx.x + 2] = any;
   }
 }
+
+// Threads that wait for each other without a barrier, which needs Volta's
+// independent thread scheduling: a lock taken by one lane of a warp while
+// the others spin on it, and a flag one warp sets for another.
+extern "C" __global__ void spin_lock_sum(int *lock, int *total, const int *in) {
+  int v = in[blockIdx.x * blockDim.x + threadIdx.x];
+  bool done = false;
+  while (!done) {
+    if (atomicCAS(lock, 0, 1) == 0) {
+      int t = *(volatile int *)total;  // a non-atomic update under the lock
+      *(volatile int *)total = t + v;
+      __threadfence();
+      atomicExch(lock, 0);
+      done = true;
+    }
+  }
+}
+
+extern "C" __global__ void warp_handoff(int *out) {
+  __shared__ volatile int flag;
+  if (threadIdx.x == 0) flag = 0;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    while (flag == 0) {
+    }  // warp 0 waits for warp 1
+    out[0] = flag;
+  } else if (threadIdx.x == 32) {
+    flag = 42;
+  }
+}
