@@ -21,6 +21,10 @@
  * bar.sync parks lanes until every live thread of the block has arrived;
  * warp-synchronous instructions (shfl.sync, vote.sync, ...) park lanes until
  * every lane of their member mask has arrived at the same instruction.
+ * A group that keeps branching backwards (spinning on a lock another lane
+ * holds, on a flag another warp sets) hands over to the lanes ahead or to
+ * another warp after a while, as Volta's independent thread scheduling lets
+ * such code progress.
  */
 #ifndef CEDANA_FAKE_PTX_H
 #define CEDANA_FAKE_PTX_H
