@@ -4,7 +4,8 @@
 #   unit around the .cu, built with the fake driver's compat headers into a
 #   module <set>.fake.so;
 # - for real GPUs, where nvcc works: <set>.ptx and <set>.fatbin (sm_90 code
-#   plus compute_90 PTX).
+#   plus compute_90 PTX); without nvcc, <set>.ptx from NVRTC where it works.
+#   The fake driver runs the PTX too (gpu/fake/ptx/).
 set(CEDANA_GEN_MODULE "${CMAKE_SOURCE_DIR}/tools/gen_module.py")
 set(CEDANA_FAKE_INCLUDE "${CMAKE_SOURCE_DIR}/gpu/fake/include")
 # Every module lands here in the build tree (and in _native/kernels when
@@ -29,7 +30,24 @@ if(CEDANA_BUILD_GPU_KERNELS AND CEDANA_NVCC)
     message(STATUS "Kernels for GPUs: ${CEDANA_NVCC}")
   else()
     message(WARNING "nvcc (${CEDANA_NVCC}) cannot compile for compute_90; "
-                    "kernels are built for the fake driver only:\n${_probe_err}")
+                    "kernels are built as host modules, and as PTX where NVRTC "
+                    "works:\n${_probe_err}")
+  endif()
+endif()
+
+# Without a working nvcc, the kernels are still built as PTX where NVRTC
+# works (the nvidia-cuda-nvrtc wheel through cuda-bindings, tools/nvrtc_ptx.py):
+# PTX is what the fake driver's interpreter and NVIDIA's driver both run.
+# No fatbin then: that needs ptxas.
+set(CEDANA_NVRTC_PTX "${CMAKE_SOURCE_DIR}/tools/nvrtc_ptx.py")
+set(CEDANA_NVRTC_OK FALSE)
+if(CEDANA_BUILD_GPU_KERNELS AND NOT CEDANA_NVCC_OK)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" "${CEDANA_NVRTC_PTX}" --probe
+    RESULT_VARIABLE _nvrtc_rc OUTPUT_QUIET ERROR_QUIET)
+  if(_nvrtc_rc EQUAL 0)
+    set(CEDANA_NVRTC_OK TRUE)
+    message(STATUS "Kernels as PTX: NVRTC (${Python_EXECUTABLE})")
   endif()
 endif()
 
@@ -55,8 +73,9 @@ function(cedana_fake_module target cu)
 endfunction()
 
 # cedana_gpu_images(<out_var> <cu>): where nvcc works, rules for <set>.ptx and
-# <set>.fatbin of <cu>; their paths go to <out_var> (empty without nvcc). The
-# caller adds a target that depends on them.
+# <set>.fatbin of <cu>, else where NVRTC works a rule for <set>.ptx; their
+# paths go to <out_var> (empty with neither). The caller adds a target that
+# depends on them.
 function(cedana_gpu_images out_var cu)
   set(images)
   if(CEDANA_NVCC_OK)
@@ -77,6 +96,16 @@ function(cedana_gpu_images out_var cu)
       COMMENT "nvcc: ${set_name}.fatbin"
       VERBATIM)
     list(APPEND images "${ptx}" "${fatbin}")
+  elseif(CEDANA_NVRTC_OK)
+    get_filename_component(set_name "${cu}" NAME_WE)
+    set(ptx "${CEDANA_KERNELS_OUT}/${set_name}.ptx")
+    add_custom_command(
+      OUTPUT "${ptx}"
+      COMMAND "${Python_EXECUTABLE}" "${CEDANA_NVRTC_PTX}" "${cu}" -o "${ptx}"
+      DEPENDS "${cu}" "${CEDANA_NVRTC_PTX}"
+      COMMENT "NVRTC: ${set_name}.ptx"
+      VERBATIM)
+    list(APPEND images "${ptx}")
   endif()
   set(${out_var} ${images} PARENT_SCOPE)
 endfunction()

@@ -12,6 +12,7 @@ it, so tests can run in parallel workers and in any order.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -20,23 +21,25 @@ from typing import Any
 import native_build
 import pytest
 from driver_helpers import KERNELS, Gate, HostWord, Kernels, ok
+from ptx_build import kernel_ptx
 
 
 @pytest.fixture(scope="session")
-def kernels_path(driver_path: Any) -> Path:
+def kernels_path(driver_path: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The conformance kernels as the driver under test takes them: the fake
-    driver's module on the fake-backed paths, PTX on NVIDIA's driver. Test
-    files, not in the wheel: tests/native_build.py finds them.
+    driver's module on the fake-backed paths, PTX on NVIDIA's driver, and on
+    the fake driver too with CEDANA_TEST_KERNELS=ptx (its PTX interpreter
+    then runs the whole suite). Test files, not in the wheel:
+    tests/native_build.py finds them; PTX is nvcc's where the build had nvcc,
+    else NVRTC's (ptx_build.py).
 
     driver_path: tests/conftest.py's DriverPath of this run."""
-    if not driver_path.real_gpu:
+    if not driver_path.real_gpu and os.environ.get("CEDANA_TEST_KERNELS", "host") != "ptx":
         return native_build.kernels(f"{KERNELS}.fake.so")
     ptx = native_build.kernels_if_built(f"{KERNELS}.ptx")
     if ptx is None:
-        pytest.skip(
-            f"{KERNELS}.ptx was not built: the conformance kernels for NVIDIA's driver "
-            "need nvcc at build time (re-run 'make setup' where nvcc works)"
-        )
+        ptx = tmp_path_factory.mktemp("ptx") / f"{KERNELS}.ptx"
+        ptx.write_bytes(kernel_ptx(KERNELS).rstrip(b"\x00"))
     return ptx
 
 

@@ -10,7 +10,7 @@
  * Faults anywhere else go to whatever handler was there before, so genuine
  * host crashes still crash.
  */
-#include "fake.h"
+#include "module_internal.h"
 #include "launch_rules.h"
 
 #include <setjmp.h>
@@ -144,11 +144,62 @@ static CUresult fault_code(int sig) {
   }
 }
 
+static CUresult ptx_code(ptx_status st) {
+  switch (st) {
+  case PTX_OK: return CUDA_SUCCESS;
+  case PTX_ILLEGAL_ADDRESS: return CUDA_ERROR_ILLEGAL_ADDRESS;
+  case PTX_MISALIGNED: return CUDA_ERROR_MISALIGNED_ADDRESS;
+  case PTX_NO_MEMORY: return CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
+  case PTX_ASSERT: return CUDA_ERROR_ASSERT;
+  default: return CUDA_ERROR_ILLEGAL_INSTRUCTION;
+  }
+}
+
+/* FAKE_CUDA_PTX_STATS=1: log how many instructions each PTX launch executed
+ * (bench/ptx.py reads them). */
+static bool stats_enabled(void) {
+  static int enabled = -1;
+  int e = __atomic_load_n(&enabled, __ATOMIC_RELAXED);
+  if (e < 0) {
+    const char *v = getenv("FAKE_CUDA_PTX_STATS");
+    e = v && strcmp(v, "1") == 0;
+    __atomic_store_n(&enabled, e, __ATOMIC_RELAXED);
+  }
+  return e;
+}
+
+/* A PTX kernel (no run function): the interpreter, whose per-launch memory
+ * is freed whether it returns or faults. */
+static CUresult run_ptx(const fk_ptx_kernel *k, fk_dim3 grid, fk_dim3 block, unsigned shared_bytes,
+                        void **params) {
+  const unsigned char *base =
+      k->info.nparams ? (const unsigned char *)params[0] - k->info.params[0].offset : NULL;
+  ptx_scratch scratch = {0};
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 1)) {
+    ptx_scratch_free(&scratch);
+    return fault_code(tls_signal);
+  }
+  tls_jump = &jump;
+  tls_in_kernel = 1;
+  ptx_status st = ptx_run(k->ptx, k->index, (ptx_dim3){grid.x, grid.y, grid.z},
+                          (ptx_dim3){block.x, block.y, block.z}, shared_bytes, base, &scratch);
+  tls_in_kernel = 0;
+  ptx_scratch_free(&scratch);
+  if (stats_enabled()) {
+    fk_log("ptx stats: %s warp_instructions=%llu thread_instructions=%llu", k->info.name,
+           (unsigned long long)scratch.warp_instructions,
+           (unsigned long long)scratch.thread_instructions);
+  }
+  return ptx_code(st);
+}
+
 CUresult fk_kernel_run(const fk_kernel_info *k, const fk_dim3 grid, const fk_dim3 block,
                        unsigned shared_bytes, void **params) {
-  (void)shared_bytes; /* fake kernels have no shared memory (fake_cuda_kernel.h) */
   ensure_handlers();
   ensure_altstack();
+  if (!k->run) return run_ptx((const fk_ptx_kernel *)k, grid, block, shared_bytes, params);
+  /* host-module kernels have no shared memory (fake_cuda_kernel.h) */
   unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
   sigjmp_buf jump;
   if (sigsetjmp(jump, 1)) return fault_code(tls_signal);

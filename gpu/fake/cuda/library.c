@@ -29,7 +29,7 @@ struct fk_library {
 };
 
 static const fk_kernel_info *kernel_info(const lib_kernel *k) {
-  return &k->lib->meta->pub.info->kernels[k->index];
+  return k->lib->meta->funcs[k->index].pub.kernel;
 }
 
 /* The library's module in ctx, loaded on first use. */
@@ -101,6 +101,8 @@ static CUresult load_library(CUlibrary *library, const void *code, size_t known,
                              void **libraryOptionValues, unsigned int numLibraryOptions) {
   CUresult rc = library_options(numLibraryOptions, libraryOptions, libraryOptionValues);
   if (rc) return rc;
+  fk_jit_log log;
+  fk_jit_log_find(numJitOptions, jitOptions, jitOptionsValues, &log);
   rc = fk_jit_options(numJitOptions, jitOptions, jitOptionsValues);
   if (rc) return rc;
   size_t size;
@@ -114,6 +116,7 @@ static CUresult load_library(CUlibrary *library, const void *code, size_t known,
   memcpy(lib->image, code, size);
   lib->size = size;
   rc = fk_image_load(NULL, lib->image, size, &lib->meta);
+  fk_jit_log_write(&log, rc);
   if (rc) {
     free(lib->image);
     free(lib);
@@ -352,6 +355,7 @@ CUresult fake_cuKernelGetAttribute_12000(int *pi, CUfunction_attribute attrib, C
   lib_kernel *k;
   CUresult rc = kernel_device_arg(kernel, dev, &k);
   if (rc) return rc;
+  if (fk_ptx_attr(kernel_info(k), attrib, pi)) return CUDA_SUCCESS;
   pthread_mutex_lock(&fk_modules_lock);
   rc = fk_func_attr_get(&k->attrs, attrib, pi);
   pthread_mutex_unlock(&fk_modules_lock);

@@ -1,16 +1,18 @@
-/* Modules: images are host shared objects exporting `fake_cuda_module`
- * (fake_cuda_module.h). Each load copies the bytes into a memfd and dlopens
- * it through /proc/self/fd, so every load is a separate instance with its
- * own globals, as on a GPU, and the file can go away after loading.
+/* Modules: images are PTX text (alone or in a fatbin, fatbin.c), run by the
+ * PTX interpreter (gpu/fake/ptx/), or host shared objects exporting `fake_cuda_module` (fake_cuda_module.h).
+ * A host module's load copies the bytes into a memfd and dlopens it through
+ * /proc/self/fd, so every load is a separate instance with its own globals,
+ * as on a GPU, and the file can go away after loading. A PTX load parses the
+ * text again, so it too gets its own globals.
  *
- * Real GPU code is refused with the driver's own codes:
- * - a cubin (ELF for EM_CUDA) or a fatbin: CUDA_ERROR_NO_BINARY_FOR_GPU, what
- *   the driver answers when an image holds no code for the device;
- * - PTX: CUDA_ERROR_INVALID_PTX, what the driver answers when it cannot JIT
- *   PTX for the device (e.g. a .target newer than the device). The other
- *   candidates describe a driver without a working JIT
- *   (JIT_COMPILER_NOT_FOUND, JIT_COMPILATION_DISABLED), which would send a
- *   program hunting for a broken installation;
+ * What cannot run is refused with the driver's own codes:
+ * - a cubin (ELF for EM_CUDA) or a fatbin without PTX the fake can read:
+ *   CUDA_ERROR_NO_BINARY_FOR_GPU, what the driver answers when an image holds
+ *   no code for the device;
+ * - PTX that does not parse: CUDA_ERROR_INVALID_PTX; PTX using what the
+ *   interpreter does not implement: CUDA_ERROR_NOT_SUPPORTED. Either way the
+ *   message (instruction and line) goes to the log and to the JIT error log
+ *   buffer of cuModuleLoadDataEx/cuLibraryLoadData when one is given;
  * - anything else: CUDA_ERROR_INVALID_IMAGE.
  */
 #include "module_internal.h"
@@ -43,6 +45,8 @@
 #define FATBIN_MAGIC 0xBA55ED50u
 #define FATBIN_WRAPPER_MAGIC 0x466243B1u
 #define MAX_IMAGE_SIZE ((size_t)1 << 32)
+
+static void ptx_image_free(fk_ptx_image *img);
 
 pthread_mutex_t fk_modules_lock = PTHREAD_MUTEX_INITIALIZER;
 module_impl *fk_modules;
@@ -100,7 +104,16 @@ CUresult fk_image_check(const void *image, size_t known, size_t *size) {
   if (known && known < 4) return CUDA_ERROR_INVALID_IMAGE;
   uint32_t magic;
   memcpy(&magic, b, sizeof magic);
-  if (magic == FATBIN_MAGIC || magic == FATBIN_WRAPPER_MAGIC) return CUDA_ERROR_NO_BINARY_FOR_GPU;
+  if (magic == FATBIN_MAGIC) {
+    /* runnable when it carries PTX for this device or an older one */
+    size_t n = fk_fatbin_size(image, known);
+    char *text = n ? fk_fatbin_ptx(image, n) : NULL;
+    if (!text) return CUDA_ERROR_NO_BINARY_FOR_GPU;
+    free(text);
+    *size = n;
+    return CUDA_SUCCESS;
+  }
+  if (magic == FATBIN_WRAPPER_MAGIC) return CUDA_ERROR_NO_BINARY_FOR_GPU;
   if (memcmp(b, ELFMAG, SELFMAG) == 0) {
     if (known && known < sizeof(Elf64_Ehdr)) return CUDA_ERROR_INVALID_IMAGE;
     const Elf64_Ehdr *eh = image;
@@ -114,9 +127,24 @@ CUresult fk_image_check(const void *image, size_t known, size_t *size) {
     *size = known ? known : n;
     return CUDA_SUCCESS;
   }
-  if (looks_like_ptx((const char *)image)) return CUDA_ERROR_INVALID_PTX;
+  if (looks_like_ptx((const char *)image)) {
+    /* a file's text may lack its NUL: fk_image_read_file added one */
+    size_t n = known ? strnlen((const char *)image, known) : strlen((const char *)image);
+    *size = n + 1;
+    return CUDA_SUCCESS;
+  }
   return CUDA_ERROR_INVALID_IMAGE;
 }
+
+const char *fk_image_ptx(const void *image, size_t size) {
+  const char *s = image;
+  if (size == 0 || memcmp(s, ELFMAG, size < SELFMAG ? size : SELFMAG) == 0) return NULL;
+  return looks_like_ptx(s) ? s : NULL;
+}
+
+static __thread char load_error[512];
+
+const char *fk_image_error(void) { return load_error; }
 
 CUresult fk_image_read_file(const char *path, void **bytes, size_t *size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -179,6 +207,25 @@ CUresult fk_func_attr_get(const fk_func_attrs *a, CUfunction_attribute attrib, i
   return CUDA_SUCCESS;
 }
 
+bool fk_ptx_attr(const fk_kernel_info *k, CUfunction_attribute attrib, int *pi) {
+  if (k->run || !pi) return false;
+  const fk_ptx_kernel *pk = (const fk_ptx_kernel *)k;
+  size_t v;
+  switch (attrib) {
+  case CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: v = ptx_kernel_static_shared(pk->ptx, pk->index); break;
+  case CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: v = ptx_kernel_local_size(pk->ptx, pk->index); break;
+  case CU_FUNC_ATTRIBUTE_NUM_REGS: {
+    /* PTX's virtual registers, capped at what a thread may have on sm_90 */
+    int n = ptx_kernel_nregs(pk->ptx, pk->index);
+    v = (size_t)(n > 255 ? 255 : n);
+    break;
+  }
+  default: return false;
+  }
+  *pi = (int)v;
+  return true;
+}
+
 CUresult fk_func_attr_set(fk_func_attrs *a, CUfunction_attribute attrib, int value) {
   switch (attrib) {
   case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES:
@@ -229,6 +276,48 @@ static bool info_valid(const fk_module_info *info) {
   return true;
 }
 
+/* The kernel of module info's entry i (a PTX image's kernels are not in one
+ * array of fk_kernel_info). */
+static const fk_kernel_info *kernel_at(const module_impl *m, int i) {
+  return m->ptx ? &m->ptx->kernels[i].info : &m->pub.info->kernels[i];
+}
+
+/* Functions, handles and registered globals of a loaded image; frees a PTX
+ * image on failure. */
+static CUresult finish_load(fk_ctx *ctx, module_impl *m, const fk_module_info *info,
+                            module_impl **out) {
+  m->pub.info = info;
+  if (info->nkernels) {
+    m->funcs = calloc((size_t)info->nkernels, sizeof *m->funcs);
+    if (!m->funcs) {
+      if (m->ptx) {
+        ptx_image_free(m->ptx);
+        free(m);
+      }
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+  }
+  for (int i = info->nkernels - 1; i >= 0; i--) {
+    func_impl *f = &m->funcs[i];
+    f->pub.mod = &m->pub;
+    f->pub.kernel = kernel_at(m, i);
+    fk_func_attrs_default(&f->attrs);
+    f->pub.max_dynamic_shared = f->attrs.max_dynamic_shared;
+    f->pub.next = m->pub.functions;
+    m->pub.functions = &f->pub;
+  }
+  if (ctx) {
+    for (int i = 0; i < info->nkernels; i++) fk_handle_add(&m->funcs[i], FK_FUNCTION);
+    for (int i = 0; i < info->nglobals; i++) {
+      const fk_global_info *g = &info->globals[i];
+      if (g->size) fk_mem_register((uintptr_t)g->addr, g->size, FK_MEM_MODULE, ctx);
+    }
+    fk_handle_add(m, FK_MODULE);
+  }
+  *out = m;
+  return CUDA_SUCCESS;
+}
+
 /* The memfd's number must stay taken while dlopen still knows the object by
  * its /proc/self/fd path (an object that cannot be unloaded), or a later load
  * through the same path would get the old instance back. */
@@ -245,10 +334,74 @@ static void close_image(module_impl *m) {
   m->pub.memfd = -1;
 }
 
+static void ptx_image_free(fk_ptx_image *img) {
+  if (!img) return;
+  ptx_module_free(img->ptx);
+  free(img->kernels);
+  free(img->params);
+  free(img->globals);
+  free(img);
+}
+
+/* Parse PTX and describe it in the host-module tables. */
+static CUresult ptx_image_load(const char *text, fk_ptx_image **out) {
+  bool invalid;
+  load_error[0] = 0;
+  ptx_module *pm = ptx_module_load(text, load_error, sizeof load_error, &invalid);
+  if (!pm) {
+    fk_log("cannot load PTX: %s", load_error);
+    return invalid ? CUDA_ERROR_INVALID_PTX : CUDA_ERROR_NOT_SUPPORTED;
+  }
+  fk_ptx_image *img = calloc(1, sizeof *img);
+  int nk = ptx_kernel_count(pm), ng = ptx_global_count(pm);
+  size_t np = 0;
+  for (int i = 0; i < nk; i++) np += (size_t)ptx_kernel_nparams(pm, i);
+  if (!img || !(img->kernels = calloc((size_t)nk + 1, sizeof *img->kernels)) ||
+      !(img->params = calloc(np + 1, sizeof *img->params)) ||
+      !(img->globals = calloc((size_t)ng + 1, sizeof *img->globals))) {
+    if (img) img->ptx = pm;
+    else ptx_module_free(pm);
+    ptx_image_free(img);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  img->ptx = pm;
+  fk_param_info *pp = img->params;
+  for (int i = 0; i < nk; i++) {
+    fk_ptx_kernel *k = &img->kernels[i];
+    int n = ptx_kernel_nparams(pm, i);
+    const ptx_param *src = ptx_kernel_params(pm, i);
+    for (int j = 0; j < n; j++) pp[j] = (fk_param_info){src[j].offset, src[j].size};
+    k->info = (fk_kernel_info){.name = ptx_kernel_name(pm, i), .nparams = n, .params = n ? pp : NULL,
+                               .params_size = ptx_kernel_params_size(pm, i), .run = NULL};
+    k->ptx = pm;
+    k->index = i;
+    pp += n;
+  }
+  const ptx_global *g = ptx_globals(pm);
+  for (int i = 0; i < ng; i++) img->globals[i] = (fk_global_info){g[i].name, g[i].addr, g[i].size};
+  img->info = (fk_module_info){.magic = FK_MODULE_MAGIC, .abi = FK_MODULE_ABI, .nkernels = nk,
+                               .kernels = NULL, .nglobals = ng, .globals = img->globals};
+  *out = img;
+  return CUDA_SUCCESS;
+}
+
 CUresult fk_image_load(fk_ctx *ctx, const void *image, size_t size, module_impl **out) {
   module_impl *m = calloc(1, sizeof *m);
   if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
   m->pub.ctx = ctx;
+  m->pub.memfd = -1;
+  const char *text = fk_image_ptx(image, size);
+  char *owned = NULL;
+  if (!text && fk_fatbin_size(image, size)) text = owned = fk_fatbin_ptx(image, size);
+  if (text) {
+    CUresult prc = ptx_image_load(text, &m->ptx);
+    free(owned); /* the parsed module keeps copies of what it needs */
+    if (prc) {
+      free(m);
+      return prc;
+    }
+    return finish_load(ctx, m, &m->ptx->info, out);
+  }
   m->pub.memfd = memfd_create("fake-cuda-module", MFD_CLOEXEC);
   if (m->pub.memfd < 0) {
     fk_log("memfd_create failed for a module image");
@@ -280,33 +433,8 @@ CUresult fk_image_load(fk_ctx *ctx, const void *image, size_t size, module_impl 
     fk_log("module image has no valid %s", FK_MODULE_SYMBOL);
     goto fail;
   }
-  m->pub.info = info;
-  if (info->nkernels) {
-    m->funcs = calloc((size_t)info->nkernels, sizeof *m->funcs);
-    if (!m->funcs) {
-      rc = CUDA_ERROR_OUT_OF_MEMORY;
-      goto fail;
-    }
-  }
-  for (int i = info->nkernels - 1; i >= 0; i--) {
-    func_impl *f = &m->funcs[i];
-    f->pub.mod = &m->pub;
-    f->pub.kernel = &info->kernels[i];
-    fk_func_attrs_default(&f->attrs);
-    f->pub.max_dynamic_shared = f->attrs.max_dynamic_shared;
-    f->pub.next = m->pub.functions;
-    m->pub.functions = &f->pub;
-  }
-  if (ctx) {
-    for (int i = 0; i < info->nkernels; i++) fk_handle_add(&m->funcs[i], FK_FUNCTION);
-    for (int i = 0; i < info->nglobals; i++) {
-      const fk_global_info *g = &info->globals[i];
-      if (g->size) fk_mem_register((uintptr_t)g->addr, g->size, FK_MEM_MODULE, ctx);
-    }
-    fk_handle_add(m, FK_MODULE);
-  }
-  *out = m;
-  return CUDA_SUCCESS;
+  rc = finish_load(ctx, m, info, out);
+  if (rc == CUDA_SUCCESS) return rc;
 fail:
   close_image(m);
   free(m->funcs);
@@ -329,6 +457,7 @@ void fk_module_free(module_impl *m) {
     }
   }
   close_image(m);
+  ptx_image_free(m->ptx);
   free(m->funcs);
   free(m);
 }
@@ -402,15 +531,44 @@ CUresult fake_cuModuleLoadData_2000(CUmodule *module, const void *image) {
   return load_bytes(module, image, 0);
 }
 
+CUresult fk_jit_log_find(unsigned int n, const CUjit_option *options, void **values,
+                         fk_jit_log *log) {
+  *log = (fk_jit_log){0};
+  if (n && (!options || !values)) return CUDA_ERROR_INVALID_VALUE;
+  for (unsigned i = 0; i < n; i++) {
+    if (options[i] == CU_JIT_ERROR_LOG_BUFFER) log->buf = values[i];
+    if (options[i] == CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES) {
+      log->size = (size_t)(uintptr_t)values[i];
+      log->size_slot = &values[i];
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
+void fk_jit_log_write(const fk_jit_log *log, CUresult rc) {
+  if (rc == CUDA_SUCCESS || !log->buf || !log->size) return;
+  const char *msg = fk_image_error();
+  if (rc != CUDA_ERROR_INVALID_PTX && rc != CUDA_ERROR_NOT_SUPPORTED) return;
+  size_t n = strlen(msg);
+  if (n >= log->size) n = log->size - 1;
+  memcpy(log->buf, msg, n);
+  log->buf[n] = 0;
+  if (log->size_slot) *log->size_slot = (void *)(uintptr_t)n; /* bytes written, as the driver answers */
+}
+
 CUresult fake_cuModuleLoadDataEx_2010(CUmodule *module, const void *image, unsigned int numOptions,
                                       CUjit_option *options, void **optionValues) {
+  fk_jit_log log;
+  fk_jit_log_find(numOptions, options, optionValues, &log);
   CUresult rc = fk_jit_options(numOptions, options, optionValues);
   if (rc) {
     fk_ctx *c;
     CUresult crc = need_ctx(&c);
     return crc ? crc : rc;
   }
-  return load_bytes(module, image, 0);
+  rc = load_bytes(module, image, 0);
+  fk_jit_log_write(&log, rc);
+  return rc;
 }
 
 CUresult fake_cuModuleLoad_2000(CUmodule *module, const char *fname) {
@@ -477,7 +635,7 @@ CUresult fake_cuModuleGetFunction_2000(CUfunction *hfunc, CUmodule hmod, const c
   if (!hfunc || !name) return CUDA_ERROR_INVALID_VALUE;
   const fk_module_info *info = m->pub.info;
   for (int i = 0; i < info->nkernels; i++) {
-    if (strcmp(info->kernels[i].name, name) == 0) {
+    if (strcmp(kernel_at(m, i)->name, name) == 0) {
       *hfunc = (CUfunction)&m->funcs[i];
       return CUDA_SUCCESS;
     }
@@ -542,6 +700,7 @@ CUresult fake_cuFuncGetAttribute_2020(int *pi, CUfunction_attribute attrib, CUfu
   func_impl *f;
   CUresult rc = func_arg(hfunc, &f);
   if (rc) return rc;
+  if (fk_ptx_attr(f->pub.kernel, attrib, pi)) return CUDA_SUCCESS;
   return fk_func_attr_get(&f->attrs, attrib, pi);
 }
 
