@@ -153,14 +153,16 @@ def load_module(set_name: str, directory: Path | None = None) -> cu.CUmodule:
     raise RuntimeError(f"the driver refused every image of '{set_name}': " + "; ".join(refused))
 
 
-# An empty PTX module: any NVIDIA driver of the last decade accepts it, the
-# fake driver refuses it.
+# An empty PTX module: any NVIDIA driver of the last decade accepts it, and so
+# does the fake driver since it runs PTX (issue 12); a fake driver built
+# without PTX refuses it.
 _PROBE_PTX = b".version 6.0\n.target sm_50\n.address_size 64\n\0"
 
 
 def driver_kind() -> str:
-    """'real' when the driver takes GPU images, 'fake' when it wants host
-    modules. Needs a current context."""
+    """'real' when the driver takes GPU images (PTX: NVIDIA's, and the fake
+    driver's interpreter), 'fake' when it wants host modules. Needs a current
+    context."""
     with _kind_lock:
         known = _kind
     if known is not None:

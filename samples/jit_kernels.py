@@ -7,10 +7,12 @@ The kernel's source is generated, "compiled" into a module image in the cache
 directory under a hash of (source, driver kind), and reused from there by
 later runs, as Triton's cache works:
 
-- on the fake driver the source is CUDA C, built by gen_module.py and the host
-  C++ compiler ($CXX, else c++) into a host module;
-- on a real GPU the source is PTX text written from a template, as Triton
-  emits PTX, and the driver JIT-compiles it.
+- on a driver that takes PTX (NVIDIA's, and the fake driver, which interprets
+  it) the source is PTX text written from a template, as Triton emits PTX, and
+  the driver JIT-compiles it;
+- on a driver that wants host modules (a fake driver without PTX) the source
+  is CUDA C, built by gen_module.py and the host C++ compiler ($CXX, else c++)
+  into a host module.
 
 Images are loaded alternately from a path (cuModuleLoad) and from bytes
 (cuModuleLoadData). Every step rewrites the device data in place and prints
