@@ -275,6 +275,19 @@ def well_formed(draw: st.DrawFn) -> tuple[str, bytes]:
         fields = (draw(st.integers(0, U64)), size, draw(u32), draw(u32))
     elif kind == "host_func":
         fields = (draw(st.integers(0, U64)), draw(st.integers(0, U64)), draw(u32), 0)
+    elif kind == "vmm":
+        addr = draw(st.integers(0, U64))
+        size = draw(st.integers(0, U64 - addr))
+        naccess = draw(st.integers(1, 8)) if op == "VMM_SET_ACCESS" else draw(st.integers(0, 8))
+        fields = (
+            addr,
+            size,
+            *draw(st.tuples(*[st.integers(0, U64)] * 4)),
+            *draw(st.tuples(u32, u32, i32, i32, u32)),
+            naccess,
+            *draw(st.tuples(*[i32] * 8)),
+            *draw(st.tuples(*[u32] * 8)),
+        )
     return op, request(op, *fields, channel=channel, token=draw(u32), ctx=ctx, tail=tail)
 
 
@@ -426,6 +439,17 @@ def malformed(draw: st.DrawFn) -> tuple[str, bytes]:
         breakers.append(lambda: set_field(data, op, 1, 0))
     if op == "HOST_REGISTER":
         breakers.append(lambda: set_field(data, op, 1, 0))
+    if kind == "vmm":
+        # A range that wraps around the address space.
+        breakers.append(
+            lambda: set_field(
+                set_field(data, op, 0, U64 - 4095), op, 1, draw(st.integers(4096, U64))
+            )
+        )
+        if op == "VMM_SET_ACCESS":
+            breakers.append(
+                lambda: set_field(data, op, 11, draw(st.sampled_from([0, 9, 2**32 - 1])))
+            )
     breaker = draw(st.sampled_from(breakers))
     return op, breaker()
 

@@ -78,7 +78,16 @@ class CgsOp(enum.IntEnum):
     CGS_OP_HOST_REGISTER = 33
     CGS_OP_HOST_UNREGISTER = 34
     CGS_OP_HOST_FUNC = 35
-    CGS_OP_COUNT = 36
+    CGS_OP_VMM_GRANULARITY = 36
+    CGS_OP_VMM_RESERVE = 37
+    CGS_OP_VMM_FREE = 38
+    CGS_OP_VMM_CREATE = 39
+    CGS_OP_VMM_RELEASE = 40
+    CGS_OP_VMM_MAP = 41
+    CGS_OP_VMM_UNMAP = 42
+    CGS_OP_VMM_SET_ACCESS = 43
+    CGS_OP_VMM_GET_ACCESS = 44
+    CGS_OP_COUNT = 45
 
 
 class CgsState(enum.IntEnum):
@@ -356,6 +365,26 @@ class cgs_host_func(ctypes.Structure):
     )
 
 
+class cgs_vmm(ctypes.Structure):
+    _fields_ = (
+        ("h", cgs_req),
+        ("addr", u64),
+        ("size", u64),
+        ("alignment", u64),
+        ("handle", u64),
+        ("offset", u64),
+        ("flags", u64),
+        ("type", u32),
+        ("handle_types", u32),
+        ("location_type", i32),
+        ("location_id", i32),
+        ("option", u32),
+        ("naccess", u32),
+        ("access_device", i32 * CGS_MAX_DEVICES),
+        ("access_flags", u32 * CGS_MAX_DEVICES),
+    )
+
+
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_device": cgs_device,
     "cgs_callback": cgs_callback,
@@ -377,6 +406,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_launch": cgs_launch,
     "cgs_pin": cgs_pin,
     "cgs_host_func": cgs_host_func,
+    "cgs_vmm": cgs_vmm,
 }
 
 CGS_MAX_LAUNCH_ARGS = CGS_MAX_REQUEST - ctypes.sizeof(cgs_launch)
@@ -675,6 +705,69 @@ OPS: tuple[OpInfo, ...] = (
         cgs_host_func,
         CgsChannelRule.CGS_CHANNEL_ASYNC,
         ctypes.sizeof(cgs_host_func),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_GRANULARITY,
+        "VMM_GRANULARITY",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_RESERVE,
+        "VMM_RESERVE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_FREE,
+        "VMM_FREE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_CREATE,
+        "VMM_CREATE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_RELEASE,
+        "VMM_RELEASE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_MAP,
+        "VMM_MAP",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_UNMAP,
+        "VMM_UNMAP",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_SET_ACCESS,
+        "VMM_SET_ACCESS",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_GET_ACCESS,
+        "VMM_GET_ACCESS",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
     ),
 )
 """Indexed by op value."""

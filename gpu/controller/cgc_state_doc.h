@@ -108,6 +108,24 @@ typedef struct sd_blob {
   uint64_t checksum;
 } sd_blob;
 
+/* The job's VMM objects (vmm.c); access: 2 bits of CUmemAccess_flags per
+ * device, device 0 lowest. */
+typedef struct sd_vresv {
+  uint64_t addr, size, taken;
+} sd_vresv;
+
+typedef struct sd_vphys {
+  uint64_t id, size;
+  int32_t device;
+  uint64_t shadow;
+  bool released;
+} sd_vphys;
+
+typedef struct sd_vmap {
+  uint64_t addr, size, physical;
+  uint32_t access;
+} sd_vmap;
+
 typedef struct sd_counts {
   uint64_t allocations, bytes, chunks, modules;
 } sd_counts;
@@ -148,7 +166,8 @@ int sd_get_param(cgc_t *c, const cj *e, size_t i, const sd_function *fn, int32_t
  *   void sd_put_X(cjw *w, const sd_X *x);
  *   int sd_get_X(cgc_t *c, const cj *e, size_t i, sd_X *out);
  * (chunks and allocations are rows, begun with sd_rows_begin). */
-#define SD_RECORDS(X) X(context) X(chunk) X(alloc) X(module) X(global) X(stream) X(event) X(pin) X(blob)
+#define SD_RECORDS(X) \
+  X(context) X(chunk) X(alloc) X(module) X(global) X(stream) X(event) X(pin) X(blob) X(vresv) X(vphys) X(vmap)
 
 #define SD_DECLARE(kind)                             \
   void sd_put_##kind(cjw *w, const sd_##kind *x); \

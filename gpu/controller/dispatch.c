@@ -968,6 +968,10 @@ static int op_host_func(cgc_t *c, cgs_host_func *r, uint64_t *ret, int *nret) {
  * request struct: the typed trampolines make a handler that takes another
  * struct than the table says a compile error. */
 
+CUresult cgc_use_ctx(cgc_t *c, uint64_t minted, bool fallback, cgc_context **out) {
+  return use_ctx(c, minted, fallback, out);
+}
+
 static int op_nop(cgc_t *c, cgs_req *r, uint64_t *ret, int *nret) {
   (void)c, (void)r, (void)ret, (void)nret;
   return CUDA_SUCCESS;

@@ -488,6 +488,35 @@ static int import_pins(cgc_t *c, const cj *list) {
   return 0;
 }
 
+/* The job's VMM objects: reservations, then physical allocations at their
+ * shadow addresses (where the saved regions are written next), then the
+ * job's mappings of them. */
+static int import_vmm(cgc_t *c, const cj *st) {
+  const cj *list = sd_list(st, "vmm_reservations");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_vresv rec;
+    if (sd_get_vresv(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    int rc = cgc_vmm_import_reservation(c, rec.addr, rec.size, rec.taken);
+    if (rc) return rc;
+  }
+  list = sd_list(st, "vmm_physical");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_vphys rec;
+    if (sd_get_vphys(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    int rc = cgc_vmm_import_physical(c, rec.id, rec.size, rec.device, rec.shadow, rec.released);
+    if (rc) return rc;
+  }
+  list = sd_list(st, "vmm_mappings");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_vmap rec;
+    if (sd_get_vmap(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    int rc = cgc_vmm_import_mapping(c, rec.addr, rec.size, rec.physical, rec.access);
+    if (rc) return rc;
+  }
+  cgc_vmm_import_done(c);
+  return 0;
+}
+
 static int import_blobs(cgc_t *c, const char *dir, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
     sd_blob rec;
@@ -530,6 +559,7 @@ static int import(cgc_t *c, const char *dir, const cj *st) {
     return rc;
   }
   if ((rc = import_memory(c, st))) return rc;
+  if ((rc = import_vmm(c, st))) return rc;
   if ((rc = import_modules(c, dir, sd_list(st, "modules")))) return rc;
   if ((rc = import_functions(c, sd_list(st, "functions")))) return rc;
   if ((rc = import_globals(c, dir, sd_list(st, "globals")))) return rc;

@@ -169,6 +169,17 @@ static int check_event_create(const cgs_event *r, const vq *q) {
   return 0;
 }
 
+/* What can be said of a VMM request without the tables; vmm.c checks the
+ * addresses and handles against the job's reservations and allocations. */
+static int check_vmm(const cgs_vmm *r, const vq *q) {
+  const char *name = cgs_op_name(r->h.op);
+  if (r->addr + r->size < r->addr) BAD("%s: range 0x%llx+%llu wraps around", name, (unsigned long long)r->addr,
+                                       (unsigned long long)r->size);
+  if (r->h.op == CGS_OP_VMM_SET_ACCESS && (r->naccess == 0 || r->naccess > CGS_MAX_DEVICES))
+    BAD("VMM_SET_ACCESS: %u access descriptors (1..%u)", r->naccess, CGS_MAX_DEVICES);
+  return 0;
+}
+
 /* ---- the op table ------------------------------------------------------------ */
 
 typedef int check_fn(const cgs_req *h, const vq *q);

@@ -323,6 +323,27 @@ typedef struct cgs_host_func {
   uint32_t _pad;
 } cgs_host_func;
 
+/* VMM_* ops: one struct for all; each uses the fields its comment names. */
+typedef struct cgs_vmm {
+  cgs_req h;
+  uint64_t addr;      /* RESERVE: the hint; FREE, MAP, UNMAP, *_ACCESS: the address */
+  uint64_t size;      /* RESERVE, FREE, CREATE, MAP, UNMAP, SET_ACCESS */
+  uint64_t alignment; /* RESERVE */
+  uint64_t handle;    /* RELEASE, MAP: the physical allocation (what CREATE answered) */
+  uint64_t offset;    /* MAP: into the physical allocation */
+  uint64_t flags;     /* the call's flags argument */
+  /* GRANULARITY, CREATE: the CUmemAllocationProp's fields that cross;
+   * GET_ACCESS: location_type and location_id are the location asked about. */
+  uint32_t type;
+  uint32_t handle_types;
+  int32_t location_type;
+  int32_t location_id;
+  uint32_t option;  /* GRANULARITY: CUmemAllocationGranularity_flags */
+  uint32_t naccess; /* SET_ACCESS: entries of the descriptors below */
+  int32_t access_device[CGS_MAX_DEVICES];
+  uint32_t access_flags[CGS_MAX_DEVICES];
+} cgs_vmm;
+
 /* The largest request: a launch with the most argument bytes. */
 #define CGS_MAX_REQUEST (CGS_MAX_REQUEST_SLOTS * CGS_SLOT_DATA)
 #define CGS_MAX_LAUNCH_ARGS (CGS_MAX_REQUEST - sizeof(cgs_launch))
@@ -337,5 +358,6 @@ CGS_STATIC_ASSERT(sizeof(cgs_channel) == CGS_CHANNEL_HEADER, "channel header siz
 CGS_STATIC_ASSERT(sizeof(cgs_header) <= CGS_HEADER_SIZE, "header fits");
 CGS_STATIC_ASSERT(offsetof(cgs_header, ctrl_doorbell) == 256, "doorbell on its own line");
 CGS_STATIC_ASSERT(sizeof(cgs_symbol) <= CGS_SLOT_DATA * 2, "symbol request spans two slots");
+CGS_STATIC_ASSERT(sizeof(cgs_vmm) <= CGS_SLOT_DATA, "a VMM request fits one slot");
 
 #endif

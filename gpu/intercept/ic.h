@@ -424,6 +424,7 @@ typedef enum ic_mem_kind {
   IC_MEM_HOST,       /* pinned: a shared file the controller maps too */
   IC_MEM_REGISTERED, /* cuMemHostRegister: tracked here only */
   IC_MEM_GLOBAL,     /* a module's __device__ global */
+  IC_MEM_VMM,        /* cuMemAddressReserve: the controller says what is mapped (vmm.c) */
 } ic_mem_kind;
 
 typedef struct ic_alloc {
