@@ -72,6 +72,7 @@ typedef enum fk_kind {
   FK_MEMHANDLE,
   FK_LIBRARY, /* cuLibraryLoadData */
   FK_KERNEL,  /* a library's context-independent CUkernel */
+  FK_MEMPOOL, /* cuMemPoolCreate, a device's default pool (mempool.c) */
 } fk_kind;
 
 FK_HIDDEN void fk_handle_add(void *h, fk_kind kind);

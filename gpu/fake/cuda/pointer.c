@@ -136,7 +136,7 @@ static CUresult answer(CUpointer_attribute attr, const facts *f, void *data) {
     return CUDA_SUCCESS;
   }
   case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
-    put_ptr(data, NULL); /* no allocation comes from a memory pool */
+    put_ptr(data, (a->flags & FK_ALLOC_POOL) ? (void *)fk_pool_of(a->base) : NULL);
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
     put_u64(data, f->vmm ? f->v.map_base : a->base);
