@@ -787,3 +787,82 @@ def test_vmm_round_trip(controllers: list[Controller], tmp_path: Path) -> None:
     vmm(seg, "FREE", addr=base, size=4 * gran)
     assert seg.async_error == 0
     seg.close()
+
+
+POOL = 0x0B00_0000_0000_0001
+RELEASE_THRESHOLD, RESERVED_MEM_CURRENT, USED_MEM_CURRENT, USED_MEM_HIGH = 4, 5, 7, 8
+
+
+def pool(seg: Segment, op: str, **kw: int) -> int:
+    """A POOL_* request (cgs_pool): fields by name, the rest zero; its ret[0]."""
+    names = ("handle", "stream", "dptr", "size", "value", "device", "attr", "is_default")
+    fields = [kw.pop(n, 0) for n in names]
+    assert not kw, kw
+    if op == "FREE":
+        seg.post("POOL_FREE", *fields, 0, ctx=CTX)
+        return 0
+    r = seg.call(f"POOL_{op}", *fields, 0, ctx=CTX)
+    assert r.result == CUDA_SUCCESS, (op, r)
+    return int(r.ret[0])
+
+
+def test_pool_round_trip(controllers: list[Controller], tmp_path: Path) -> None:
+    """A memory pool with a live block and a cached one: the contents, the
+    attributes and which block is cached come back; the cached block is
+    reused after the restore."""
+    job = f"t-ckp-{uuid.uuid4().hex[:10]}"
+    ctl = new_controller(controllers)
+    ctl.ok("open", job_id=job)
+    ctl.ok("start")
+    seg = Segment(job)
+    va_base, va_size = seg.va_base, seg.va_size
+    seg.post("PRIMARY_RETAIN", CTX, 0, 0)
+    pool(seg, "CREATE", handle=POOL)
+    pool(seg, "SET_ATTR", handle=POOL, attr=RELEASE_THRESHOLD, value=(1 << 64) - 1)
+    n = 1 << 20
+    live = pool(seg, "ALLOC", handle=POOL, size=n)
+    cached = pool(seg, "ALLOC", handle=POOL, size=n)
+    data = pattern(21, n)
+    htod(seg, live, data)
+    pool(seg, "FREE", dptr=cached)
+    used = pool(seg, "GET_ATTR", handle=POOL, attr=USED_MEM_CURRENT)
+    reserved = pool(seg, "GET_ATTR", handle=POOL, attr=RESERVED_MEM_CURRENT)
+    assert used == n and reserved == 2 * n
+    ctl.ok("freeze")
+    state = tmp_path / "gpu"
+    ctl.ok("export", dir=str(state))
+    doc = json.loads((state / "state.json").read_text())
+    assert [p["minted"] for p in doc["pools"]] == [POOL]
+    assert sorted((b["addr"], b["cached"]) for b in doc["pool_blocks"]) == sorted(
+        [(live, False), (cached, True)]
+    )
+    regions = ctl.ok("dump_regions", dir=str(tmp_path))["regions"]
+    seg.close()
+    ctl.ok("close")
+
+    b = new_controller(controllers)
+    b.ok(
+        "open",
+        job_id=f"{job}-r",
+        segment_name=f"cedana-gpu.{job}",
+        va_base=va_base,
+        va_size=va_size,
+    )
+    b.ok("import", dir=str(state))
+    assert b.ok("load_regions", dir=str(tmp_path), regions=regions)["bad"] == []
+    b.ok("start")
+    seg = Segment(job)
+    assert dtoh(seg, live, n) == data
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=RELEASE_THRESHOLD) == (1 << 64) - 1
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=USED_MEM_CURRENT) == used
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=RESERVED_MEM_CURRENT) == reserved
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=USED_MEM_HIGH) == 2 * n
+    # The cached block is the pool's again: the next allocation reuses it.
+    assert pool(seg, "ALLOC", handle=POOL, size=n) == cached
+    for p in (live, cached):
+        pool(seg, "FREE", dptr=p)
+    pool(seg, "TRIM", handle=POOL)
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=RESERVED_MEM_CURRENT) == 0
+    pool(seg, "DESTROY", handle=POOL)
+    assert seg.async_error == 0
+    seg.close()

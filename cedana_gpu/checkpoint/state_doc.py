@@ -174,6 +174,33 @@ class VmmMapping:
 
 
 @dataclass
+class Pool:
+    """A job's memory pool; ``reuse``: bit 0 follow event dependencies, bit 1
+    opportunistic, bit 2 internal dependencies."""
+
+    minted: int
+    device: int
+    is_default: bool
+    destroyed: bool
+    max_size: int
+    threshold: int
+    reuse: int
+    reserved_high: int
+    used_high: int
+
+
+@dataclass
+class PoolBlock:
+    """An allocation (of ``allocations``) that belongs to a memory pool."""
+
+    addr: int
+    pool: int
+    size: int
+    cached: bool
+    freed_on: int
+
+
+@dataclass
 class Counts:
     allocations: int
     bytes: int
@@ -211,6 +238,9 @@ class GpuState:
     vmm_reservations: list[VmmReservation] = field(default_factory=list)
     vmm_physical: list[VmmPhysical] = field(default_factory=list)
     vmm_mappings: list[VmmMapping] = field(default_factory=list)
+    # The job's memory pools and their blocks; absent (empty) in older documents.
+    pools: list[Pool] = field(default_factory=list)
+    pool_blocks: list[PoolBlock] = field(default_factory=list)
     # Handle regions the job's processes claimed; absent (0) in older documents.
     mint_regions: int = 0
     version: int = STATE_VERSION
@@ -254,6 +284,8 @@ class GpuState:
             "vmm_reservations": [_fields(x) for x in self.vmm_reservations],
             "vmm_physical": [_fields(x) for x in self.vmm_physical],
             "vmm_mappings": [_fields(x) for x in self.vmm_mappings],
+            "pools": [_fields(x) for x in self.pools],
+            "pool_blocks": [_fields(x) for x in self.pool_blocks],
             "blobs": [_fields(x) for x in self.blobs],
             "counts": _fields(self.counts),
         }
@@ -323,6 +355,8 @@ class GpuState:
             ],
             vmm_physical=[VmmPhysical(**_known(VmmPhysical, x)) for x in d.get("vmm_physical", [])],
             vmm_mappings=[VmmMapping(**_known(VmmMapping, x)) for x in d.get("vmm_mappings", [])],
+            pools=[Pool(**_known(Pool, x)) for x in d.get("pools", [])],
+            pool_blocks=[PoolBlock(**_known(PoolBlock, x)) for x in d.get("pool_blocks", [])],
             counts=Counts(**_known(Counts, d["counts"])),
             # What the schema does not name (a later writer's) is kept as it is.
             extra={k: v for k, v in d.items() if k not in schema["properties"]},
@@ -352,6 +386,13 @@ def _check_references(d: dict[str, Any], where: str) -> None:
     for i, m in enumerate(d.get("vmm_mappings", [])):
         if m["physical"] not in physical:
             raise corrupt(f"vmm_mappings[{i}]: physical allocation {m['physical']} is not listed")
+    pools = {p["minted"] for p in d.get("pools", [])}
+    addrs = {row[0] for row in d["allocations"]}
+    for i, b in enumerate(d.get("pool_blocks", [])):
+        if b["pool"] not in pools:
+            raise corrupt(f"pool_blocks[{i}]: pool {b['pool']} is not listed")
+        if b["addr"] not in addrs:
+            raise corrupt(f"pool_blocks[{i}]: 0x{b['addr']:x} is not an allocation")
 
 
 def check_version(d: Any, where: str) -> int:

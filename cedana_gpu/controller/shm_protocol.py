@@ -87,7 +87,14 @@ class CgsOp(enum.IntEnum):
     CGS_OP_VMM_UNMAP = 42
     CGS_OP_VMM_SET_ACCESS = 43
     CGS_OP_VMM_GET_ACCESS = 44
-    CGS_OP_COUNT = 45
+    CGS_OP_POOL_CREATE = 45
+    CGS_OP_POOL_DESTROY = 46
+    CGS_OP_POOL_TRIM = 47
+    CGS_OP_POOL_SET_ATTR = 48
+    CGS_OP_POOL_GET_ATTR = 49
+    CGS_OP_POOL_ALLOC = 50
+    CGS_OP_POOL_FREE = 51
+    CGS_OP_COUNT = 52
 
 
 class CgsState(enum.IntEnum):
@@ -385,6 +392,21 @@ class cgs_vmm(ctypes.Structure):
     )
 
 
+class cgs_pool(ctypes.Structure):
+    _fields_ = (
+        ("h", cgs_req),
+        ("handle", u64),
+        ("stream", u64),
+        ("dptr", u64),
+        ("size", u64),
+        ("value", u64),
+        ("device", i32),
+        ("attr", u32),
+        ("is_default", u32),
+        ("per_thread", u32),
+    )
+
+
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_device": cgs_device,
     "cgs_callback": cgs_callback,
@@ -407,6 +429,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_pin": cgs_pin,
     "cgs_host_func": cgs_host_func,
     "cgs_vmm": cgs_vmm,
+    "cgs_pool": cgs_pool,
 }
 
 CGS_MAX_LAUNCH_ARGS = CGS_MAX_REQUEST - ctypes.sizeof(cgs_launch)
@@ -768,6 +791,55 @@ OPS: tuple[OpInfo, ...] = (
         cgs_vmm,
         CgsChannelRule.CGS_CHANNEL_SYNC,
         ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_CREATE,
+        "POOL_CREATE",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_DESTROY,
+        "POOL_DESTROY",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_TRIM,
+        "POOL_TRIM",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_SET_ATTR,
+        "POOL_SET_ATTR",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_GET_ATTR,
+        "POOL_GET_ATTR",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_ALLOC,
+        "POOL_ALLOC",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_FREE,
+        "POOL_FREE",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_ASYNC,
+        ctypes.sizeof(cgs_pool),
     ),
 )
 """Indexed by op value."""

@@ -114,7 +114,25 @@ typedef struct cgc_alloc {
   struct cgc_alloc *next; /* on a release list */
   struct cgc_chunk *chunk;
   uint32_t slot; /* in its chunk */
+  /* Memory pools (pool.c): the pool a block belongs to, or NULL. */
+  struct cgc_pool *pool;
+  uint64_t pool_size; /* the size the pool counts */
+  bool cached;        /* freed into its pool: the job no longer holds it */
+  CUevent done;       /* cached: recorded behind the free until the stream got there; else NULL */
+  uint64_t freed_on;  /* cached: the minted stream that freed it */
+  struct cgc_alloc *pnext; /* the pool's list of cached blocks */
 } cgc_alloc;
+
+typedef struct cgc_pool {
+  uint64_t minted;
+  int device;
+  bool is_default;
+  bool destroyed; /* by the job; kept until no block is left */
+  uint64_t max_size, threshold;
+  int reuse_follow, reuse_opportunistic, reuse_internal;
+  uint64_t reserved, reserved_high, used, used_high;
+  cgc_alloc *cache; /* cached blocks, through pnext */
+} cgc_pool;
 
 /* A piece of device memory mapped inside the reserved range (memory.c): one
  * big allocation of its own (cls < 0), or a slab of equal slots of one size
@@ -275,6 +293,7 @@ struct cgc {
    * them without it, other threads (info, checkpoint) with it. */
   pthread_mutex_t lock;
   cgc_hmap contexts, streams, events, modules, functions, pins;
+  cgc_hmap pools; /* the job's memory pools, by minted handle (pool.c) */
   cgc_alloc **allocs; /* by index; NULL: free slot */
   int32_t nallocs, alloc_cap, alloc_live;
   int32_t *free_alloc_idx;
@@ -415,6 +434,18 @@ CGC_HIDDEN int cgc_vmm_import_physical(cgc_t *c, uint64_t id, uint64_t size, int
 CGC_HIDDEN int cgc_vmm_import_mapping(cgc_t *c, uint64_t addr, uint64_t size, uint64_t phys, uint32_t access);
 CGC_HIDDEN void cgc_vmm_import_done(cgc_t *c);
 CGC_HIDDEN void cgc_vmm_free_all(cgc_t *c);
+
+/* pool.c: the job's memory pools */
+CGC_HIDDEN int cgc_op_pool(cgc_t *c, cgs_pool *r, uint64_t *ret, int *nret);
+/* Cached blocks whose free the stream reached become reusable; memory above
+ * each pool's release threshold goes back (dispatcher thread). */
+CGC_HIDDEN void cgc_pools_settle(cgc_t *c);
+CGC_HIDDEN void cgc_pools_free(cgc_t *c);
+/* The allocation starting exactly at dptr, or NULL (dispatcher or c->lock). */
+CGC_HIDDEN cgc_alloc *cgc_mem_at(cgc_t *c, uint64_t dptr);
+/* Make the job's stream current for a request (dispatch.c). */
+CGC_HIDDEN CUresult cgc_use_stream(cgc_t *c, const cgs_req *h, uint64_t stream, uint32_t per_thread,
+                                   cgc_context **sx, CUstream *s);
 
 /* checksum.c */
 CGC_HIDDEN uint32_t cgc_crc32c_update(uint32_t crc, const void *buf, size_t len);

@@ -655,6 +655,23 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
   }
   sd_list_end(&w);
 
+  /* The job's memory pools (pool.c), then their blocks: allocations listed
+   * above. Frozen, every stream has reached its frees. */
+  sd_list_begin(&w, "pools");
+  CGC_HMAP_EACH(&c->pools, const cgc_pool *, p) {
+    uint32_t reuse = (p->reuse_follow ? 1u : 0u) | (p->reuse_opportunistic ? 2u : 0u) | (p->reuse_internal ? 4u : 0u);
+    sd_put_pool(&w, &(sd_pool){p->minted, p->device, p->is_default, p->destroyed, p->max_size, p->threshold, reuse,
+                               p->reserved_high, p->used_high});
+  }
+  sd_list_end(&w);
+  sd_list_begin(&w, "pool_blocks");
+  for (int32_t i = 0; i < c->nallocs; i++) {
+    const cgc_alloc *a = c->allocs[i];
+    if (a && a->pool)
+      sd_put_pblock(&w, &(sd_pblock){a->dptr, a->pool->minted, a->pool_size, a->cached, a->freed_on});
+  }
+  sd_list_end(&w);
+
   /* Module images a thread was still sending (BLOB_PUT) when it parked. */
   sd_list_begin(&w, "blobs");
   bool first = true;

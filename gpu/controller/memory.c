@@ -578,6 +578,11 @@ static cgc_alloc *alloc_at(cgc_t *c, uint64_t p) {
   return s < ch->nslots ? ch->slots[s] : NULL;
 }
 
+cgc_alloc *cgc_mem_at(cgc_t *c, uint64_t dptr) {
+  cgc_alloc *a = c->va_reserved ? alloc_at(c, dptr) : NULL;
+  return a && a->dptr == dptr ? a : NULL;
+}
+
 cgc_chunk *cgc_chunk_holding(cgc_t *c, uint64_t p, uint64_t len) {
   cgc_chunk *ch = chunk_at(c, p);
   if (!ch || len > ch->size - (p - ch->base)) return NULL;

@@ -517,6 +517,55 @@ static int import_vmm(cgc_t *c, const cj *st) {
   return 0;
 }
 
+/* The job's memory pools, then their blocks (allocations placed already). */
+static int import_pools(cgc_t *c, const cj *st) {
+  const cj *list = sd_list(st, "pools");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_pool rec;
+    if (sd_get_pool(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    if (rec.device < 0 || rec.device >= c->device_count || cgc_hmap_get(&c->pools, rec.minted))
+      ERR(CGC_STATE_NAME ": memory pool %zu is on device %d of %d, or listed twice", i, rec.device, c->device_count);
+    cgc_pool *p = calloc(1, sizeof *p);
+    if (!p || cgc_hmap_put(&c->pools, rec.minted, p)) {
+      free(p);
+      ERR("out of memory");
+    }
+    p->minted = rec.minted;
+    p->device = rec.device;
+    p->is_default = rec.is_default;
+    p->destroyed = rec.destroyed;
+    p->max_size = rec.max_size;
+    p->threshold = rec.threshold;
+    p->reuse_follow = (rec.reuse & 1) != 0;
+    p->reuse_opportunistic = (rec.reuse & 2) != 0;
+    p->reuse_internal = (rec.reuse & 4) != 0;
+    p->reserved_high = rec.reserved_high;
+    p->used_high = rec.used_high;
+  }
+  list = sd_list(st, "pool_blocks");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_pblock rec;
+    if (sd_get_pblock(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    cgc_pool *p = cgc_hmap_get(&c->pools, rec.pool);
+    cgc_alloc *a = cgc_mem_at(c, rec.addr);
+    if (!p || !a || a->pool || a->ctx || rec.size < a->req_size || rec.size > a->size)
+      ERR(CGC_STATE_NAME ": pool block %zu (0x%llx) is not an allocation of the job's, or its pool is not listed", i,
+          (unsigned long long)rec.addr);
+    a->pool = p;
+    a->pool_size = rec.size;
+    a->cached = rec.cached;
+    a->freed_on = rec.freed_on;
+    p->reserved += rec.size;
+    if (rec.cached) {
+      a->pnext = p->cache;
+      p->cache = a;
+    } else {
+      p->used += rec.size;
+    }
+  }
+  return 0;
+}
+
 static int import_blobs(cgc_t *c, const char *dir, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
     sd_blob rec;
@@ -560,6 +609,7 @@ static int import(cgc_t *c, const char *dir, const cj *st) {
   }
   if ((rc = import_memory(c, st))) return rc;
   if ((rc = import_vmm(c, st))) return rc;
+  if ((rc = import_pools(c, st))) return rc;
   if ((rc = import_modules(c, dir, sd_list(st, "modules")))) return rc;
   if ((rc = import_functions(c, sd_list(st, "functions")))) return rc;
   if ((rc = import_globals(c, dir, sd_list(st, "globals")))) return rc;

@@ -344,6 +344,20 @@ typedef struct cgs_vmm {
   uint32_t access_flags[CGS_MAX_DEVICES];
 } cgs_vmm;
 
+/* POOL_* ops. */
+typedef struct cgs_pool {
+  cgs_req h;
+  uint64_t handle;   /* the minted pool (ALLOC: the pool to take from) */
+  uint64_t stream;   /* ALLOC, FREE: minted stream, 0 = NULL stream */
+  uint64_t dptr;     /* FREE */
+  uint64_t size;     /* ALLOC: bytes; TRIM: bytes to keep; CREATE: the pool's maximum (0: none) */
+  uint64_t value;    /* SET_ATTR */
+  int32_t device;    /* CREATE */
+  uint32_t attr;     /* *_ATTR: CUmemPool_attribute */
+  uint32_t is_default; /* CREATE: the device's default pool */
+  uint32_t per_thread;
+} cgs_pool;
+
 /* The largest request: a launch with the most argument bytes. */
 #define CGS_MAX_REQUEST (CGS_MAX_REQUEST_SLOTS * CGS_SLOT_DATA)
 #define CGS_MAX_LAUNCH_ARGS (CGS_MAX_REQUEST - sizeof(cgs_launch))

@@ -194,6 +194,7 @@ typedef enum ic_kind {
   IC_FUNCTION,
   IC_LIBRARY,
   IC_KERNEL,
+  IC_MEMPOOL, /* pool.c */
 } ic_kind;
 
 typedef struct ic_instance {
@@ -229,6 +230,11 @@ typedef struct ic_obj {
       unsigned flags;
       int priority;
     } s;
+    struct {
+      int device;
+      int is_default;
+      uint8_t access[CGS_MAX_DEVICES]; /* CUmemAccess_flags of each device */
+    } p;
     struct {
       unsigned flags;
       int recorded;
@@ -436,6 +442,7 @@ typedef struct ic_alloc {
   uint32_t pin_id;   /* IC_MEM_HOST */
   size_t map_size;   /* IC_MEM_HOST: bytes of the file mapping */
   uint64_t module;   /* IC_MEM_GLOBAL */
+  uint64_t pool;     /* IC_MEM_DEVICE from a memory pool (pool.c): the minted pool, else 0 */
   unsigned long long buffer_id;
 } ic_alloc;
 
@@ -443,6 +450,8 @@ typedef struct ic_alloc {
 IC_HIDDEN bool ic_mem_find(uintptr_t p, ic_alloc *out);
 IC_HIDDEN CUresult ic_mem_add(const ic_alloc *a);
 IC_HIDDEN bool ic_mem_take(uintptr_t base, unsigned kind_mask, ic_alloc *out);
+/* pool.c: give a pool's block back (taken from the table) on `stream`. */
+IC_HIDDEN CUresult ic_pool_free(ic_thread *t, const ic_alloc *a, uint64_t stream, uint32_t per_thread);
 IC_HIDDEN void ic_mem_drop_ctx(uint64_t ctx);
 IC_HIDDEN void ic_mem_drop_module(uint64_t module);
 /* Whether [p, p+n) is device-accessible memory the job knows (device,

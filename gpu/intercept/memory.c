@@ -256,6 +256,9 @@ CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   ic_alloc a;
   CUresult rc = take_for_free(t, (uintptr_t)dptr, IC_MEM_DEVICE, &ctx, &a);
   if (rc || !dptr) return rc;
+  /* A pool's block goes back to its pool, ordered on the NULL stream (the
+   * driver does not synchronize for it). */
+  if (a.pool) return ic_pool_free(t, &a, 0, 0);
   rc = ic_enter(t);
   if (!rc) {
     rc = mem_op(t, CGS_OP_MEM_FREE, a.ctx, dptr, a.size, NULL);
@@ -295,31 +298,7 @@ CUresult ic_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUde
   return CUDA_SUCCESS;
 }
 
-/* ---- stream-ordered allocation ------------------------------------------------
- * Memory is handed out at once (a valid order: it is ready before the stream
- * reaches the allocation). A stream-ordered free is forwarded as a plain
- * free, which waits for the context's work: a stricter order than the
- * driver's, never a looser one. */
-CUresult ic_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream hStream) {
-  ic_thread *t = ic_self();
-  ic_obj *ctx;
-  uint64_t s;
-  uint32_t pt;
-  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
-  if (rc) return rc;
-  if (!dptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
-  return dev_alloc(t, ctx, bytesize, dptr);
-}
-
-CUresult ic_cuMemFreeAsync_11020(CUdeviceptr_v2 dptr, CUstream hStream) {
-  ic_thread *t = ic_self();
-  ic_obj *ctx;
-  uint64_t s;
-  uint32_t pt;
-  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
-  if (rc) return rc;
-  return ic_cuMemFree_3020(dptr);
-}
+/* Stream-ordered allocation and memory pools: pool.c. */
 
 /* ---- pinned host memory ------------------------------------------------------------ */
 
@@ -584,7 +563,7 @@ static CUresult attribute(CUpointer_attribute attr, const ic_alloc *a, bool foun
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
     if (!found) return CUDA_ERROR_INVALID_VALUE;
-    *(CUmemoryPool *)data = NULL;
+    *(CUmemoryPool *)data = (CUmemoryPool)(uintptr_t)a->pool;
     return CUDA_SUCCESS;
   default:
     return CUDA_ERROR_INVALID_VALUE;
