@@ -378,3 +378,26 @@ def test_numba_cuda_job_survives_restore(cedana: Cedana, tmp_path: Path) -> None
     assert log[-1] == "numba ok", log[-10:]
     assert _handles(next(ln for ln in log if ln.startswith("after "))) == _handles(before)
     assert_gone(cedana, jid, new)
+
+
+def test_vmm_and_pool_state_survives_restore(cedana: Cedana, tmp_path: Path) -> None:
+    """The job's own VMM mapping and a memory pool (a live block and a cached
+    one) are in the checkpoint and work after the restore, at the same
+    addresses (tests/jobs/state_across_restore.py checks the details)."""
+    jid, new = unique_jid("st"), unique_jid("str")
+    go = tmp_path / "go"
+    job = HANDLES_JOB.parent / "state_across_restore.py"
+    cedana.exec_gpu(jid, sys.executable, str(job), str(go))
+    before = next(
+        ln for ln in cedana.wait_log(jid, r"^before vmm=").splitlines() if ln.startswith("before ")
+    )
+    dumped = cedana.dump(jid)
+    state = json.loads((Path(dumped["path"]) / "gpu" / "state.json").read_text())
+    assert len(state["vmm_mappings"]) == 1 and len(state["pools"]) == 1
+    assert sorted(b["cached"] for b in state["pool_blocks"]) == [False, True]
+    cedana.restore(jid, "--jid", new)
+    go.write_text("")
+    assert_finished(cedana, new)
+    log = without_notes(cedana.log(new))
+    assert log[-1] == before.replace("before", "after") + " ok", (log[-5:], before)
+    assert_gone(cedana, jid, new)
