@@ -84,7 +84,8 @@ def main() -> None:
     cudrv.dtoh(out, vb, 4 * N, stream)
     assert list(out) == list(pattern(2, N)), list(out)[:4]
     vc = base + 8 * N
-    cudrv.launch(add, 1, N, cudrv.ptr(va), cudrv.ptr(vb), cudrv.ptr(vc), cudrv.i32(N), stream=stream)
+    args = (cudrv.ptr(va), cudrv.ptr(vb), cudrv.ptr(vc), cudrv.i32(N))
+    cudrv.launch(add, 1, N, *args, stream=stream)
     cudrv.dtoh(out, vc, 4 * N, stream)
     want = [a + b for a, b in zip(pattern(1, N), pattern(2, N), strict=True)]
     assert list(out) == want, list(out)[:4]
