@@ -13,6 +13,7 @@
 #define FK_ALLOC_ASYNC 0x20000u      /* cuMemAllocAsync: cuMemFree does not synchronize */
 #define FK_ALLOC_SYNC_MEMOPS 0x40000u /* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS was set */
 #define FK_ALLOC_POOL 0x80000u        /* from a memory pool (mempool.c) */
+#define FK_ALLOC_MANAGED 0x100000u    /* cuMemAllocManaged (managed.c) */
 
 /* The entry checks of every memory call: no driver call is permitted from a
  * host function or stream callback. */
