@@ -380,10 +380,11 @@ def test_numba_cuda_job_survives_restore(cedana: Cedana, tmp_path: Path) -> None
     assert_gone(cedana, jid, new)
 
 
-def test_vmm_and_pool_state_survives_restore(cedana: Cedana, tmp_path: Path) -> None:
-    """The job's own VMM mapping and a memory pool (a live block and a cached
-    one) are in the checkpoint and work after the restore, at the same
-    addresses (tests/jobs/state_across_restore.py checks the details)."""
+def test_vmm_pool_and_managed_state_survives_restore(cedana: Cedana, tmp_path: Path) -> None:
+    """The job's own VMM mapping, a memory pool (a live block and a cached
+    one) and managed memory are in the checkpoint and work after the
+    restore, at the same addresses (tests/jobs/state_across_restore.py
+    checks the details)."""
     jid, new = unique_jid("st"), unique_jid("str")
     go = tmp_path / "go"
     job = HANDLES_JOB.parent / "state_across_restore.py"
@@ -395,6 +396,8 @@ def test_vmm_and_pool_state_survives_restore(cedana: Cedana, tmp_path: Path) -> 
     state = json.loads((Path(dumped["path"]) / "gpu" / "state.json").read_text())
     assert len(state["vmm_mappings"]) == 1 and len(state["pools"]) == 1
     assert sorted(b["cached"] for b in state["pool_blocks"]) == [False, True]
+    managed = int(before.split("managed=")[1].split()[0], 16)
+    assert [p["same_addr"] for p in state["pins"] if p["app_addr"] == managed] == [True]
     cedana.restore(jid, "--jid", new)
     go.write_text("")
     assert_finished(cedana, new)

@@ -880,6 +880,12 @@ static int op_pin(cgc_t *c, cgs_pin *r, uint64_t *ret, int *nret) {
   cgc_pin *p;
   rc = cgc_pin_map(c, r->pin_id, r->size, r->app_addr, &p);
   if (rc) return rc;
+  /* Managed memory is reached through the job's own pointers, by kernels
+   * too: only at the job's address, registered with the driver. */
+  if ((r->flags & CGS_PIN_SAME_ADDRESS) && (!p->same_addr || !p->registered)) {
+    cgc_pin_unmap(c, p);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
   if (table_put(c, &c->pins, r->pin_id, p)) {
     cgc_pin_unmap(c, p);
     return CUDA_ERROR_OUT_OF_MEMORY;

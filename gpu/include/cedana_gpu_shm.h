@@ -307,6 +307,10 @@ typedef struct cgs_launch {
   uint32_t _pad;
 } cgs_launch;
 
+/* cgs_pin.flags of HOST_REGISTER for managed memory: the controller must map
+ * the file at app_addr (kernels get the job's pointers), or refuse. */
+#define CGS_PIN_SAME_ADDRESS 0x80000000u
+
 typedef struct cgs_pin {
   cgs_req h;
   uint64_t app_addr; /* where the job mapped the pinned file */

@@ -39,7 +39,8 @@ static CUresult begin(cp *c, CUstream s, int async) {
 static bool pinned(const void *p, size_t n, uint32_t *pin, uint64_t *off) {
   ic_alloc a;
   uintptr_t v = (uintptr_t)p;
-  if (!ic_mem_find(v, &a) || a.kind != IC_MEM_HOST || n > a.size - (v - a.base)) return false;
+  if (!ic_mem_find(v, &a) || (a.kind != IC_MEM_HOST && a.kind != IC_MEM_MANAGED) || n > a.size - (v - a.base))
+    return false;
   *pin = a.pin_id;
   *off = v - a.base;
   return true;
@@ -133,7 +134,10 @@ enum { W_HOST, W_PINNED, W_DEVICE };
 static CUresult device_side(uintptr_t p, size_t n, int *kind) {
   ic_alloc a;
   if (!p || !ic_mem_find(p, &a) || n > a.size - (p - a.base)) return CUDA_ERROR_INVALID_VALUE;
-  *kind = a.kind == IC_MEM_HOST ? W_PINNED : a.kind == IC_MEM_REGISTERED ? W_HOST : W_DEVICE;
+  /* Managed memory is a shared file like pinned memory (memory.c). */
+  *kind = a.kind == IC_MEM_HOST || a.kind == IC_MEM_MANAGED ? W_PINNED
+          : a.kind == IC_MEM_REGISTERED                     ? W_HOST
+                                                            : W_DEVICE;
   return CUDA_SUCCESS;
 }
 

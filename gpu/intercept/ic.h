@@ -431,6 +431,7 @@ typedef enum ic_mem_kind {
   IC_MEM_REGISTERED, /* cuMemHostRegister: tracked here only */
   IC_MEM_GLOBAL,     /* a module's __device__ global */
   IC_MEM_VMM,        /* cuMemAddressReserve: the controller says what is mapped (vmm.c) */
+  IC_MEM_MANAGED,    /* cuMemAllocManaged: a shared file like IC_MEM_HOST, at the same address there */
 } ic_mem_kind;
 
 typedef struct ic_alloc {
@@ -439,8 +440,8 @@ typedef struct ic_alloc {
   ic_mem_kind kind;
   uint64_t ctx;
   unsigned flags;
-  uint32_t pin_id;   /* IC_MEM_HOST */
-  size_t map_size;   /* IC_MEM_HOST: bytes of the file mapping */
+  uint32_t pin_id;   /* IC_MEM_HOST, IC_MEM_MANAGED */
+  size_t map_size;   /* IC_MEM_HOST, IC_MEM_MANAGED: bytes of the file mapping */
   uint64_t module;   /* IC_MEM_GLOBAL */
   uint64_t pool;     /* IC_MEM_DEVICE from a memory pool (pool.c): the minted pool, else 0 */
   unsigned long long buffer_id;
@@ -450,6 +451,10 @@ typedef struct ic_alloc {
 IC_HIDDEN bool ic_mem_find(uintptr_t p, ic_alloc *out);
 IC_HIDDEN CUresult ic_mem_add(const ic_alloc *a);
 IC_HIDDEN bool ic_mem_take(uintptr_t base, unsigned kind_mask, ic_alloc *out);
+/* Memory in a shared file the controller maps too (memory.c): pinned host
+ * memory (IC_MEM_HOST) or managed memory (IC_MEM_MANAGED, at the same
+ * address there or not at all). */
+IC_HIDDEN CUresult ic_shared_alloc(void **pp, size_t bytesize, unsigned flags, ic_mem_kind kind);
 /* pool.c: give a pool's block back (taken from the table) on `stream`. */
 IC_HIDDEN CUresult ic_pool_free(ic_thread *t, const ic_alloc *a, uint64_t stream, uint32_t per_thread);
 IC_HIDDEN void ic_mem_drop_ctx(uint64_t ctx);

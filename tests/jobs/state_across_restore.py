@@ -2,11 +2,12 @@
 
 Before the checkpoint it maps physical memory of its own into an address
 reservation (VMM), takes a block from a memory pool it made (and frees
-another, which the pool caches), fills both, prints "before" and waits for
-the file named by its argument. After the restore it checks the bytes at the
-same addresses, runs a kernel on the mapped memory, checks the pool's
-attributes and that its cached block is reused, undoes everything and
-prints "after ... ok".
+another, which the pool caches), writes managed memory from the CPU, fills
+all of them, prints "before" and waits for the file named by its argument.
+After the restore it checks the bytes at the same addresses, runs a kernel
+on the mapped memory and one on the managed memory (whose result the CPU
+reads in place), checks the pool's attributes and that its cached block is
+reused, undoes everything and prints "after ... ok".
 """
 
 from __future__ import annotations
@@ -75,7 +76,17 @@ def main() -> None:
     cudrv.call(cu.cuStreamSynchronize, stream)
     used, reserved = pool_attr(pool, "USED_MEM_CURRENT"), pool_attr(pool, "RESERVED_MEM_CURRENT")
 
-    print(f"before vmm={base:#x} pool={int(pool):#x} live={live:#x}", flush=True)
+    # Managed memory, written by the CPU in place.
+    managed = int(
+        cudrv.call(cu.cuMemAllocManaged, 3 * 4 * N, cu.CUmemAttach_flags.CU_MEM_ATTACH_GLOBAL)
+    )
+    mview = (ctypes.c_float * (3 * N)).from_address(managed)
+    mview[:N] = list(pattern(4, N))
+    mview[N : 2 * N] = list(pattern(5, N))
+
+    print(
+        f"before vmm={base:#x} pool={int(pool):#x} live={live:#x} managed={managed:#x}", flush=True
+    )
     while not go.exists():
         time.sleep(0.05)
 
@@ -101,6 +112,17 @@ def main() -> None:
     assert again == cached, (hex(again), hex(cached))
     assert pool_attr(pool, "RESERVED_MEM_CURRENT") == reserved
 
+    # Managed memory: the CPU's bytes are there; a kernel's result the CPU
+    # reads in place.
+    assert list(mview[:N]) == list(pattern(4, N))
+    ma, mb, mc = managed, managed + 4 * N, managed + 8 * N
+    args = (cudrv.ptr(ma), cudrv.ptr(mb), cudrv.ptr(mc), cudrv.i32(N))
+    cudrv.launch(add, 1, N, *args, stream=stream)
+    cudrv.call(cu.cuStreamSynchronize, stream)
+    want = [a + b for a, b in zip(pattern(4, N), pattern(5, N), strict=True)]
+    assert list(mview[2 * N :]) == want, list(mview[2 * N : 2 * N + 4])
+    cudrv.call(cu.cuMemFree, managed)
+
     for p in (live, again):
         cudrv.call(cu.cuMemFreeAsync, p, stream)
     cudrv.call(cu.cuStreamSynchronize, stream)
@@ -108,7 +130,10 @@ def main() -> None:
     cudrv.call(cu.cuMemUnmap, base, gran)
     cudrv.call(cu.cuMemRelease, phys)
     cudrv.call(cu.cuMemAddressFree, base, 2 * gran)
-    print(f"after vmm={base:#x} pool={int(pool):#x} live={live:#x} ok", flush=True)
+    print(
+        f"after vmm={base:#x} pool={int(pool):#x} live={live:#x} managed={managed:#x} ok",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
