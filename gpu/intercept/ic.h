@@ -323,6 +323,17 @@ static inline CUresult ic_enter_destroy(ic_thread *t, ic_obj *o) {
 IC_HIDDEN void ic_obj_drop_ctx(uint64_t ctx);
 IC_HIDDEN void ic_handles_init(void);
 
+/* ---- graphs and stream capture (graph.c) ---------------------------------------
+ * Whether the minted stream is capturing; then the work is recorded in its
+ * graph instead of forwarded. */
+IC_HIDDEN bool ic_capture_active(uint64_t stream);
+IC_HIDDEN CUresult ic_capture_kernel(uint64_t stream, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                                     unsigned bx, unsigned by, unsigned bz, unsigned shared, const void *args,
+                                     size_t args_size);
+IC_HIDDEN CUresult ic_capture_memset(uint64_t stream, CUdeviceptr dst, size_t pitch, unsigned value, unsigned elem,
+                                     size_t width, size_t height);
+IC_HIDDEN CUresult ic_capture_memcpy(uint64_t stream, CUdeviceptr dst, CUdeviceptr src, size_t bytes);
+
 /* ---- modules, functions, libraries --------------------------------------------*/
 /* A module or function argument: alive, else INVALID_HANDLE (or
  * CONTEXT_IS_DESTROYED when its context was destroyed). */

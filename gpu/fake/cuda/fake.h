@@ -125,6 +125,7 @@ struct fk_op {
   int ndeps;
   fk_dep deps[FK_MAX_DEVICES + 64];
   void *heap; /* freed after run (e.g. staged bytes, copied kernel arguments) */
+  int node_type; /* CUgraphNodeType of the op when a capture records it (0: a kernel) */
   unsigned char payload[]; /* op-specific data */
 };
 
@@ -161,6 +162,9 @@ FK_HIDDEN CUresult fk_invalid_work_arg(void);
 /* Queue op on s (adding the implicit legacy-stream dependencies); takes
  * ownership. Returns the op's sequence number through *seq if non-NULL. */
 FK_HIDDEN void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq);
+/* graph.c: if s is capturing, record op in its graph (taking it) and return
+ * true; false (quickly) when no stream captures. */
+FK_HIDDEN bool fk_graph_capture(fk_stream *s, fk_op *op);
 /* Block until s has finished everything up to seq. */
 FK_HIDDEN void fk_stream_wait(fk_stream *s, uint64_t seq);
 /* Block until every stream of ctx is idle. */
