@@ -380,11 +380,11 @@ def test_numba_cuda_job_survives_restore(cedana: Cedana, tmp_path: Path) -> None
     assert_gone(cedana, jid, new)
 
 
-def test_vmm_pool_and_managed_state_survives_restore(cedana: Cedana, tmp_path: Path) -> None:
+def test_vmm_pool_managed_and_graph_survive_restore(cedana: Cedana, tmp_path: Path) -> None:
     """The job's own VMM mapping, a memory pool (a live block and a cached
-    one) and managed memory are in the checkpoint and work after the
-    restore, at the same addresses (tests/jobs/state_across_restore.py
-    checks the details)."""
+    one), managed memory and an instantiated graph are in the checkpoint and
+    work after the restore, at the same addresses
+    (tests/jobs/state_across_restore.py checks the details)."""
     jid, new = unique_jid("st"), unique_jid("str")
     go = tmp_path / "go"
     job = HANDLES_JOB.parent / "state_across_restore.py"

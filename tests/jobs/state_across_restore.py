@@ -3,11 +3,14 @@
 Before the checkpoint it maps physical memory of its own into an address
 reservation (VMM), takes a block from a memory pool it made (and frees
 another, which the pool caches), writes managed memory from the CPU, fills
-all of them, prints "before" and waits for the file named by its argument.
+all of them, captures a graph of a kernel over the mapped vectors into the
+pool's block and instantiates it, prints "before" and waits for the file
+named by its argument.
 After the restore it checks the bytes at the same addresses, runs a kernel
 on the mapped memory and one on the managed memory (whose result the CPU
 reads in place), checks the pool's attributes and that its cached block is
-reused, undoes everything and prints "after ... ok".
+reused, launches the graph instantiated before the checkpoint, undoes
+everything and prints "after ... ok".
 """
 
 from __future__ import annotations
@@ -84,6 +87,14 @@ def main() -> None:
     mview[:N] = list(pattern(4, N))
     mview[N : 2 * N] = list(pattern(5, N))
 
+    # A graph, captured and instantiated: vector_add(va, vb) into the live block.
+    mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_GLOBAL
+    cudrv.call(cu.cuStreamBeginCapture, stream, mode)
+    args = (cudrv.ptr(va), cudrv.ptr(vb), cudrv.ptr(live), cudrv.i32(N))
+    cudrv.launch(add, 1, N, *args, stream=stream)
+    graph = cudrv.call(cu.cuStreamEndCapture, stream)
+    gexec = cudrv.call(cu.cuGraphInstantiate, graph, 0)
+
     print(
         f"before vmm={base:#x} pool={int(pool):#x} live={live:#x} managed={managed:#x}", flush=True
     )
@@ -122,6 +133,14 @@ def main() -> None:
     want = [a + b for a, b in zip(pattern(4, N), pattern(5, N), strict=True)]
     assert list(mview[2 * N :]) == want, list(mview[2 * N : 2 * N + 4])
     cudrv.call(cu.cuMemFree, managed)
+
+    # The graph instantiated before the checkpoint runs after it.
+    cudrv.call(cu.cuGraphLaunch, gexec, stream)
+    cudrv.dtoh(out, live, 4 * N, stream)
+    want = [a + b for a, b in zip(pattern(1, N), pattern(2, N), strict=True)]
+    assert list(out) == want, list(out)[:4]
+    cudrv.call(cu.cuGraphExecDestroy, gexec)
+    cudrv.call(cu.cuGraphDestroy, graph)
 
     for p in (live, again):
         cudrv.call(cu.cuMemFreeAsync, p, stream)
