@@ -123,11 +123,13 @@ struct fk_op {
   uint64_t seq;
   fk_ctx *ctx;
   int ndeps;
+  int node_type; /* CUgraphNodeType of the op when a capture records it (0: a kernel); fills
+                  * the padding after ndeps, so payload stays 8-byte aligned */
   fk_dep deps[FK_MAX_DEVICES + 64];
   void *heap; /* freed after run (e.g. staged bytes, copied kernel arguments) */
-  int node_type; /* CUgraphNodeType of the op when a capture records it (0: a kernel) */
   unsigned char payload[]; /* op-specific data */
 };
+_Static_assert(offsetof(struct fk_op, payload) % 8 == 0, "op payloads hold pointers");
 
 typedef struct fk_stream {
   fk_ctx *ctx;
