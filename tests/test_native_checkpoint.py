@@ -861,6 +861,8 @@ def test_pool_round_trip(controllers: list[Controller], tmp_path: Path) -> None:
     assert pool(seg, "ALLOC", handle=POOL, size=n) == cached
     for p in (live, cached):
         pool(seg, "FREE", dptr=p)
+    # Trimmed once the stream has reached the frees.
+    assert seg.call("STREAM_SYNCHRONIZE", 0, 0, 0, 0, 0, 0, ctx=CTX).result == 0
     pool(seg, "TRIM", handle=POOL)
     assert pool(seg, "GET_ATTR", handle=POOL, attr=RESERVED_MEM_CURRENT) == 0
     pool(seg, "DESTROY", handle=POOL)
