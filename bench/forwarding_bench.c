@@ -13,6 +13,9 @@
  *                    cuStreamSynchronize after each batch is not counted);
  *                    median, min and p90 over batches
  *   launch_args_us   the same with a kernel of three parameters
+ *   graph_us         a captured graph of 8 launches of the three-parameter
+ *                    kernel: time per cuGraphLaunch, and per the same 8
+ *                    launches made one by one (batches as launch_us)
  *   launch_rate      --launches launches then one cuStreamSynchronize, wall
  *                    time: sustained launches per second
  *   query_us         cuStreamQuery on an idle stream, each call timed:
@@ -248,6 +251,45 @@ static double launch_rate(CUfunction f, CUstream s, long n, double *seconds) {
   return (double)n / *seconds;
 }
 
+/* A graph of GRAPH_NODES launches of f against the same launches made one by
+ * one: microseconds per graph launch and per sequence, medians over
+ * `batches` batches of `batch / GRAPH_NODES` of them (each batch timed up to
+ * its last return, then drained untimed). */
+#define GRAPH_NODES 8
+static void graph_cost(CUfunction f, void **params, CUstream s, long batch, long batches, double *graph_us,
+                       double *seq_us) {
+  CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+  for (int k = 0; k < GRAPH_NODES; k++) CHECK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+  CUgraph g;
+  CHECK(cuStreamEndCapture(s, &g));
+  CUgraphExec e;
+  CHECK(cuGraphInstantiate(&e, g, 0));
+  long reps = batch / GRAPH_NODES > 0 ? batch / GRAPH_NODES : 1;
+  double *gper = calloc((size_t)batches, sizeof *gper), *sper = calloc((size_t)batches, sizeof *sper);
+  if (!gper || !sper) die("calloc", CUDA_ERROR_OUT_OF_MEMORY);
+  for (long b = 0; b < batches; b++) {
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < reps; i++) CHECK(cuGraphLaunch(e, s));
+    uint64_t t1 = now_ns();
+    CHECK(cuStreamSynchronize(s));
+    uint64_t t2 = now_ns();
+    for (long i = 0; i < reps; i++)
+      for (int k = 0; k < GRAPH_NODES; k++) CHECK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+    uint64_t t3 = now_ns();
+    CHECK(cuStreamSynchronize(s));
+    gper[b] = (double)(t1 - t0) / 1000.0 / (double)reps;
+    sper[b] = (double)(t3 - t2) / 1000.0 / (double)reps;
+  }
+  qsort(gper, (size_t)batches, sizeof *gper, cmp_double);
+  qsort(sper, (size_t)batches, sizeof *sper, cmp_double);
+  *graph_us = quantile_double(gper, (size_t)batches, 0.5);
+  *seq_us = quantile_double(sper, (size_t)batches, 0.5);
+  free(gper);
+  free(sper);
+  CHECK(cuGraphExecDestroy(e));
+  CHECK(cuGraphDestroy(g));
+}
+
 typedef struct query_stats {
   double p50_us, p99_us, mean_us, max_us;
 } query_stats;
@@ -333,6 +375,8 @@ int main(int argc, char **argv) {
   double rate_seconds;
   double rate = launch_rate(empty, s, o.launches, &rate_seconds);
   query_stats q = query_round_trip(s, o.queries);
+  double graph_us, seq_us;
+  graph_cost(empty_args, args, s, o.batch, o.batches, &graph_us, &seq_us);
 
   /* Pageable memory touched first, so page faults are not measured. */
   void *pageable = malloc(bytes);
@@ -364,11 +408,13 @@ int main(int argc, char **argv) {
          "\"launch_rate\": {\"per_s\": %.1f, \"launches\": %ld, \"seconds\": %.4f}, "
          "\"query_us\": {\"p50\": %.3f, \"p99\": %.3f, \"mean\": %.3f, \"max\": %.3f, "
          "\"n\": %ld}, "
+         "\"graph_us\": {\"graph\": %.4f, \"sequence\": %.4f, \"nodes\": %d}, "
          "\"memcpy_gbps\": {\"htod_pageable\": %.3f, \"dtoh_pageable\": %.3f, "
          "\"htod_pinned\": %.3f, \"dtoh_pinned\": %.3f, \"mib\": %ld, \"reps\": %ld}}\n",
          version, name, image, plain.median_us, plain.min_us, plain.p90_us, o.batch, o.batches,
          with_args.median_us, with_args.min_us, with_args.p90_us, rate, o.launches, rate_seconds,
-         q.p50_us, q.p99_us, q.mean_us, q.max_us, o.queries, htod_pageable, dtoh_pageable,
+         q.p50_us, q.p99_us, q.mean_us, q.max_us, o.queries, graph_us, seq_us, GRAPH_NODES, htod_pageable,
+         dtoh_pageable,
          htod_pinned, dtoh_pinned, o.copy_mib, o.copy_reps);
   return 0;
 }

@@ -58,10 +58,15 @@ BODY = {
     "launch": "<QQIIIIIIIIII",  # function stream grid[3] block[3] shared args_size per_thread _pad
     "pin": "<QQII",  # app_addr size pin_id flags
     "host_func": "<QQII",  # stream callback_id per_thread _pad
+    # addr size alignment handle offset flags type handle_types location_type
+    # location_id option naccess access_device[8] access_flags[8]
+    "vmm": "<QQQQQQIIiiII8i8I",
+    "pool": "<QQQQQiIII",  # handle stream dptr size value device attr is_default per_thread
 }
 SIZES = {k: 32 + struct.calcsize(v) for k, v in BODY.items()}
 assert SIZES["copy"] == 88 and SIZES["launch"] == 88 and SIZES["symbol"] == 496
 assert SIZES["stream"] == 64 and SIZES["event"] == 64 and SIZES["pin"] == 56
+assert SIZES["vmm"] == 168 and SIZES["pool"] == 88
 
 # Op name -> its body format's key: the request struct without "cgs_"
 # (None for a bare header). A new request struct needs a format in BODY.

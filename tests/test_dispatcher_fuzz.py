@@ -275,6 +275,30 @@ def well_formed(draw: st.DrawFn) -> tuple[str, bytes]:
         fields = (draw(st.integers(0, U64)), size, draw(u32), draw(u32))
     elif kind == "host_func":
         fields = (draw(st.integers(0, U64)), draw(st.integers(0, U64)), draw(u32), 0)
+    elif kind == "vmm":
+        addr = draw(st.integers(0, U64))
+        size = draw(st.integers(0, U64 - addr))
+        naccess = draw(st.integers(1, 8)) if op == "VMM_SET_ACCESS" else draw(st.integers(0, 8))
+        fields = (
+            addr,
+            size,
+            *draw(st.tuples(*[st.integers(0, U64)] * 4)),
+            *draw(st.tuples(u32, u32, i32, i32, u32)),
+            naccess,
+            *draw(st.tuples(*[i32] * 8)),
+            *draw(st.tuples(*[u32] * 8)),
+        )
+    elif kind == "pool":
+        nonzero = st.integers(1, U64)
+        fields = (
+            draw(st.integers(0, U64) if op == "POOL_FREE" else nonzero),
+            draw(st.integers(0, U64)),
+            draw(nonzero if op == "POOL_FREE" else st.integers(0, U64)),
+            draw(nonzero if op == "POOL_ALLOC" else st.integers(0, U64)),
+            draw(st.integers(0, U64)),
+            draw(st.integers(0, 7) if op == "POOL_CREATE" else i32),
+            *draw(st.tuples(u32, u32, u32)),
+        )
     return op, request(op, *fields, channel=channel, token=draw(u32), ctx=ctx, tail=tail)
 
 
@@ -426,6 +450,33 @@ def malformed(draw: st.DrawFn) -> tuple[str, bytes]:
         breakers.append(lambda: set_field(data, op, 1, 0))
     if op == "HOST_REGISTER":
         breakers.append(lambda: set_field(data, op, 1, 0))
+    if kind == "vmm":
+        # A range that wraps around the address space.
+        breakers.append(
+            lambda: set_field(
+                set_field(data, op, 0, U64 - 4095), op, 1, draw(st.integers(4096, U64))
+            )
+        )
+        if op == "VMM_SET_ACCESS":
+            breakers.append(
+                lambda: set_field(data, op, 11, draw(st.sampled_from([0, 9, 2**32 - 1])))
+            )
+    if kind == "pool":
+        if op == "POOL_FREE":
+            breakers.append(lambda: set_field(data, op, 2, 0))
+        else:
+            breakers.append(lambda: set_field(data, op, 0, 0))
+        if op == "POOL_ALLOC":
+            breakers.append(lambda: set_field(data, op, 3, 0))
+        if op == "POOL_CREATE":
+            breakers.append(
+                lambda: set_field(
+                    data,
+                    op,
+                    5,
+                    draw(st.one_of(st.integers(-(2**31), -1), st.integers(8, 2**31 - 1))),
+                )
+            )
     breaker = draw(st.sampled_from(breakers))
     return op, breaker()
 

@@ -378,3 +378,29 @@ def test_numba_cuda_job_survives_restore(cedana: Cedana, tmp_path: Path) -> None
     assert log[-1] == "numba ok", log[-10:]
     assert _handles(next(ln for ln in log if ln.startswith("after "))) == _handles(before)
     assert_gone(cedana, jid, new)
+
+
+def test_vmm_pool_managed_and_graph_survive_restore(cedana: Cedana, tmp_path: Path) -> None:
+    """The job's own VMM mapping, a memory pool (a live block and a cached
+    one), managed memory and an instantiated graph are in the checkpoint and
+    work after the restore, at the same addresses
+    (tests/jobs/state_across_restore.py checks the details)."""
+    jid, new = unique_jid("st"), unique_jid("str")
+    go = tmp_path / "go"
+    job = HANDLES_JOB.parent / "state_across_restore.py"
+    cedana.exec_gpu(jid, sys.executable, str(job), str(go))
+    before = next(
+        ln for ln in cedana.wait_log(jid, r"^before vmm=").splitlines() if ln.startswith("before ")
+    )
+    dumped = cedana.dump(jid)
+    state = json.loads((Path(dumped["path"]) / "gpu" / "state.json").read_text())
+    assert len(state["vmm_mappings"]) == 1 and len(state["pools"]) == 1
+    assert sorted(b["cached"] for b in state["pool_blocks"]) == [False, True]
+    managed = int(before.split("managed=")[1].split()[0], 16)
+    assert [p["same_addr"] for p in state["pins"] if p["app_addr"] == managed] == [True]
+    cedana.restore(jid, "--jid", new)
+    go.write_text("")
+    assert_finished(cedana, new)
+    log = without_notes(cedana.log(new))
+    assert log[-1] == before.replace("before", "after") + " ok", (log[-5:], before)
+    assert_gone(cedana, jid, new)

@@ -26,6 +26,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dispatcher_proto import HOST_PINNED, HOST_STAGING, Segment
@@ -687,3 +688,183 @@ def test_handle_region_counter_is_closed_while_frozen(
         assert word.value == 3
     finally:
         seg.close()
+
+
+def vmm(seg: Segment, op: str, **kw: Any) -> list[int]:
+    """A VMM_* request (cgs_vmm): fields by name, the rest zero; its ret[]."""
+    names = ("addr", "size", "alignment", "handle", "offset", "flags", "type", "handle_types")
+    names += ("location_type", "location_id", "option", "naccess")
+    fields = [kw.pop(n, 0) for n in names]
+    devices = list(kw.pop("access_device", [0] * 8))
+    flags = list(kw.pop("access_flags", [0] * 8))
+    devices += [0] * (8 - len(devices))
+    flags += [0] * (8 - len(flags))
+    assert not kw, kw
+    r = seg.call(f"VMM_{op}", *fields, *devices, *flags, ctx=CTX)
+    assert r.result == CUDA_SUCCESS, (op, r)
+    return list(r.ret)
+
+
+PINNED, ON_DEVICE, READWRITE = 1, 1, 3
+
+
+def test_vmm_round_trip(controllers: list[Controller], tmp_path: Path) -> None:
+    """The job's reservations, physical allocations and mappings (with their
+    contents and access) come back at the same addresses; a physical
+    allocation the job released while mapped, and one it holds unmapped,
+    too."""
+    job = f"t-ckv-{uuid.uuid4().hex[:10]}"
+    ctl = new_controller(controllers)
+    ctl.ok("open", job_id=job)
+    ctl.ok("start")
+    seg = Segment(job)
+    va_base, va_size = seg.va_base, seg.va_size
+    seg.post("PRIMARY_RETAIN", CTX, 0, 0)
+    prop = {"type": PINNED, "location_type": ON_DEVICE, "location_id": 0}
+    gran = vmm(seg, "GRANULARITY", **prop)[0]
+    base = vmm(seg, "RESERVE", size=4 * gran)[0]
+    assert va_base <= base and base + 4 * gran <= va_base + va_size
+    first, second, spare = (vmm(seg, "CREATE", size=gran, **prop)[0] for _ in range(3))
+    for i, h in enumerate((first, second)):
+        vmm(seg, "MAP", addr=base + i * gran, size=gran, handle=h)
+    vmm(
+        seg,
+        "SET_ACCESS",
+        addr=base,
+        size=2 * gran,
+        naccess=1,
+        access_flags=[READWRITE] + [0] * 7,
+    )
+    data = pattern(11, 2 * gran)
+    htod(seg, base, data)
+    vmm(seg, "RELEASE", handle=second)  # lives on through its mapping
+    # The spare is mapped, written and unmapped: only its handle holds it.
+    vmm(seg, "MAP", addr=base + 3 * gran, size=gran, handle=spare)
+    vmm(seg, "SET_ACCESS", addr=base + 3 * gran, size=gran, naccess=1, access_flags=[READWRITE])
+    spare_data = pattern(12, gran)
+    htod(seg, base + 3 * gran, spare_data)
+    vmm(seg, "UNMAP", addr=base + 3 * gran, size=gran)
+    ctl.ok("freeze")
+    state = tmp_path / "gpu"
+    ctl.ok("export", dir=str(state))
+    doc = json.loads((state / "state.json").read_text())
+    assert [r["addr"] for r in doc["vmm_reservations"]] == [base]
+    assert sorted(p["id"] for p in doc["vmm_physical"]) == sorted([first, second, spare])
+    assert {(m["addr"], m["physical"], m["access"]) for m in doc["vmm_mappings"]} == {
+        (base, first, READWRITE),
+        (base + gran, second, READWRITE),
+    }
+    dumped = ctl.ok("dump_regions", dir=str(tmp_path))
+    regions = dumped["regions"]
+    assert all(r[0] == 0 for r in dumped["results"].values())
+    seg.close()
+    ctl.ok("close")
+
+    b = new_controller(controllers)
+    b.ok(
+        "open",
+        job_id=f"{job}-r",
+        segment_name=f"cedana-gpu.{job}",
+        va_base=va_base,
+        va_size=va_size,
+    )
+    b.ok("import", dir=str(state))
+    assert b.ok("load_regions", dir=str(tmp_path), regions=regions)["bad"] == []
+    b.ok("start")
+    seg = Segment(job)
+    assert dtoh(seg, base, 2 * gran) == data
+    # The spare's bytes came back with it: mapped again, they are there.
+    vmm(seg, "MAP", addr=base + 2 * gran, size=gran, handle=spare)
+    vmm(seg, "SET_ACCESS", addr=base + 2 * gran, size=gran, naccess=1, access_flags=[READWRITE])
+    assert dtoh(seg, base + 2 * gran, gran) == spare_data
+    assert vmm(seg, "GET_ACCESS", addr=base + gran, location_type=ON_DEVICE)[0] == READWRITE
+    # The released handle stays released; the others are live handles.
+    r = seg.call("VMM_RELEASE", 0, 0, 0, second, *[0] * 24, ctx=CTX)
+    assert r.result != CUDA_SUCCESS
+    vmm(seg, "UNMAP", addr=base, size=3 * gran)
+    for h in (first, spare):
+        vmm(seg, "RELEASE", handle=h)
+    vmm(seg, "FREE", addr=base, size=4 * gran)
+    assert seg.async_error == 0
+    seg.close()
+
+
+POOL = 0x0B00_0000_0000_0001
+RELEASE_THRESHOLD, RESERVED_MEM_CURRENT, USED_MEM_CURRENT, USED_MEM_HIGH = 4, 5, 7, 8
+
+
+def pool(seg: Segment, op: str, **kw: int) -> int:
+    """A POOL_* request (cgs_pool): fields by name, the rest zero; its ret[0]."""
+    names = ("handle", "stream", "dptr", "size", "value", "device", "attr", "is_default")
+    fields = [kw.pop(n, 0) for n in names]
+    assert not kw, kw
+    if op == "FREE":
+        seg.post("POOL_FREE", *fields, 0, ctx=CTX)
+        return 0
+    r = seg.call(f"POOL_{op}", *fields, 0, ctx=CTX)
+    assert r.result == CUDA_SUCCESS, (op, r)
+    return int(r.ret[0])
+
+
+def test_pool_round_trip(controllers: list[Controller], tmp_path: Path) -> None:
+    """A memory pool with a live block and a cached one: the contents, the
+    attributes and which block is cached come back; the cached block is
+    reused after the restore."""
+    job = f"t-ckp-{uuid.uuid4().hex[:10]}"
+    ctl = new_controller(controllers)
+    ctl.ok("open", job_id=job)
+    ctl.ok("start")
+    seg = Segment(job)
+    va_base, va_size = seg.va_base, seg.va_size
+    seg.post("PRIMARY_RETAIN", CTX, 0, 0)
+    pool(seg, "CREATE", handle=POOL)
+    pool(seg, "SET_ATTR", handle=POOL, attr=RELEASE_THRESHOLD, value=(1 << 64) - 1)
+    n = 1 << 20
+    live = pool(seg, "ALLOC", handle=POOL, size=n)
+    cached = pool(seg, "ALLOC", handle=POOL, size=n)
+    data = pattern(21, n)
+    htod(seg, live, data)
+    pool(seg, "FREE", dptr=cached)
+    used = pool(seg, "GET_ATTR", handle=POOL, attr=USED_MEM_CURRENT)
+    reserved = pool(seg, "GET_ATTR", handle=POOL, attr=RESERVED_MEM_CURRENT)
+    assert used == n and reserved == 2 * n
+    ctl.ok("freeze")
+    state = tmp_path / "gpu"
+    ctl.ok("export", dir=str(state))
+    doc = json.loads((state / "state.json").read_text())
+    assert [p["minted"] for p in doc["pools"]] == [POOL]
+    assert sorted((b["addr"], b["cached"]) for b in doc["pool_blocks"]) == sorted(
+        [(live, False), (cached, True)]
+    )
+    regions = ctl.ok("dump_regions", dir=str(tmp_path))["regions"]
+    seg.close()
+    ctl.ok("close")
+
+    b = new_controller(controllers)
+    b.ok(
+        "open",
+        job_id=f"{job}-r",
+        segment_name=f"cedana-gpu.{job}",
+        va_base=va_base,
+        va_size=va_size,
+    )
+    b.ok("import", dir=str(state))
+    assert b.ok("load_regions", dir=str(tmp_path), regions=regions)["bad"] == []
+    b.ok("start")
+    seg = Segment(job)
+    assert dtoh(seg, live, n) == data
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=RELEASE_THRESHOLD) == (1 << 64) - 1
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=USED_MEM_CURRENT) == used
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=RESERVED_MEM_CURRENT) == reserved
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=USED_MEM_HIGH) == 2 * n
+    # The cached block is the pool's again: the next allocation reuses it.
+    assert pool(seg, "ALLOC", handle=POOL, size=n) == cached
+    for p in (live, cached):
+        pool(seg, "FREE", dptr=p)
+    # Trimmed once the stream has reached the frees.
+    assert seg.call("STREAM_SYNCHRONIZE", 0, 0, 0, 0, 0, 0, ctx=CTX).result == 0
+    pool(seg, "TRIM", handle=POOL)
+    assert pool(seg, "GET_ATTR", handle=POOL, attr=RESERVED_MEM_CURRENT) == 0
+    pool(seg, "DESTROY", handle=POOL)
+    assert seg.async_error == 0
+    seg.close()

@@ -32,6 +32,10 @@ from test_native_checkpoint import (
     FUNC_ADD,
     FUNC_AXPY,
     MODULE,
+    ON_DEVICE,
+    PINNED,
+    POOL,
+    READWRITE,
     STREAM,
     Controller,
     alloc,
@@ -42,6 +46,8 @@ from test_native_checkpoint import (
     load_module,
     new_controller,
     pattern,
+    pool,
+    vmm,
 )
 
 from cedana_gpu.checkpoint import schema as schema_mod
@@ -141,6 +147,15 @@ def dump_job(ctls: list[Controller], tmp: Path) -> Dumped:
     d.vectors = (va, vb, vc)
     seg.call("EVENT_RECORD", EV0, STREAM, 0, 0, 0, ctx=CTX)
     assert seg.call("STREAM_SYNCHRONIZE", STREAM, 0, 0, 0, 0, 0, ctx=CTX).result == 0
+    # The job's own VMM: a reservation with one physical allocation mapped.
+    gran = vmm(seg, "GRANULARITY", type=PINNED, location_type=ON_DEVICE)[0]
+    base = vmm(seg, "RESERVE", size=2 * gran)[0]
+    phys = vmm(seg, "CREATE", size=gran, type=PINNED, location_type=ON_DEVICE)[0]
+    vmm(seg, "MAP", addr=base, size=gran, handle=phys)
+    vmm(seg, "SET_ACCESS", addr=base, size=gran, naccess=1, access_flags=[READWRITE])
+    # A memory pool with one block.
+    pool(seg, "CREATE", handle=POOL)
+    pool(seg, "ALLOC", handle=POOL, size=4096)
 
     ctl.ok("freeze")
     ctl.ok("export", dir=str(d.state))
@@ -238,8 +253,14 @@ def test_document_written_by_c_is_valid_and_loads_in_python(
     assert {e.minted for e in state.events} == {EV0, EV1}
     assert [(p.id, p.size) for p in state.pins] == [(PIN_ID, PIN_SIZE)]
     assert (d.state / state.modules[0].file).stat().st_size == state.modules[0].size
-    assert len(state.allocations) == state.counts.allocations == len(d.allocs) + 3
+    # The job's allocations, its three vectors and the pool's block.
+    assert len(state.allocations) == state.counts.allocations == len(d.allocs) + 4
     assert all(a.chunk < len(state.chunks) for a in state.allocations)
+    assert [(m.size, m.access) for m in state.vmm_mappings] == [(state.granularity, READWRITE)]
+    assert [p.id for p in state.vmm_physical] == [m.physical for m in state.vmm_mappings]
+    assert len(state.vmm_reservations) == 1
+    assert [p.minted for p in state.pools] == [POOL]
+    assert [(b.pool, b.cached) for b in state.pool_blocks] == [(POOL, False)]
 
 
 # ---- Python writes, C reads ------------------------------------------------------------
@@ -359,6 +380,24 @@ def test_schema_violations_are_refused_by_both_sides(
             -1,
             "'mint_regions' is -1, less than 0",
             '"mint_regions" is missing or not an integer from 0 to 2147483647',
+        ),
+        "vmm_physical": (
+            ["vmm_mappings", 0, "physical"],
+            doc["vmm_physical"][0]["id"] + 1,
+            f"physical allocation {doc['vmm_physical'][0]['id'] + 1} is not listed",
+            "cannot map VMM physical allocation",
+        ),
+        "vmm_size": (
+            ["vmm_reservations", 0, "size"],
+            0,
+            "vmm_reservations[0]: 'size' is 0, less than 1",
+            'VMM reservation 0: "size" is missing or not a positive integer',
+        ),
+        "pool_block": (
+            ["pool_blocks", 0, "pool"],
+            POOL + 1,
+            f"pool_blocks[0]: pool {POOL + 1} is not listed",
+            "pool block 0",
         ),
         "app_job_id": (
             ["app_job_id"],

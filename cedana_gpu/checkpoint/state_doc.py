@@ -144,6 +144,63 @@ class Blob:
 
 
 @dataclass
+class VmmReservation:
+    """A job's cuMemAddressReserve inside the controller's range."""
+
+    addr: int
+    size: int
+    taken: int
+
+
+@dataclass
+class VmmPhysical:
+    """A job's cuMemCreate: its handle, and where the controller maps it (``shadow``)."""
+
+    id: int
+    size: int
+    device: int
+    shadow: int
+    released: bool
+
+
+@dataclass
+class VmmMapping:
+    """A job's cuMemMap; ``access``: 2 bits of CUmemAccess_flags per device."""
+
+    addr: int
+    size: int
+    physical: int
+    access: int
+
+
+@dataclass
+class Pool:
+    """A job's memory pool; ``reuse``: bit 0 follow event dependencies, bit 1
+    opportunistic, bit 2 internal dependencies."""
+
+    minted: int
+    device: int
+    is_default: bool
+    destroyed: bool
+    max_size: int
+    threshold: int
+    reuse: int
+    reserved_high: int
+    used_high: int
+
+
+@dataclass
+class PoolBlock:
+    """An allocation (of ``allocations``) that belongs to a memory pool."""
+
+    addr: int
+    pool: int
+    size: int
+    cached: bool
+    freed_on: int
+
+
+@dataclass
 class Counts:
     allocations: int
     bytes: int
@@ -177,6 +234,13 @@ class GpuState:
     events: list[Event] = field(default_factory=list)
     pins: list[Pin] = field(default_factory=list)
     blobs: list[Blob] = field(default_factory=list)
+    # The job's own VMM objects; absent (empty) in older documents.
+    vmm_reservations: list[VmmReservation] = field(default_factory=list)
+    vmm_physical: list[VmmPhysical] = field(default_factory=list)
+    vmm_mappings: list[VmmMapping] = field(default_factory=list)
+    # The job's memory pools and their blocks; absent (empty) in older documents.
+    pools: list[Pool] = field(default_factory=list)
+    pool_blocks: list[PoolBlock] = field(default_factory=list)
     # Handle regions the job's processes claimed; absent (0) in older documents.
     mint_regions: int = 0
     version: int = STATE_VERSION
@@ -217,6 +281,11 @@ class GpuState:
             "streams": [_fields(x) for x in self.streams],
             "events": [_fields(x) for x in self.events],
             "pins": [_fields(x) for x in self.pins],
+            "vmm_reservations": [_fields(x) for x in self.vmm_reservations],
+            "vmm_physical": [_fields(x) for x in self.vmm_physical],
+            "vmm_mappings": [_fields(x) for x in self.vmm_mappings],
+            "pools": [_fields(x) for x in self.pools],
+            "pool_blocks": [_fields(x) for x in self.pool_blocks],
             "blobs": [_fields(x) for x in self.blobs],
             "counts": _fields(self.counts),
         }
@@ -281,6 +350,13 @@ class GpuState:
             events=[Event(**_known(Event, x)) for x in d["events"]],
             pins=[Pin(**_known(Pin, x)) for x in d["pins"]],
             blobs=[Blob(**_known(Blob, x)) for x in d["blobs"]],
+            vmm_reservations=[
+                VmmReservation(**_known(VmmReservation, x)) for x in d.get("vmm_reservations", [])
+            ],
+            vmm_physical=[VmmPhysical(**_known(VmmPhysical, x)) for x in d.get("vmm_physical", [])],
+            vmm_mappings=[VmmMapping(**_known(VmmMapping, x)) for x in d.get("vmm_mappings", [])],
+            pools=[Pool(**_known(Pool, x)) for x in d.get("pools", [])],
+            pool_blocks=[PoolBlock(**_known(PoolBlock, x)) for x in d.get("pool_blocks", [])],
             counts=Counts(**_known(Counts, d["counts"])),
             # What the schema does not name (a later writer's) is kept as it is.
             extra={k: v for k, v in d.items() if k not in schema["properties"]},
@@ -306,6 +382,17 @@ def _check_references(d: dict[str, Any], where: str) -> None:
     for i, row in enumerate(d["allocations"]):
         if row[2] >= nchunks:
             raise corrupt(f"allocations[{i}]: chunk {row[2]} is not listed ({nchunks} chunks)")
+    physical = {p["id"] for p in d.get("vmm_physical", [])}
+    for i, m in enumerate(d.get("vmm_mappings", [])):
+        if m["physical"] not in physical:
+            raise corrupt(f"vmm_mappings[{i}]: physical allocation {m['physical']} is not listed")
+    pools = {p["minted"] for p in d.get("pools", [])}
+    addrs = {row[0] for row in d["allocations"]}
+    for i, b in enumerate(d.get("pool_blocks", [])):
+        if b["pool"] not in pools:
+            raise corrupt(f"pool_blocks[{i}]: pool {b['pool']} is not listed")
+        if b["addr"] not in addrs:
+            raise corrupt(f"pool_blocks[{i}]: 0x{b['addr']:x} is not an allocation")
 
 
 def check_version(d: Any, where: str) -> int:

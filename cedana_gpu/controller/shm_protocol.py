@@ -33,6 +33,7 @@ CGS_CALLBACKS = 256
 CGS_DEFAULT_RING_SLOTS = 4096
 CGS_DEFAULT_CHANNELS = 32
 CGS_DEFAULT_STAGING = 1 << 20
+CGS_PIN_SAME_ADDRESS = 0x80000000
 CGS_MAX_REQUEST = CGS_MAX_REQUEST_SLOTS * CGS_SLOT_DATA
 
 
@@ -79,7 +80,23 @@ class CgsOp(enum.IntEnum):
     CGS_OP_HOST_UNREGISTER = 34
     CGS_OP_HOST_FUNC = 35
     CGS_OP_ENGINE_HANDOFF = 36
-    CGS_OP_COUNT = 37
+    CGS_OP_VMM_GRANULARITY = 37
+    CGS_OP_VMM_RESERVE = 38
+    CGS_OP_VMM_FREE = 39
+    CGS_OP_VMM_CREATE = 40
+    CGS_OP_VMM_RELEASE = 41
+    CGS_OP_VMM_MAP = 42
+    CGS_OP_VMM_UNMAP = 43
+    CGS_OP_VMM_SET_ACCESS = 44
+    CGS_OP_VMM_GET_ACCESS = 45
+    CGS_OP_POOL_CREATE = 46
+    CGS_OP_POOL_DESTROY = 47
+    CGS_OP_POOL_TRIM = 48
+    CGS_OP_POOL_SET_ATTR = 49
+    CGS_OP_POOL_GET_ATTR = 50
+    CGS_OP_POOL_ALLOC = 51
+    CGS_OP_POOL_FREE = 52
+    CGS_OP_COUNT = 53
 
 
 class CgsState(enum.IntEnum):
@@ -357,6 +374,41 @@ class cgs_host_func(ctypes.Structure):
     )
 
 
+class cgs_vmm(ctypes.Structure):
+    _fields_ = (
+        ("h", cgs_req),
+        ("addr", u64),
+        ("size", u64),
+        ("alignment", u64),
+        ("handle", u64),
+        ("offset", u64),
+        ("flags", u64),
+        ("type", u32),
+        ("handle_types", u32),
+        ("location_type", i32),
+        ("location_id", i32),
+        ("option", u32),
+        ("naccess", u32),
+        ("access_device", i32 * CGS_MAX_DEVICES),
+        ("access_flags", u32 * CGS_MAX_DEVICES),
+    )
+
+
+class cgs_pool(ctypes.Structure):
+    _fields_ = (
+        ("h", cgs_req),
+        ("handle", u64),
+        ("stream", u64),
+        ("dptr", u64),
+        ("size", u64),
+        ("value", u64),
+        ("device", i32),
+        ("attr", u32),
+        ("is_default", u32),
+        ("per_thread", u32),
+    )
+
+
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_device": cgs_device,
     "cgs_callback": cgs_callback,
@@ -378,6 +430,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_launch": cgs_launch,
     "cgs_pin": cgs_pin,
     "cgs_host_func": cgs_host_func,
+    "cgs_vmm": cgs_vmm,
+    "cgs_pool": cgs_pool,
 }
 
 CGS_MAX_LAUNCH_ARGS = CGS_MAX_REQUEST - ctypes.sizeof(cgs_launch)
@@ -400,6 +454,7 @@ CONSTANTS: dict[str, int | str] = {
     "CGS_DEFAULT_RING_SLOTS": CGS_DEFAULT_RING_SLOTS,
     "CGS_DEFAULT_CHANNELS": CGS_DEFAULT_CHANNELS,
     "CGS_DEFAULT_STAGING": CGS_DEFAULT_STAGING,
+    "CGS_PIN_SAME_ADDRESS": CGS_PIN_SAME_ADDRESS,
     "CGS_MAX_REQUEST": CGS_MAX_REQUEST,
     "CGS_MAX_LAUNCH_ARGS": CGS_MAX_LAUNCH_ARGS,
 }
@@ -683,6 +738,118 @@ OPS: tuple[OpInfo, ...] = (
         cgs_symbol,
         CgsChannelRule.CGS_CHANNEL_SYNC,
         cgs_symbol.name.offset + 1,
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_GRANULARITY,
+        "VMM_GRANULARITY",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_RESERVE,
+        "VMM_RESERVE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_FREE,
+        "VMM_FREE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_CREATE,
+        "VMM_CREATE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_RELEASE,
+        "VMM_RELEASE",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_MAP,
+        "VMM_MAP",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_UNMAP,
+        "VMM_UNMAP",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_SET_ACCESS,
+        "VMM_SET_ACCESS",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_VMM_GET_ACCESS,
+        "VMM_GET_ACCESS",
+        cgs_vmm,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_vmm),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_CREATE,
+        "POOL_CREATE",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_DESTROY,
+        "POOL_DESTROY",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_TRIM,
+        "POOL_TRIM",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_SET_ATTR,
+        "POOL_SET_ATTR",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_GET_ATTR,
+        "POOL_GET_ATTR",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_ALLOC,
+        "POOL_ALLOC",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_POOL_FREE,
+        "POOL_FREE",
+        cgs_pool,
+        CgsChannelRule.CGS_CHANNEL_ASYNC,
+        ctypes.sizeof(cgs_pool),
     ),
 )
 """Indexed by op value."""

@@ -124,41 +124,7 @@ CUresult CU_IMPL(cuStreamGetCtx_9020)(CUstream hStream, CUcontext *pctx) {
   return CU_IMPL(cuStreamGetCtx_12050)(hStream, pctx, NULL);
 }
 
-/* Neither library offers stream capture, so no stream is ever capturing
- * (libraries ask before they enqueue work): the info is that of a stream
- * that is not, once the stream and the status pointer are checked. The id is
- * only defined while capturing. */
-CUresult CU_IMPL(cuStreamGetCaptureInfo_12030)(CUstream hStream,
-                                               CUstreamCaptureStatus *captureStatus_out,
-                                               cuuint64_t *id_out, CUgraph *graph_out,
-                                               const CUgraphNode **dependencies_out,
-                                               const CUgraphEdgeData **edgeData_out,
-                                               size_t *numDependencies_out) {
-  (void)id_out;
-  CUresult rc = CU_IMPL(cuStreamIsCapturing_10000)(hStream, captureStatus_out);
-  if (rc) return rc;
-  if (graph_out) *graph_out = NULL;
-  if (dependencies_out) *dependencies_out = NULL;
-  if (edgeData_out) *edgeData_out = NULL;
-  if (numDependencies_out) *numDependencies_out = 0;
-  return CUDA_SUCCESS;
-}
-
-CUresult CU_IMPL(cuStreamGetCaptureInfo_10010)(CUstream hStream,
-                                               CUstreamCaptureStatus *captureStatus_out,
-                                               cuuint64_t *id_out) {
-  return CU_IMPL(cuStreamGetCaptureInfo_12030)(hStream, captureStatus_out, id_out, NULL, NULL,
-                                               NULL, NULL);
-}
-
-CUresult CU_IMPL(cuStreamGetCaptureInfo_11030)(CUstream hStream,
-                                               CUstreamCaptureStatus *captureStatus_out,
-                                               cuuint64_t *id_out, CUgraph *graph_out,
-                                               const CUgraphNode **dependencies_out,
-                                               size_t *numDependencies_out) {
-  return CU_IMPL(cuStreamGetCaptureInfo_12030)(hStream, captureStatus_out, id_out, graph_out,
-                                               dependencies_out, NULL, numDependencies_out);
-}
+/* cuStreamGetCaptureInfo's variants: with stream capture, graph_impl.h. */
 
 CUresult CU_IMPL(cuEventDestroy_2000)(CUevent hEvent) {
   return CU_IMPL(cuEventDestroy_4000)(hEvent);

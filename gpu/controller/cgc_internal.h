@@ -114,7 +114,25 @@ typedef struct cgc_alloc {
   struct cgc_alloc *next; /* on a release list */
   struct cgc_chunk *chunk;
   uint32_t slot; /* in its chunk */
+  /* Memory pools (pool.c): the pool a block belongs to, or NULL. */
+  struct cgc_pool *pool;
+  uint64_t pool_size; /* the size the pool counts */
+  bool cached;        /* freed into its pool: the job no longer holds it */
+  CUevent done;       /* cached: recorded behind the free until the stream got there; else NULL */
+  uint64_t freed_on;  /* cached: the minted stream that freed it */
+  struct cgc_alloc *pnext; /* the pool's list of cached blocks */
 } cgc_alloc;
+
+typedef struct cgc_pool {
+  uint64_t minted;
+  int device;
+  bool is_default;
+  bool destroyed; /* by the job; kept until no block is left */
+  uint64_t max_size, threshold;
+  int reuse_follow, reuse_opportunistic, reuse_internal;
+  uint64_t reserved, reserved_high, used, used_high;
+  cgc_alloc *cache; /* cached blocks, through pnext */
+} cgc_pool;
 
 /* A piece of device memory mapped inside the reserved range (memory.c): one
  * big allocation of its own (cls < 0), or a slab of equal slots of one size
@@ -199,6 +217,29 @@ typedef struct cgc_task {
 
 /* ---- the controller ----------------------------------------------------- */
 
+/* The job's own VMM objects (vmm.c). */
+typedef struct cgc_vresv {
+  uint64_t addr, size; /* as the job asked */
+  uint64_t taken;      /* of our range: size rounded up to the granularity */
+} cgc_vresv;
+
+typedef struct cgc_vphys {
+  uint64_t id; /* the job's handle */
+  uint64_t size;
+  uint64_t shadow; /* our own mapping of it, where the checkpoint reads it */
+  CUmemGenericAllocationHandle real;
+  int device;
+  uint32_t handle_types;
+  bool released; /* the job released its handle; lives while mapped */
+  int maps;      /* the job's mappings of it */
+} cgc_vphys;
+
+typedef struct cgc_vmap {
+  uint64_t addr, size;
+  uint64_t phys; /* id of its physical allocation */
+  uint8_t access[CGS_MAX_DEVICES]; /* CUmemAccess_flags per device */
+} cgc_vmap;
+
 struct cgc {
   /* Private copy of the geometry: never re-read from the segment. */
   char job_id[CGS_JOB_ID_MAX];
@@ -253,6 +294,7 @@ struct cgc {
    * them without it, other threads (info, checkpoint) with it. */
   pthread_mutex_t lock;
   cgc_hmap contexts, streams, events, modules, functions, pins;
+  cgc_hmap pools; /* the job's memory pools, by minted handle (pool.c) */
   cgc_alloc **allocs; /* by index; NULL: free slot */
   int32_t nallocs, alloc_cap, alloc_live;
   int32_t *free_alloc_idx;
@@ -272,6 +314,13 @@ struct cgc {
   cgc_remap *remaps;   /* globals that moved in a restore (restore.c) */
   int nremaps;
   cgc_blob *blobs; /* per channel */
+  /* The job's VMM objects (vmm.c): written by the dispatcher under lock. */
+  cgc_vresv *vresv;
+  cgc_vphys **vphys;
+  cgc_vmap *vmap;
+  int nvresv, vresv_cap, nvphys, vphys_cap, nvmap, vmap_cap;
+  uint64_t vphys_bytes;
+  uint64_t vmm_next_id; /* the next physical allocation's handle */
 
   /* Free address extents; guarded by va_lock (workers return extents). */
   pthread_mutex_t va_lock;
@@ -331,6 +380,9 @@ CGC_HIDDEN void cgc_complete(cgc_t *c, uint32_t channel, uint32_t token, int32_t
                              int nret);
 CGC_HIDDEN void cgc_async_error(cgc_t *c, int32_t rc);
 CGC_HIDDEN bool cgc_ring_ready(cgc_t *c);
+/* Make the job's context `minted` current on the dispatcher (fallback: 0
+ * means our own primary context). */
+CGC_HIDDEN CUresult cgc_use_ctx(cgc_t *c, uint64_t minted, bool fallback, cgc_context **out);
 CGC_HIDDEN void cgc_tables_free(cgc_t *c);
 /* Keep a new object, made on the stack around its driver object `real`, in
  * table m under its minted handle (a heap copy goes in). 0, or -ENOMEM or
@@ -360,6 +412,41 @@ CGC_HIDDEN int cgc_mem_place(cgc_t *c, cgc_chunk *ch, uint64_t dptr, uint64_t re
 CGC_HIDDEN void cgc_mem_chunk_done(cgc_t *c, cgc_chunk *ch);
 /* A global's address after a restore, for an address the job got before. */
 CGC_HIDDEN uint64_t cgc_global_remap(cgc_t *c, uint64_t p);
+
+/* memory.c: stretches of the reserved range for vmm.c (granular lengths) */
+/* First fit at `align`; 0 if nothing is free. */
+CGC_HIDDEN uint64_t cgc_va_take(cgc_t *c, uint64_t len, uint64_t align);
+/* Exactly [at, at+len) if it is free: 0, or -1. */
+CGC_HIDDEN int cgc_va_take_at(cgc_t *c, uint64_t at, uint64_t len);
+CGC_HIDDEN void cgc_va_give(cgc_t *c, uint64_t start, uint64_t len);
+
+/* vmm.c: the job's reservations, physical allocations and mappings */
+CGC_HIDDEN int cgc_op_vmm(cgc_t *c, cgs_vmm *r, uint64_t *ret, int *nret);
+/* Whether [p, p+len) lies in the job's mappings, accessible. */
+CGC_HIDDEN bool cgc_vmm_valid(cgc_t *c, uint64_t p, uint64_t len);
+/* Whether [p, p+len) lies in one physical allocation's shadow; its device. */
+CGC_HIDDEN bool cgc_vmm_shadow_device(cgc_t *c, uint64_t p, uint64_t len, int *device);
+/* The shadows as (address, size) pairs; returns how many there are. */
+CGC_HIDDEN size_t cgc_vmm_regions(cgc_t *c, uint64_t *pairs, size_t max_pairs);
+CGC_HIDDEN uint32_t cgc_vmm_access_bits(const cgc_vmap *m);
+CGC_HIDDEN int cgc_vmm_import_reservation(cgc_t *c, uint64_t addr, uint64_t size, uint64_t taken);
+CGC_HIDDEN int cgc_vmm_import_physical(cgc_t *c, uint64_t id, uint64_t size, int device, uint64_t shadow,
+                                       bool released);
+CGC_HIDDEN int cgc_vmm_import_mapping(cgc_t *c, uint64_t addr, uint64_t size, uint64_t phys, uint32_t access);
+CGC_HIDDEN void cgc_vmm_import_done(cgc_t *c);
+CGC_HIDDEN void cgc_vmm_free_all(cgc_t *c);
+
+/* pool.c: the job's memory pools */
+CGC_HIDDEN int cgc_op_pool(cgc_t *c, cgs_pool *r, uint64_t *ret, int *nret);
+/* Cached blocks whose free the stream reached become reusable; memory above
+ * each pool's release threshold goes back (dispatcher thread). */
+CGC_HIDDEN void cgc_pools_settle(cgc_t *c);
+CGC_HIDDEN void cgc_pools_free(cgc_t *c);
+/* The allocation starting exactly at dptr, or NULL (dispatcher or c->lock). */
+CGC_HIDDEN cgc_alloc *cgc_mem_at(cgc_t *c, uint64_t dptr);
+/* Make the job's stream current for a request (dispatch.c). */
+CGC_HIDDEN CUresult cgc_use_stream(cgc_t *c, const cgs_req *h, uint64_t stream, uint32_t per_thread,
+                                   cgc_context **sx, CUstream *s);
 
 /* checksum.c */
 CGC_HIDDEN uint32_t cgc_crc32c_update(uint32_t crc, const void *buf, size_t len);

@@ -108,6 +108,42 @@ typedef struct sd_blob {
   uint64_t checksum;
 } sd_blob;
 
+/* The job's VMM objects (vmm.c); access: 2 bits of CUmemAccess_flags per
+ * device, device 0 lowest. */
+typedef struct sd_vresv {
+  uint64_t addr, size, taken;
+} sd_vresv;
+
+typedef struct sd_vphys {
+  uint64_t id, size;
+  int32_t device;
+  uint64_t shadow;
+  bool released;
+} sd_vphys;
+
+typedef struct sd_vmap {
+  uint64_t addr, size, physical;
+  uint32_t access;
+} sd_vmap;
+
+/* The job's memory pools (pool.c); reuse: bit 0 follow event dependencies,
+ * bit 1 opportunistic, bit 2 internal dependencies. */
+typedef struct sd_pool {
+  uint64_t minted;
+  int32_t device;
+  bool is_default, destroyed;
+  uint64_t max_size, threshold;
+  uint32_t reuse;
+  uint64_t reserved_high, used_high;
+} sd_pool;
+
+/* A pool's block: an allocation of the allocations list. */
+typedef struct sd_pblock {
+  uint64_t addr, pool, size;
+  bool cached;
+  uint64_t freed_on;
+} sd_pblock;
+
 typedef struct sd_counts {
   uint64_t allocations, bytes, chunks, modules;
 } sd_counts;
@@ -148,7 +184,8 @@ int sd_get_param(cgc_t *c, const cj *e, size_t i, const sd_function *fn, int32_t
  *   void sd_put_X(cjw *w, const sd_X *x);
  *   int sd_get_X(cgc_t *c, const cj *e, size_t i, sd_X *out);
  * (chunks and allocations are rows, begun with sd_rows_begin). */
-#define SD_RECORDS(X) X(context) X(chunk) X(alloc) X(module) X(global) X(stream) X(event) X(pin) X(blob)
+#define SD_RECORDS(X) \
+  X(context) X(chunk) X(alloc) X(module) X(global) X(stream) X(event) X(pin) X(blob) X(vresv) X(vphys) X(vmap) X(pool) X(pblock)
 
 #define SD_DECLARE(kind)                             \
   void sd_put_##kind(cjw *w, const sd_##kind *x); \

@@ -154,8 +154,10 @@ static int region_device(cgc_t *c, const char *what, uint64_t addr, uint64_t siz
   pthread_mutex_lock(&c->lock);
   cgc_chunk *ch = addr + size >= addr ? cgc_chunk_holding(c, addr, size) : NULL;
   if (ch) *device = ch->device;
+  /* Or one of the job's VMM allocations, at our own mapping of it. */
+  bool vmm = !ch && addr + size >= addr && cgc_vmm_shadow_device(c, addr, size, device);
   pthread_mutex_unlock(&c->lock);
-  if (!ch) {
+  if (!ch && !vmm) {
     cgc_set_error(c, "%s: device range 0x%llx+%llu is not inside one mapped region", what,
                   (unsigned long long)addr, (unsigned long long)size);
     return -EINVAL;
@@ -360,6 +362,8 @@ CGC_API int cgc_regions(cgc_t *c, uint64_t *pairs, size_t max_pairs, size_t *cou
     pairs[2 * i] = v[i]->base;
     pairs[2 * i + 1] = v[i]->size;
   }
+  /* Then the job's VMM allocations (vmm.c), each where we mapped it. */
+  n += cgc_vmm_regions(c, n < max_pairs ? pairs + 2 * n : NULL, n < max_pairs ? max_pairs - n : 0);
   pthread_mutex_unlock(&c->lock);
   free(v);
   *count = n;
@@ -544,6 +548,7 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
     need[v[i]->device] += v[i]->size;
   }
   sd_list_end(&w);
+  for (int i = 0; i < c->nvphys; i++) need[c->vphys[i]->device] += c->vphys[i]->size;
   cjw_key(&w, "device_bytes"); /* a short list of numbers: one line */
   cjw_arr_begin(&w, false);
   for (int d = 0; d < c->device_count; d++) cjw_u64(&w, need[d]);
@@ -629,6 +634,41 @@ static int export_locked(cgc_t *c, const char *dir, FILE *f) {
   sd_list_begin(&w, "pins");
   CGC_HMAP_EACH(&c->pins, const cgc_pin *, p) {
     sd_put_pin(&w, &(sd_pin){p->id, p->size, p->app_addr, p->same_addr, p->registered});
+  }
+  sd_list_end(&w);
+
+  /* The job's own VMM objects (vmm.c): optional lists, absent before them. */
+  sd_list_begin(&w, "vmm_reservations");
+  for (int i = 0; i < c->nvresv; i++)
+    sd_put_vresv(&w, &(sd_vresv){c->vresv[i].addr, c->vresv[i].size, c->vresv[i].taken});
+  sd_list_end(&w);
+  sd_list_begin(&w, "vmm_physical");
+  for (int i = 0; i < c->nvphys; i++) {
+    const cgc_vphys *p = c->vphys[i];
+    sd_put_vphys(&w, &(sd_vphys){p->id, p->size, p->device, p->shadow, p->released});
+  }
+  sd_list_end(&w);
+  sd_list_begin(&w, "vmm_mappings");
+  for (int i = 0; i < c->nvmap; i++) {
+    const cgc_vmap *m = &c->vmap[i];
+    sd_put_vmap(&w, &(sd_vmap){m->addr, m->size, m->phys, cgc_vmm_access_bits(m)});
+  }
+  sd_list_end(&w);
+
+  /* The job's memory pools (pool.c), then their blocks: allocations listed
+   * above. Frozen, every stream has reached its frees. */
+  sd_list_begin(&w, "pools");
+  CGC_HMAP_EACH(&c->pools, const cgc_pool *, p) {
+    uint32_t reuse = (p->reuse_follow ? 1u : 0u) | (p->reuse_opportunistic ? 2u : 0u) | (p->reuse_internal ? 4u : 0u);
+    sd_put_pool(&w, &(sd_pool){p->minted, p->device, p->is_default, p->destroyed, p->max_size, p->threshold, reuse,
+                               p->reserved_high, p->used_high});
+  }
+  sd_list_end(&w);
+  sd_list_begin(&w, "pool_blocks");
+  for (int32_t i = 0; i < c->nallocs; i++) {
+    const cgc_alloc *a = c->allocs[i];
+    if (a && a->pool)
+      sd_put_pblock(&w, &(sd_pblock){a->dptr, a->pool->minted, a->pool_size, a->cached, a->freed_on});
   }
   sd_list_end(&w);
 

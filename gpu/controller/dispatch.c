@@ -409,11 +409,15 @@ static int op_mem(cgc_t *c, cgs_mem *r, uint64_t *ret, int *nret) {
     return rc;
   }
   case CGS_OP_MEM_FREE: {
+    /* A pool's block goes back to its pool (POOL_FREE), never here. */
+    const cgc_alloc *pooled = cgc_mem_at(c, r->dptr);
+    if (pooled && pooled->pool) return CUDA_ERROR_INVALID_VALUE;
     cgc_alloc *a = cgc_mem_take(c, r->dptr);
     if (!a) return CUDA_ERROR_INVALID_VALUE;
     return release_drained(c, &r->h, x, a, NULL);
   }
   case CGS_OP_MEM_GET_INFO: {
+    cgc_pools_settle(c); /* memory pools give back what they hold beyond their thresholds */
     size_t fr = 0, total = 0;
     rc = c->drv.cuMemGetInfo(&fr, &total);
     ret[0] = fr;
@@ -876,6 +880,12 @@ static int op_pin(cgc_t *c, cgs_pin *r, uint64_t *ret, int *nret) {
   cgc_pin *p;
   rc = cgc_pin_map(c, r->pin_id, r->size, r->app_addr, &p);
   if (rc) return rc;
+  /* Managed memory is reached through the job's own pointers, by kernels
+   * too: only at the job's address, registered with the driver. */
+  if ((r->flags & CGS_PIN_SAME_ADDRESS) && (!p->same_addr || !p->registered)) {
+    cgc_pin_unmap(c, p);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
   if (table_put(c, &c->pins, r->pin_id, p)) {
     cgc_pin_unmap(c, p);
     return CUDA_ERROR_OUT_OF_MEMORY;
@@ -967,6 +977,21 @@ static int op_host_func(cgc_t *c, cgs_host_func *r, uint64_t *ret, int *nret) {
  * One handler per op (cedana_gpu_ops.def, `handler`), each taking its op's
  * request struct: the typed trampolines make a handler that takes another
  * struct than the table says a compile error. */
+
+CUresult cgc_use_ctx(cgc_t *c, uint64_t minted, bool fallback, cgc_context **out) {
+  return use_ctx(c, minted, fallback, out);
+}
+
+CUresult cgc_use_stream(cgc_t *c, const cgs_req *h, uint64_t stream, uint32_t per_thread, cgc_context **sx,
+                        CUstream *s) {
+  target t;
+  CUresult rc = use_target(c, h, stream, per_thread, &t);
+  if (rc) return rc;
+  rc = set_ctx(c, t.sx);
+  *sx = t.sx;
+  *s = t.s;
+  return rc;
+}
 
 static int op_nop(cgc_t *c, cgs_req *r, uint64_t *ret, int *nret) {
   (void)c, (void)r, (void)ret, (void)nret;
@@ -1144,6 +1169,7 @@ void *cgc_dispatch_main(void *arg) {
 
 /* Free the tables (the driver objects go with the contexts or were freed). */
 void cgc_tables_free(cgc_t *c) {
+  cgc_pools_free(c);
   CGC_HMAP_EACH(&c->functions, cgc_function *, f) free_function(f);
   CGC_HMAP_EACH(&c->modules, cgc_module *, m) {
     c->drv.cuModuleUnload(m->real);

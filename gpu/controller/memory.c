@@ -219,6 +219,28 @@ static void va_give(cgc_t *c, uint64_t start, uint64_t len) {
   pthread_mutex_unlock(&c->va_lock);
 }
 
+uint64_t cgc_va_take(cgc_t *c, uint64_t len, uint64_t align) {
+  uint64_t got = 0;
+  pthread_mutex_lock(&c->va_lock);
+  for (size_t i = 0; i < c->n_ext && !got; i++) {
+    uint64_t at = round_up(c->ext[i].start, align);
+    if (at < c->ext[i].start || at - c->ext[i].start > c->ext[i].len || len > c->ext[i].len - (at - c->ext[i].start))
+      continue;
+    if (ext_take_at(c, at, len)) got = at;
+  }
+  pthread_mutex_unlock(&c->va_lock);
+  return got;
+}
+
+int cgc_va_take_at(cgc_t *c, uint64_t at, uint64_t len) {
+  pthread_mutex_lock(&c->va_lock);
+  bool ok = at >= c->va_base && len && at + len > at && at + len <= c->va_base + c->va_size && ext_take_at(c, at, len);
+  pthread_mutex_unlock(&c->va_lock);
+  return ok ? 0 : -1;
+}
+
+void cgc_va_give(cgc_t *c, uint64_t start, uint64_t len) { va_give(c, start, len); }
+
 /* ---- mapping ---------------------------------------------------------------*/
 
 static CUresult map_range(cgc_t *c, uint64_t at, uint64_t len, int device, CUmemGenericAllocationHandle *out) {
@@ -556,6 +578,11 @@ static cgc_alloc *alloc_at(cgc_t *c, uint64_t p) {
   return s < ch->nslots ? ch->slots[s] : NULL;
 }
 
+cgc_alloc *cgc_mem_at(cgc_t *c, uint64_t dptr) {
+  cgc_alloc *a = c->va_reserved ? alloc_at(c, dptr) : NULL;
+  return a && a->dptr == dptr ? a : NULL;
+}
+
 cgc_chunk *cgc_chunk_holding(cgc_t *c, uint64_t p, uint64_t len) {
   cgc_chunk *ch = chunk_at(c, p);
   if (!ch || len > ch->size - (p - ch->base)) return NULL;
@@ -613,6 +640,7 @@ bool cgc_mem_valid(cgc_t *c, uint64_t p, uint64_t len) {
     const cgc_global *g = &c->globals[i];
     if (p >= g->dptr && p - g->dptr <= g->size && len <= g->size - (p - g->dptr)) return true;
   }
+  if (c->nvmap && cgc_vmm_valid(c, p, len)) return true;
   /* Pinned host memory mapped at the job's address: device-accessible. */
   CGC_HMAP_EACH(&c->pins, const cgc_pin *, pin) {
     uint64_t b = (uint64_t)(uintptr_t)pin->map;
@@ -746,6 +774,7 @@ void cgc_mem_chunk_done(cgc_t *c, cgc_chunk *ch) {
 /* ---- teardown ----------------------------------------------------------- */
 
 void cgc_va_free_all(cgc_t *c) {
+  cgc_vmm_free_all(c);
   for (int32_t i = 0; i < c->nallocs; i++) {
     free(c->allocs[i]);
     c->allocs[i] = NULL;

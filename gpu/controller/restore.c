@@ -488,6 +488,84 @@ static int import_pins(cgc_t *c, const cj *list) {
   return 0;
 }
 
+/* The job's VMM objects: reservations, then physical allocations at their
+ * shadow addresses (where the saved regions are written next), then the
+ * job's mappings of them. */
+static int import_vmm(cgc_t *c, const cj *st) {
+  const cj *list = sd_list(st, "vmm_reservations");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_vresv rec;
+    if (sd_get_vresv(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    int rc = cgc_vmm_import_reservation(c, rec.addr, rec.size, rec.taken);
+    if (rc) return rc;
+  }
+  list = sd_list(st, "vmm_physical");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_vphys rec;
+    if (sd_get_vphys(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    int rc = cgc_vmm_import_physical(c, rec.id, rec.size, rec.device, rec.shadow, rec.released);
+    if (rc) return rc;
+  }
+  list = sd_list(st, "vmm_mappings");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_vmap rec;
+    if (sd_get_vmap(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    int rc = cgc_vmm_import_mapping(c, rec.addr, rec.size, rec.physical, rec.access);
+    if (rc) return rc;
+  }
+  cgc_vmm_import_done(c);
+  return 0;
+}
+
+/* The job's memory pools, then their blocks (allocations placed already). */
+static int import_pools(cgc_t *c, const cj *st) {
+  const cj *list = sd_list(st, "pools");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_pool rec;
+    if (sd_get_pool(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    if (rec.device < 0 || rec.device >= c->device_count || cgc_hmap_get(&c->pools, rec.minted))
+      ERR(CGC_STATE_NAME ": memory pool %zu is on device %d of %d, or listed twice", i, rec.device, c->device_count);
+    cgc_pool *p = calloc(1, sizeof *p);
+    if (!p || cgc_hmap_put(&c->pools, rec.minted, p)) {
+      free(p);
+      ERR("out of memory");
+    }
+    p->minted = rec.minted;
+    p->device = rec.device;
+    p->is_default = rec.is_default;
+    p->destroyed = rec.destroyed;
+    p->max_size = rec.max_size;
+    p->threshold = rec.threshold;
+    p->reuse_follow = (rec.reuse & 1) != 0;
+    p->reuse_opportunistic = (rec.reuse & 2) != 0;
+    p->reuse_internal = (rec.reuse & 4) != 0;
+    p->reserved_high = rec.reserved_high;
+    p->used_high = rec.used_high;
+  }
+  list = sd_list(st, "pool_blocks");
+  for (size_t i = 0; i < cj_len(list); i++) {
+    sd_pblock rec;
+    if (sd_get_pblock(c, cj_at(list, i), i, &rec)) return -EINVAL;
+    cgc_pool *p = cgc_hmap_get(&c->pools, rec.pool);
+    cgc_alloc *a = cgc_mem_at(c, rec.addr);
+    if (!p || !a || a->pool || a->ctx || rec.size < a->req_size || rec.size > a->size)
+      ERR(CGC_STATE_NAME ": pool block %zu (0x%llx) is not an allocation of the job's, or its pool is not listed", i,
+          (unsigned long long)rec.addr);
+    a->pool = p;
+    a->pool_size = rec.size;
+    a->cached = rec.cached;
+    a->freed_on = rec.freed_on;
+    p->reserved += rec.size;
+    if (rec.cached) {
+      a->pnext = p->cache;
+      p->cache = a;
+    } else {
+      p->used += rec.size;
+    }
+  }
+  return 0;
+}
+
 static int import_blobs(cgc_t *c, const char *dir, const cj *list) {
   for (size_t i = 0; i < cj_len(list); i++) {
     sd_blob rec;
@@ -530,6 +608,8 @@ static int import(cgc_t *c, const char *dir, const cj *st) {
     return rc;
   }
   if ((rc = import_memory(c, st))) return rc;
+  if ((rc = import_vmm(c, st))) return rc;
+  if ((rc = import_pools(c, st))) return rc;
   if ((rc = import_modules(c, dir, sd_list(st, "modules")))) return rc;
   if ((rc = import_functions(c, sd_list(st, "functions")))) return rc;
   if ((rc = import_globals(c, dir, sd_list(st, "globals")))) return rc;

@@ -93,6 +93,22 @@ static const member PIN[] = {M(sd_pin, id, NULL), M(sd_pin, size, &POSITIVE), M(
 static const member BLOB[] = {M(sd_blob, channel, NULL), M(sd_blob, total, &BLOB_TOTAL), M(sd_blob, filled, NULL),
                               M(sd_blob, file, &PATH), M(sd_blob, checksum, &CHECKSUM)};
 
+static const member VRESV[] = {M(sd_vresv, addr, &POSITIVE), M(sd_vresv, size, &POSITIVE),
+                               M(sd_vresv, taken, &POSITIVE)};
+static const member VPHYS[] = {M(sd_vphys, id, &HANDLE), M(sd_vphys, size, &POSITIVE), M(sd_vphys, device, NULL),
+                               M(sd_vphys, shadow, &POSITIVE), M(sd_vphys, released, NULL)};
+static const member VMAP[] = {M(sd_vmap, addr, &POSITIVE), M(sd_vmap, size, &POSITIVE),
+                              M(sd_vmap, physical, &HANDLE), M(sd_vmap, access, NULL)};
+
+static const member POOL[] = {M(sd_pool, minted, &HANDLE),    M(sd_pool, device, NULL),
+                              M(sd_pool, is_default, NULL), M(sd_pool, destroyed, NULL),
+                              M(sd_pool, max_size, NULL),   M(sd_pool, threshold, NULL),
+                              M(sd_pool, reuse, NULL),      M(sd_pool, reserved_high, NULL),
+                              M(sd_pool, used_high, NULL)};
+static const member PBLOCK[] = {M(sd_pblock, addr, &POSITIVE), M(sd_pblock, pool, &HANDLE),
+                                M(sd_pblock, size, &POSITIVE), M(sd_pblock, cached, NULL),
+                                M(sd_pblock, freed_on, NULL)};
+
 /* A record: an object of named members, or a row, a list of numbers whose
  * columns the document names once (in `fields`, for chunks and allocations)
  * and which must fit their columns' types. */
@@ -117,6 +133,11 @@ static const record stream_record = OBJECT("stream", STREAM);
 static const record event_record = OBJECT("event", EVENT);
 static const record pin_record = OBJECT("pin", PIN);
 static const record blob_record = OBJECT("blob", BLOB);
+static const record vresv_record = OBJECT("VMM reservation", VRESV);
+static const record vphys_record = OBJECT("VMM physical allocation", VPHYS);
+static const record vmap_record = OBJECT("VMM mapping", VMAP);
+static const record pool_record = OBJECT("memory pool", POOL);
+static const record pblock_record = OBJECT("pool block", PBLOCK);
 
 /* ---- writer ---------------------------------------------------------------- */
 
@@ -441,6 +462,12 @@ int sd_get_header(cgc_t *c, const cj *st, sd_header *h) {
   rd_fields(&r, st, &chunk_record);
   rd_fields(&r, st, &alloc_record);
   for (size_t k = 0; k < COUNT(LISTS); k++) rd_type(&r, st, LISTS[k], CJ_ARR, "a list");
+  /* Optional lists: documents written before the job's VMM and memory
+   * pools were forwarded lack them (none of them then). */
+  static const char *const OPTIONAL_LISTS[] = {"vmm_reservations", "vmm_physical", "vmm_mappings", "pools",
+                                               "pool_blocks"};
+  for (size_t k = 0; k < COUNT(OPTIONAL_LISTS); k++)
+    if (cj_get(st, OPTIONAL_LISTS[k])) rd_type(&r, st, OPTIONAL_LISTS[k], CJ_ARR, "a list");
   const cj *seg = rd_type(&r, st, "segment", CJ_OBJ, "an object");
   const cj *counts = rd_type(&r, st, "counts", CJ_OBJ, "an object");
   if (r.bad) return -EINVAL;

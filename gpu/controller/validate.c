@@ -169,6 +169,27 @@ static int check_event_create(const cgs_event *r, const vq *q) {
   return 0;
 }
 
+/* What can be said of a VMM request without the tables; vmm.c checks the
+ * addresses and handles against the job's reservations and allocations. */
+static int check_vmm(const cgs_vmm *r, const vq *q) {
+  const char *name = cgs_op_name(r->h.op);
+  if (r->addr + r->size < r->addr) BAD("%s: range 0x%llx+%llu wraps around", name, (unsigned long long)r->addr,
+                                       (unsigned long long)r->size);
+  if (r->h.op == CGS_OP_VMM_SET_ACCESS && (r->naccess == 0 || r->naccess > CGS_MAX_DEVICES))
+    BAD("VMM_SET_ACCESS: %u access descriptors (1..%u)", r->naccess, CGS_MAX_DEVICES);
+  return 0;
+}
+
+static int check_pool(const cgs_pool *r, const vq *q) {
+  const char *name = cgs_op_name(r->h.op);
+  if (r->handle == 0 && r->h.op != CGS_OP_POOL_FREE) BAD("%s: pool handle 0", name);
+  if (r->h.op == CGS_OP_POOL_CREATE && (r->device < 0 || r->device >= CGS_MAX_DEVICES))
+    BAD("POOL_CREATE: device %d", r->device);
+  if (r->h.op == CGS_OP_POOL_ALLOC && r->size == 0) BAD("POOL_ALLOC: size 0");
+  if (r->h.op == CGS_OP_POOL_FREE && r->dptr == 0) BAD("POOL_FREE: address 0");
+  return 0;
+}
+
 /* ---- the op table ------------------------------------------------------------ */
 
 typedef int check_fn(const cgs_req *h, const vq *q);

@@ -307,6 +307,10 @@ typedef struct cgs_launch {
   uint32_t _pad;
 } cgs_launch;
 
+/* cgs_pin.flags of HOST_REGISTER for managed memory: the controller must map
+ * the file at app_addr (kernels get the job's pointers), or refuse. */
+#define CGS_PIN_SAME_ADDRESS 0x80000000u
+
 typedef struct cgs_pin {
   cgs_req h;
   uint64_t app_addr; /* where the job mapped the pinned file */
@@ -323,6 +327,41 @@ typedef struct cgs_host_func {
   uint32_t _pad;
 } cgs_host_func;
 
+/* VMM_* ops: one struct for all; each uses the fields its comment names. */
+typedef struct cgs_vmm {
+  cgs_req h;
+  uint64_t addr;      /* RESERVE: the hint; FREE, MAP, UNMAP, *_ACCESS: the address */
+  uint64_t size;      /* RESERVE, FREE, CREATE, MAP, UNMAP, SET_ACCESS */
+  uint64_t alignment; /* RESERVE */
+  uint64_t handle;    /* RELEASE, MAP: the physical allocation (what CREATE answered) */
+  uint64_t offset;    /* MAP: into the physical allocation */
+  uint64_t flags;     /* the call's flags argument */
+  /* GRANULARITY, CREATE: the CUmemAllocationProp's fields that cross;
+   * GET_ACCESS: location_type and location_id are the location asked about. */
+  uint32_t type;
+  uint32_t handle_types;
+  int32_t location_type;
+  int32_t location_id;
+  uint32_t option;  /* GRANULARITY: CUmemAllocationGranularity_flags */
+  uint32_t naccess; /* SET_ACCESS: entries of the descriptors below */
+  int32_t access_device[CGS_MAX_DEVICES];
+  uint32_t access_flags[CGS_MAX_DEVICES];
+} cgs_vmm;
+
+/* POOL_* ops. */
+typedef struct cgs_pool {
+  cgs_req h;
+  uint64_t handle;   /* the minted pool (ALLOC: the pool to take from) */
+  uint64_t stream;   /* ALLOC, FREE: minted stream, 0 = NULL stream */
+  uint64_t dptr;     /* FREE */
+  uint64_t size;     /* ALLOC: bytes; TRIM: bytes to keep; CREATE: the pool's maximum (0: none) */
+  uint64_t value;    /* SET_ATTR */
+  int32_t device;    /* CREATE */
+  uint32_t attr;     /* *_ATTR: CUmemPool_attribute */
+  uint32_t is_default; /* CREATE: the device's default pool */
+  uint32_t per_thread;
+} cgs_pool;
+
 /* The largest request: a launch with the most argument bytes. */
 #define CGS_MAX_REQUEST (CGS_MAX_REQUEST_SLOTS * CGS_SLOT_DATA)
 #define CGS_MAX_LAUNCH_ARGS (CGS_MAX_REQUEST - sizeof(cgs_launch))
@@ -337,5 +376,6 @@ CGS_STATIC_ASSERT(sizeof(cgs_channel) == CGS_CHANNEL_HEADER, "channel header siz
 CGS_STATIC_ASSERT(sizeof(cgs_header) <= CGS_HEADER_SIZE, "header fits");
 CGS_STATIC_ASSERT(offsetof(cgs_header, ctrl_doorbell) == 256, "doorbell on its own line");
 CGS_STATIC_ASSERT(sizeof(cgs_symbol) <= CGS_SLOT_DATA * 2, "symbol request spans two slots");
+CGS_STATIC_ASSERT(sizeof(cgs_vmm) <= CGS_SLOT_DATA, "a VMM request fits one slot");
 
 #endif

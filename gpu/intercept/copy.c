@@ -39,7 +39,8 @@ static CUresult begin(cp *c, CUstream s, int async) {
 static bool pinned(const void *p, size_t n, uint32_t *pin, uint64_t *off) {
   ic_alloc a;
   uintptr_t v = (uintptr_t)p;
-  if (!ic_mem_find(v, &a) || a.kind != IC_MEM_HOST || n > a.size - (v - a.base)) return false;
+  if (!ic_mem_find(v, &a) || (a.kind != IC_MEM_HOST && a.kind != IC_MEM_MANAGED) || n > a.size - (v - a.base))
+    return false;
   *pin = a.pin_id;
   *off = v - a.base;
   return true;
@@ -133,7 +134,10 @@ enum { W_HOST, W_PINNED, W_DEVICE };
 static CUresult device_side(uintptr_t p, size_t n, int *kind) {
   ic_alloc a;
   if (!p || !ic_mem_find(p, &a) || n > a.size - (p - a.base)) return CUDA_ERROR_INVALID_VALUE;
-  *kind = a.kind == IC_MEM_HOST ? W_PINNED : a.kind == IC_MEM_REGISTERED ? W_HOST : W_DEVICE;
+  /* Managed memory is a shared file like pinned memory (memory.c). */
+  *kind = a.kind == IC_MEM_HOST || a.kind == IC_MEM_MANAGED ? W_PINNED
+          : a.kind == IC_MEM_REGISTERED                     ? W_HOST
+                                                            : W_DEVICE;
   return CUDA_SUCCESS;
 }
 
@@ -186,11 +190,16 @@ static CUresult copy_any(cp *c, uintptr_t dst, int kd, uintptr_t src, int ks, si
   return rc;
 }
 
+/* An asynchronous copy on a capturing stream becomes a node of its graph
+ * (graph.c), checked as the copy would be. */
+static bool captured(const cp *c) { return c->async && ic_capture_active(c->stream); }
+
 static CUresult htod(cp *c, uint64_t dst, const void *src, size_t n) {
   if (n == 0) return CUDA_SUCCESS;
   int kd, ks;
   CUresult rc = device_side((uintptr_t)dst, n, &kd);
   if (!rc) rc = host_side((uintptr_t)src, n, &ks);
+  if (!rc && captured(c)) return ic_capture_memcpy(c->stream, (CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src, n);
   return rc ? rc : copy_any(c, (uintptr_t)dst, kd, (uintptr_t)src, ks, n);
 }
 
@@ -199,6 +208,7 @@ static CUresult dtoh(cp *c, void *dst, uint64_t src, size_t n) {
   int kd, ks;
   CUresult rc = host_side((uintptr_t)dst, n, &kd);
   if (!rc) rc = device_side((uintptr_t)src, n, &ks);
+  if (!rc && captured(c)) return ic_capture_memcpy(c->stream, (CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src, n);
   return rc ? rc : copy_any(c, (uintptr_t)dst, kd, (uintptr_t)src, ks, n);
 }
 
@@ -207,6 +217,7 @@ static CUresult dtod(cp *c, uint64_t dst, uint64_t src, size_t n) {
   int kd, ks;
   CUresult rc = device_side((uintptr_t)dst, n, &kd);
   if (!rc) rc = device_side((uintptr_t)src, n, &ks);
+  if (!rc && captured(c)) return ic_capture_memcpy(c->stream, (CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src, n);
   return rc ? rc : copy_any(c, (uintptr_t)dst, kd, (uintptr_t)src, ks, n);
 }
 
@@ -258,6 +269,7 @@ static CUresult unified(cp *c, uintptr_t dst, uintptr_t src, size_t n) {
   int kd, ks;
   CUresult rc = any_side(dst, n, &kd);
   if (!rc) rc = any_side(src, n, &ks);
+  if (!rc && captured(c)) return ic_capture_memcpy(c->stream, (CUdeviceptr)dst, (CUdeviceptr)src, n);
   return rc ? rc : copy_any(c, dst, kd, src, ks, n);
 }
 
@@ -405,6 +417,8 @@ static CUresult memset_any(CUstream s, int async, CUdeviceptr dst, size_t pitch,
   if (rc) return rc;
   /* Pinned memory is device memory to the controller (it maps the file at
    * the job's address); registered memory is the job's alone. */
+  if (async && ic_capture_active(c.stream))
+    return ic_capture_memset(c.stream, dst, height > 1 ? pitch : row, value, elem, width, height);
   if (kind == W_HOST) {
     rc = after_stream(&c);
     if (!rc) memset_host((uintptr_t)dst, pitch, value, elem, width, height);

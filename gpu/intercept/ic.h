@@ -194,6 +194,7 @@ typedef enum ic_kind {
   IC_FUNCTION,
   IC_LIBRARY,
   IC_KERNEL,
+  IC_MEMPOOL, /* pool.c */
 } ic_kind;
 
 typedef struct ic_instance {
@@ -229,6 +230,11 @@ typedef struct ic_obj {
       unsigned flags;
       int priority;
     } s;
+    struct {
+      int device;
+      int is_default;
+      uint8_t access[CGS_MAX_DEVICES]; /* CUmemAccess_flags of each device */
+    } p;
     struct {
       unsigned flags;
       int recorded;
@@ -316,6 +322,17 @@ static inline CUresult ic_enter_destroy(ic_thread *t, ic_obj *o) {
  * destroyed or torn down by the controller). */
 IC_HIDDEN void ic_obj_drop_ctx(uint64_t ctx);
 IC_HIDDEN void ic_handles_init(void);
+
+/* ---- graphs and stream capture (graph.c) ---------------------------------------
+ * Whether the minted stream is capturing; then the work is recorded in its
+ * graph instead of forwarded. */
+IC_HIDDEN bool ic_capture_active(uint64_t stream);
+IC_HIDDEN CUresult ic_capture_kernel(uint64_t stream, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                                     unsigned bx, unsigned by, unsigned bz, unsigned shared, const void *args,
+                                     size_t args_size);
+IC_HIDDEN CUresult ic_capture_memset(uint64_t stream, CUdeviceptr dst, size_t pitch, unsigned value, unsigned elem,
+                                     size_t width, size_t height);
+IC_HIDDEN CUresult ic_capture_memcpy(uint64_t stream, CUdeviceptr dst, CUdeviceptr src, size_t bytes);
 
 /* ---- modules, functions, libraries --------------------------------------------*/
 /* A module or function argument: alive, else INVALID_HANDLE (or
@@ -424,6 +441,8 @@ typedef enum ic_mem_kind {
   IC_MEM_HOST,       /* pinned: a shared file the controller maps too */
   IC_MEM_REGISTERED, /* cuMemHostRegister: tracked here only */
   IC_MEM_GLOBAL,     /* a module's __device__ global */
+  IC_MEM_VMM,        /* cuMemAddressReserve: the controller says what is mapped (vmm.c) */
+  IC_MEM_MANAGED,    /* cuMemAllocManaged: a shared file like IC_MEM_HOST, at the same address there */
 } ic_mem_kind;
 
 typedef struct ic_alloc {
@@ -432,9 +451,10 @@ typedef struct ic_alloc {
   ic_mem_kind kind;
   uint64_t ctx;
   unsigned flags;
-  uint32_t pin_id;   /* IC_MEM_HOST */
-  size_t map_size;   /* IC_MEM_HOST: bytes of the file mapping */
+  uint32_t pin_id;   /* IC_MEM_HOST, IC_MEM_MANAGED */
+  size_t map_size;   /* IC_MEM_HOST, IC_MEM_MANAGED: bytes of the file mapping */
   uint64_t module;   /* IC_MEM_GLOBAL */
+  uint64_t pool;     /* IC_MEM_DEVICE from a memory pool (pool.c): the minted pool, else 0 */
   unsigned long long buffer_id;
 } ic_alloc;
 
@@ -442,6 +462,12 @@ typedef struct ic_alloc {
 IC_HIDDEN bool ic_mem_find(uintptr_t p, ic_alloc *out);
 IC_HIDDEN CUresult ic_mem_add(const ic_alloc *a);
 IC_HIDDEN bool ic_mem_take(uintptr_t base, unsigned kind_mask, ic_alloc *out);
+/* Memory in a shared file the controller maps too (memory.c): pinned host
+ * memory (IC_MEM_HOST) or managed memory (IC_MEM_MANAGED, at the same
+ * address there or not at all). */
+IC_HIDDEN CUresult ic_shared_alloc(void **pp, size_t bytesize, unsigned flags, ic_mem_kind kind);
+/* pool.c: give a pool's block back (taken from the table) on `stream`. */
+IC_HIDDEN CUresult ic_pool_free(ic_thread *t, const ic_alloc *a, uint64_t stream, uint32_t per_thread);
 IC_HIDDEN void ic_mem_drop_ctx(uint64_t ctx);
 IC_HIDDEN void ic_mem_drop_module(uint64_t module);
 /* Whether [p, p+n) is device-accessible memory the job knows (device,

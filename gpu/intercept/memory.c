@@ -159,7 +159,7 @@ static void drop_where(bool (*pred)(const ic_alloc *, uint64_t), uint64_t key) {
   size_t kept = 0;
   for (size_t i = 0; i < tab_n; i++) {
     if (pred(&tab[i], key)) {
-      if (tab[i].kind == IC_MEM_HOST) {
+      if (tab[i].kind == IC_MEM_HOST || tab[i].kind == IC_MEM_MANAGED) {
         ic_alloc *grown = realloc(doomed, (ndoomed + 1) * sizeof *grown);
         if (grown) {
           doomed = grown;
@@ -249,13 +249,21 @@ static CUresult take_for_free(ic_thread *t, uintptr_t p, ic_mem_kind kind, ic_ob
   return CUDA_SUCCESS;
 }
 
+static CUresult shared_free(ic_thread *t, ic_obj *ctx, ic_alloc a);
+
 /* The controller synchronizes before freeing, as the driver does. */
 CUresult ic_cuMemFree_3020(CUdeviceptr_v2 dptr) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
   ic_alloc a;
   CUresult rc = take_for_free(t, (uintptr_t)dptr, IC_MEM_DEVICE, &ctx, &a);
+  /* Managed memory is a shared file, freed as pinned memory is. */
+  if (rc == CUDA_ERROR_INVALID_VALUE && ic_mem_take((uintptr_t)dptr, 1u << IC_MEM_MANAGED, &a))
+    return shared_free(t, ctx, a);
   if (rc || !dptr) return rc;
+  /* A pool's block goes back to its pool, ordered on the NULL stream (the
+   * driver does not synchronize for it). */
+  if (a.pool) return ic_pool_free(t, &a, 0, 0);
   rc = ic_enter(t);
   if (!rc) {
     rc = mem_op(t, CGS_OP_MEM_FREE, a.ctx, dptr, a.size, NULL);
@@ -295,31 +303,7 @@ CUresult ic_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CUde
   return CUDA_SUCCESS;
 }
 
-/* ---- stream-ordered allocation ------------------------------------------------
- * Memory is handed out at once (a valid order: it is ready before the stream
- * reaches the allocation). A stream-ordered free is forwarded as a plain
- * free, which waits for the context's work: a stricter order than the
- * driver's, never a looser one. */
-CUresult ic_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream hStream) {
-  ic_thread *t = ic_self();
-  ic_obj *ctx;
-  uint64_t s;
-  uint32_t pt;
-  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
-  if (rc) return rc;
-  if (!dptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
-  return dev_alloc(t, ctx, bytesize, dptr);
-}
-
-CUresult ic_cuMemFreeAsync_11020(CUdeviceptr_v2 dptr, CUstream hStream) {
-  ic_thread *t = ic_self();
-  ic_obj *ctx;
-  uint64_t s;
-  uint32_t pt;
-  CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
-  if (rc) return rc;
-  return ic_cuMemFree_3020(dptr);
-}
+/* Stream-ordered allocation and memory pools: pool.c. */
 
 /* ---- pinned host memory ------------------------------------------------------------ */
 
@@ -339,13 +323,13 @@ static void *map_pin(int fd, size_t size) {
   return p == MAP_FAILED ? NULL : p;
 }
 
-static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
+CUresult ic_shared_alloc(void **pp, size_t bytesize, unsigned flags, ic_mem_kind kind) {
   ic_thread *t = ic_self();
   ic_obj *ctx;
   CUresult rc = ic_need_ctx(t, &ctx);
   if (rc) return rc;
   if (!pp) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~(unsigned)CU_MEMHOSTALLOC_KNOWN) return CUDA_ERROR_INVALID_VALUE;
+  if (kind == IC_MEM_HOST && (flags & ~(unsigned)CU_MEMHOSTALLOC_KNOWN)) return CUDA_ERROR_INVALID_VALUE;
   /* As the driver (and the fake driver): zero bytes succeed with a NULL
    * pointer, which a free takes. */
   if (bytesize == 0) {
@@ -379,13 +363,13 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
     r->app_addr = (uint64_t)(uintptr_t)p;
     r->size = mapped;
     r->pin_id = id;
-    r->flags = flags;
+    r->flags = kind == IC_MEM_MANAGED ? CGS_PIN_SAME_ADDRESS : flags;
     rc = ic_call(t, r, NULL);
     ic_leave();
   }
   ic_alloc a = {.base = (uintptr_t)p,
                 .size = bytesize,
-                .kind = IC_MEM_HOST,
+                .kind = kind,
                 .ctx = ctx->handle,
                 .flags = flags,
                 .pin_id = id,
@@ -397,6 +381,10 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
   }
   *pp = p;
   return CUDA_SUCCESS;
+}
+
+static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
+  return ic_shared_alloc(pp, bytesize, flags, IC_MEM_HOST);
 }
 
 CUresult ic_cuMemHostAlloc_2020(void **pp, size_t bytesize, unsigned int Flags) {
@@ -411,7 +399,12 @@ CUresult ic_cuMemFreeHost_2000(void *p) {
   ic_alloc a;
   CUresult rc = take_for_free(t, (uintptr_t)p, IC_MEM_HOST, &ctx, &a);
   if (rc || !p) return rc;
-  rc = ic_enter(t);
+  return shared_free(t, ctx, a);
+}
+
+/* A shared file taken out of the table (pinned or managed memory). */
+static CUresult shared_free(ic_thread *t, ic_obj *ctx, ic_alloc a) {
+  CUresult rc = ic_enter(t);
   if (rc && rc != IC_DEAD_ERROR) {
     ic_mem_add(&a); /* not sent: still pinned */
     return rc;
@@ -518,6 +511,7 @@ static CUresult attribute(CUpointer_attribute attr, const ic_alloc *a, bool foun
   ic_obj *c = found ? ic_obj_peek(a->ctx, IC_CTX) : NULL;
   if (c) device = c->u.c.device;
   bool host = found && (a->kind == IC_MEM_HOST || a->kind == IC_MEM_REGISTERED);
+  bool managed = found && a->kind == IC_MEM_MANAGED; /* device memory, with a host address too */
   switch (attr) {
   case CU_POINTER_ATTRIBUTE_CONTEXT:
     if (!found) return CUDA_ERROR_INVALID_VALUE;
@@ -532,7 +526,7 @@ static CUresult attribute(CUpointer_attribute attr, const ic_alloc *a, bool foun
     *(CUdeviceptr *)data = (CUdeviceptr)p;
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_HOST_POINTER:
-    if (!found || !host) return CUDA_ERROR_INVALID_VALUE;
+    if (!found || !(host || managed)) return CUDA_ERROR_INVALID_VALUE;
     *(void **)data = (void *)p;
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS:
@@ -546,7 +540,7 @@ static CUresult attribute(CUpointer_attribute attr, const ic_alloc *a, bool foun
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_IS_MANAGED:
     if (!found) return CUDA_ERROR_INVALID_VALUE;
-    *(unsigned int *)data = 0;
+    *(unsigned int *)data = managed;
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
     if (!found) return CUDA_ERROR_INVALID_VALUE;
@@ -584,7 +578,7 @@ static CUresult attribute(CUpointer_attribute attr, const ic_alloc *a, bool foun
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
     if (!found) return CUDA_ERROR_INVALID_VALUE;
-    *(CUmemoryPool *)data = NULL;
+    *(CUmemoryPool *)data = (CUmemoryPool)(uintptr_t)a->pool;
     return CUDA_SUCCESS;
   default:
     return CUDA_ERROR_INVALID_VALUE;

@@ -668,6 +668,10 @@ static CUresult launch(CUfunction hf, unsigned gx, unsigned gy, unsigned gz, uns
       memcpy(args + l->params[i].offset, kernelParams[i], l->params[i].size);
     }
   }
+  /* A capturing stream records the launch in its graph (graph.c). */
+  if (IC_UNLIKELY(ic_capture_active(stream)))
+    return ic_capture_kernel(stream, (CUfunction)(uintptr_t)f->handle, gx, gy, gz, bx, by, bz, shared, args,
+                             args_size);
   rc = ic_enter(t);
   if (IC_UNLIKELY(rc)) return rc;
   ic_req(r, CGS_OP_LAUNCH, (uint32_t)(sizeof *r + args_size), ctx->handle);

@@ -278,15 +278,7 @@ CUresult ic_cuStreamGetDevice_12080(CUstream hStream, CUdevice *device) {
   return CUDA_SUCCESS;
 }
 
-/* Stream capture is not forwarded, so no stream is ever capturing; libraries
- * ask before they enqueue work. */
-CUresult ic_cuStreamIsCapturing_10000(CUstream hStream, CUstreamCaptureStatus *captureStatus) {
-  stream_ref r;
-  CUresult rc = query(hStream, captureStatus, &r);
-  if (rc) return rc;
-  *captureStatus = CU_STREAM_CAPTURE_STATUS_NONE;
-  return CUDA_SUCCESS;
-}
+/* Stream capture (cuStreamIsCapturing and the rest): graph.c. */
 
 /* ---- host functions ----------------------------------------------------------------
  * Pending callbacks live in a table indexed by the low bits of their id; the

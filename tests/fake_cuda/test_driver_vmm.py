@@ -12,17 +12,10 @@ from typing import Any
 import pytest
 from driver_helpers import Kernels, err_of, ok, read_ints
 
-# Through the interposer the controller owns the job's device address space:
-# it places every allocation inside its own fixed reserved range, so that a
-# restore can put it back at the same address. Reserving, creating and
-# mapping memory by hand are therefore not forwarded (by design); these
-# calls answer CUDA_ERROR_NOT_SUPPORTED there. Both drivers, loaded directly,
-# implement them.
-pytestmark = pytest.mark.only_paths(
-    "fake",
-    "system",
-    reason="VMM calls are not forwarded by design: the controller owns the job's address space",
-)
+# Through the interposer the calls are forwarded: the controller takes the
+# job's reservations from its own device address range and maps the job's
+# physical memory at the addresses the job asked for (gpu/controller/vmm.c),
+# so the same tests hold on every path.
 
 
 def _prop(cu: ModuleType) -> Any:

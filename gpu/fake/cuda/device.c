@@ -150,7 +150,12 @@ static int attribute(CUdevice_attribute a, const fk_device *d) {
   case CU_DEVICE_ATTRIBUTE_READ_ONLY_HOST_REGISTER_SUPPORTED: return 1;
   case CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH: return 1;
   case CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: return 0;
-  case CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY: return 0;
+  /* Kernels run on the host's CPU: managed memory is host memory both
+   * sides reach at once (managed.c). */
+  case CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY: return 1;
+  case CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS: return 1;
+  case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: return 1;
+  case CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES: return CU_MEM_HANDLE_TYPE_NONE;
   default: return 0;
   }
 }

@@ -115,6 +115,7 @@ CUresult fake_cuEventRecordWithFlags_11010(CUevent hEvent, CUstream hStream, uns
    * fake driver never does. */
   if (flags != CU_EVENT_RECORD_DEFAULT) return CUDA_ERROR_INVALID_VALUE;
   fk_op *op = fk_op_new(marker_run, sizeof(marker));
+  if (op) op->node_type = CU_GRAPH_NODE_TYPE_EVENT_RECORD;
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
   pthread_mutex_lock(&ev->lock);
   __atomic_add_fetch(&ev->refs, 1, __ATOMIC_RELAXED); /* the marker's */
@@ -222,6 +223,7 @@ CUresult fake_cuStreamWaitEvent_3020(CUstream hStream, CUevent hEvent, unsigned 
   if (!dep) return CUDA_SUCCESS; /* never recorded: nothing to wait for */
   if (!fk_stream_reached(dep, seq)) {
     fk_op *op = fk_op_new(NULL, 0);
+    if (op) op->node_type = CU_GRAPH_NODE_TYPE_WAIT_EVENT;
     if (!op) {
       fk_stream_unref(dep);
       return CUDA_ERROR_OUT_OF_MEMORY;

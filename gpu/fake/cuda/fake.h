@@ -76,6 +76,7 @@ typedef enum fk_kind {
   FK_MEMHANDLE,
   FK_LIBRARY, /* cuLibraryLoadData */
   FK_KERNEL,  /* a library's context-independent CUkernel */
+  FK_MEMPOOL, /* cuMemPoolCreate, a device's default pool (mempool.c) */
 } fk_kind;
 
 FK_HIDDEN void fk_handle_add(void *h, fk_kind kind);
@@ -129,10 +130,13 @@ struct fk_op {
   uint64_t seq;
   fk_ctx *ctx;
   int ndeps;
+  int node_type; /* CUgraphNodeType of the op when a capture records it (0: a kernel); fills
+                  * the padding after ndeps, so payload stays 8-byte aligned */
   fk_dep deps[FK_MAX_DEVICES + 64];
   void *heap; /* freed after run (e.g. staged bytes, copied kernel arguments) */
   unsigned char payload[]; /* op-specific data */
 };
+_Static_assert(offsetof(struct fk_op, payload) % 8 == 0, "op payloads hold pointers");
 
 typedef struct fk_stream {
   fk_ctx *ctx;
@@ -167,6 +171,9 @@ FK_HIDDEN CUresult fk_invalid_work_arg(void);
 /* Queue op on s (adding the implicit legacy-stream dependencies); takes
  * ownership. Returns the op's sequence number through *seq if non-NULL. */
 FK_HIDDEN void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq);
+/* graph.c: if s is capturing, record op in its graph (taking it) and return
+ * true; false (quickly) when no stream captures. */
+FK_HIDDEN bool fk_graph_capture(fk_stream *s, fk_op *op);
 /* Block until s has finished everything up to seq. */
 FK_HIDDEN void fk_stream_wait(fk_stream *s, uint64_t seq);
 /* Block until every stream of ctx is idle. */

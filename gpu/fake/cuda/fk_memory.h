@@ -14,6 +14,8 @@
 #define FK_ALLOC_READONLY 0x10000u   /* device writes are refused */
 #define FK_ALLOC_ASYNC 0x20000u      /* cuMemAllocAsync: cuMemFree does not synchronize */
 #define FK_ALLOC_SYNC_MEMOPS 0x40000u /* CU_POINTER_ATTRIBUTE_SYNC_MEMOPS was set */
+#define FK_ALLOC_POOL 0x80000u        /* from a memory pool (mempool.c) */
+#define FK_ALLOC_MANAGED 0x100000u    /* cuMemAllocManaged (managed.c) */
 
 /* The entry checks of every memory call: no driver call is permitted from a
  * host function or stream callback. */
@@ -67,6 +69,17 @@ FK_HIDDEN void fk_va_protect_none(uintptr_t base, size_t size);
 /* Count physical device memory; CUDA_ERROR_OUT_OF_MEMORY past total_mem. */
 FK_HIDDEN CUresult fk_mem_charge(fk_device *dev, size_t n);
 FK_HIDDEN void fk_mem_uncharge(fk_device *dev, size_t n);
+
+/* Device memory as cuMemAlloc makes it (flags: FK_ALLOC_*), and its release
+ * (the allocation already taken out of the registry). */
+FK_HIDDEN CUresult fk_dev_alloc(fk_ctx *ctx, size_t size, unsigned flags, CUdeviceptr *out);
+FK_HIDDEN void fk_dev_release(const fk_alloc *a);
+
+/* mempool.c: a pool allocation (FK_ALLOC_POOL), taken out of the registry,
+ * goes back to its pool; `s` is the stream that freed it (NULL: a plain
+ * cuMemFree). The pool that allocation `base` came from, or NULL. */
+FK_HIDDEN void fk_pool_block_freed(const fk_alloc *a, fk_stream *s);
+FK_HIDDEN CUmemoryPool fk_pool_of(uintptr_t base);
 
 /* What vmm.c knows about an address, for pointer attributes. */
 typedef struct fk_vmm_info {

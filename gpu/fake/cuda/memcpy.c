@@ -84,6 +84,7 @@ typedef struct xfer {
 
 static CUresult launch_copy(fk_ctx *ctx, fk_stream *s, bool async, const xfer *x) {
   fk_op *op = fk_op_new(run_copy, sizeof(copy_op));
+  if (op) op->node_type = CU_GRAPH_NODE_TYPE_MEMCPY;
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
   op->ctx = ctx;
   copy_op *c = (copy_op *)op->payload;
@@ -328,6 +329,7 @@ static CUresult memset_2d(uintptr_t dst, size_t pitch, uint32_t value, unsigned 
   rc = locate(dst, extent, true, true, &l, &sync_memops);
   if (rc) return rc;
   fk_op *op = fk_op_new(run_set, sizeof(set_op));
+  if (op) op->node_type = CU_GRAPH_NODE_TYPE_MEMSET;
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
   op->ctx = ctx;
   *(set_op *)op->payload =

@@ -639,7 +639,10 @@ CUresult fake_cuMemFree_3020(CUdeviceptr_v2 dptr) {
    * touch (not for stream-ordered allocations, whose users must order
    * themselves). Unmapping under running work would crash the process. */
   if (!(a.flags & FK_ALLOC_ASYNC) && a.ctx && a.ctx->active) fk_ctx_synchronize(a.ctx);
-  dev_release(&a);
+  if (a.flags & FK_ALLOC_POOL)
+    fk_pool_block_freed(&a, NULL); /* back to its pool */
+  else
+    dev_release(&a);
   return CUDA_SUCCESS;
 }
 
@@ -667,43 +670,13 @@ CUresult fake_cuMemGetAddressRange_3020(CUdeviceptr_v2 *pbase, size_t *psize, CU
   return CUDA_SUCCESS;
 }
 
-/* ---- stream-ordered allocation -------------------------------------------
- * Memory is handed out at once (which is a valid order: it is ready before
- * the stream reaches the allocation) and given back when the stream reaches
- * the free. */
-typedef struct free_op {
-  fk_alloc a;
-} free_op;
-
-static void run_free(fk_op *op) { dev_release(&((free_op *)op->payload)->a); }
-
-CUresult fake_cuMemAllocAsync_11020(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream hStream) {
-  fk_ctx *ctx;
-  fk_stream *s;
-  CUresult rc = fk_work_stream(hStream, &ctx, &s);
-  if (rc) return rc;
-  if (!dptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
-  return dev_alloc(ctx, bytesize, FK_ALLOC_ASYNC, dptr);
+/* Stream-ordered allocation (cuMemAllocAsync, cuMemFreeAsync) and memory
+ * pools live in mempool.c, on top of these two. */
+CUresult fk_dev_alloc(fk_ctx *ctx, size_t size, unsigned flags, CUdeviceptr *out) {
+  return dev_alloc(ctx, size, flags, out);
 }
 
-CUresult fake_cuMemFreeAsync_11020(CUdeviceptr_v2 dptr, CUstream hStream) {
-  fk_ctx *ctx;
-  fk_stream *s;
-  CUresult rc = fk_work_stream(hStream, &ctx, &s);
-  if (rc) return rc;
-  fk_op *op = fk_op_new(run_free, sizeof(free_op));
-  if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
-  free_op *f = (free_op *)op->payload;
-  /* Taken out of the registry now, so work queued after the free is refused
-   * and a second free fails; the pages go when the stream gets here. */
-  if (!dptr || !fk_mem_take((uintptr_t)dptr, 1u << FK_MEM_DEVICE, &f->a)) {
-    free(op);
-    return CUDA_ERROR_INVALID_VALUE;
-  }
-  op->ctx = ctx;
-  fk_stream_submit(s, op, NULL);
-  return CUDA_SUCCESS;
-}
+void fk_dev_release(const fk_alloc *a) { dev_release(a); }
 
 /* ---- pinned host memory --------------------------------------------------*/
 static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
@@ -851,7 +824,8 @@ void fk_mem_release_ctx(fk_ctx *ctx) {
     spare = doomed;
     pthread_rwlock_unlock(&reg_lock);
     doomed = a.next;
-    if (a.kind == FK_MEM_DEVICE) dev_release(&a);
+    if (a.kind == FK_MEM_DEVICE && (a.flags & FK_ALLOC_POOL)) fk_pool_block_freed(&a, NULL);
+    else if (a.kind == FK_MEM_DEVICE) dev_release(&a);
     else if (a.kind == FK_MEM_HOST) munmap((void *)a.base, round_up(a.size, page_size));
   }
 }

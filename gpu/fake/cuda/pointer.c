@@ -89,14 +89,15 @@ static CUresult answer(CUpointer_attribute attr, const facts *f, void *data) {
     put_u64(data, f->p); /* unified addressing: the same address */
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_HOST_POINTER:
-    if (!is_host(f)) return CUDA_ERROR_INVALID_VALUE; /* device memory has no host address */
+    /* Device memory has no host address; managed memory has the same one. */
+    if (!is_host(f) && !(a->flags & FK_ALLOC_MANAGED)) return CUDA_ERROR_INVALID_VALUE;
     put_ptr(data, (void *)f->p);
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS:
     put_u32(data, (a->flags & FK_ALLOC_SYNC_MEMOPS) != 0);
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_BUFFER_ID: put_u64(data, a->buffer_id); return CUDA_SUCCESS;
-  case CU_POINTER_ATTRIBUTE_IS_MANAGED: put_u32(data, 0); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_IS_MANAGED: put_u32(data, f->alloc && (a->flags & FK_ALLOC_MANAGED)); return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
     if (!dev) return CUDA_ERROR_INVALID_VALUE;
     put_int(data, dev->ordinal);
@@ -136,7 +137,7 @@ static CUresult answer(CUpointer_attribute attr, const facts *f, void *data) {
     return CUDA_SUCCESS;
   }
   case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
-    put_ptr(data, NULL); /* no allocation comes from a memory pool */
+    put_ptr(data, (a->flags & FK_ALLOC_POOL) ? (void *)fk_pool_of(a->base) : NULL);
     return CUDA_SUCCESS;
   case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
     put_u64(data, f->vmm ? f->v.map_base : a->base);

@@ -507,6 +507,11 @@ static void legacy_deps(fk_ctx *ctx, fk_stream *legacy, fk_op *op) {
 void fk_stream_submit(fk_stream *s, fk_op *op, uint64_t *seq) {
   fk_ctx *ctx = s->ctx;
   if (!op->ctx) op->ctx = ctx;
+  /* A capturing stream records the op in its graph instead (graph.c). */
+  if (!s->is_legacy && fk_graph_capture(s, op)) {
+    if (seq) *seq = __atomic_load_n(&s->submitted, __ATOMIC_ACQUIRE);
+    return;
+  }
   /* Keep the dependencies that can still make the op wait. */
   int n = 0;
   for (int i = 0; i < op->ndeps; i++) {
@@ -658,6 +663,7 @@ static CUresult queue_host_call(CUstream hStream, host_call call) {
   CUresult rc = fk_work_stream(hStream, &c, &s);
   if (rc) return rc;
   fk_op *op = fk_op_new(host_call_run, sizeof call);
+  if (op) op->node_type = CU_GRAPH_NODE_TYPE_HOST;
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;
   memcpy(op->payload, &call, sizeof call);
   fk_stream_submit(s, op, NULL);
@@ -724,14 +730,5 @@ CUresult fake_cuStreamGetDevice_12080(CUstream hStream, CUdevice *device) {
   return CUDA_SUCCESS;
 }
 
-/* Stream capture is not supported, so no stream is ever capturing; libraries
- * ask before they enqueue work. */
-CUresult fake_cuStreamIsCapturing_10000(CUstream hStream, CUstreamCaptureStatus *captureStatus) {
-  fk_stream *s;
-  CUresult rc = lookup(hStream, &s);
-  if (rc) return rc;
-  if (!captureStatus) return CUDA_ERROR_INVALID_VALUE;
-  *captureStatus = CU_STREAM_CAPTURE_STATUS_NONE;
-  return CUDA_SUCCESS;
-}
+/* Stream capture (cuStreamIsCapturing and the rest): graph.c. */
 
