@@ -219,26 +219,13 @@ def follow_log(
     its controller is gone; the job as it ended."""
     job = store.require(jid)
     log_path = Path(job.log_path or statedir.job_dir(store.path.parent, jid) / statedir.JOB_LOG)
-
-    def drain() -> bool:
-        nonlocal offset
-        try:
-            with open(log_path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        if data:
-            offset += len(data)
-            write(data)
-        return bool(data)
-
+    tail = lifecycle.LogTail(log_path, offset)
     while True:
         job = lifecycle.refresh(store, store.require(jid))
         done = job.state in FINAL_STATES and not processes.process_alive(job.controller_pid)
-        got = drain()
+        got = tail.drain(write)
         if done:
-            drain()
+            tail.drain(write)
             return job
         if not got:
             time.sleep(FOLLOW_POLL)

@@ -437,6 +437,28 @@ def kill_job(store: JobStore, jid: str, *, timeout: float = 60.0) -> Job:
     raise JobError(f"job {jid} was sent SIGKILL but its end was not recorded within {timeout:g} s")
 
 
+class LogTail:
+    """A job's log read onward from ``offset``: each ``drain`` passes on what
+    was appended since the last (``cedana exec --attach``, the daemon's Attach)."""
+
+    def __init__(self, path: Path, offset: int = 0) -> None:
+        self.path = path
+        self.offset = offset
+
+    def drain(self, write: Callable[[bytes], None]) -> bool:
+        """Pass on what is new; whether there was anything (no log yet: nothing)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return False
+        if data:
+            self.offset += len(data)
+            write(data)
+        return bool(data)
+
+
 def follow(
     started: StartedJob,
     out: BinaryIO,
@@ -448,24 +470,16 @@ def follow(
     Ctrl-C kills the job (``on_interrupt`` is called first) and keeps following
     until it is recorded.
     """
-    log_path = Path(started.job.log_path or "")
-    offset = 0
+    tail = LogTail(Path(started.job.log_path or ""))
     interrupted = False
     delay = 0.005
 
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
     def drain() -> bool:
-        nonlocal offset
-        try:
-            with open(log_path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        if data:
-            offset += len(data)
-            out.write(data)
-            out.flush()
-        return bool(data)
+        return tail.drain(write)
 
     while True:
         try:
