@@ -1169,6 +1169,7 @@ void *cgc_dispatch_main(void *arg) {
 
 /* Free the tables (the driver objects go with the contexts or were freed). */
 void cgc_tables_free(cgc_t *c) {
+  cgc_links_free(c);
   cgc_pools_free(c);
   CGC_HMAP_EACH(&c->functions, cgc_function *, f) free_function(f);
   CGC_HMAP_EACH(&c->modules, cgc_module *, m) {
