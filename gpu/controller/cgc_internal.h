@@ -441,6 +441,8 @@ CGC_HIDDEN void cgc_vmm_free_all(cgc_t *c);
 CGC_HIDDEN int cgc_op_link(cgc_t *c, cgs_link *r, uint64_t *ret, int *nret);
 /* Destroy every link state (the controller closes or its tables are reset). */
 CGC_HIDDEN void cgc_links_free(cgc_t *c);
+/* The job's context `ctx` is torn down: destroy its link states' driver objects. */
+CGC_HIDDEN void cgc_links_drop_ctx(cgc_t *c, uint64_t ctx);
 
 /* pool.c: the job's memory pools */
 CGC_HIDDEN int cgc_op_pool(cgc_t *c, cgs_pool *r, uint64_t *ret, int *nret);

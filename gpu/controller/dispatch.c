@@ -285,6 +285,7 @@ static int teardown(cgc_t *c, const cgs_req *h, cgc_context *x, bool destroy) {
     if (c->cur == x) c->cur = NULL;
   }
   drop_ctx_resources(c, x, t);
+  cgc_links_drop_ctx(c, x->minted);
   t->reset_only = !destroy;
   cgc_task_submit(c, t);
   return DEFERRED;

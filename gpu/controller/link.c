@@ -55,6 +55,20 @@ void cgc_links_free(cgc_t *c) {
   cgc_hmap_free(&c->links);
 }
 
+/* Context x goes away: its link states' driver objects go with it. The
+ * entries stay, so that the job's cuLinkDestroy still succeeds; anything
+ * else on them answers CUDA_ERROR_CONTEXT_IS_DESTROYED. */
+void cgc_links_drop_ctx(cgc_t *c, uint64_t ctx) {
+  CGC_HMAP_EACH(&c->links, cgc_link *, l) {
+    if (l->ctx != ctx || !l->real) continue;
+    c->drv.cuLinkDestroy(l->real);
+    l->real = NULL;
+    l->image = NULL;
+    l->image_size = 0;
+    l->completed = false;
+  }
+}
+
 static CUresult link_create(cgc_t *c, cgs_link *r) {
   if (!c->drv.cuLinkCreate || !c->drv.cuLinkAddData || !c->drv.cuLinkComplete || !c->drv.cuLinkDestroy)
     return CUDA_ERROR_NOT_SUPPORTED;
@@ -155,6 +169,7 @@ int cgc_op_link(cgc_t *c, cgs_link *r, uint64_t *ret, int *nret) {
     return CUDA_SUCCESS;
   }
   if (r->h.op == CGS_OP_LINK_READ) return link_read(c, r, l, ret, nret);
+  if (!l->real) return CUDA_ERROR_CONTEXT_IS_DESTROYED;
   /* Adding and linking run in the context the link state was made in. */
   cgc_context *x;
   CUresult rc = cgc_use_ctx(c, l->ctx, false, &x);

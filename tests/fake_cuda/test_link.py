@@ -156,3 +156,23 @@ def test_non_ptx_inputs_are_refused(cu: ModuleType, ctx: Any) -> None:
         assert err_of(cu.cuLinkComplete(state)) == cu.CUresult.CUDA_ERROR_INVALID_VALUE
     finally:
         ok(cu.cuLinkDestroy(state))
+
+
+@pytest.mark.only_paths(
+    *FAKE_PATHS, reason="NVIDIA does not document a link state whose context is gone"
+)
+def test_link_state_outlives_its_context(cu: ModuleType, ctx: Any) -> None:
+    """Destroying the context a link state was created in leaves cuLinkDestroy
+    working, and the image completed before stays readable until then."""
+    helper, kernel = _ptx_inputs()
+    ptx = cu.CUjitInputType.CU_JIT_INPUT_PTX
+    dev = ok(cu.cuDeviceGet(0))
+    c = ok(cu.cuCtxCreate(None, 0, dev))
+    state = ok(cu.cuLinkCreate(0, [], []))
+    ok(cu.cuLinkAddData(state, ptx, kernel, len(kernel), b"apply.ptx", 0, [], []))
+    ok(cu.cuLinkAddData(state, ptx, helper, len(helper), b"helper.ptx", 0, [], []))
+    ptr, size = ok(cu.cuLinkComplete(state))
+    ok(cu.cuCtxDestroy(c))
+    image = ctypes.string_at(int(ptr), int(size))
+    ok(cu.cuLinkDestroy(state))
+    _run_apply(cu, image)
