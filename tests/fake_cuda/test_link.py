@@ -34,8 +34,7 @@ RDC = ("-rdc=true",)
 
 
 def _ptx_inputs() -> tuple[bytes, bytes]:
-    """The helper and the kernel; linked kernel first (the fake driver resolves an
-    .extern .func declared before its definition, not one declared after it)."""
+    """A helper function and a kernel that declares it .extern."""
     return nvrtc_ptx(HELPER_SRC, "helper.cu", RDC), nvrtc_ptx(KERNEL_SRC, "apply.cu", RDC)
 
 
@@ -62,8 +61,9 @@ def test_link_ptx_data_inputs(cu: ModuleType, ctx: Any) -> None:
     ptx = cu.CUjitInputType.CU_JIT_INPUT_PTX
     state = ok(cu.cuLinkCreate(0, [], []))
     try:
-        ok(cu.cuLinkAddData(state, ptx, kernel, len(kernel), b"apply.ptx", 0, [], []))
+        # the definition first: the kernel's later .extern declaration keeps its layout
         ok(cu.cuLinkAddData(state, ptx, helper, len(helper), b"helper.ptx", 0, [], []))
+        ok(cu.cuLinkAddData(state, ptx, kernel, len(kernel), b"apply.ptx", 0, [], []))
         image = _complete(cu, state)
     finally:
         ok(cu.cuLinkDestroy(state))
@@ -73,7 +73,7 @@ def test_link_ptx_data_inputs(cu: ModuleType, ctx: Any) -> None:
 def test_link_ptx_files(cu: ModuleType, ctx: Any, tmp_path: Path) -> None:
     helper, kernel = _ptx_inputs()
     paths = []
-    # the kernel first: the fake driver resolves an .extern declared before its definition
+    # the declaration first, the definition after
     for name, text in (("apply.ptx", kernel), ("helper.ptx", helper)):
         p = tmp_path / name
         p.write_bytes(text.rstrip(b"\x00"))  # a file without the NUL
