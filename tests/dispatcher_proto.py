@@ -62,11 +62,12 @@ BODY = {
     # location_id option naccess access_device[8] access_flags[8]
     "vmm": "<QQQQQQIIiiII8i8I",
     "pool": "<QQQQQiIII",  # handle stream dptr size value device attr is_default per_thread
+    "link": "<QQQQII64s",  # handle size info_log error_log type flags name
 }
 SIZES = {k: 32 + struct.calcsize(v) for k, v in BODY.items()}
 assert SIZES["copy"] == 88 and SIZES["launch"] == 88 and SIZES["symbol"] == 496
 assert SIZES["stream"] == 64 and SIZES["event"] == 64 and SIZES["pin"] == 56
-assert SIZES["vmm"] == 168 and SIZES["pool"] == 88
+assert SIZES["vmm"] == 168 and SIZES["pool"] == 88 and SIZES["link"] == 136
 
 # Op name -> its body format's key: the request struct without "cgs_"
 # (None for a bare header). A new request struct needs a format in BODY.

@@ -40,6 +40,7 @@ MAX_LAUNCH_ARGS = MAX_REQUEST - LAUNCH_SIZE
 SYMBOL_NAME_OFFSET = 48
 SYMBOL_SIZE = 496
 MAX_BLOB = 1 << 31
+MAX_LINK_LOG = 1 << 20  # CGS_LINK_MAX_LOG
 U64 = (1 << 64) - 1
 HDR = struct.Struct("<IIIIIIQ")
 CUDA_ERROR_INVALID_VALUE = 1
@@ -288,6 +289,17 @@ def well_formed(draw: st.DrawFn) -> tuple[str, bytes]:
             *draw(st.tuples(*[i32] * 8)),
             *draw(st.tuples(*[u32] * 8)),
         )
+    elif kind == "link":
+        log = st.integers(0, MAX_LINK_LOG) if op == "LINK_CREATE" else st.integers(0, U64)
+        fields = (
+            draw(st.integers(1, U64)),
+            draw(st.integers(1, MAX_BLOB) if op == "LINK_ADD" else st.integers(0, U64)),
+            draw(log),
+            draw(log),
+            draw(st.integers(0, 2) if op == "LINK_READ" else u32),
+            draw(u32),
+            draw(st.binary(min_size=64, max_size=64)),
+        )
     elif kind == "pool":
         nonzero = st.integers(1, U64)
         fields = (
@@ -404,6 +416,16 @@ def malformed(draw: st.DrawFn) -> tuple[str, bytes]:
         breakers.append(
             lambda: set_field(set_field(data, op, 2, 100), op, 0, draw(st.integers(101, U64)))
         )
+    if kind == "link":
+        breakers.append(lambda: set_field(data, op, 0, 0))
+    if op == "LINK_ADD":
+        breakers.append(lambda: set_field(data, op, 1, 0))
+        breakers.append(lambda: set_field(data, op, 1, MAX_BLOB + draw(st.integers(1, 1 << 40))))
+    if op == "LINK_CREATE":
+        too_big = MAX_LINK_LOG + draw(st.integers(1, 1 << 40))
+        breakers.append(lambda: set_field(data, op, 3, too_big))
+    if op == "LINK_READ":
+        breakers.append(lambda: set_field(data, op, 4, draw(st.integers(3, 2**32 - 1))))
     if op == "MODULE_LOAD":
         breakers.append(lambda: set_field(data, op, 1, 0))
         breakers.append(lambda: set_field(data, op, 0, 0))

@@ -34,6 +34,8 @@ CGS_DEFAULT_RING_SLOTS = 4096
 CGS_DEFAULT_CHANNELS = 32
 CGS_DEFAULT_STAGING = 1 << 20
 CGS_PIN_SAME_ADDRESS = 0x80000000
+CGS_LINK_NAME = 64
+CGS_LINK_MAX_LOG = 1048576
 CGS_MAX_REQUEST = CGS_MAX_REQUEST_SLOTS * CGS_SLOT_DATA
 
 
@@ -96,7 +98,12 @@ class CgsOp(enum.IntEnum):
     CGS_OP_POOL_GET_ATTR = 50
     CGS_OP_POOL_ALLOC = 51
     CGS_OP_POOL_FREE = 52
-    CGS_OP_COUNT = 53
+    CGS_OP_LINK_CREATE = 53
+    CGS_OP_LINK_ADD = 54
+    CGS_OP_LINK_COMPLETE = 55
+    CGS_OP_LINK_READ = 56
+    CGS_OP_LINK_DESTROY = 57
+    CGS_OP_COUNT = 58
 
 
 class CgsState(enum.IntEnum):
@@ -125,11 +132,20 @@ class CgsHostKind(enum.IntEnum):
     CGS_HOST_PINNED = 2
 
 
+class CgsLinkRead(enum.IntEnum):
+    """``enum cgs_link_read``."""
+
+    CGS_LINK_IMAGE = 0
+    CGS_LINK_INFO_LOG = 1
+    CGS_LINK_ERROR_LOG = 2
+
+
 ENUMS: dict[str, type[enum.IntEnum]] = {
     "cgs_op": CgsOp,
     "cgs_state": CgsState,
     "cgs_channel_rule": CgsChannelRule,
     "cgs_host_kind": CgsHostKind,
+    "cgs_link_read": CgsLinkRead,
 }
 
 
@@ -409,6 +425,19 @@ class cgs_pool(ctypes.Structure):
     )
 
 
+class cgs_link(ctypes.Structure):
+    _fields_ = (
+        ("h", cgs_req),
+        ("handle", u64),
+        ("size", u64),
+        ("info_log", u64),
+        ("error_log", u64),
+        ("type", u32),
+        ("flags", u32),
+        ("name", ctypes.c_char * CGS_LINK_NAME),
+    )
+
+
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_device": cgs_device,
     "cgs_callback": cgs_callback,
@@ -432,6 +461,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cgs_host_func": cgs_host_func,
     "cgs_vmm": cgs_vmm,
     "cgs_pool": cgs_pool,
+    "cgs_link": cgs_link,
 }
 
 CGS_MAX_LAUNCH_ARGS = CGS_MAX_REQUEST - ctypes.sizeof(cgs_launch)
@@ -455,6 +485,8 @@ CONSTANTS: dict[str, int | str] = {
     "CGS_DEFAULT_CHANNELS": CGS_DEFAULT_CHANNELS,
     "CGS_DEFAULT_STAGING": CGS_DEFAULT_STAGING,
     "CGS_PIN_SAME_ADDRESS": CGS_PIN_SAME_ADDRESS,
+    "CGS_LINK_NAME": CGS_LINK_NAME,
+    "CGS_LINK_MAX_LOG": CGS_LINK_MAX_LOG,
     "CGS_MAX_REQUEST": CGS_MAX_REQUEST,
     "CGS_MAX_LAUNCH_ARGS": CGS_MAX_LAUNCH_ARGS,
 }
@@ -850,6 +882,41 @@ OPS: tuple[OpInfo, ...] = (
         cgs_pool,
         CgsChannelRule.CGS_CHANNEL_ASYNC,
         ctypes.sizeof(cgs_pool),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_LINK_CREATE,
+        "LINK_CREATE",
+        cgs_link,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_link),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_LINK_ADD,
+        "LINK_ADD",
+        cgs_link,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_link),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_LINK_COMPLETE,
+        "LINK_COMPLETE",
+        cgs_link,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_link),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_LINK_READ,
+        "LINK_READ",
+        cgs_link,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_link),
+    ),
+    OpInfo(
+        CgsOp.CGS_OP_LINK_DESTROY,
+        "LINK_DESTROY",
+        cgs_link,
+        CgsChannelRule.CGS_CHANNEL_SYNC,
+        ctypes.sizeof(cgs_link),
     ),
 )
 """Indexed by op value."""

@@ -70,6 +70,10 @@
   X(cuFuncSetAttribute, 9000, 0)              \
   X(cuLaunchKernel, 4000, 1)                  \
   X(cuLaunchHostFunc, 10000, 0)               \
+  X(cuLinkCreate, 6050, 0)                    \
+  X(cuLinkAddData, 6050, 0)                   \
+  X(cuLinkComplete, 5050, 0)                  \
+  X(cuLinkDestroy, 5050, 0)                   \
   /* checkpoint copies (checkpoint.c) */      \
   X(cuMemAllocHost, 3020, 0)                  \
   X(cuMemFreeHost, 2000, 0)                   \

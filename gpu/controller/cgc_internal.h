@@ -295,6 +295,7 @@ struct cgc {
   pthread_mutex_t lock;
   cgc_hmap contexts, streams, events, modules, functions, pins;
   cgc_hmap pools; /* the job's memory pools, by minted handle (pool.c) */
+  cgc_hmap links; /* the job's JIT link states, by minted handle (link.c); dispatcher only */
   cgc_alloc **allocs; /* by index; NULL: free slot */
   int32_t nallocs, alloc_cap, alloc_live;
   int32_t *free_alloc_idx;
@@ -435,6 +436,13 @@ CGC_HIDDEN int cgc_vmm_import_physical(cgc_t *c, uint64_t id, uint64_t size, int
 CGC_HIDDEN int cgc_vmm_import_mapping(cgc_t *c, uint64_t addr, uint64_t size, uint64_t phys, uint32_t access);
 CGC_HIDDEN void cgc_vmm_import_done(cgc_t *c);
 CGC_HIDDEN void cgc_vmm_free_all(cgc_t *c);
+
+/* link.c: the job's JIT link states (transient: never checkpointed) */
+CGC_HIDDEN int cgc_op_link(cgc_t *c, cgs_link *r, uint64_t *ret, int *nret);
+/* Destroy every link state (the controller closes or its tables are reset). */
+CGC_HIDDEN void cgc_links_free(cgc_t *c);
+/* The job's context `ctx` is torn down: destroy its link states' driver objects. */
+CGC_HIDDEN void cgc_links_drop_ctx(cgc_t *c, uint64_t ctx);
 
 /* pool.c: the job's memory pools */
 CGC_HIDDEN int cgc_op_pool(cgc_t *c, cgs_pool *r, uint64_t *ret, int *nret);

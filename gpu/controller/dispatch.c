@@ -285,6 +285,7 @@ static int teardown(cgc_t *c, const cgs_req *h, cgc_context *x, bool destroy) {
     if (c->cur == x) c->cur = NULL;
   }
   drop_ctx_resources(c, x, t);
+  cgc_links_drop_ctx(c, x->minted);
   t->reset_only = !destroy;
   cgc_task_submit(c, t);
   return DEFERRED;
@@ -1169,6 +1170,7 @@ void *cgc_dispatch_main(void *arg) {
 
 /* Free the tables (the driver objects go with the contexts or were freed). */
 void cgc_tables_free(cgc_t *c) {
+  cgc_links_free(c);
   cgc_pools_free(c);
   CGC_HMAP_EACH(&c->functions, cgc_function *, f) free_function(f);
   CGC_HMAP_EACH(&c->modules, cgc_module *, m) {

@@ -127,6 +127,30 @@ static int check_module_load(const cgs_module *r, const vq *q) {
   return 0;
 }
 
+/* Link requests: sizes and the read's kind; the handle is looked up in the
+ * job's links at execution (link.c), the name is cut there. */
+static int check_link(const cgs_link *r, const vq *q) {
+  (void)q;
+  const char *name = cgs_op_name(r->h.op);
+  if (r->handle == 0) BAD("%s: link handle 0", name);
+  switch (r->h.op) {
+  case CGS_OP_LINK_CREATE:
+    if (r->info_log > CGS_LINK_MAX_LOG || r->error_log > CGS_LINK_MAX_LOG)
+      BAD("LINK_CREATE: log buffers of %llu and %llu bytes (at most %u)", (unsigned long long)r->info_log,
+          (unsigned long long)r->error_log, (unsigned)CGS_LINK_MAX_LOG);
+    break;
+  case CGS_OP_LINK_ADD:
+    if (r->size == 0 || r->size > CGC_MAX_BLOB) BAD("LINK_ADD: input size %llu", (unsigned long long)r->size);
+    break;
+  case CGS_OP_LINK_READ:
+    if (r->type > CGS_LINK_ERROR_LOG) BAD("LINK_READ: what %u", r->type);
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
 /* A symbol request may end right after its name's NUL (min_len), so only
  * the bytes of the name that the request holds are searched. */
 static int check_symbol(const cgs_symbol *r, const vq *q) {

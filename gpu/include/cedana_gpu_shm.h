@@ -362,6 +362,28 @@ typedef struct cgs_pool {
   uint32_t per_thread;
 } cgs_pool;
 
+/* LINK_* ops: the JIT linker (cuLink*), run by the controller's driver.
+ * The link state is transient: it lives from LINK_CREATE to LINK_DESTROY and
+ * is never part of a checkpoint (gpu/controller/link.c). */
+#define CGS_LINK_NAME 64          /* bytes of an input's name (cut, NUL-terminated) */
+#define CGS_LINK_MAX_LOG 1048576  /* the largest JIT log buffer forwarded */
+enum cgs_link_read {
+  CGS_LINK_IMAGE = 0,     /* the linked image (after COMPLETE) */
+  CGS_LINK_INFO_LOG = 1,  /* the driver's info log */
+  CGS_LINK_ERROR_LOG = 2, /* the driver's error log */
+};
+typedef struct cgs_link {
+  cgs_req h;
+  uint64_t handle;      /* the minted link state */
+  uint64_t size;        /* ADD: the input's bytes (the channel's blob holds exactly these);
+                         * READ: the offset to copy from */
+  uint64_t info_log;    /* CREATE: bytes of the job's info log buffer (0: none) */
+  uint64_t error_log;   /* CREATE: bytes of the job's error log buffer (0: none) */
+  uint32_t type;        /* ADD: CUjitInputType; READ: enum cgs_link_read */
+  uint32_t flags;       /* CREATE: 1 = CU_JIT_LOG_VERBOSE */
+  char name[CGS_LINK_NAME]; /* ADD: the input's name, for the driver's messages */
+} cgs_link;
+
 /* The largest request: a launch with the most argument bytes. */
 #define CGS_MAX_REQUEST (CGS_MAX_REQUEST_SLOTS * CGS_SLOT_DATA)
 #define CGS_MAX_LAUNCH_ARGS (CGS_MAX_REQUEST - sizeof(cgs_launch))
@@ -377,5 +399,6 @@ CGS_STATIC_ASSERT(sizeof(cgs_header) <= CGS_HEADER_SIZE, "header fits");
 CGS_STATIC_ASSERT(offsetof(cgs_header, ctrl_doorbell) == 256, "doorbell on its own line");
 CGS_STATIC_ASSERT(sizeof(cgs_symbol) <= CGS_SLOT_DATA * 2, "symbol request spans two slots");
 CGS_STATIC_ASSERT(sizeof(cgs_vmm) <= CGS_SLOT_DATA, "a VMM request fits one slot");
+CGS_STATIC_ASSERT(sizeof(cgs_link) <= CGS_SLOT_DATA, "a link request fits one slot");
 
 #endif

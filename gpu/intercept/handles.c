@@ -176,7 +176,10 @@ void ic_obj_drop_ctx(uint64_t ctx) {
   pthread_mutex_lock(&ic_obj_lock);
   for (uint32_t i = 0; i < nrecords; i++) {
     ic_obj *o = &regions[i / PER_REGION][i % PER_REGION];
-    if (o->kind != IC_CTX && o->ctx == ctx) __atomic_store_n(&o->state, IC_DESTROYED, __ATOMIC_RELEASE);
+    /* A link state outlives its context, as the driver's: cuLinkDestroy
+     * still frees it (its adds and link answer the context's error). */
+    if (o->kind != IC_CTX && o->kind != IC_LINK && o->ctx == ctx)
+      __atomic_store_n(&o->state, IC_DESTROYED, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&ic_obj_lock);
 }

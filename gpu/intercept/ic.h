@@ -195,6 +195,7 @@ typedef enum ic_kind {
   IC_LIBRARY,
   IC_KERNEL,
   IC_MEMPOOL, /* pool.c */
+  IC_LINK,    /* link.c: a JIT link state */
 } ic_kind;
 
 typedef struct ic_instance {
@@ -262,6 +263,12 @@ typedef struct ic_obj {
       int max_dynamic_shared;
       struct ic_obj *next;
     } f;
+    struct {
+      void *image; /* the linked image, ours until cuLinkDestroy */
+      size_t image_size;
+      char *log[2]; /* the caller's info and error log buffers (kept by it for the link's life) */
+      size_t log_size[2];
+    } ln;
   } u;
 } ic_obj;
 
@@ -348,6 +355,8 @@ IC_HIDDEN void ic_jit_outputs(unsigned int n, const CUjit_option *options, void 
 IC_HIDDEN CUresult ic_module_get_function(ic_thread *t, ic_obj *m, const char *name, ic_obj **out);
 /* Read a module image from a file (PTX gets its NUL); free() the bytes. */
 IC_HIDDEN CUresult ic_read_image(const char *path, void **bytes, size_t *size);
+/* Send bytes as the channel's blob for the next request (inside ic_enter). */
+IC_HIDDEN CUresult ic_blob_upload(ic_thread *t, uint64_t ctx, const void *bytes, size_t size);
 /* The bytes and size of an image given by pointer. */
 IC_HIDDEN CUresult ic_image_of(const void *image, const void **bytes, size_t *size);
 /* The function a CUkernel stands for in context `ctx` (its library's

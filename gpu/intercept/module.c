@@ -101,8 +101,9 @@ CUresult ic_image_of(const void *image, const void **bytes, size_t *size) {
 
 /* ---- loading -------------------------------------------------------------------- */
 
-static CUresult upload_and_load(ic_thread *t, ic_obj *ctx, const void *img, size_t size,
-                                uint64_t module) {
+/* Send bytes as the channel's blob (BLOB_PUT pieces), for the request that
+ * takes it next (a module load, a link input); called inside ic_enter. */
+CUresult ic_blob_upload(ic_thread *t, uint64_t ctx, const void *img, size_t size) {
   cgs_channel *ch;
   CUresult rc = ic_channel(t, &ch);
   if (rc) return rc;
@@ -110,7 +111,7 @@ static CUresult upload_and_load(ic_thread *t, ic_obj *ctx, const void *img, size
     size_t k = size - off < ic.staging_size ? size - off : (size_t)ic.staging_size;
     memcpy(ic_staging(ch), (const uint8_t *)img + off, k);
     cgs_blob *b = (cgs_blob *)t->req;
-    ic_req(b, CGS_OP_BLOB_PUT, sizeof *b, ctx->handle);
+    ic_req(b, CGS_OP_BLOB_PUT, sizeof *b, ctx);
     b->offset = off;
     b->size = k;
     b->total = size;
@@ -119,6 +120,13 @@ static CUresult upload_and_load(ic_thread *t, ic_obj *ctx, const void *img, size
     off += k;
     if (off >= size) break;
   }
+  return CUDA_SUCCESS;
+}
+
+static CUresult upload_and_load(ic_thread *t, ic_obj *ctx, const void *img, size_t size,
+                                uint64_t module) {
+  CUresult rc = ic_blob_upload(t, ctx->handle, img, size);
+  if (rc) return rc;
   cgs_module *r = (cgs_module *)t->req;
   ic_req(r, CGS_OP_MODULE_LOAD, sizeof *r, ctx->handle);
   r->handle = module;

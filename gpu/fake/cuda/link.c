@@ -9,6 +9,8 @@
  */
 #include "module_internal.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,14 +21,28 @@ typedef struct fk_link {
   char *ptx; /* the one PTX input, NUL-terminated */
   size_t size;
   fk_jit_log log;
+  struct fk_link *next; /* on the list of live link states */
 } fk_link;
+
+/* The live link states: a handle is looked up here before it is read, so a
+ * destroyed one is an invalid handle, never a read of freed memory. */
+static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
+static fk_link *links;
+
+static bool link_live(const fk_link *l) {
+  pthread_mutex_lock(&links_lock);
+  const fk_link *p = links;
+  while (p && p != l) p = p->next;
+  pthread_mutex_unlock(&links_lock);
+  return p != NULL;
+}
 
 static CUresult link_arg(CUlinkState h, fk_link **out) {
   if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   CUresult rc = fk_need_init();
   if (rc) return rc;
   fk_link *l = (fk_link *)h;
-  if (!l || l->magic != LINK_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  if (!l || !link_live(l) || l->magic != LINK_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
   *out = l;
   return CUDA_SUCCESS;
 }
@@ -51,6 +67,10 @@ CUresult fake_cuLinkCreate_6050(unsigned int numOptions, CUjit_option *options, 
    * not written later, the array may be gone. */
   l->log = log;
   l->log.size_slot = NULL;
+  pthread_mutex_lock(&links_lock);
+  l->next = links;
+  links = l;
+  pthread_mutex_unlock(&links_lock);
   *stateOut = (CUlinkState)l;
   return CUDA_SUCCESS;
 }
@@ -139,6 +159,13 @@ CUresult fake_cuLinkDestroy_5050(CUlinkState state) {
   fk_link *l;
   CUresult rc = link_arg(state, &l);
   if (rc) return rc;
+  pthread_mutex_lock(&links_lock);
+  fk_link **p = &links;
+  while (*p && *p != l) p = &(*p)->next;
+  bool found = *p != NULL;
+  if (found) *p = l->next;
+  pthread_mutex_unlock(&links_lock);
+  if (!found) return CUDA_ERROR_INVALID_HANDLE; /* destroyed by another thread meanwhile */
   l->magic = 0;
   free(l->ptx);
   free(l);

@@ -1234,6 +1234,12 @@ static bool function(parser *p, bool entry) {
     int n = param_list(p, offs, sizes, 64);
     if (n < 0) return false;
     f = &p->m->funcs[fi];
+    /* A declaration after the definition (linked PTX inputs: a library
+     * defines what a later input declares .extern) keeps the definition's
+     * layout, which its body reads its parameters and return value at. */
+    if (f->end > f->start) goto directives;
+    free(f->arg_off);
+    free(f->arg_size);
     f->nargs = n;
     f->arg_off = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
     f->arg_size = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
@@ -1244,6 +1250,7 @@ static bool function(parser *p, bool entry) {
     f->ret_size = ret_size;
   }
   /* performance directives: .maxntid 256, 1, 1 / .reqntid / .minnctapersm / .noreturn */
+directives:
   while (peek(p)->type == T_ID && peek(p)->s[0] == '.') {
     next(p);
     while (peek(p)->type == T_NUM || is_punct(peek(p), ',')) next(p);
