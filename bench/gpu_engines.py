@@ -21,7 +21,8 @@ Measured in one run, on one GPU:
 
 Bars (DESIGN.md): dump ≥ 80% of the device-to-host copy bandwidth; ≤ 3%
 step-time overhead. Benchmarks, not tests: a missed bar is reported and the
-exit status is 0; it is 1 only when a run itself fails.
+exit status is 0; it is 1 only when a run itself fails (each part is still
+tried, and the JSON is written after each one).
 
     python bench/gpu_engines.py --gib 4 --json results.json
 """
@@ -151,55 +152,78 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     mib = int(a.gib * 1024)
     results: dict[str, Any] = {"gib": a.gib}
+
+    def part(name: str, run: Any) -> None:
+        """One measurement; a failure is recorded and the others still run
+        (a first run on a new machine should say as much as it can)."""
+        try:
+            results[name] = run()
+        except Exception as e:  # reported, and the exit status says so
+            results[name] = {"error": f"{type(e).__name__}: {e}"[-3000:]}
+            print(f"{name}: failed: {e}", file=sys.stderr)
+        if a.json:  # written after each part: a run cut short keeps what it measured
+            a.json.write_text(json.dumps(results, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="cedana-gpu-bench-", dir=a.dir) as tmp:
         state = Path(tmp) / "state"
         state.mkdir()
-        results["copy"] = copy_bandwidth(int(a.gib * GIB))
+        part("copy", lambda: copy_bandwidth(int(a.gib * GIB)))
         slow = ["--steps", "1000000", "--print-every", "1", "--sleep-per-step", "0.05"]
         torch_job = [sys.executable, "samples/torch_train.py", *slow, "--device-mib", str(mib)]
-        results["driver"] = engine_round(state, "driver", torch_job, Path(tmp) / "ck-driver")
+        part("driver", lambda: engine_round(state, "driver", torch_job, Path(tmp) / "ck-driver"))
         from cedana_gpu import paths
 
+        mlp_job = [sys.executable, "samples/train_mlp.py", *slow, "--device-mib", str(mib)]
         if (paths.kernels_dir() / "mlp.ptx").is_file():
-            mlp_job = [sys.executable, "samples/train_mlp.py", *slow, "--device-mib", str(mib)]
-            results["intercept"] = engine_round(state, "intercept", mlp_job, Path(tmp) / "ck-int")
+            part(
+                "intercept", lambda: engine_round(state, "intercept", mlp_job, Path(tmp) / "ck-int")
+            )
         else:
             results["intercept"] = {"skipped": "no PTX of samples/kernels/mlp.cu (nvcc)"}
         short = [sys.executable, "samples/torch_train.py", "--steps", "400", "--print-every", "1",
                  "--report-time"]  # fmt: skip
-        plain = [step_time(short) for _ in range(a.rounds)]
-        under = [step_time_under_driver_engine(state, short) for _ in range(a.rounds)]
-        results["step_time_ms"] = {"plain": statistics.median(plain),
-                                   "driver": statistics.median(under)}  # fmt: skip
+
+        def step_times() -> dict[str, float]:
+            plain = [step_time(short) for _ in range(a.rounds)]
+            under = [step_time_under_driver_engine(state, short) for _ in range(a.rounds)]
+            return {"plain": statistics.median(plain), "driver": statistics.median(under)}
+
+        part("step_time_ms", step_times)
     report(results)
-    if a.json:
-        a.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return 1 if any("error" in v for v in results.values() if isinstance(v, dict)) else 0
 
 
 def report(r: dict[str, Any]) -> None:
     gb = r["gib"] * GIB / 1e9
-    c = r["copy"]
     print(f"device memory per job: {r['gib']:g} GiB")
-    print("copy bandwidth (GB/s): " + ", ".join(f"{k[:-5]} {v:.1f}" for k, v in c.items()))
+    c = r["copy"]
+    if "error" in c:
+        print(f"copy bandwidth: failed ({c['error']})")
+    else:
+        print("copy bandwidth (GB/s): " + ", ".join(f"{k[:-5]} {v:.1f}" for k, v in c.items()))
     for name in ("driver", "intercept"):
-        e = r[name]
-        if "skipped" in e:
-            print(f"{name} engine: skipped ({e['skipped']})")
+        e = r.get(name, {"skipped": "not reached"})
+        if "skipped" in e or "error" in e:
+            print(f"{name} engine: {'skipped' if 'skipped' in e else 'failed'} "
+                  f"({e.get('skipped') or e.get('error')})")  # fmt: skip
             continue
         gpu_phase = "freeze" if name == "driver" else "gpu_dump"
         gpu_s = float(e["dump_phases"].get(gpu_phase, 0.0))
         gpu_gbps = gb / gpu_s if gpu_s else float("nan")
+        share = gpu_gbps / c["d2h_pinned_gbps"] if "d2h_pinned_gbps" in c else float("nan")
         print(
             f"{name} engine: dump {e['dump_s']:.2f} s ({gb / e['dump_s']:.2f} GB/s whole), "
             f"GPU part '{gpu_phase}' {gpu_s:.2f} s = {gpu_gbps:.2f} GB/s "
-            f"= {gpu_gbps / c['d2h_pinned_gbps']:.0%} of pinned D2H (bar >= 80%); "
+            f"= {share:.0%} of pinned D2H (bar >= 80%); "
             f"restore {e['restore_s']:.2f} s ({gb / e['restore_s']:.2f} GB/s whole); "
-            f"checkpoint {e['size'] / 1e9:.2f} GB"
+            f"checkpoint {(e['size'] or 0) / 1e9:.2f} GB"
         )
         print(f"  dump phases: {json.dumps(e['dump_phases'])}")
         print(f"  restore phases: {json.dumps(e['restore_phases'])}")
-    s = r["step_time_ms"]
+    s = r.get("step_time_ms", {"error": "not reached"})
+    if "error" in s:
+        print(f"PyTorch step time: failed ({s['error']})")
+        return
     print(
         f"PyTorch step time: plain {s['plain']:.3f} ms, driver engine {s['driver']:.3f} ms "
         f"= {s['driver'] / s['plain'] - 1:+.1%} (bar <= +3%)"

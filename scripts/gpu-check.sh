@@ -15,10 +15,12 @@
 #      copy bandwidth, and PyTorch's step-time overhead.
 #
 # Usage: scripts/gpu-check.sh [OUTDIR]       (default: gpu-check-results)
-# Everything it prints goes to OUTDIR/log.txt too; JUnit XML and the
-# benchmark's JSON land beside it; OUTDIR/summary.txt says what passed.
-# Each step has its own time limit (together 470 s), so the whole stays
-# under 8 minutes.
+# Everything it prints goes to OUTDIR/log.txt too; JUnit XML, the benchmark's
+# JSON and logs.tgz (the jobs' and CRIU's logs of tests/gpu) land beside it,
+# seven files in all; OUTDIR/summary.txt says what passed. The steps run in
+# the order of what matters most (the tests, then the benchmark, then the
+# conformance runs), each with its own time limit (together 495 s), so the
+# whole stays under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -39,17 +41,44 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
     return 0
 }
 
+# A step cut off at its limit can leave jobs and their controllers (own
+# sessions) holding the GPU: end them before the next step.
+leftovers() {
+    pkill -KILL -f 'cedana_gpu.controller|cedana-gpu-controller|samples/(torch_train|triton_job|train_mlp)' 2>/dev/null
+    sleep 1
+}
+
 # ---- 1. set-up ------------------------------------------------------------
 nvidia-smi -L || { summary "no NVIDIA GPU visible (nvidia-smi failed)"; exit 1; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUTDIR/gpus.csv"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+echo "kernel $(uname -r); $(nvcc --version 2>/dev/null | tail -1)"
 PY=${PYTHON:-python3}
-$PY -m venv --system-site-packages .venv-gpu
+$PY -c 'import sys; print(sys.version, sys.prefix)'
+# The image's python may itself be a venv (/opt/torch/.venv): a venv made
+# from it with --system-site-packages would see the base interpreter's
+# packages, not PyTorch's. So the new venv names the packages of the
+# interpreter it was made from in a .pth file; its own site-packages (the
+# bundled wheels, cedana-gpu) come first on sys.path.
+rm -rf .venv-gpu
 VPY=$REPO/.venv-gpu/bin/python
+# A venv with pip of its own where ensurepip exists; else the image's pip
+# installs into it (--python).
+if $PY -m venv .venv-gpu 2>/dev/null && $VPY -m pip --version >/dev/null 2>&1; then
+    PIP=("$VPY" -m pip)
+else
+    rm -rf .venv-gpu
+    $PY -m venv --without-pip .venv-gpu
+    PIP=("$PY" -m pip --python "$VPY")
+fi
+$PY -c 'import site; print("\n".join(site.getsitepackages()))' \
+    >"$($VPY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-parent.pth"
+$VPY -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' ||
+    echo "PyTorch or Triton is not importable: their tests will be skipped"
 if compgen -G ".gpu-bundle/wheels/*.whl" >/dev/null; then
-    $VPY -m pip install -q --no-index --no-deps .gpu-bundle/wheels/*.whl
+    "${PIP[@]}" install -q --no-index --no-deps .gpu-bundle/wheels/*.whl
 fi
 step "build" 120 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    $VPY -m pip install -q --no-index --no-deps --no-build-isolation -e .
+    "${PIP[@]}" install -q --no-index --no-deps --no-build-isolation -e .
 if [ -d .criu/root ]; then
     # A prefix made before its wrapper found its own location: write that wrapper.
     cat >.criu/bin/criu <<'EOF'
@@ -60,20 +89,27 @@ EOF
     chmod 755 .criu/bin/criu
 fi
 step "criu check" 15 "$VPY" -c 'from cedana_gpu.cr.criu import criu_path; import subprocess, sys; sys.exit(subprocess.run([str(criu_path()), "check"]).returncode)'
-$VPY -m cedana_gpu gpu info --driver system | tee "$OUTDIR/gpu-info.txt"
+$VPY -m cedana_gpu gpu info --driver system
 
 # ---- 2. the real-GPU tests ---------------------------------------------------
-step "tests/gpu" 170 "$VPY" -m pytest -p no:cacheprovider -n 4 tests/gpu -v -rs \
-    --junitxml "$OUTDIR/tests-gpu.xml"
+BASETEMP=/tmp/cedana-gpu-check
+rm -rf "$BASETEMP"
+step "tests/gpu" 180 "$VPY" -m pytest -p no:cacheprovider -n 4 tests/gpu -v -rs \
+    --basetemp "$BASETEMP" --junitxml "$OUTDIR/tests-gpu.xml"
+leftovers
+# The jobs' and CRIU's logs, for whatever failed (small files only).
+find "$BASETEMP" -type f \( -name '*.log' -o -name 'manifest.json' \) -size -4M -print0 2>/dev/null |
+    tar czf "$OUTDIR/logs.tgz" --null -T - 2>/dev/null
 
-# ---- 3. conformance on NVIDIA's driver ---------------------------------------
+# ---- 3. benchmarks -------------------------------------------------------------
+step "bench/gpu_engines.py" 100 "$VPY" bench/gpu_engines.py --gib "${GPU_CHECK_GIB:-2}" \
+    --rounds 2 --json "$OUTDIR/bench-gpu-engines.json"
+leftovers
+
+# ---- 4. conformance on NVIDIA's driver ---------------------------------------
 step "conformance (system driver)" 40 env CEDANA_TEST_CUDA_PATH=system \
     "$VPY" -m pytest -p no:cacheprovider -n 8 -q -rs tests/fake_cuda --junitxml "$OUTDIR/conf-system.xml"
 step "conformance (interposer on the system driver)" 40 env CEDANA_TEST_CUDA_PATH=system-interposer \
     "$VPY" -m pytest -p no:cacheprovider -n 8 -q -rs tests/fake_cuda --junitxml "$OUTDIR/conf-interposer.xml"
-
-# ---- 4. benchmarks -------------------------------------------------------------
-step "bench/gpu_engines.py" 85 "$VPY" bench/gpu_engines.py --gib "${GPU_CHECK_GIB:-4}" \
-    --json "$OUTDIR/bench-gpu-engines.json"
 
 summary "total: ${SECONDS}s"
