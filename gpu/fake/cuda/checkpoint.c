@@ -908,7 +908,9 @@ CUresult fake_ungated_cuCheckpointProcessRestore_12080(int pid, CUcheckpointRest
   if (fk_in_host_callback()) return CUDA_ERROR_NOT_PERMITTED;
   const CUcheckpointGpuPair *pairs = args ? args->gpuPairs : NULL;
   unsigned npairs = args ? args->gpuPairsCount : 0;
+#if CUDA_VERSION >= 13040
   CUcheckpointCustomStorageInfo **custom = NULL;
+#endif
   if (args) {
     /* Everything after the pairs but custom storage is reserved, and zero. */
 #if CUDA_VERSION >= 13040
@@ -933,8 +935,6 @@ CUresult fake_ungated_cuCheckpointProcessRestore_12080(int pid, CUcheckpointRest
     free(r);
     return rc;
   }
-#else
-  (void)custom;
 #endif
   describe_machine(r);
   rc = r->ndevs < 0 ? CUDA_ERROR_NOT_INITIALIZED : ck_call(pid, r, NULL);
