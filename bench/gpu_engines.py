@@ -10,8 +10,8 @@ Measured in one run, on one GPU:
 2. the driver engine: a PyTorch job (``samples/torch_train.py``) holding
    ``--gib`` GiB of device memory, dumped (``cedana dump job``, no
    compression) and restored; GB/s of the GPU part (the dump's ``freeze``
-   phase: lock + the driver's checkpoint to host memory; the restore's GPU
-   phases) and of the whole operation;
+   and ``gpu_dump`` phases: lock + the driver's checkpoint to host memory)
+   and of the whole dump and restore;
 3. the intercept engine: ``samples/train_mlp.py`` with the same amount of
    device memory through the interposer; GB/s of its ``gpu_dump`` phase and
    of the whole dump and restore (skipped when nvcc built no PTX for it);
@@ -44,11 +44,20 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
+DRIVER = "system"  # --driver: "fake" tries the plumbing where there is no GPU
 
 
 def cedana(state: Path, *args: str) -> Any:
+    """``cedana ARGS`` with this run's store; the JSON answer of the verbs that
+    give one (``--output json`` goes before a ``--``, where the job's own
+    arguments begin), None for the others (``exec``, ``job kill``)."""
+    argv = list(args)
+    answers = argv[0] in ("ps", "dump", "restore")
+    if answers:
+        at = argv.index("--") if "--" in argv else len(argv)
+        argv[at:at] = ["--output", "json"]
     out = subprocess.run(
-        [sys.executable, "-m", "cedana_gpu", *args, "--output", "json"],
+        [sys.executable, "-m", "cedana_gpu", *argv],
         env={**os.environ, "CEDANA_STATE_DIR": str(state)},
         cwd=REPO,
         capture_output=True,
@@ -58,7 +67,7 @@ def cedana(state: Path, *args: str) -> Any:
     )
     if out.returncode != 0:
         raise RuntimeError(f"cedana {' '.join(args)}: {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout) if out.stdout.strip() else None
+    return json.loads(out.stdout) if answers and out.stdout.strip() else None
 
 
 def copy_bandwidth(nbytes: int) -> dict[str, float]:
@@ -90,19 +99,25 @@ def copy_bandwidth(nbytes: int) -> dict[str, float]:
 
 
 def wait_for_line(state: Path, jid: str, pattern: str, timeout: float = 600) -> None:
+    """Wait until job ``jid`` prints ``pattern``; raise if it ends first."""
     log = state / "jobs" / jid / "job.log"
     rx = re.compile(pattern, re.M)
     deadline = time.monotonic() + timeout
-    while not (log.exists() and rx.search(log.read_text(errors="replace"))):
+    while not (log.exists() and rx.search(text := log.read_text(errors="replace"))):
         if time.monotonic() > deadline:
             raise RuntimeError(f"job {jid} printed no {pattern!r} in {timeout:g} s")
-        time.sleep(0.2)
+        rows = {r["jid"]: r for r in cedana(state, "ps")}
+        if rows.get(jid, {}).get("state") not in ("starting", "running"):
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise RuntimeError(f"job {jid} ended ({rows.get(jid)}) before {pattern!r}: {tail}")
+        time.sleep(0.5)
+    del text
 
 
 def engine_round(state: Path, engine: str, cmd: list[str], workdir: Path) -> dict[str, Any]:
     """Start ``cmd`` as a job of ``engine``, dump it once it runs, restore it; times and sizes."""
     jid = f"bench{uuid.uuid4().hex[:8]}"
-    cedana(state, "exec", "--gpu", "--gpu-driver", "system", "--gpu-engine", engine,
+    cedana(state, "exec", "--gpu", "--gpu-driver", DRIVER, "--gpu-engine", engine,
            "--jid", jid, "--", *cmd)  # fmt: skip
     wait_for_line(state, jid, r"^step 2 ")
     t0 = time.perf_counter()
@@ -134,7 +149,7 @@ def step_time(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 def step_time_under_driver_engine(state: Path, cmd: list[str]) -> float:
     jid = f"step{uuid.uuid4().hex[:8]}"
-    cedana(state, "exec", "--gpu", "--gpu-driver", "system", "--gpu-engine", "driver",
+    cedana(state, "exec", "--gpu", "--gpu-driver", DRIVER, "--gpu-engine", "driver",
            "--jid", jid, "--attach", "--", *cmd)  # fmt: skip
     text = (state / "jobs" / jid / "job.log").read_text(errors="replace")
     found = re.findall(r"step time: ([0-9.]+) ms", text)
@@ -149,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: /tmp)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--rounds", type=int, default=3, help="step-time rounds (medians)")
+    ap.add_argument("--driver", default="system", choices=("system", "fake"),
+                    help="the jobs' driver (fake: check the plumbing without a GPU)")  # fmt: skip
     a = ap.parse_args(argv)
+    global DRIVER
+    DRIVER = a.driver
     mib = int(a.gib * 1024)
     results: dict[str, Any] = {"gib": a.gib}
 
@@ -207,8 +226,10 @@ def report(r: dict[str, Any]) -> None:
             print(f"{name} engine: {'skipped' if 'skipped' in e else 'failed'} "
                   f"({e.get('skipped') or e.get('error')})")  # fmt: skip
             continue
-        gpu_phase = "freeze" if name == "driver" else "gpu_dump"
-        gpu_s = float(e["dump_phases"].get(gpu_phase, 0.0))
+        # The driver engine's lock and checkpoint to host memory happen in its
+        # freeze phase; the intercept engine copies device memory in gpu_dump.
+        gpu_phase = "freeze+gpu_dump" if name == "driver" else "gpu_dump"
+        gpu_s = sum(float(e["dump_phases"].get(p, 0.0)) for p in gpu_phase.split("+"))
         gpu_gbps = gb / gpu_s if gpu_s else float("nan")
         share = gpu_gbps / c["d2h_pinned_gbps"] if "d2h_pinned_gbps" in c else float("nan")
         print(

@@ -31,6 +31,11 @@ SECONDS=0
 summary() { echo "$*" | tee -a "$OUTDIR/summary.txt"; }
 : >"$OUTDIR/summary.txt"
 
+# GPU_CHECK_STEPS: which of the steps after the set-up run (a second run on
+# a machine lent for minutes repeats only what changed).
+STEPS=" ${GPU_CHECK_STEPS:-tests bench conformance} "
+wanted() { [[ $STEPS == *" $1 "* ]]; }
+
 step() {  # step NAME LIMIT_SECONDS COMMAND...
     local name=$1 limit=$2
     shift 2
@@ -94,7 +99,7 @@ $VPY -m cedana_gpu gpu info --driver system
 # ---- 2. the real-GPU tests ---------------------------------------------------
 BASETEMP=/tmp/cedana-gpu-check
 rm -rf "$BASETEMP"
-step "tests/gpu" 180 "$VPY" -m pytest -p no:cacheprovider -n 4 tests/gpu -v -rs \
+wanted tests && step "tests/gpu" 180 "$VPY" -m pytest -p no:cacheprovider -n 4 tests/gpu -v -rs \
     --basetemp "$BASETEMP" --junitxml "$OUTDIR/tests-gpu.xml"
 leftovers
 # The jobs' and CRIU's logs, for whatever failed (small files only).
@@ -102,14 +107,14 @@ find "$BASETEMP" -type f \( -name '*.log' -o -name 'manifest.json' \) -size -4M 
     tar czf "$OUTDIR/logs.tgz" --null -T - 2>/dev/null
 
 # ---- 3. benchmarks -------------------------------------------------------------
-step "bench/gpu_engines.py" 100 "$VPY" bench/gpu_engines.py --gib "${GPU_CHECK_GIB:-2}" \
+wanted bench && step "bench/gpu_engines.py" 100 "$VPY" bench/gpu_engines.py --gib "${GPU_CHECK_GIB:-2}" \
     --rounds 2 --json "$OUTDIR/bench-gpu-engines.json"
 leftovers
 
 # ---- 4. conformance on NVIDIA's driver ---------------------------------------
-step "conformance (system driver)" 40 env CEDANA_TEST_CUDA_PATH=system \
+wanted conformance && step "conformance (system driver)" 40 env CEDANA_TEST_CUDA_PATH=system \
     "$VPY" -m pytest -p no:cacheprovider -n 8 -q -rs tests/fake_cuda --junitxml "$OUTDIR/conf-system.xml"
-step "conformance (interposer on the system driver)" 40 env CEDANA_TEST_CUDA_PATH=system-interposer \
+wanted conformance && step "conformance (interposer on the system driver)" 40 env CEDANA_TEST_CUDA_PATH=system-interposer \
     "$VPY" -m pytest -p no:cacheprovider -n 8 -q -rs tests/fake_cuda --junitxml "$OUTDIR/conf-interposer.xml"
 
 summary "total: ${SECONDS}s"

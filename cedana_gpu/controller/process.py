@@ -1110,7 +1110,7 @@ class Controller:
 
     def restore_process(self) -> None:
         """``criu restore -d`` the job's processes; they become this process's children."""
-        from cedana_gpu.cr import criu
+        from cedana_gpu.cr import criu, host_mounts
 
         assert self.store is not None and self.manifest is not None
         assert self.opts.restore is not None
@@ -1133,6 +1133,7 @@ class Controller:
         args += ["--work-dir", str(self.job_dir)]
         if self.mount_ns:
             args += ["--root", "/", "--external", f"mnt[shm]:{self.shm_dir}"]
+            args += host_mounts.restore_args(dict(job.extra.get("host_mounts") or {}))
         log_fd = os.open(
             self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
         )

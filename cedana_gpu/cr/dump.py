@@ -76,7 +76,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cedana_gpu.controller import control
-from cedana_gpu.cr import criu, recovery
+from cedana_gpu.cr import criu, host_mounts, recovery
 from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_engine
 from cedana_gpu.cr.janitor import Janitor
 from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
@@ -250,6 +250,8 @@ class DumpContext:
     engine: GpuEngine | None = None
     gpu: GpuDump = field(default_factory=GpuDump)
     log_keys: list[str] = field(default_factory=list)
+    host_mounts: dict[str, str] = field(default_factory=dict)
+    """The host's mounts CRIU dumped as external (key: mount point; cr/host_mounts.py)."""
     stopped: bool = False
     """CRIU left the job's tree stopped (``--leave-stopped``)."""
     key: SigningKey | None = None
@@ -430,6 +432,12 @@ def criu_dump(ctx: DumpContext) -> None:
     args.append("--leave-running" if options.leave_running else "--leave-stopped")
     if ctx.mount_ns:
         args += ["--external", "mnt[/dev/shm]:shm"]
+        try:
+            foreign = host_mounts.of_process(job.pid, managed=frozenset({"/dev/shm"}))
+        except OSError as e:
+            raise DumpError(f"cannot read job {job.jid}'s mounts: {e.strerror}") from None
+        mount_args, ctx.host_mounts = host_mounts.dump_args(foreign)
+        args += mount_args
     ctx.log_keys = log_file_keys(job.pid, job.log_path)
     for key in ctx.log_keys:
         args += ["--external", key]
@@ -540,6 +548,7 @@ def write(ctx: DumpContext) -> None:
                 "log_path": job.log_path,
                 "log_files": ctx.log_keys,
                 "mount_namespace": ctx.mount_ns,
+                **({"host_mounts": ctx.host_mounts} if ctx.host_mounts else {}),
                 "pid_namespace": job.pid_namespace,
                 "checkpoint_id": ctx.cid,
                 "restored_from": job.restored_from,
