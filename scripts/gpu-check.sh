@@ -19,7 +19,7 @@
 # JSON and logs.tgz (the jobs' and CRIU's logs of tests/gpu) land beside it,
 # seven files in all; OUTDIR/summary.txt says what passed. The steps run in
 # the order of what matters most (the tests, then the benchmark, then the
-# conformance runs), each with its own time limit (together 495 s), so the
+# conformance runs), each with its own time limit (together 525 s), so the
 # whole stays under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -99,7 +99,7 @@ $VPY -m cedana_gpu gpu info --driver system
 # ---- 2. the real-GPU tests ---------------------------------------------------
 BASETEMP=/tmp/cedana-gpu-check
 rm -rf "$BASETEMP"
-wanted tests && step "tests/gpu" 180 "$VPY" -m pytest -p no:cacheprovider -n 4 tests/gpu -v -rs \
+wanted tests && step "tests/gpu" 170 "$VPY" -m pytest -p no:cacheprovider -n 4 tests/gpu -v -rs \
     --basetemp "$BASETEMP" --junitxml "$OUTDIR/tests-gpu.xml"
 leftovers
 # The jobs' and CRIU's logs, for whatever failed (small files only).
@@ -107,7 +107,7 @@ find "$BASETEMP" -type f \( -name '*.log' -o -name 'manifest.json' \) -size -4M 
     tar czf "$OUTDIR/logs.tgz" --null -T - 2>/dev/null
 
 # ---- 3. benchmarks -------------------------------------------------------------
-wanted bench && step "bench/gpu_engines.py" 100 "$VPY" bench/gpu_engines.py --gib "${GPU_CHECK_GIB:-2}" \
+wanted bench && step "bench/gpu_engines.py" 140 "$VPY" bench/gpu_engines.py --gib "${GPU_CHECK_GIB:-2}" \
     --rounds 2 --json "$OUTDIR/bench-gpu-engines.json"
 leftovers
 
