@@ -19,7 +19,7 @@
 # JSON and logs.tgz (the jobs' and CRIU's logs of tests/gpu) land beside it,
 # seven files in all; OUTDIR/summary.txt says what passed. The steps run in
 # the order of what matters most (the tests, then the benchmark, then the
-# conformance runs), each with its own time limit (together 525 s), so the
+# conformance runs), each with its own time limit (together 465 s), so the
 # whole stays under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -82,7 +82,7 @@ $VPY -c 'import torch, triton; print("torch", torch.__version__, "triton", trito
 if compgen -G ".gpu-bundle/wheels/*.whl" >/dev/null; then
     "${PIP[@]}" install -q --no-index --no-deps .gpu-bundle/wheels/*.whl
 fi
-step "build" 120 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+step "build" 60 env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "${PIP[@]}" install -q --no-index --no-deps --no-build-isolation -e .
 if [ -d .criu/root ]; then
     # A prefix made before its wrapper found its own location: write that wrapper.
