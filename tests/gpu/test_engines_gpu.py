@@ -148,11 +148,16 @@ def saved_and_resumed(
     if leave_running:
         options.append("--leave-running")
     dumped = c.json("dump", "job", old, *options)
+    if leave_running:
+        # The copy is restored once the original has finished: both cannot run
+        # on one host at once, since the restored copy binds the same abstract
+        # unix socket address as the original (CRIU: "Address already in use";
+        # seen with PyTorch on the H200), which only a network namespace of
+        # its own would allow.
+        c.wait_exit(old)
     restored = c.json("restore", "job", old, "--jid", new)
     assert restored["job"] == new
     c.wait_exit(new)
-    if leave_running:
-        c.wait_exit(old)
     return c.log(old), c.log(new), dumped
 
 
