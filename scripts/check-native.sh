@@ -9,6 +9,11 @@
 #                      and the conformance suite through the interposer (many
 #                      job threads posting to the ring, the dispatch loop,
 #                      stream workers and callbacks in the controller)
+#   headers            the native code built against the CUDA toolkit's own
+#                      headers when they are older than the ones the build
+#                      picks (the newest: the nvidia-cuda-runtime wheel's), as
+#                      a machine whose only headers are its toolkit's builds it
+#                      (the H200 machines have 13.0; a guard slipped once)
 #
 # Each sanitizer gets a CMake build of its own under build/sanitize-<name>
 # (incremental on a second run), installed into a private native dir that the
@@ -64,4 +69,17 @@ if [[ $only == all || $only == thread ]]; then
   preload=$(gcc -print-file-name=libtsan.so)
   run "$native" "$preload" tests/test_dispatcher_live.py
   CEDANA_TEST_CUDA_PATH=interposer run "$native" "$preload" tests/fake_cuda
+fi
+
+if [[ $only == all || $only == headers ]]; then
+  inc=${CUDA_HOME:-/usr/local/cuda}/include
+  if [[ -f $inc/cuda.h && -f $inc/cudaTypedefs.h ]]; then
+    version=$(sed -n 's/^#define CUDA_VERSION \([0-9]*\).*/\1/p' "$inc/cuda.h")
+    echo "== Built against the toolkit's headers (CUDA_VERSION $version, $inc)"
+    dir=build/headers-$version
+    cmake -S . -B "$dir" -DCEDANA_CUDA_INCLUDE_DIR="$inc" -DPython_EXECUTABLE="$PWD/$PY" >/dev/null
+    cmake --build "$dir" -j"$JOBS" >"$dir.log" 2>&1 || { tail -30 "$dir.log"; exit 1; }
+  else
+    echo "== No CUDA toolkit headers at $inc: the build against them is not checked"
+  fi
 fi
