@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from driver_helpers import FAKE_PATHS, err_of, ok
+from driver_helpers import FAKE_PATHS, UNDEFINED_ON_NVIDIA, err_of, ok
 
 from cedana_gpu import paths
 
@@ -196,6 +196,7 @@ def test_current_context_is_per_thread(cu: ModuleType, ctx: Any, created_ctx: An
     assert _int(ok(cu.cuCtxGetCurrent())) == _int(created_ctx)
 
 
+@UNDEFINED_ON_NVIDIA
 def test_destroying_current_context_pops_it(cu: ModuleType, ctx: Any) -> None:
     dev = ok(cu.cuDeviceGet(0))
     c = ok(cu.cuCtxCreate(None, 0, dev))

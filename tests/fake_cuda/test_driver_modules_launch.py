@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from driver_helpers import (
     FAKE_PATHS,
+    UNDEFINED_ON_NVIDIA,
     Kernels,
     ParamArray,
     Triple,
@@ -190,6 +191,7 @@ def test_unloaded_module_and_its_functions(cu: ModuleType, ctx: Any, kernels_pat
     assert err_of(cu.cuFuncGetParamInfo(fn, 0)) == bad
 
 
+@UNDEFINED_ON_NVIDIA
 def test_forged_module_and_function(cu: ModuleType, ctx: Any) -> None:
     bad = cu.CUresult.CUDA_ERROR_INVALID_HANDLE
     mod = cu.CUmodule(0x7FFF_0BAD_0000)

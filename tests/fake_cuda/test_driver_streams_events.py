@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from driver_helpers import Gate, HostWord, Kernels, err_of, ok, read_ints
+from driver_helpers import UNDEFINED_ON_NVIDIA, Gate, HostWord, Kernels, err_of, ok, read_ints
 
 MakeGate = Callable[[Any], Gate]
 MakeStream = Callable[..., Any]
@@ -374,6 +374,7 @@ def test_stream_properties(cu: ModuleType, ctx: Any, stream: MakeStream) -> None
     assert ok(cu.cuStreamGetId(s)) != ok(cu.cuStreamGetId(stream()))
 
 
+@UNDEFINED_ON_NVIDIA
 def test_destroyed_and_forged_streams(cu: ModuleType, ctx: Any, dmem: Alloc) -> None:
     bad = cu.CUresult.CUDA_ERROR_INVALID_HANDLE
     s = ok(cu.cuStreamCreate(0))

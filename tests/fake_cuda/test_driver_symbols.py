@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from driver_helpers import ok
+from driver_helpers import UNDEFINED_ON_NVIDIA, ok
 
 CUDA_SUCCESS = 0
 CUDA_ERROR_INVALID_VALUE = 1
@@ -180,6 +180,7 @@ def test_version_older_than_the_function_is_success_with_null(libcuda: ctypes.CD
     assert pfn == _address(libcuda, "cuMemAllocAsync")
 
 
+@UNDEFINED_ON_NVIDIA
 def test_proc_address_needs_symbol_and_out_pointer(libcuda: ctypes.CDLL) -> None:
     fn = libcuda.cuGetProcAddress_v2
     fn.restype = ctypes.c_int

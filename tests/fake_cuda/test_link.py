@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from driver_helpers import FAKE_PATHS, err_of, ok
+from driver_helpers import FAKE_PATHS, UNDEFINED_ON_NVIDIA, err_of, ok
 from ptx_build import DeviceArrays, loaded, nvrtc_ptx
 from test_ptx_load import UNSUPPORTED
 
@@ -135,6 +135,7 @@ def test_link_error_goes_to_the_create_error_log(cu: ModuleType, ctx: Any) -> No
         ok(cu.cuLinkDestroy(state))
 
 
+@UNDEFINED_ON_NVIDIA
 def test_destroyed_link_state_is_an_invalid_handle(cu: ModuleType, ctx: Any) -> None:
     state = ok(cu.cuLinkCreate(0, [], []))
     ok(cu.cuLinkDestroy(state))
