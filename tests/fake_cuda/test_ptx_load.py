@@ -190,8 +190,35 @@ UNSUPPORTED = b""".version 8.5
 \x00"""
 
 
+# A 64-bit shift amount: PTX wants a .u32 whatever the shifted type, and
+# NVIDIA's JIT refuses this ("Arguments mismatch for instruction 'shr'"); the
+# fake once ran it (seen when the PTX suite first met driver 580).
+WIDE_SHIFT = b""".version 8.5
+.target sm_90
+.address_size 64
+.visible .entry wide_shift(.param .u64 p)
+{
+  .reg .b64 %rd<4>;
+  ld.param.u64 %rd1, [p];
+  mov.u64 %rd2, 3;
+  shr.s64 %rd3, %rd1, %rd2;
+  ret;
+}
+\x00"""
+
+
 def test_invalid_ptx_is_refused(cu: ModuleType, ctx: Any) -> None:
     assert err_of(cu.cuModuleLoadData(INVALID)) == cu.CUresult.CUDA_ERROR_INVALID_PTX
+
+
+def test_a_shift_by_a_64_bit_register_is_invalid_ptx(cu: ModuleType, ctx: Any) -> None:
+    assert err_of(cu.cuModuleLoadData(WIDE_SHIFT)) == cu.CUresult.CUDA_ERROR_INVALID_PTX
+    # The same with the amount in a 32-bit register loads.
+    fixed = WIDE_SHIFT.replace(b"  .reg .b64 %rd<4>;", b"  .reg .b64 %rd<4>;\n  .reg .b32 %r<2>;")
+    fixed = fixed.replace(b"mov.u64 %rd2, 3;", b"mov.u32 %r1, 3;").replace(
+        b"%rd1, %rd2;", b"%rd1, %r1;"
+    )
+    ok(cu.cuModuleUnload(ok(cu.cuModuleLoadData(fixed))))
 
 
 @pytest.mark.only_paths(

@@ -65,6 +65,8 @@ typedef struct parser {
   map locals; /* symbol -> offset, kind = space */
   map labels; /* label -> pc */
   int cur;    /* current function */
+  uint8_t *reg_bytes; /* declared width of each register (module-wide index) */
+  size_t cap_reg_bytes;
   struct fix {
     uint32_t pc;
     char *name;
@@ -308,6 +310,7 @@ static size_t align_up(size_t v, size_t a) { return a ? (v + a - 1) / a * a : v;
 static bool grow(void **arr, size_t *cap, size_t n, size_t size) {
   if (n < *cap) return true;
   size_t c = *cap ? *cap * 2 : 16;
+  while (c <= n) c *= 2;
   void *a = realloc(*arr, c * size);
   if (!a) return false;
   *arr = a;
@@ -562,6 +565,9 @@ static bool reg_decl(parser *p) {
     e->value = p->m->nregs;
     e->extra = count;
     int used = count < 0 ? 1 : count;
+    if (!grow((void **)&p->reg_bytes, &p->cap_reg_bytes, (size_t)(p->m->nregs + used), 1))
+      return false;
+    memset(p->reg_bytes + p->m->nregs, ty.bytes, (size_t)used);
     p->m->nregs += used;
     p->m->funcs[p->cur].nregs += used;
   } while (accept(p, ','));
@@ -1046,6 +1052,15 @@ static bool instruction(parser *p, bool in_entry) {
     } while (accept(p, ','));
   }
   ins->nops = (uint8_t)n;
+  /* A shift amount is a .u32 whatever the shifted type (PTX ISA, shl/shr):
+   * NVIDIA's JIT refuses any other register ("Arguments mismatch"), so the
+   * fake must too rather than run a kernel no GPU would load. */
+  if ((ins->op == OP_SHL || ins->op == OP_SHR) && n == 3 && ins->o[2].kind == OK_REG &&
+      p->reg_bytes[ins->o[2].reg] != 4) {
+    fail(p, true, opt->line, "arguments mismatch for '%.*s': the shift amount must be a 32-bit register",
+         opt->len, opt->s);
+    return false;
+  }
   if (!expect(p, ';')) return false;
   p->m->ncode++;
   return true;
@@ -1565,6 +1580,7 @@ ptx_module *ptx_module_load(const char *text, char *err, size_t errlen, bool *in
   map_clear(&p.labels);
   for (int i = 0; i < p.nfixes; i++) free(p.fixes[i].name);
   free(p.fixes);
+  free(p.reg_bytes);
   free(p.t);
   *invalid = p.invalid;
   if (!ok) {

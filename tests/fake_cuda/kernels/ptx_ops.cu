@@ -83,7 +83,14 @@ BIN(add_u64, unsigned long long, U64, "add.u64")
 BIN(mul_lo_u64, unsigned long long, U64, "mul.lo.u64")
 BIN(mul_hi_u64, unsigned long long, U64, "mul.hi.u64")
 BIN(div_s64, long long, U64, "div.s64")
-BIN(shr_s64, long long, U64, "shr.s64")
+// A shift amount is a .u32 whatever the shifted type (NVIDIA's JIT refuses a
+// 64-bit one): the shift's own kernel.
+extern "C" __global__ void shr_s64(const long long *a, const long long *b, long long *d, int n) {
+  IDX;
+  long long r;
+  asm("shr.s64 %0, %1, %2;" : "=l"(r) : "l"(a[i]), "r"((unsigned)b[i]));
+  d[i] = r;
+}
 extern "C" __global__ void mul_wide_u32(const unsigned *a, const unsigned *b, unsigned long long *d, int n) {
   IDX;
   unsigned long long r;
