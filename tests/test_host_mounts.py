@@ -72,16 +72,19 @@ SCENARIO = textwrap.dedent(
     c = Cedana(Path({state!r}))
     host, pm, script = Path({host!r}), Path({pm!r}), Path({script!r})
     jid, new = unique_jid("hm"), unique_jid("hmr")
-    c.ok("exec", "--jid", jid, "--persistent-mount", str(pm), "--", "sh", str(script), str(host))
-    c.wait_log(jid, "^tick ", 3)
-    dumped = c.dump(jid)
-    manifest = json.loads((Path(dumped["path"]) / "manifest.json").read_text())
-    # The host's file changes while the job is saved: the restored job sees
-    # the host's mount (bound again), not a copy taken at dump time.
-    (host / "driver.txt").write_text("v2\\n")
-    c.restore(jid, "--jid", new)
-    c.wait_log(new, "^tick v2$", 2)
-    c.ok("job", "kill", new)
+    try:
+        c.ok("exec", "--jid", jid, "--persistent-mount", str(pm), "--", "sh", str(script),
+             str(host))  # fmt: skip
+        c.wait_log(jid, "^tick ", 3)
+        dumped = c.dump(jid)
+        manifest = json.loads((Path(dumped["path"]) / "manifest.json").read_text())
+        # The host's file changes while the job is saved: the restored job sees
+        # the host's mount (bound again), not a copy taken at dump time.
+        (host / "driver.txt").write_text("v2\\n")
+        c.restore(jid, "--jid", new)
+        c.wait_log(new, "^tick v2$", 2)
+    finally:
+        c.kill_all()  # the jobs loop for ever
     print(json.dumps({{"manifest": manifest["job"], "before": c.log(jid), "after": c.log(new)}}))
     """
 )
