@@ -208,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
             return {"plain": statistics.median(plain), "driver": statistics.median(under)}
 
         part("step_time_ms", step_times)
+        # A part that failed half-way may have left its job running.
+        for row in cedana(state, "ps"):
+            if row["state"] in ("starting", "running"):
+                subprocess.run([sys.executable, "-m", "cedana_gpu", "job", "kill", row["jid"]],
+                               env={**os.environ, "CEDANA_STATE_DIR": str(state)},
+                               capture_output=True, timeout=120, check=False)  # fmt: skip
     report(results)
     return 1 if any("error" in v for v in results.values() if isinstance(v, dict)) else 0
 
