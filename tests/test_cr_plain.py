@@ -101,13 +101,15 @@ def test_one_checkpoint_restored_twice_at_once(cedana: Cedana, tmp_path: Path) -
 
 def test_dump_process_by_pid_and_attach(cedana: Cedana, tmp_path: Path) -> None:
     jid, new = unique_jid("pp"), unique_jid("ppr")
-    counter(cedana, tmp_path, jid, 30)
+    # 100 counts (3 s): with 30 the job sometimes ended before a loaded
+    # machine got to dump it.
+    counter(cedana, tmp_path, jid, 100)
     pid = cedana.job(jid)["pid"]
     dumped = cedana.json("dump", "process", str(pid))
     assert dumped["job"] == jid
     out = cedana("restore", "job", jid, "--jid", new, "--attach")
     assert out.returncode == 0, out.stderr
-    assert numbers(cedana.log(jid)) + numbers(out.stdout) == expected_counter(30)
+    assert numbers(cedana.log(jid)) + numbers(out.stdout) == expected_counter(100)
 
 
 def test_persistent_mounts_from_the_environment(cedana: Cedana, tmp_path: Path) -> None:

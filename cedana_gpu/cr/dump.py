@@ -434,6 +434,8 @@ def criu_dump(ctx: DumpContext) -> None:
         args += ["--external", "mnt[/dev/shm]:shm"]
         try:
             foreign = host_mounts.of_process(job.pid, managed=frozenset({"/dev/shm"}))
+        except FileNotFoundError:
+            raise DumpError(f"job {job.jid} ended before CRIU could dump it") from None
         except OSError as e:
             raise DumpError(f"cannot read job {job.jid}'s mounts: {e.strerror}") from None
         mount_args, ctx.host_mounts = host_mounts.dump_args(foreign)
