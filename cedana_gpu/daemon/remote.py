@@ -275,12 +275,15 @@ def _remote_error(e: Any, what: str, cfg: Config) -> RemoteError:
 
 def connect(cfg: Config, *, timeout: float = PROBE_TIMEOUT) -> RemoteBackend | None:
     """The daemon the configuration names, if it answers; None otherwise."""
+    # gRPC's core logs a failed handshake on stderr; the CLI says it in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import grpc
 
+    from cedana_gpu.daemon import tls
     from cedana_gpu.daemon.proto import daemon_pb2 as pb
     from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
 
-    channel = grpc.insecure_channel(target(cfg))
+    channel = tls.channel(cfg, target(cfg))
     token = cfg["auth.token"]
     metadata = ((TOKEN_KEY, f"Bearer {token}"),) if token else ()
     try:
@@ -291,5 +294,9 @@ def connect(cfg: Config, *, timeout: float = PROBE_TIMEOUT) -> RemoteBackend | N
         channel.close()
         if e.code() == grpc.StatusCode.UNAUTHENTICATED:
             raise RemoteError(f"the daemon at {cfg['address']} refused us: {e.details()}") from None
+        if cfg["protocol"] == "tcp" and e.code() == grpc.StatusCode.UNAVAILABLE:
+            why = tls.explain_unavailable(cfg, e.details() or "")
+            if why is not None:
+                raise RemoteError(why) from None
         return None
     return RemoteBackend(cfg, channel, info.daemon)

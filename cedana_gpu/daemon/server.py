@@ -14,7 +14,10 @@ runs (``reconcile``) and takes up the periodic checkpoint policies again.
 Listening: a unix socket, mode 0600 (created under umask 0177, so it is never
 reachable by others, not even for an instant), or TCP when configured, only
 with a token (``auth.token``) that every call must send as
-``authorization: Bearer <token>``; a call without it is refused, saying so.
+``authorization: Bearer <token>`` (a call without it is refused, saying so),
+or with TLS that requires client certificates (``tls.client_ca``), or both.
+TLS (``tls.cert``, ``tls.key``: ``daemon.tls``) encrypts the connection; alone
+it does not say who the client is, so it does not replace the token.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import grpc
 
 import cedana_gpu
 from cedana_gpu.config import Config
-from cedana_gpu.daemon import convert, health, ops
+from cedana_gpu.daemon import convert, health, ops, tls
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
 from cedana_gpu.daemon.wire import ERROR_KEY, TOKEN_KEY
@@ -596,13 +599,18 @@ def _answers(target: str) -> bool:
 def _bind(server: grpc.Server, cfg: Config) -> str:
     address = str(cfg["address"])
     if cfg["protocol"] == "tcp":
-        if not cfg["auth.token"]:
+        credentials = tls.server_credentials(cfg) if tls.serves_tls(cfg) else None
+        if not cfg["auth.token"] and not (credentials and cfg["tls.client_ca"]):
             raise DaemonError(
-                "protocol tcp needs a token: set auth.token (or CEDANA_AUTH_TOKEN); "
-                "without one anyone who reaches the port could run jobs as this user"
+                "protocol tcp needs a token: set auth.token (or CEDANA_AUTH_TOKEN), or TLS "
+                "with client certificates (tls.cert, tls.key, tls.client_ca); without them "
+                "anyone who reaches the port could run jobs as this user"
             )
         try:
-            port = server.add_insecure_port(address)
+            if credentials is not None:
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as e:
             raise DaemonError(f"cannot listen on {address}: {e}") from None
         if port == 0:
@@ -645,7 +653,8 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
     state = statedir.state_dir()
     _setup_logging(cfg, state)
     daemon = Daemon(cfg, state)
-    interceptors = [_TokenCheck(cfg["auth.token"])] if cfg["protocol"] == "tcp" else []
+    tcp_token = cfg["protocol"] == "tcp" and cfg["auth.token"]
+    interceptors = [_TokenCheck(cfg["auth.token"])] if tcp_token else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -671,8 +680,11 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
     if cfg["protocol"] == "unix":
         os.chmod(str(cfg["address"]), 0o600)
     daemon.scheduler.start()
-    log.info("cedana daemon %s (pid %d) serving %s, state %s", cedana_gpu.__version__,
-             os.getpid(), where, state)  # fmt: skip
+    how = ""
+    if tls.serves_tls(cfg):
+        how = " with TLS" + (" (client certificates required)" if cfg["tls.client_ca"] else "")
+    log.info("cedana daemon %s (pid %d) serving %s%s, state %s", cedana_gpu.__version__,
+             os.getpid(), where, how, state)  # fmt: skip
     if ready is not None:
         ready(where)
     while not stop.wait(1.0):
