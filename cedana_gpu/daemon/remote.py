@@ -77,19 +77,27 @@ class RemoteBackend:
             env=ops.env_list(spec.env if spec.env is not None else os.environ),
             cwd=spec.cwd or os.getcwd(),
             policy=self.pb.CheckpointPolicy(every=spec.every, keep=spec.keep),
+            stdin=spec.stdin,
         )
         return job_from_pb(self._call("Run", req, "run the job").job)
 
-    def attach(self, jid: str, out: BinaryIO) -> Job:
+    def attach(self, jid: str, out: BinaryIO, stdin: BinaryIO | None = None) -> Job:
         from cedana_gpu.daemon.convert import job_from_pb
 
         received = 0
 
-        def stream() -> Job:
+        def requests(first: Any, given: BinaryIO | None) -> Iterator[Any]:
+            yield first
+            if given is not None:  # our input, then end-of-file for the job
+                for chunk in ops.read_input(given):
+                    yield self.pb.AttachReq(stdin=chunk)
+                yield self.pb.AttachReq(close_stdin=True)
+
+        def stream(given: BinaryIO | None = None) -> Job:
             nonlocal received
             req = self.pb.AttachReq(jid=jid, offset=received)
             with self._errors(f"follow job {jid}"):
-                for msg in self.stub.Attach(iter([req]), metadata=self.metadata):
+                for msg in self.stub.Attach(requests(req, given), metadata=self.metadata):
                     if msg.HasField("ended"):
                         return job_from_pb(msg.ended)
                     out.write(msg.output)
@@ -98,7 +106,7 @@ class RemoteBackend:
             raise RemoteError(f"the daemon stopped following job {jid} before it ended")
 
         try:
-            return stream()
+            return stream(stdin)
         except KeyboardInterrupt:
             # As in-process: Ctrl-C kills the job, and its end is still followed.
             with contextlib.suppress(CedanaError):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hmac
+import itertools
 import logging
 import os
 import queue
@@ -303,6 +304,7 @@ class Servicer(pb_grpc.DaemonServicer):
                 cwd=request.cwd or None,
                 every=request.policy.every,
                 keep=request.policy.keep,
+                stdin=request.stdin,
             )
             started = ops.run(spec)
             self.d.adopt(started)
@@ -358,13 +360,11 @@ class Servicer(pb_grpc.DaemonServicer):
             first = next(request_iterator, None)
             if first is None:
                 raise ops.JobError("attach: send the job's id first")
-            if first.stdin:
-                raise ops.JobError("jobs read /dev/null: attach cannot send them input")
-            out: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+            out: queue.Queue[bytes | CedanaError | None] = queue.Queue(maxsize=64)
             ended: list[Any] = []
             gone = threading.Event()
 
-            def put(item: bytes | None) -> None:
+            def put(item: bytes | CedanaError | None) -> None:
                 # A client that went away stops reading: the follower stops too.
                 while not gone.is_set():
                     with contextlib.suppress(queue.Full):
@@ -387,10 +387,33 @@ class Servicer(pb_grpc.DaemonServicer):
 
             with self.d.store() as store:
                 store.require(first.jid)  # a missing job is refused before streaming
+            if first.stdin or first.close_stdin:
+                ops.JobInput(self.d.state, first.jid).require()
+
+            def feed() -> None:
+                # The client's input, the first message's included, to the job's FIFO.
+                given = ops.JobInput(self.d.state, first.jid)
+                try:
+                    for req in itertools.chain([first], request_iterator):
+                        if req.stdin:
+                            given.send(req.stdin)
+                        if req.close_stdin:
+                            given.close()
+                except CedanaError as e:
+                    with contextlib.suppress(_ClientGone):
+                        put(e)  # the stream ends with it
+                except Exception:  # the client went away (cancelled): nothing to feed
+                    return
+                finally:
+                    given.release()
+
             threading.Thread(target=follow, name=f"attach-{first.jid}", daemon=True).start()
+            threading.Thread(target=feed, name=f"input-{first.jid}", daemon=True).start()
             try:
                 while True:
                     chunk = out.get()
+                    if isinstance(chunk, CedanaError):
+                        raise chunk
                     if chunk is None:
                         break
                     for i in range(0, len(chunk), ATTACH_CHUNK):
