@@ -99,6 +99,28 @@ def test_input_reaches_the_job_across_dump_and_restore(daemon: Daemon) -> None:
         assert (third.ended.state, third.ended.exit_code) == ("exited", 0)
 
 
+def test_input_the_job_has_not_read_is_kept_by_the_checkpoint(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    # The job reads one line, then waits for GO before reading on: what is sent
+    # meanwhile sits in the FIFO when the job is dumped (CRIU saves a FIFO's data).
+    go = tmp_path / "go"
+    script = f'read -r a; echo "got $a"; until [ -e {go} ]; do sleep 0.05; done; {ECHO}'
+    jid, back = unique_jid("dpk"), unique_jid("dpb")
+    with daemon.client() as stub:
+        stub.Run(run_req(jid, "sh", "-c", script, stdin=True))
+        first = Session(stub, jid)
+        first.send(b"one\npending\n")
+        assert first.read_until(b"got one\n") == b"got one\n"
+        first.detach()
+        assert stub.Dump(pb.DumpReq(jid=jid)).job_state == "checkpointed"
+        stub.Restore(pb.RestoreReq(jid=jid, new_jid=back))
+        go.touch()
+        after = Session(stub, back)
+        after.send(b"after\n", close=True)
+        assert after.read_until(b"eof\n") == b"got pending\ngot after\neof\n"
+
+
 def test_a_job_without_input_reads_dev_null_and_refuses_input(daemon: Daemon) -> None:
     jid = unique_jid("dnn")
     with daemon.client() as stub:
@@ -147,3 +169,19 @@ def test_cli_forwards_its_stdin(daemon: Daemon, where: str) -> None:
         check=False,
     )
     assert (fed.returncode, fed.stdout) == (0, "got c\neof\n"), fed.stderr
+
+    # A restored -i job keeps its input: 'restore --attach' sends this stdin to it.
+    dumped = unique_jid("dcd")
+    cli.ok(*flags, "exec", "-i", "--jid", dumped, "--", "sh", "-c", ECHO)
+    cli.ok(*flags, "dump", "job", dumped)
+    restored = subprocess.run(
+        [*CEDANA, *flags, "restore", "job", dumped, "--jid", unique_jid("dcr"), "--attach"],
+        input="d\n",
+        env=cli.env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert (restored.returncode, restored.stdout) == (0, "got d\neof\n"), restored.stderr

@@ -113,9 +113,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     import sys
 
     backend = route.backend(args)
-    # A job started with -i gets this terminal's input (its controller says whether).
-    live = {} if args.no_stdin else backend.get(args.jid).live or {}
-    stdin = sys.stdin.buffer if live.get("stdin") else None
+    stdin = None if args.no_stdin else route.job_input(backend, args.jid)
     job = backend.attach(args.jid, sys.stdout.buffer, stdin)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
