@@ -153,6 +153,12 @@ FIELDS: tuple[Field, ...] = (
     Field("gpu.shm_size", _size, None, "staging bytes of a job's segment (default: built-in)"),
     Field("db.path", _db_path, None, "the job store (<state dir>/jobs.db)"),
     Field("auth.token", _optional_text, None, "token a TCP client must send"),
+    Field("tls.cert", _optional_path, None, "daemon: its TLS certificate (PEM; TCP)"),
+    Field("tls.key", _optional_path, None, "daemon: the private key of tls.cert"),
+    Field("tls.client_ca", _optional_path, None, "daemon: require client certificates it signed"),
+    Field("tls.ca", _optional_path, None, "client: the CA the daemon's certificate must chain to"),
+    Field("tls.client_cert", _optional_path, None, "client: certificate shown to the daemon"),
+    Field("tls.client_key", _optional_path, None, "client: the private key of tls.client_cert"),
 )
 BY_NAME = {f.name: f for f in FIELDS}
 

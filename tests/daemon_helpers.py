@@ -83,8 +83,12 @@ class Daemon:
         return self.out.read_text(errors="replace") if self.out.exists() else ""
 
     @contextlib.contextmanager
-    def client(self) -> Iterator[Any]:
-        channel = grpc.insecure_channel(self.target)
+    def client(self, **env: str) -> Iterator[Any]:
+        """A stub; with TLS when the daemon's environment (or ``env``) configures it."""
+        from cedana_gpu import config
+        from cedana_gpu.daemon import tls
+
+        channel = tls.channel(config.load(env=self.env(**env)), self.target)
         try:
             yield pb_grpc.DaemonStub(channel)
         finally:

@@ -124,7 +124,9 @@ def test_run_attach_list_get_kill_delete(daemon: Daemon) -> None:
         with pytest.raises(grpc.RpcError) as no_input:
             attach_with_input = stub.Attach(iter([pb.AttachReq(jid=done, stdin=b"x")]))
             list(attach_with_input)
-        assert "jobs read /dev/null" in (no_input.value.details() or "")
+        assert no_input.value.details() == (
+            f"job {done} reads /dev/null: start it with 'cedana exec -i' to send it input"
+        )
 
 
 def test_dump_and_restore_with_progress_events(daemon: Daemon) -> None:

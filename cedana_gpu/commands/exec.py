@@ -1,6 +1,6 @@
 """``cedana exec``: start a job (also ``cedana run process``, as Cedana users type it).
 
-    cedana exec [--gpu] [--jid ID] [--attach] [--gpu-driver system|fake]
+    cedana exec [--gpu] [--jid ID] [--attach] [-i] [--gpu-driver system|fake]
                 [--gpu-engine auto|intercept|driver]
                 [--persistent-mount DIR ...] [--checkpoint-every DURATION [--keep N]]
                 -- CMD [ARGS...]
@@ -22,6 +22,11 @@ driver engine when the job turns out to need NVIDIA's runtime.
 Without ``--attach`` the job id is printed and the command returns once the
 job runs. With it, the job's output (its log) is streamed until the job ends,
 and the job's exit status is returned; Ctrl-C kills the job.
+
+``-i`` (``--interactive``, ``--attachable``), as ``docker run -i``: the job
+reads input that attach sends (``jobs.job_stdin``: a FIFO held open, so no
+end-of-file until the input is closed), not /dev/null; with ``--attach`` this
+terminal's stdin is sent, and its end-of-file closes the job's input.
 
 ``--persistent-mount DIR`` (repeatable; also ``CEDANA_PERSISTENT_MOUNTS=/a,/b``)
 makes DIR a tmpfs private to the job (root: the job gets a mount namespace of
@@ -60,6 +65,15 @@ def _add_job_options(parser: argparse.ArgumentParser, gpu_flag: str) -> None:
         "-a",
         action="store_true",
         help="stream the job's output until it ends and return its exit status",
+    )
+    parser.add_argument(
+        "--interactive",
+        "--attachable",
+        "-i",
+        dest="stdin",
+        action="store_true",
+        help="the job reads input sent by attach (with --attach: this terminal's stdin) "
+        "instead of /dev/null; it is kept across dump and restore",
     )
     parser.add_argument(
         "--gpu-driver",
@@ -176,13 +190,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
             persistent_mounts=mounts,
             every=every,
             keep=args.keep,
+            stdin=args.stdin,
         )
     )
     if not args.attach:
         print(job.jid)
         return 0
     sys.stdout.flush()
-    job = backend.attach(job.jid, sys.stdout.buffer)
+    job = backend.attach(job.jid, sys.stdout.buffer, sys.stdin.buffer if args.stdin else None)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
     return lifecycle.exit_status(job)

@@ -5,7 +5,9 @@ cedana job inspect ID   the job's record as JSON, with its controller's live
                         ``info`` under "live" while it runs
 cedana job checkpoints ID [--output table|json]
                         the job's checkpoints: id, size, time, options
-cedana job attach ID    the job's output from its start until it ends; its exit status
+cedana job attach ID [--no-stdin]
+                        the job's output from its start until it ends; its exit status;
+                        a job started with -i also gets this terminal's input
 cedana job freeze|unfreeze ID
                         stop / resume a GPU job's GPU work (the daemon holds it)
 cedana job delete ID [--checkpoints]
@@ -58,6 +60,11 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Print the job's output from its start until it ends; exit with its status.",
     )
     attach.add_argument("jid", metavar="ID")
+    attach.add_argument(
+        "--no-stdin",
+        action="store_true",
+        help="do not send this terminal's input to a job started with -i",
+    )
     attach.set_defaults(handler=cmd_attach)
     for verb, frozen in (("freeze", True), ("unfreeze", False)):
         p = commands.add_parser(
@@ -105,7 +112,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     import sys
 
-    job = route.backend(args).attach(args.jid, sys.stdout.buffer)
+    backend = route.backend(args)
+    stdin = None if args.no_stdin else route.job_input(backend, args.jid)
+    job = backend.attach(args.jid, sys.stdout.buffer, stdin)
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
     return lifecycle.exit_status(job)

@@ -110,7 +110,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not args.attach:
         return 0
     sys.stdout.flush()
-    job = backend.attach(doc["job"], sys.stdout.buffer)
+    # A job started with -i is restored with its input: this terminal's goes to it.
+    job = backend.attach(doc["job"], sys.stdout.buffer, route.job_input(backend, doc["job"]))
     if job.state == "failed" and job.error:
         print(f"cedana: job {job.jid} failed: {job.error}", file=sys.stderr)
     return lifecycle.exit_status(job)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from cedana_gpu import config
 
@@ -34,6 +34,13 @@ def backend(args: argparse.Namespace) -> Backend:
         found = choose(settings(args), no_server=bool(getattr(args, "no_server", False)))
         args._backend = found
     return found
+
+
+def job_input(backend: Backend, jid: str) -> BinaryIO | None:
+    """This terminal's stdin when job ``jid`` reads input (started with ``-i``; its
+    controller says so), for attach to send; else None."""
+    live = backend.get(jid).live or {}
+    return sys.stdin.buffer if live.get("stdin") else None
 
 
 def report(line: str) -> None:

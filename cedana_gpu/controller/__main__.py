@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="run the job in the controller's PID namespace",
     )
+    p.add_argument(
+        "--stdin",
+        action="store_true",
+        help="the job reads a FIFO in its directory that clients write (not /dev/null)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     return p
 
@@ -146,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_ms=_setting(args, "timeout_ms"),
             engine=args.engine,
             gpu_map=list(args.gpu_map),
+            stdin=args.stdin,
         )
         controller = Controller(options)
     except (ValueError, DriverError, StartupError, statedir.StateDirError) as e:

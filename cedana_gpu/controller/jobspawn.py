@@ -233,8 +233,11 @@ def spawn_job_process(
     umask: int | None = None,
     cwd: str | None = None,
     mounts: MountSetup | None = None,
+    stdin_fd: int | None = None,
 ) -> JobProcess:
     """Start ``cmd`` as the job's root process, in a session of its own.
+
+    Its stdin is ``stdin_fd`` (``cedana exec -i``: ``jobs.job_stdin``) or /dev/null.
 
     With ``pid_namespace`` it becomes the init of a new PID namespace; raises
     NoPidNamespace, before starting anything, when one cannot be made (the
@@ -255,7 +258,7 @@ def spawn_job_process(
                     preexec = _proc_mounter()
             result["popen"] = subprocess.Popen(
                 list(cmd),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin_fd is None else stdin_fd,
                 stdout=log_fd,
                 stderr=log_fd,
                 env=dict(env),

@@ -71,7 +71,7 @@ from cedana_gpu.controller import jobspawn, shm_layout
 from cedana_gpu.controller.control import ControlError, ControlServer
 from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
 from cedana_gpu.errors import ControllerError
-from cedana_gpu.jobs import processes, statedir
+from cedana_gpu.jobs import job_stdin, processes, statedir
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     EXITED,
@@ -120,6 +120,8 @@ class ControllerOptions:
     """``--gpu-engine``: auto, intercept or driver (a restore uses the checkpoint's)."""
     gpu_map: list[str] = field(default_factory=list)
     """Restore (driver engine): ``OLD=NEW`` GPU remappings."""
+    stdin: bool = False
+    """The job reads a FIFO its clients write (``jobs.job_stdin``), not /dev/null."""
 
 
 class Controller:
@@ -141,6 +143,7 @@ class Controller:
         self._job_lock = threading.RLock()  # the signal handler takes it too
         self._user_umask = 0o022
         self._claimed = False
+        self._stdin: job_stdin.Keeper | None = None
         # Checkpoint/restore.
         self.manifest: Any = None  # checkpoint.Manifest in restore mode
         self.persistent_mounts = list(options.persistent_mounts)
@@ -309,7 +312,19 @@ class Controller:
             "dumped": self._op_dumped,
             "progress": self._op_progress,
             "engine": self._op_engine,
+            "close_stdin": self._op_close_stdin,
         }
+
+    def _op_close_stdin(self, _request: dict[str, Any]) -> dict[str, Any]:
+        if self._stdin is None:
+            raise ControlError(f"job {self.jid} reads /dev/null: it has no input to close")
+        return {"closed": self._stdin.close()}
+
+    def _open_stdin(self) -> None:
+        try:
+            self._stdin = job_stdin.Keeper(self.job_dir)
+        except OSError as e:
+            raise StartupError(f"cannot create job {self.jid}'s input FIFO: {e.strerror}") from None
 
     # ---- 2. driver --------------------------------------------------------------
 
@@ -459,6 +474,8 @@ class Controller:
         assert self.store is not None
         if self._stop.is_set():
             raise StartupError(f"job {self.jid} was stopped before it started")
+        if self.opts.stdin:
+            self._open_stdin()
         log_fd = os.open(
             self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
@@ -501,14 +518,20 @@ class Controller:
                 shm_dir=self.shm_dir,
                 persistent=tuple(self.persistent_mounts),
             )
-        return jobspawn.spawn_job_process(
-            self.opts.command,
-            env=self.job_env(),
-            log_fd=log_fd,
-            pid_namespace=pid_namespace,
-            umask=self._user_umask,
-            mounts=mounts,
-        )
+        stdin_fd = self._stdin.job_end() if self._stdin is not None else None
+        try:
+            return jobspawn.spawn_job_process(
+                self.opts.command,
+                env=self.job_env(),
+                log_fd=log_fd,
+                pid_namespace=pid_namespace,
+                umask=self._user_umask,
+                mounts=mounts,
+                stdin_fd=stdin_fd,
+            )
+        finally:
+            if stdin_fd is not None:
+                os.close(stdin_fd)
 
     def adopt_job(self, pid: int, *, pid_namespace: bool) -> None:
         """Supervise a job that is already running below this process (a restore)."""
@@ -622,6 +645,7 @@ class Controller:
         info["mount_namespace"] = self.mount_ns
         info["persistent_mounts"] = list(self.persistent_mounts)
         info["frozen"] = self._frozen
+        info["stdin"] = self._stdin is not None and self._stdin.fd is not None
         try:
             info["engine"] = self.current_engine()
         except StartupError as e:
@@ -1137,6 +1161,15 @@ class Controller:
         log_fd = os.open(
             self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
+        pass_fds = [log_fd]
+        stdin_keys = job.extra.get("stdin_files") or []
+        if stdin_keys:
+            # The job's input FIFO too: CRIU reopens this job's through the keeper.
+            self._open_stdin()
+            assert self._stdin is not None and self._stdin.fd is not None
+            pass_fds.append(self._stdin.fd)
+            for key in stdin_keys:
+                args += ["--inherit-fd", f"fd[{self._stdin.fd}]:{key}"]
         try:
             # The job's log was dumped as an external file: this job's takes its place.
             for key in job.extra.get("log_files") or []:
@@ -1148,7 +1181,7 @@ class Controller:
                         args,
                         log_file=self.job_dir / "criu-restore.log",
                         timeout=RESTORE_TIMEOUT_S,
-                        pass_fds=(log_fd,),
+                        pass_fds=tuple(pass_fds),
                     )
                 except (criu.CriuError, criu.CriuNotFound) as e:
                     raise StartupError(str(e)) from None

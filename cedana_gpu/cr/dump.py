@@ -81,7 +81,7 @@ from cedana_gpu.cr.engine import FREEZE_TIMEOUT_ENV, GpuDump, GpuEngine, dump_en
 from cedana_gpu.cr.janitor import Janitor
 from cedana_gpu.cr.pipeline import Phase, Pipeline, fault_point
 from cedana_gpu.errors import DumpError, StoreError
-from cedana_gpu.jobs import lifecycle, processes, statedir
+from cedana_gpu.jobs import job_stdin, lifecycle, processes, statedir
 from cedana_gpu.jobs.store import (
     CHECKPOINTED,
     FAILED,
@@ -196,8 +196,15 @@ def log_file_keys(root: int, log_path: str | None) -> list[str]:
     (``--inherit-fd``) as the new job's log: the old one may be gone (a
     migration), and a file opened outside the job's mount namespace could not
     be dumped at all."""
-    if not log_path:
+    return open_file_keys(root, log_path)
+
+
+def open_file_keys(root: int, path: str | None) -> list[str]:
+    """CRIU's ``file[mnt_id:inode]`` keys of ``path`` as the job's processes have it open
+    (its log; its input FIFO, ``jobs.job_stdin``, handed on the same way)."""
+    if not path:
         return []
+    log_path = path
     keys: list[str] = []
     for pid in processes.tree_pids(root):
         try:
@@ -252,6 +259,7 @@ class DumpContext:
     log_keys: list[str] = field(default_factory=list)
     host_mounts: dict[str, str] = field(default_factory=dict)
     """The host's mounts CRIU dumped as external (key: mount point; cr/host_mounts.py)."""
+    stdin_keys: list[str] = field(default_factory=list)
     stopped: bool = False
     """CRIU left the job's tree stopped (``--leave-stopped``)."""
     key: SigningKey | None = None
@@ -441,7 +449,9 @@ def criu_dump(ctx: DumpContext) -> None:
         mount_args, ctx.host_mounts = host_mounts.dump_args(foreign)
         args += mount_args
     ctx.log_keys = log_file_keys(job.pid, job.log_path)
-    for key in ctx.log_keys:
+    fifo = job_stdin.fifo_path(statedir.job_dir(ctx.state, job.jid))
+    ctx.stdin_keys = open_file_keys(job.pid, str(fifo)) if fifo.exists() else []
+    for key in ctx.log_keys + ctx.stdin_keys:
         args += ["--external", key]
     # Set first: CRIU may stop the tree and then fail, and the undo must continue it.
     ctx.stopped = not options.leave_running
@@ -549,6 +559,7 @@ def write(ctx: DumpContext) -> None:
                 **({"engine": ctx.engine.engine} if ctx.engine is not None else {}),
                 "log_path": job.log_path,
                 "log_files": ctx.log_keys,
+                "stdin_files": ctx.stdin_keys,
                 "mount_namespace": ctx.mount_ns,
                 **({"host_mounts": ctx.host_mounts} if ctx.host_mounts else {}),
                 "pid_namespace": job.pid_namespace,

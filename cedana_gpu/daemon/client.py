@@ -39,7 +39,7 @@ class Backend(Protocol):
     where: str
 
     def run(self, spec: RunSpec) -> Job: ...
-    def attach(self, jid: str, out: BinaryIO) -> Job: ...
+    def attach(self, jid: str, out: BinaryIO, stdin: BinaryIO | None = None) -> Job: ...
     def jobs(self) -> list[Job]: ...
     def get(self, jid: str) -> ops.JobDetail: ...
     def kill(self, jid: str) -> Job: ...
@@ -79,11 +79,15 @@ class LocalBackend:
         self._started[started.job.jid] = started
         return started.job
 
-    def attach(self, jid: str, out: BinaryIO) -> Job:
+    def attach(self, jid: str, out: BinaryIO, stdin: BinaryIO | None = None) -> Job:
         started = self._started.get(jid)
         if started is not None:
+            if stdin is not None:
+                _forward_input(ops.JobInput(started.state, jid), stdin)
             return lifecycle.follow(started, out)
-        with self._store() as (_state, store):
+        with self._store() as (state, store):
+            if stdin is not None:
+                _forward_input(ops.JobInput(state, jid), stdin)
             return ops.follow_log(store, jid, _writer(out))
 
     def jobs(self) -> list[Job]:
@@ -147,6 +151,26 @@ class LocalBackend:
         from cedana_gpu.daemon.health import run_checks
 
         return run_checks()
+
+
+def _forward_input(given: ops.JobInput, stdin: BinaryIO) -> None:
+    """Our stdin to the job's, in a thread; at our end-of-file the job's input closes."""
+    import sys
+    import threading
+
+    from cedana_gpu.errors import CedanaError
+
+    def pump() -> None:
+        try:
+            for chunk in ops.read_input(stdin):
+                given.send(chunk)
+            given.close()
+        except CedanaError as e:
+            print(f"cedana: {e}", file=sys.stderr)
+        finally:
+            given.release()
+
+    threading.Thread(target=pump, name="input", daemon=True).start()
 
 
 def _writer(out: BinaryIO) -> ops.Writer:

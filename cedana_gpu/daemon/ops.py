@@ -9,13 +9,14 @@ its own threads (``server``) and sends the result as a message
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cedana_gpu.errors import CedanaError, JobError, StoreError
 from cedana_gpu.jobs import lifecycle, processes, statedir
@@ -43,6 +44,8 @@ class RunSpec:
     cwd: str | None = None
     every: float = 0.0
     keep: int = 0
+    stdin: bool = False
+    """``exec -i``: the job reads input sent through attach, not /dev/null."""
 
 
 @dataclass
@@ -136,6 +139,7 @@ def run(spec: RunSpec) -> lifecycle.StartedJob:
         cwd=spec.cwd,
         persistent_mounts=spec.persistent_mounts,
         engine=spec.engine or "auto",
+        stdin=spec.stdin,
     )
     if spec.every > 0:
         started.store.set_policy(started.job.jid, spec.every, spec.keep)
@@ -229,6 +233,59 @@ def follow_log(
             return job
         if not got:
             time.sleep(FOLLOW_POLL)
+
+
+INPUT_CHUNK = 64 << 10
+
+
+def read_input(stdin: BinaryIO) -> Iterator[bytes]:
+    """``stdin``'s bytes as they come (a terminal's line by line), until end-of-file."""
+    fd = stdin.fileno()
+    while chunk := os.read(fd, INPUT_CHUNK):
+        yield chunk
+
+
+class JobInput:
+    """Input for a job started with ``exec -i`` (``jobs.job_stdin``): its FIFO, written
+    as chunks come, and closed (the job then sees end-of-file) on ``close``."""
+
+    def __init__(self, state: Path, jid: str) -> None:
+        self.state = state
+        self.jid = jid
+        self.fd: int | None = None
+
+    def require(self) -> None:
+        """StdinError unless the job was started with an input (``exec -i``)."""
+        from cedana_gpu.jobs import job_stdin
+
+        if not job_stdin.fifo_path(statedir.job_dir(self.state, self.jid)).exists():
+            raise job_stdin.StdinError(job_stdin.no_input(self.jid))
+
+    def send(self, data: bytes) -> None:
+        from cedana_gpu.jobs import job_stdin
+
+        if self.fd is None:
+            self.fd = job_stdin.open_writer(statedir.job_dir(self.state, self.jid), self.jid)
+        job_stdin.write_all(self.fd, data, self.jid)
+
+    def close(self) -> None:
+        """Close the job's input: this writer, and the controller's keeper."""
+        from cedana_gpu.controller import control
+        from cedana_gpu.jobs import job_stdin
+
+        self.release()
+        try:
+            control.control_request(
+                self.jid, {"op": "close_stdin"}, timeout=INFO_TIMEOUT, state=self.state
+            )
+        except control.ControlError as e:
+            raise job_stdin.StdinError(f"cannot close job {self.jid}'s input: {e}") from None
+
+    def release(self) -> None:
+        """Stop writing (the job keeps its input open: another client may attach)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # ---- checkpoint / restore ---------------------------------------------------------

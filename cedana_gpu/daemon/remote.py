@@ -77,19 +77,27 @@ class RemoteBackend:
             env=ops.env_list(spec.env if spec.env is not None else os.environ),
             cwd=spec.cwd or os.getcwd(),
             policy=self.pb.CheckpointPolicy(every=spec.every, keep=spec.keep),
+            stdin=spec.stdin,
         )
         return job_from_pb(self._call("Run", req, "run the job").job)
 
-    def attach(self, jid: str, out: BinaryIO) -> Job:
+    def attach(self, jid: str, out: BinaryIO, stdin: BinaryIO | None = None) -> Job:
         from cedana_gpu.daemon.convert import job_from_pb
 
         received = 0
 
-        def stream() -> Job:
+        def requests(first: Any, given: BinaryIO | None) -> Iterator[Any]:
+            yield first
+            if given is not None:  # our input, then end-of-file for the job
+                for chunk in ops.read_input(given):
+                    yield self.pb.AttachReq(stdin=chunk)
+                yield self.pb.AttachReq(close_stdin=True)
+
+        def stream(given: BinaryIO | None = None) -> Job:
             nonlocal received
             req = self.pb.AttachReq(jid=jid, offset=received)
             with self._errors(f"follow job {jid}"):
-                for msg in self.stub.Attach(iter([req]), metadata=self.metadata):
+                for msg in self.stub.Attach(requests(req, given), metadata=self.metadata):
                     if msg.HasField("ended"):
                         return job_from_pb(msg.ended)
                     out.write(msg.output)
@@ -98,7 +106,7 @@ class RemoteBackend:
             raise RemoteError(f"the daemon stopped following job {jid} before it ended")
 
         try:
-            return stream()
+            return stream(stdin)
         except KeyboardInterrupt:
             # As in-process: Ctrl-C kills the job, and its end is still followed.
             with contextlib.suppress(CedanaError):
@@ -275,12 +283,15 @@ def _remote_error(e: Any, what: str, cfg: Config) -> RemoteError:
 
 def connect(cfg: Config, *, timeout: float = PROBE_TIMEOUT) -> RemoteBackend | None:
     """The daemon the configuration names, if it answers; None otherwise."""
+    # gRPC's core logs a failed handshake on stderr; the CLI says it in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import grpc
 
+    from cedana_gpu.daemon import tls
     from cedana_gpu.daemon.proto import daemon_pb2 as pb
     from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
 
-    channel = grpc.insecure_channel(target(cfg))
+    channel = tls.channel(cfg, target(cfg))
     token = cfg["auth.token"]
     metadata = ((TOKEN_KEY, f"Bearer {token}"),) if token else ()
     try:
@@ -291,5 +302,9 @@ def connect(cfg: Config, *, timeout: float = PROBE_TIMEOUT) -> RemoteBackend | N
         channel.close()
         if e.code() == grpc.StatusCode.UNAUTHENTICATED:
             raise RemoteError(f"the daemon at {cfg['address']} refused us: {e.details()}") from None
+        if cfg["protocol"] == "tcp" and e.code() == grpc.StatusCode.UNAVAILABLE:
+            why = tls.explain_unavailable(cfg, e.details() or "")
+            if why is not None:
+                raise RemoteError(why) from None
         return None
     return RemoteBackend(cfg, channel, info.daemon)

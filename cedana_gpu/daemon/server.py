@@ -14,7 +14,10 @@ runs (``reconcile``) and takes up the periodic checkpoint policies again.
 Listening: a unix socket, mode 0600 (created under umask 0177, so it is never
 reachable by others, not even for an instant), or TCP when configured, only
 with a token (``auth.token``) that every call must send as
-``authorization: Bearer <token>``; a call without it is refused, saying so.
+``authorization: Bearer <token>`` (a call without it is refused, saying so),
+or with TLS that requires client certificates (``tls.client_ca``), or both.
+TLS (``tls.cert``, ``tls.key``: ``daemon.tls``) encrypts the connection; alone
+it does not say who the client is, so it does not replace the token.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hmac
+import itertools
 import logging
 import os
 import queue
@@ -38,7 +42,7 @@ import grpc
 
 import cedana_gpu
 from cedana_gpu.config import Config
-from cedana_gpu.daemon import convert, health, ops
+from cedana_gpu.daemon import convert, health, ops, tls
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
 from cedana_gpu.daemon.wire import ERROR_KEY, TOKEN_KEY
@@ -300,6 +304,7 @@ class Servicer(pb_grpc.DaemonServicer):
                 cwd=request.cwd or None,
                 every=request.policy.every,
                 keep=request.policy.keep,
+                stdin=request.stdin,
             )
             started = ops.run(spec)
             self.d.adopt(started)
@@ -355,13 +360,11 @@ class Servicer(pb_grpc.DaemonServicer):
             first = next(request_iterator, None)
             if first is None:
                 raise ops.JobError("attach: send the job's id first")
-            if first.stdin:
-                raise ops.JobError("jobs read /dev/null: attach cannot send them input")
-            out: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+            out: queue.Queue[bytes | CedanaError | None] = queue.Queue(maxsize=64)
             ended: list[Any] = []
             gone = threading.Event()
 
-            def put(item: bytes | None) -> None:
+            def put(item: bytes | CedanaError | None) -> None:
                 # A client that went away stops reading: the follower stops too.
                 while not gone.is_set():
                     with contextlib.suppress(queue.Full):
@@ -384,10 +387,33 @@ class Servicer(pb_grpc.DaemonServicer):
 
             with self.d.store() as store:
                 store.require(first.jid)  # a missing job is refused before streaming
+            if first.stdin or first.close_stdin:
+                ops.JobInput(self.d.state, first.jid).require()
+
+            def feed() -> None:
+                # The client's input, the first message's included, to the job's FIFO.
+                given = ops.JobInput(self.d.state, first.jid)
+                try:
+                    for req in itertools.chain([first], request_iterator):
+                        if req.stdin:
+                            given.send(req.stdin)
+                        if req.close_stdin:
+                            given.close()
+                except CedanaError as e:
+                    with contextlib.suppress(_ClientGone):
+                        put(e)  # the stream ends with it
+                except Exception:  # the client went away (cancelled): nothing to feed
+                    return
+                finally:
+                    given.release()
+
             threading.Thread(target=follow, name=f"attach-{first.jid}", daemon=True).start()
+            threading.Thread(target=feed, name=f"input-{first.jid}", daemon=True).start()
             try:
                 while True:
                     chunk = out.get()
+                    if isinstance(chunk, CedanaError):
+                        raise chunk
                     if chunk is None:
                         break
                     for i in range(0, len(chunk), ATTACH_CHUNK):
@@ -596,13 +622,18 @@ def _answers(target: str) -> bool:
 def _bind(server: grpc.Server, cfg: Config) -> str:
     address = str(cfg["address"])
     if cfg["protocol"] == "tcp":
-        if not cfg["auth.token"]:
+        credentials = tls.server_credentials(cfg) if tls.serves_tls(cfg) else None
+        if not cfg["auth.token"] and not (credentials and cfg["tls.client_ca"]):
             raise DaemonError(
-                "protocol tcp needs a token: set auth.token (or CEDANA_AUTH_TOKEN); "
-                "without one anyone who reaches the port could run jobs as this user"
+                "protocol tcp needs a token: set auth.token (or CEDANA_AUTH_TOKEN), or TLS "
+                "with client certificates (tls.cert, tls.key, tls.client_ca); without them "
+                "anyone who reaches the port could run jobs as this user"
             )
         try:
-            port = server.add_insecure_port(address)
+            if credentials is not None:
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as e:
             raise DaemonError(f"cannot listen on {address}: {e}") from None
         if port == 0:
@@ -645,7 +676,8 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
     state = statedir.state_dir()
     _setup_logging(cfg, state)
     daemon = Daemon(cfg, state)
-    interceptors = [_TokenCheck(cfg["auth.token"])] if cfg["protocol"] == "tcp" else []
+    tcp_token = cfg["protocol"] == "tcp" and cfg["auth.token"]
+    interceptors = [_TokenCheck(cfg["auth.token"])] if tcp_token else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -671,8 +703,11 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
     if cfg["protocol"] == "unix":
         os.chmod(str(cfg["address"]), 0o600)
     daemon.scheduler.start()
-    log.info("cedana daemon %s (pid %d) serving %s, state %s", cedana_gpu.__version__,
-             os.getpid(), where, state)  # fmt: skip
+    how = ""
+    if tls.serves_tls(cfg):
+        how = " with TLS" + (" (client certificates required)" if cfg["tls.client_ca"] else "")
+    log.info("cedana daemon %s (pid %d) serving %s%s, state %s", cedana_gpu.__version__,
+             os.getpid(), where, how, state)  # fmt: skip
     if ready is not None:
         ready(where)
     while not stop.wait(1.0):

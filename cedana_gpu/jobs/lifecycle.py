@@ -81,6 +81,7 @@ def controller_command(
     restore: Path | None = None,
     engine: str | None = None,
     gpu_map: Sequence[str] = (),
+    stdin: bool = False,
 ) -> list[str]:
     """The command line that starts job ``jid``'s controller.
 
@@ -104,6 +105,8 @@ def controller_command(
         extra += ["--engine", engine]
     for pair in gpu_map:
         extra += ["--gpu-map", pair]
+    if stdin:
+        extra.append("--stdin")
     return [
         python or sys.executable,
         "-c",
@@ -167,6 +170,7 @@ def start_job(
     restored_from: str | None = None,
     engine: str = "auto",
     gpu_map: Sequence[str] = (),
+    stdin: bool = False,
 ) -> StartedJob:
     """Start a job's controller, detached, and wait until the job runs.
 
@@ -174,7 +178,8 @@ def start_job(
     from it instead of starting ``cmd`` (which, like ``cwd``, then only
     describes the job). ``engine`` is ``--gpu-engine`` (``cedana_gpu.engines``;
     a restore gives the checkpoint's); ``gpu_map`` (``OLD=NEW``) remaps a driver
-    engine checkpoint's GPUs. Raises JobError (one line) when the id is taken or
+    engine checkpoint's GPUs. With ``stdin`` the job reads a FIFO that Attach
+    writes (``job_stdin``), else /dev/null. Raises JobError (one line) when the id is taken or
     the job cannot start.
     """
     from cedana_gpu import engines
@@ -255,6 +260,7 @@ def start_job(
                 restore=restore,
                 engine=engine if gpu else None,
                 gpu_map=gpu_map,
+                stdin=stdin,
             ),
             stdin=subprocess.DEVNULL,
             stdout=ctl_log,

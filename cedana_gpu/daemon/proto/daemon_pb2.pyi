@@ -67,7 +67,7 @@ class CheckpointPolicy(_message.Message):
     def __init__(self, every: _Optional[float] = ..., keep: _Optional[int] = ...) -> None: ...
 
 class RunReq(_message.Message):
-    __slots__ = ("cmd", "jid", "gpu", "gpu_driver", "gpu_engine", "persistent_mounts", "env", "cwd", "policy")
+    __slots__ = ("cmd", "jid", "gpu", "gpu_driver", "gpu_engine", "persistent_mounts", "env", "cwd", "policy", "stdin")
     CMD_FIELD_NUMBER: _ClassVar[int]
     JID_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class RunReq(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     CWD_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
     cmd: _containers.RepeatedScalarFieldContainer[str]
     jid: str
     gpu: bool
@@ -86,7 +87,8 @@ class RunReq(_message.Message):
     env: _containers.RepeatedScalarFieldContainer[str]
     cwd: str
     policy: CheckpointPolicy
-    def __init__(self, cmd: _Optional[_Iterable[str]] = ..., jid: _Optional[str] = ..., gpu: _Optional[bool] = ..., gpu_driver: _Optional[str] = ..., gpu_engine: _Optional[str] = ..., persistent_mounts: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., policy: _Optional[_Union[CheckpointPolicy, _Mapping]] = ...) -> None: ...
+    stdin: bool
+    def __init__(self, cmd: _Optional[_Iterable[str]] = ..., jid: _Optional[str] = ..., gpu: _Optional[bool] = ..., gpu_driver: _Optional[str] = ..., gpu_engine: _Optional[str] = ..., persistent_mounts: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., policy: _Optional[_Union[CheckpointPolicy, _Mapping]] = ..., stdin: _Optional[bool] = ...) -> None: ...
 
 class RunResp(_message.Message):
     __slots__ = ("job",)
@@ -153,14 +155,16 @@ class DeleteResp(_message.Message):
     def __init__(self, jid: _Optional[str] = ..., deleted_checkpoints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AttachReq(_message.Message):
-    __slots__ = ("jid", "stdin", "offset")
+    __slots__ = ("jid", "stdin", "offset", "close_stdin")
     JID_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_STDIN_FIELD_NUMBER: _ClassVar[int]
     jid: str
     stdin: bytes
     offset: int
-    def __init__(self, jid: _Optional[str] = ..., stdin: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
+    close_stdin: bool
+    def __init__(self, jid: _Optional[str] = ..., stdin: _Optional[bytes] = ..., offset: _Optional[int] = ..., close_stdin: _Optional[bool] = ...) -> None: ...
 
 class AttachResp(_message.Message):
     __slots__ = ("output", "ended")

@@ -162,7 +162,9 @@ class DaemonServicer:
 
     def Attach(self, request_iterator, context):
         """The job's output from its start until it ends, then its end (the last
-        message). Input (AttachReq.stdin) is refused: jobs read /dev/null.
+        message). The client's messages after the first carry input for a job
+        started with RunReq.stdin (AttachReq.stdin, close_stdin); a job without
+        it reads /dev/null and input for it is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
