@@ -65,6 +65,13 @@ def prepare(driver: str) -> None:
 
     gpu_info.load_driver(driver)  # type: ignore[arg-type]
     native.load_library()
+    # What every start or restore imports later (the driver is chosen, so
+    # cuda-bindings may come): imported now, it costs the job nothing.
+    import cedana_gpu.checkpoint.manifest
+    import cedana_gpu.controller.jobspawn
+    import cedana_gpu.cr.criu
+    import cedana_gpu.cr.gpu_state  # noqa: F401
+
     cuda = ctypes.CDLL(gpu_info.CUDA_SONAME, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
     rc = int(cuda.cuInit(0))
     if rc != 0:

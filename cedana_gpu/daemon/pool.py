@@ -35,6 +35,9 @@ log = logging.getLogger("cedana.daemon.pool")
 KEEP_INTERVAL = 0.5
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
 """After a standby failed to get ready, wait this long (doubling) before the next."""
+REFILL_DELAY = 1.0
+"""After an adoption, wait this long before starting the replacement: its
+start-up would take the CPU from the job that was just handed a controller."""
 STOP_GRACE = 5.0
 ADOPT_TIMEOUT = 10.0
 BOOTSTRAP_ARGS = 4
@@ -75,6 +78,7 @@ class Standby:
 class _Kind:
     standbys: list[Standby] = field(default_factory=list)
     retry_at: float = 0.0
+    refill_at: float = 0.0
     backoff: float = RETRY_MIN
 
 
@@ -133,7 +137,8 @@ class ControllerPool:
                         k.backoff = min(k.backoff * 2, RETRY_MAX)
                     elif s.ready and k.backoff > RETRY_MIN:
                         k.backoff = RETRY_MIN
-                while len(k.standbys) < self.size and now >= k.retry_at and not self._stop.is_set():
+                due = max(k.retry_at, k.refill_at)
+                while len(k.standbys) < self.size and now >= due and not self._stop.is_set():
                     k.standbys.append(self._spawn(kind))
 
     def _spawn(self, kind: str) -> Standby:
@@ -178,7 +183,7 @@ class ControllerPool:
                     break
                 chosen = fits[0]
                 k.standbys.remove(chosen)
-            self._wake.set()  # refill
+                k.refill_at = time.monotonic() + REFILL_DELAY
             if self._adopt(chosen, jid, command, env, cwd, log_path):
                 self.adopted += 1
                 log.info("job %s: adopted standby %s controller %d", jid, driver, chosen.proc.pid)
