@@ -118,7 +118,10 @@ class ControllerPool:
     def _keep(self) -> None:
         # Standbys are spawned from this thread only: they die with it (PDEATHSIG).
         while not self._stop.is_set():
-            self._tend()
+            try:
+                self._tend()
+            except OSError as e:  # this thread must live on: its standbys die with it
+                log.warning("controller pool: cannot start a standby controller: %s", e)
             self._wake.wait(KEEP_INTERVAL)
             self._wake.clear()
 
