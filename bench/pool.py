@@ -14,9 +14,10 @@ daemon's gRPC API (as a platform drives it):
 
 Before each round (of either mode) the pool is given time to refill (a ready
 standby: its socket in ``<state>/pool``), as it would be between jobs that do
-not come all at once, so that its refill takes no CPU from a measured round. Jobs are killed after their round. Medians; ratio = pool /
-none. Bar: the pool should cut the controller's start-up, start-to-first-
-kernel at most 0.7x of without (docs/benchmarks.md).
+not come all at once, so that its refill takes no CPU from a measured round.
+Jobs are killed after their round. Medians; ratio = pool / none. Bar: the
+pool should cut the controller's start-up, start-to-first-kernel at most
+0.7x of without (docs/benchmarks.md).
 
     .venv/bin/python bench/pool.py              # 5 rounds; about a minute on 2 cores
     .venv/bin/python bench/pool.py --rounds 9 --json
