@@ -166,7 +166,7 @@ def _standby(argv: Sequence[str]) -> int:
     p.add_argument("--driver", choices=("fake", "system"), required=True)
     p.add_argument("--parent", type=int, default=0, help="end when this process (the daemon) ends")
     args = p.parse_args(argv)
-    return standby.run(args.socket, args.driver, args.parent)
+    return standby.run(args.socket, args.driver, args.parent, main)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +150,9 @@ def _die_with_parent(sig: int, parent: int) -> None:
         raise SystemExit(1)  # the daemon was gone already
 
 
-def run(path: Path, driver: str, parent: int) -> int:
-    """The standby's life: prepare, wait, become the adopting job's controller."""
-    from cedana_gpu.controller.__main__ import main
-
+def run(path: Path, driver: str, parent: int, main: Callable[[list[str]], int]) -> int:
+    """The standby's life: prepare, wait, become the adopting job's controller
+    (``main``: the controller's entry point, ``__main__.main``)."""
     # Until adopted, SIGTERM ends it at once (the pool stops it).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if parent:
