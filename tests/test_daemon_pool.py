@@ -72,14 +72,16 @@ def gpu_run(jid: str, **fields: object) -> object:
     return run_req(jid, *TRAIN, "--sleep-per-step", "0.02", gpu=True, gpu_driver="fake", **fields)
 
 
-def test_exec_and_restore_run_on_adopted_controllers(daemon: Daemon) -> None:
+@pytest.mark.parametrize("engine", ["intercept", "driver"])
+def test_exec_and_restore_run_on_adopted_controllers(daemon: Daemon, engine: str) -> None:
     jid, back = unique_jid("dpa"), unique_jid("dpb")
     cli = daemon.cli()
     with daemon.client() as stub:
         (first,) = ready_standbys(daemon)
-        job = stub.Run(gpu_run(jid)).job
+        job = stub.Run(gpu_run(jid, gpu_engine=engine)).job
         # The job's controller is the standby that was there before the exec.
         assert job.controller_pid == first
+        assert job.engine == engine
         assert f"job {jid}: adopted standby fake controller {first}" in daemon.output()
         cli.wait_log(jid, r"^step \d+ loss", 3)
         assert "driver fake" in cli.controller_log(jid)
