@@ -9,6 +9,7 @@ that a hang fails the test.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
 
 STOP_TIMEOUT = 60.0
+POOL_ENV = "CEDANA_TEST_POOL_SIZE"
+"""Set (e.g. to 1), every test daemon keeps that many standby controllers."""
 
 # Prints its lines slowly enough to be dumped while it runs, then ends by itself.
 COUNTER = 'i=0; while [ "$i" -lt "$1" ]; do echo "n $i"; i=$((i + 1)); sleep 0.05; done; echo end'
@@ -43,6 +46,9 @@ class Daemon:
 
     def env(self, **extra: str) -> dict[str, str]:
         own = {"CEDANA_ADDRESS": str(self.socket), "CEDANA_TEST_PHASE_HOOK": str(self.hooks)}
+        if os.environ.get(POOL_ENV):
+            # The whole daemon suite again with a warm controller pool of fake controllers.
+            own.update(CEDANA_GPU_POOL_SIZE=os.environ[POOL_ENV], CEDANA_GPU_DRIVER="fake")
         return clean_env(self.state, **{**own, **self.extra, **extra})
 
     @property
@@ -62,6 +68,9 @@ class Daemon:
             )
         if wait:
             wait_for(self.answers, f"the daemon to answer at {self.target}")
+            if os.environ.get(POOL_ENV):
+                pool = self.state / "pool"
+                wait_for(lambda: any(pool.glob("*.sock")), "the daemon's pool to be warm")
         return self
 
     def answers(self) -> bool:

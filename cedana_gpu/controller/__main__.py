@@ -3,6 +3,7 @@
     cedana-gpu-controller --job-id ID --state-dir DIR [--driver fake|system|none]
         [--persistent-mount DIR ...] -- CMD [ARGS...]
     cedana-gpu-controller --job-id ID --state-dir DIR --restore CHECKPOINT_DIR
+    cedana-gpu-controller --standby SOCKET --driver fake|system   (the daemon's pool: standby.py)
 
 Normally started by ``cedana exec``, detached, with its output going to
 ``<state>/jobs/<jid>/controller.log``. Exits when the job has ended, with
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--standby"]:
+        return _standby(argv[1:])
     args = build_parser().parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
@@ -158,6 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cedana-gpu-controller: error: {e}", file=sys.stderr)
         return 1
     return controller.run()
+
+
+def _standby(argv: Sequence[str]) -> int:
+    from cedana_gpu.controller import standby
+
+    p = argparse.ArgumentParser(prog="cedana-gpu-controller --standby")
+    p.add_argument("socket", type=Path)
+    p.add_argument("--driver", choices=("fake", "system"), required=True)
+    p.add_argument("--parent", type=int, default=0, help="end when this process (the daemon) ends")
+    args = p.parse_args(argv)
+    return standby.run(args.socket, args.driver, args.parent, main)
 
 
 if __name__ == "__main__":

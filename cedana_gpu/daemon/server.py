@@ -43,6 +43,7 @@ import grpc
 import cedana_gpu
 from cedana_gpu.config import Config
 from cedana_gpu.daemon import convert, health, ops, tls
+from cedana_gpu.daemon.pool import ControllerPool
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.daemon.proto import daemon_pb2_grpc as pb_grpc
 from cedana_gpu.daemon.wire import ERROR_KEY, TOKEN_KEY
@@ -142,6 +143,7 @@ class Daemon:
         self._frozen: dict[str, Any] = {}
         """jid -> the control connection holding the job frozen (Freeze .. Unfreeze)."""
         self.stopping = threading.Event()
+        self.pool: ControllerPool | None = None
         from cedana_gpu.daemon.periodic import Scheduler
 
         self.scheduler = Scheduler(self)
@@ -251,6 +253,29 @@ class Daemon:
         with contextlib.suppress(control.ControlError):
             client.call({"op": "unfreeze"}, timeout=30)
         client.close()
+
+    # ---- the warm controller pool -------------------------------------------------
+
+    def start_pool(self) -> None:
+        """``gpu.pool_size`` standby controllers of the default driver (``CEDANA_GPU_DRIVER``,
+        else system); a driver asked for later gets its own standbys from then on."""
+        size = int(self.cfg["gpu.pool_size"])
+        if not size:
+            return
+        try:
+            kind = default_driver_kind()
+        except CedanaError as e:
+            log.warning("controller pool: %s; no standby controllers", e)
+            return
+        self.pool = ControllerPool(size, self.state, [kind])
+        self.pool.start()
+        lifecycle.use_controller_pool(self.pool)
+        log.info("controller pool: keeping %d %s controller(s) warm", size, kind)
+
+    def stop_pool(self) -> None:
+        if self.pool is not None:
+            lifecycle.use_controller_pool(None)
+            self.pool.close()
 
     # ---- start-up ----------------------------------------------------------------
 
@@ -580,6 +605,19 @@ class Servicer(pb_grpc.DaemonServicer):
             started=self.d.started,
         )
         results = health.run_checks() if request.full else []
+        if request.full and self.d.pool is not None:
+            warm = self.d.pool.warm()
+            full = all(n >= size for n, size in warm.values())
+            results.append(
+                health.Result(
+                    "controller pool",
+                    health.OK if full else health.WARN,
+                    self.d.pool.describe().removeprefix("controller pool: "),
+                    ""
+                    if full
+                    else "standby controllers are starting, or failing: see the daemon's log",
+                )
+            )
         return pb.HealthCheckResp(
             daemon=info,
             results=[pb.HealthResult(**r.to_json()) for r in results],
@@ -685,12 +723,7 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
     pb_grpc.add_DaemonServicer_to_server(Servicer(daemon), server)
     where = _bind(server, cfg)
     daemon.reconcile()
-    if cfg["gpu.pool_size"]:
-        log.warning(
-            "gpu.pool_size = %d: the warm controller pool is not built yet; "
-            "each job starts its own controller",
-            cfg["gpu.pool_size"],
-        )
+    daemon.start_pool()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -718,6 +751,7 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
     # Operations under way are the daemon's: they finish (or fail and undo) first.
     if not daemon.wait_operations():
         log.warning("operations still running at exit")
+    daemon.stop_pool()
     if cfg["protocol"] == "unix":
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(cfg["address"]))

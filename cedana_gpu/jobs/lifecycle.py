@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cedana_gpu import errors
 from cedana_gpu.cr.pipeline import fault_point
@@ -45,6 +45,30 @@ START_TIMEOUT_ENV = "CEDANA_START_TIMEOUT"
 
 JobError = errors.JobError
 """A job could not be started, found or ended (printed as one line)."""
+
+
+class ControllerSource(Protocol):
+    """Somewhere a controller may come from ready-started (the daemon's pool)."""
+
+    def take(
+        self,
+        jid: str,
+        driver: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None,
+        log_path: Path,
+    ) -> subprocess.Popen[bytes] | None: ...
+
+
+_pool: ControllerSource | None = None
+
+
+def use_controller_pool(pool: ControllerSource | None) -> None:
+    """From now on, GPU jobs in this process (the daemon) take their controllers
+    from ``pool`` when it has one that fits (``daemon.pool``), else start one."""
+    global _pool
+    _pool = pool
 
 
 def new_job_id() -> str:
@@ -249,19 +273,25 @@ def start_job(
         error = f"cannot create the job directory {jdir}: {e.strerror}"
         store.finish(job_id, FAILED, error=error)
         raise JobError(error) from None
+    command = controller_command(
+        job_id,
+        state,
+        driver,
+        cmd,
+        persistent_mounts=persistent,
+        restore=restore,
+        engine=engine if gpu else None,
+        gpu_map=gpu_map,
+        stdin=stdin,
+    )
+    pooled = None
+    if _pool is not None and gpu:
+        # The same command, environment and directory a fresh start gets.
+        pooled = _pool.take(job_id, driver, command, env, cwd if restore is None else None,
+                            jdir / statedir.CONTROLLER_LOG)  # fmt: skip
     try:
-        controller = subprocess.Popen(
-            controller_command(
-                job_id,
-                state,
-                driver,
-                cmd,
-                persistent_mounts=persistent,
-                restore=restore,
-                engine=engine if gpu else None,
-                gpu_map=gpu_map,
-                stdin=stdin,
-            ),
+        controller = pooled or subprocess.Popen(
+            command,
             stdin=subprocess.DEVNULL,
             stdout=ctl_log,
             stderr=ctl_log,
