@@ -618,7 +618,8 @@ def test_dump_refused_on_a_driver_without_the_checkpoint_api(
 def test_gpu_map_refused_on_a_driver_without_remapping(cedana: Cedana, tmp_path: Path) -> None:
     """On a driver that reports CUDA 12.8 (lock/checkpoint, no remapping, no custom
     storage) a dump is host-staged; a restore with ``--gpu-map`` onto another
-    machine's GPU is refused in one line naming r580, nothing is restored, and the job left running goes on."""
+    machine's GPU is refused in one line naming r580, nothing is restored, and
+    the job left running goes on."""
     old = {"FAKE_CUDA_DRIVER_VERSION": "12080"}
     jid, new = unique_jid("om"), unique_jid("omr")
     start_loop(cedana, jid, tmp_path / "gate", **old)
