@@ -94,6 +94,8 @@ CRIU_RELEASE_TIMEOUT_S = 600
 DUMPED_GRACE_S = 10.0
 """How long after 'dumped' and the client's disconnect the job has to die
 (CRIU killed it) before the controller concludes the dump did not happen."""
+HELD_SHARDS = "held-shards"
+"""Custom storage: links to the dump's shards, held open (``_hold_shards``)."""
 
 
 class StartupError(ControllerError):
@@ -166,6 +168,7 @@ class Controller:
         self._gpu_pairs: list[tuple[str, str]] | None = None  # driver engine restore
         self._storage = "host"  # driver engine: where this dump's GPU memory goes (--gpu-storage)
         self._custom: dict[str, Any] | None = None
+        self._held_fds: list[int] = []  # custom storage: the dump's shards, held open
         """Driver engine, custom storage: where the job's GPU memory is (the shards'
         directory, records, layout, compression, streams) while it is CHECKPOINTED."""
         self._images: Path | None = None  # driver engine restore: CRIU's images, rebuilt
@@ -800,8 +803,35 @@ class Controller:
                     driver_api.restore(pid, pairs)
             self._checkpointed = False
             self._custom = None
+            self._release_shards()
         for pid in self._driver_pids(driver_api.LOCKED):
             driver_api.unlock(pid)
+
+    def _hold_shards(self, gpu_dir: Path) -> Path:
+        """Custom storage: the dump's shards are the job's GPU memory until it is
+        restored (``--leave-running``, or a failed dump's undo), but the dump may
+        remove them first (a dumping client that dies leaves its partial
+        checkpoint to the janitor). Held open here, reached through links to
+        this process's descriptors, they stay readable whatever happens to them."""
+        from cedana_gpu.checkpoint.shards import is_shard_file
+
+        self._release_shards()
+        held = self.job_dir / HELD_SHARDS
+        shutil.rmtree(held, ignore_errors=True)
+        held.mkdir(mode=0o700)
+        for path in sorted(gpu_dir.iterdir()):
+            if is_shard_file(f"gpu/{path.name}"):
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                self._held_fds.append(fd)
+                os.symlink(f"/proc/{os.getpid()}/fd/{fd}", held / path.name)
+        return held
+
+    def _release_shards(self) -> None:
+        for fd in self._held_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held_fds = []
+        shutil.rmtree(self.job_dir / HELD_SHARDS, ignore_errors=True)
 
     def _driver_restore_custom(self, pid: int, pairs: list[tuple[str, str]] | None) -> None:
         """Custom storage: the GPU memory comes back from the shards (``_custom``)."""
@@ -938,7 +968,7 @@ class Controller:
                 )
                 self._checkpointed = True
                 self._custom = {
-                    "dir": directory / SHARD_DIR,
+                    "dir": self._hold_shards(directory / SHARD_DIR),
                     "records": records,
                     "memory": memory,
                     "compression": compression,

@@ -23,11 +23,16 @@ loads the driver itself (no interposer) and its controller, which still
 supervises it, locks and checkpoints it (``freeze``: device memory into the
 job's host memory), writes the GPUs' description (``dump_gpu``:
 ``gpu/devices.json``), and restores and unlocks it (``unfreeze``). The same
-control ops reach it. Its device memory ends up in CRIU's page images, which
-``pack_images`` (after CRIU, in the ``write`` phase) moves into the
-compressed, parallel shards; a restore writes them back, runs CRIU, then has
-the driver restore the GPU state (remapped by ``--gpu-map`` or by model) and
-unlock the job.
+control ops reach it. With host storage (``--gpu-storage host``) its device
+memory ends up in CRIU's page images, which ``pack_images`` (after CRIU, in
+the ``write`` phase) moves into the compressed, parallel shards; a restore
+writes them back, runs CRIU, then has the driver restore the GPU state
+(remapped by ``--gpu-map`` or by model) and unlock the job. With custom
+storage (CUDA 13.4; the default where the driver offers it) ``freeze`` only
+locks, and ``dump_gpu`` checkpoints through the driver's custom storage and
+copies the device memory straight into the shards (``cr.driver_storage``);
+CRIU's images stay as they are, and a restore feeds the shards back through
+the driver's custom restore.
 
 One more step than the interface above: ``pack_images(directory, ...)``
 after CRIU's dump: what the engine adds to the checkpoint from CRIU's images
