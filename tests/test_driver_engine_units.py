@@ -227,7 +227,7 @@ def test_custom_storage_document_is_version_2(tmp_path: Path) -> None:
     with pytest.raises(CorruptCheckpoint):  # version 2 needs its members
         driver_state.save(tmp_path, {**host, "version": 2})
     (tmp_path / driver_state.DEVICES_NAME).write_text(json.dumps({**custom, "version": 3}))
-    with pytest.raises(CheckpointError, match="version 3, newer .*: upgrade"):
+    with pytest.raises(CheckpointError, match=r"version 3, newer .*: upgrade"):
         driver_state.load(tmp_path)
 
 
