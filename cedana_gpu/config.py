@@ -149,6 +149,12 @@ FIELDS: tuple[Field, ...] = (
     Field("checkpoint.stream", _int(1, MAX_STREAMS), 1, "shards written in parallel"),
     Field("criu.leave_running", _bool, False, "keep jobs running after a dump"),
     Field("gpu.engine", _choice("auto", "intercept", "driver"), "auto", "GPU engine of new jobs"),
+    Field(
+        "gpu.storage",
+        _choice("auto", "host", "custom"),
+        "auto",
+        "driver engine dumps: GPU memory via host staging or custom storage",
+    ),
     Field("gpu.pool_size", _int(0, 64), 0, "warm GPU controllers the daemon keeps"),
     Field("gpu.shm_size", _size, None, "staging bytes of a job's segment (default: built-in)"),
     Field("db.path", _db_path, None, "the job store (<state dir>/jobs.db)"),

@@ -242,3 +242,27 @@ def test_system_driver_missing(command: str) -> None:
         pytest.skip("an NVIDIA driver is installed here")
     line = assert_one_line_error(proc, 1)
     assert "no NVIDIA driver found" in line
+
+
+@pytest.mark.parametrize(
+    ("version", "checkpoint", "remap", "custom"),
+    [("12040", False, False, False), ("12080", True, False, False), ("13000", True, True, False)],
+)
+def test_info_fake_driver_reporting_an_older_version(
+    libdir: Path, version: str, checkpoint: bool, remap: bool, custom: bool
+) -> None:
+    """FAKE_CUDA_DRIVER_VERSION makes the fake driver answer cuDriverGetVersion as
+    an older driver would; what the checkpoint API offers follows its version."""
+    proc = cedana(
+        "gpu", "info", "--driver", "fake", "--output", "json", "--source", "cuda",
+        FAKE_CUDA_DRIVER_VERSION=version,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    api = json.loads(proc.stdout)["checkpoint_api"]
+    major, minor = int(version) // 1000, int(version) % 1000 // 10
+    assert api == {
+        "driver_version": f"{major}.{minor}",
+        "checkpoint": checkpoint,
+        "gpu_remap": remap,
+        "custom_storage": custom,
+    }

@@ -86,6 +86,24 @@ def assert_resumed(c: Cedana, jid: str, new: str, expected: list[str], left_runn
     assert checksum_line(after) == checksum_line(expected)
 
 
+def checkpoint_storage(path: Path, scratch: Path) -> str:
+    """How a checkpoint holds the GPU memory, from its ``gpu/devices.json``
+    (``host``: version 1, the memory in CRIU's pages, listed as ``criu_pages``)."""
+    from cedana_gpu.checkpoint import load_manifest
+    from cedana_gpu.checkpoint.archive import open_checkpoint
+
+    out = scratch / f"unpacked-{path.name}"
+    path = open_checkpoint(path, out)
+    doc = json.loads((path / "gpu" / "devices.json").read_text())
+    manifest = load_manifest(path)
+    if doc.get("storage") == "custom":
+        assert doc["version"] == 2 and not manifest.criu_pages
+        assert sum(m["size"] for m in doc["memory"]) == sum(r.size for r in manifest.regions)
+        return "custom"
+    assert doc["version"] == 1 and manifest.criu_pages
+    return "host"
+
+
 # ---- the matrix: every compression, 1 and 4 streams, killed or left running ----------------
 
 
@@ -93,9 +111,18 @@ def assert_resumed(c: Cedana, jid: str, new: str, expected: list[str], left_runn
 @pytest.mark.parametrize("leave_running", [False, True], ids=["kill", "leave-running"])
 @pytest.mark.parametrize("streams", [1, 4])
 @pytest.mark.parametrize("compression", ["none", "tar", "lz4", "gzip", "zlib"])
+@pytest.mark.parametrize("storage", ["host", "custom"])
 def test_driver_engine_dump_restore_matches_uninterrupted_run(
-    cedana: Cedana, tmp_path: Path, compression: str, streams: int, leave_running: bool
+    cedana: Cedana,
+    tmp_path: Path,
+    storage: str,
+    compression: str,
+    streams: int,
+    leave_running: bool,
 ) -> None:
+    """``--gpu-storage host``: the GPU memory in CRIU's pages, packed into the
+    shards; ``custom``: copied by the controller through the driver's custom
+    storage straight into the shards, restored from them."""
     expected = list(run_direct(*LOOP))
     jid, new = unique_jid("dm"), unique_jid("dmr")
     gate = tmp_path / "gate"
@@ -103,9 +130,11 @@ def test_driver_engine_dump_restore_matches_uninterrupted_run(
     assert cedana.job(jid)["engine"] == "driver"
     ckdir = tmp_path / "ckpts"
     options = ["--dir", str(ckdir), "--compression", compression, "--stream", str(streams)]
+    options += ["--gpu-storage", storage]
     if leave_running:
         options.append("--leave-running")
     dumped = cedana.dump(jid, *options)
+    assert checkpoint_storage(Path(dumped["path"]), tmp_path) == storage
 
     path = Path(dumped["path"])
     assert [p.name for p in ckdir.iterdir()] == [path.name]
@@ -115,8 +144,9 @@ def test_driver_engine_dump_restore_matches_uninterrupted_run(
         compression,
         streams,
     )
-    # The GPU memory went to the job's host memory, so into CRIU's page images,
-    # which the shards hold: at least the job's device state.
+    # The GPU memory went into the shards: with host storage through the job's
+    # host memory and CRIU's page images, with custom storage directly; at
+    # least the job's device state either way.
     assert dumped["gpu_bytes"] >= MIB << 20
     listed = cedana.json("job", "checkpoints", jid)
     assert [c["id"] for c in listed] == [dumped["checkpoint"]]
@@ -138,7 +168,10 @@ def test_checkpoint_layout_pages_in_shards(cedana: Cedana, tmp_path: Path) -> No
     CRIU's page images in the shards (none left in criu/), no interposer state."""
     jid = unique_jid("dl")
     start_loop(cedana, jid, tmp_path / "gate")
-    dumped = cedana.dump(jid, "--dir", str(tmp_path / "c"), "--stream", "3", "--leave-running")
+    dumped = cedana.dump(
+        jid, "--dir", str(tmp_path / "c"), "--stream", "3", "--leave-running",
+        "--gpu-storage", "host",
+    )  # fmt: skip
     path = Path(dumped["path"])
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["job"]["engine"] == "driver"
@@ -450,7 +483,10 @@ def test_signed_driver_checkpoint_with_a_damaged_page_shard_is_refused(
     key.chmod(0o600)
     jid, bad, new = unique_jid("sg"), unique_jid("sgx"), unique_jid("sgr")
     start_loop(cedana, jid, tmp_path / "gate")
-    dumped = cedana.dump(jid, "--leave-running", "--stream", "2", "--signing-key", str(key))
+    dumped = cedana.dump(
+        jid, "--leave-running", "--stream", "2", "--signing-key", str(key),
+        "--gpu-storage", "host",
+    )  # fmt: skip
     path = Path(dumped["path"])
     manifest = json.loads((path / "manifest.json").read_text())
     assert {s["path"] for s in manifest["shards"]} == {"gpu/img-0", "gpu/img-1"}
@@ -488,3 +524,116 @@ def test_cuda_in_a_child_of_the_job_is_checkpointed(cedana: Cedana, tmp_path: Pa
     cedana.restore(jid, "--jid", new)
     gate.unlink()
     assert_resumed(cedana, jid, new, expected, left_running=False)
+
+
+# ---- custom storage: the controller copies the GPU memory into the shards itself ------------
+
+
+def test_custom_storage_layout_and_damaged_shard_refused(cedana: Cedana, tmp_path: Path) -> None:
+    """With custom storage (the default where the driver offers it) the GPU memory
+    is in the shards, described by ``gpu/devices.json`` version 2, and CRIU's page
+    images stay small in ``criu/``; a checkpoint whose GPU memory shard was
+    altered (its size kept) is refused before anything starts, and the intact
+    one restores."""
+    jid, bad, new = unique_jid("cs"), unique_jid("csx"), unique_jid("csr")
+    start_loop(cedana, jid, tmp_path / "gate")
+    dumped = cedana.dump(jid, "--leave-running", "--stream", "2", "--dir", str(tmp_path / "c"))
+    path = Path(dumped["path"])
+    assert checkpoint_storage(path, tmp_path) == "custom"
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert "criu_pages" not in manifest
+    # CRIU's page images (the job's host memory only) stay as CRIU wrote them;
+    # the job's device memory went to the shards.
+    assert list((path / "criu").glob("pages-*.img"))
+    assert dumped["gpu_bytes"] >= MIB << 20
+    assert sorted(p.name for p in (path / "gpu").glob("img-*")) == ["img-0", "img-1"]
+    copy = tmp_path / "altered"
+    shutil.copytree(path, copy)
+    shard = copy / "gpu" / "img-1"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    line = assert_one_line_error(cedana("restore", "job", "--path", str(copy), "--jid", bad))
+    assert "img-1" in line and "nothing was restored" in line
+    if bad in cedana.ps():
+        assert cedana.job(bad)["state"] == "failed"
+        assert_gone(cedana, bad)
+    assert cedana.job(jid)["state"] == "running"
+    cedana.restore("--path", str(path), "--jid", new)
+    assert cedana.job(new)["engine"] == "driver"
+    cedana.ok("job", "kill", jid)
+    cedana.ok("job", "kill", new)
+
+
+def test_custom_copy_failing_unwinds_and_the_job_runs_on(cedana: Cedana, tmp_path: Path) -> None:
+    """The copy out of the driver's custom storage fails midway (the test hook):
+    the dump says so in one line, no checkpoint is left, the job gets its GPU
+    memory back, is unlocked and finishes right; a second dump works."""
+    expected = list(run_direct(*LOOP))
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    jid, new = unique_jid("cc"), unique_jid("ccr")
+    gate = tmp_path / "gate"
+    start_loop(cedana, jid, gate, CEDANA_TEST_DRIVER_FAULT=str(faults))
+    (faults / "copy").touch()
+    line = assert_one_line_error(cedana("dump", "job", jid, "--gpu-storage", "custom"))
+    assert f"GPU dump of job {jid} failed" in line and "injected" in line
+    assert not (faults / "copy").exists()  # the fault was used
+    assert cedana.json("job", "checkpoints", jid) == []
+    assert cedana.job(jid)["state"] == "running"
+    cedana.dump(jid, "--gpu-storage", "custom")
+    cedana.restore(jid, "--jid", new)
+    gate.unlink()
+    assert_resumed(cedana, jid, new, expected, left_running=False)
+
+
+# ---- a driver too old for what is asked ------------------------------------------------------
+
+
+def test_dump_refused_on_a_driver_without_the_checkpoint_api(
+    cedana: Cedana, tmp_path: Path
+) -> None:
+    """An ``auto`` job handed to a driver that reports CUDA 12.4 (r550: no
+    checkpoint API): ``cedana dump job`` refuses in one line naming the driver
+    needed, and the job runs on to the right end."""
+    args = (*LOOP, "--runtime-first")
+    expected = list(run_direct(*args))
+    jid = unique_jid("od")
+    gate = tmp_path / "gate"
+    gate.touch()
+    cedana.ok("exec", "--gpu", "--gpu-driver", "fake", "--jid", jid, "--",
+              sys.executable, *args, "--hold-while", str(gate),
+              FAKE_CUDA_DRIVER_VERSION="12040")  # fmt: skip
+    cedana.wait_log(jid, STEP_LINE, 1)
+    line = assert_one_line_error(cedana("dump", "job", jid))
+    assert "CUDA 12.4" in line and "needs driver r555 or later" in line, line
+    assert cedana.json("job", "checkpoints", jid) == []
+    assert cedana.job(jid)["state"] == "running"
+    gate.unlink()
+    assert_finished(cedana, jid)
+    log = [ln for ln in without_notes(cedana.log(jid)) if not ln.startswith("fake-cuda:")]
+    assert log == expected
+
+
+def test_gpu_map_refused_on_a_driver_without_remapping(cedana: Cedana, tmp_path: Path) -> None:
+    """On a driver that reports CUDA 12.8 (lock/checkpoint, no remapping, no custom
+    storage) a dump is host-staged; a restore with ``--gpu-map`` onto another
+    machine's GPU is refused in one line naming r580, nothing is restored, and
+    the job left running goes on."""
+    old = {"FAKE_CUDA_DRIVER_VERSION": "12080"}
+    jid, new = unique_jid("om"), unique_jid("omr")
+    start_loop(cedana, jid, tmp_path / "gate", **old)
+    line = assert_one_line_error(cedana("dump", "job", jid, "--gpu-storage", "custom", **old))
+    assert "--gpu-storage custom needs driver r615 or later" in line, line
+    assert cedana.job(jid)["state"] == "running"
+    dumped = cedana.dump(jid, "--leave-running", "--dir", str(tmp_path / "c"), **old)
+    assert checkpoint_storage(Path(dumped["path"]), tmp_path) == "host"
+    line = assert_one_line_error(
+        cedana("restore", "job", jid, "--jid", new, "--gpu-map", "0=0", **old, **OTHER_MACHINE)
+    )
+    assert "cannot restore onto other GPUs" in line and "needs driver r580 or later" in line, line
+    assert "nothing was restored" in line
+    assert cedana.job(new)["state"] == "failed"
+    assert_gone(cedana, new)
+    assert cedana.job(jid)["state"] == "running"
+    cedana.ok("job", "kill", jid)

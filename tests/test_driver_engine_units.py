@@ -4,6 +4,7 @@ checkpoint's record of its engine."""
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from pathlib import Path
@@ -16,7 +17,7 @@ from cedana_gpu.checkpoint.criu_pages import PageFile, layout, pack_pages, unpac
 from cedana_gpu.checkpoint.shards import SHARD_DIR, shard_name
 from cedana_gpu.cr import driver_api, driver_state
 from cedana_gpu.cr.driver_state import Gpu, GpuMapError, parse_gpu_map, plan_pairs
-from cedana_gpu.errors import CorruptCheckpoint
+from cedana_gpu.errors import CheckpointError, CorruptCheckpoint
 
 
 def crc(view: memoryview) -> int:
@@ -204,6 +205,43 @@ def test_devices_document_round_trip(tmp_path: Path) -> None:
     (tmp_path / driver_state.DEVICES_NAME).write_text('{"format": "cedana-gpu-devices"}')
     with pytest.raises(CorruptCheckpoint):
         driver_state.load(tmp_path)
+
+
+def test_custom_storage_document_is_version_2(tmp_path: Path) -> None:
+    """Custom storage is recorded as version 2 (a version 1 reader must refuse it);
+    host-staged documents stay version 1; a newer version is refused: upgrade."""
+    host = {
+        "format": driver_state.FORMAT,
+        "version": driver_state.HOST_VERSION,
+        "engine": "driver",
+        "driver": "fake",
+        "driver_version": 13040,
+        "devices": [{"index": 0, "uuid": U[0], "name": H200, "total_memory_bytes": GIB}],
+    }
+    assert driver_state.storage(host) == "host"
+    memory = [{"addr": 0, "size": 4 << 20}, {"addr": 4 << 20, "size": 2 << 20}]
+    custom = driver_state.with_custom_storage(host, memory)
+    assert custom["version"] == 2 and driver_state.storage(custom) == "custom"
+    driver_state.save(tmp_path, custom)
+    assert driver_state.load(tmp_path) == custom
+    with pytest.raises(CorruptCheckpoint):  # version 2 needs its members
+        driver_state.save(tmp_path, {**host, "version": 2})
+    (tmp_path / driver_state.DEVICES_NAME).write_text(json.dumps({**custom, "version": 3}))
+    with pytest.raises(CheckpointError, match=r"version 3, newer .*: upgrade"):
+        driver_state.load(tmp_path)
+
+
+def test_storage_choice_names_the_driver_needed() -> None:
+    new = driver_api.Support(version=13040, checkpoint=True, remap=True, custom_storage=True)
+    old = driver_api.Support(version=13000, checkpoint=True, remap=True, custom_storage=False)
+    assert new.storage("auto") == "custom" and old.storage("auto") == "host"
+    assert new.storage("host") == "host" and new.storage("custom") == "custom"
+    with pytest.raises(driver_api.DriverApiError) as e:
+        old.storage("custom")
+    assert str(e.value) == (
+        "the driver (CUDA 13.0) has no custom storage: --gpu-storage custom needs driver "
+        "r615 or later (CUDA 13.4) (or use host)"
+    )
 
 
 def test_engine_choices() -> None:

@@ -133,6 +133,14 @@ class DumpConfig:
     gpu: bool
     leave_running: bool
     compression: str = "none"
+    engine: str = "intercept"
+    storage: str = "auto"
+    """Driver engine: ``--gpu-storage`` (host staging or custom storage)."""
+
+    @property
+    def name(self) -> str:
+        run = "leave-running" if self.leave_running else "kill"
+        return f"{self.engine}-{self.storage}-{self.compression}-{run}"
 
     def stub(self) -> Any:
         """What a phase's ``when`` looks at, as a DumpContext has it."""
@@ -157,6 +165,27 @@ CONFIGS = (
 )
 
 
+# The driver engine (the fake driver's checkpoint API) under both GPU storages, at
+# the phases where it differs from the intercept engine.
+DRIVER_CONFIGS = (
+    DumpConfig(gpu=True, leave_running=True, engine="driver", storage="custom"),
+    DumpConfig(gpu=True, leave_running=False, compression="lz4", engine="driver", storage="host"),
+)
+DRIVER_PHASES = ("freeze", "gpu_dump", "criu_dump", "thaw", "write")
+
+
+def driver_cases() -> Iterator[Any]:
+    for cfg in DRIVER_CONFIGS:
+        for i, phase in enumerate(DUMP_PHASES):
+            if phase.name not in DRIVER_PHASES or not cfg.runs(phase):
+                continue
+            for fault in FAULTS:
+                if meaningful("dump", i, fault):
+                    yield pytest.param(
+                        cfg, phase.name, fault, id=f"{cfg.name}.{phase.name}-{fault}"
+                    )
+
+
 def dump_config(phase: str) -> DumpConfig:
     p = next(p for p in DUMP_PHASES if p.name == phase)
     for cfg in CONFIGS:
@@ -169,6 +198,12 @@ def after_point_of_no_return(phase: str, cfg: DumpConfig) -> bool:
     """Whether an irreversible phase has completed when the run reaches ``phase``."""
     before = DUMP_PHASES[: [p.name for p in DUMP_PHASES].index(phase)]
     return any(p.irreversible and cfg.runs(p) for p in before)
+
+
+def phase_ran(name: str, phase: str, cfg: DumpConfig) -> bool:
+    """Whether phase ``name`` has completed when the run reaches ``phase``."""
+    before = DUMP_PHASES[: [p.name for p in DUMP_PHASES].index(phase)]
+    return any(p.name == name and cfg.runs(p) for p in before)
 
 
 def restore_job_started_at() -> int:
@@ -462,7 +497,26 @@ def restore_and_check(c: Cedana, expected: str, *args: str) -> str:
 def test_dump(
     pipeline: str, phase: str, fault: str, tmp_path: Path, cedana: Cedana, jobs: Jobs
 ) -> None:
-    cfg = dump_config(phase)
+    dump_case(dump_config(phase), pipeline, phase, fault, tmp_path, cedana, jobs)
+
+
+@pytest.mark.parametrize(("cfg", "phase", "fault"), list(driver_cases()))
+def test_dump_driver_engine(
+    cfg: DumpConfig, phase: str, fault: str, tmp_path: Path, cedana: Cedana, jobs: Jobs
+) -> None:
+    """The driver engine's dump hit at its own phases: the same guarantees."""
+    dump_case(cfg, "dump", phase, fault, tmp_path, cedana, jobs)
+
+
+def dump_case(
+    cfg: DumpConfig,
+    pipeline: str,
+    phase: str,
+    fault: str,
+    tmp_path: Path,
+    cedana: Cedana,
+    jobs: Jobs,
+) -> None:
     c = cedana
     hook = Hook(tmp_path / "hook", pipeline, phase)
     hook.directory.mkdir()
@@ -475,7 +529,10 @@ def test_dump(
     jid = unique_jid("fm")
     cmd = jobs.command(cfg.gpu, gate)
     if cfg.gpu:
-        c.exec_gpu(jid, *cmd, **env)
+        job_env = dict(env)
+        if cfg.engine == "driver":
+            job_env["CEDANA_GPU_ENGINE"] = "driver"
+        c.exec_gpu(jid, *cmd, **job_env)
     else:
         c.ok("exec", "--jid", jid, "--", *cmd, **env)
     c.wait_log(jid, FIRST_LINE[cfg.gpu])
@@ -484,6 +541,8 @@ def test_dump(
     args = ["dump", "job", jid, "--dir", str(ckdir), "--compression", cfg.compression]
     if cfg.leave_running:
         args.append("--leave-running")
+    if cfg.engine == "driver":
+        args += ["--gpu-storage", cfg.storage]
     hook.arm(fault)
     client = start_client(c, args, dump_env)
     status, line = inflict(hook, client, fault, lambda _paused: job["controller_pid"])
@@ -500,7 +559,11 @@ def test_dump(
     except AssertionError:
         raise AssertionError(f"on disk {on_disk(ckdir)}, listed {paths}") from None
 
-    gone = after_point_of_no_return(phase, cfg) or (fault == CONTROLLER_KILL and cfg.gpu)
+    # A driver engine job that is running again (thawed: unlocked) no longer
+    # needs its controller, as a job without GPU never did.
+    thawed = cfg.engine == "driver" and phase_ran("thaw", phase, cfg)
+    needs_controller = cfg.gpu and not thawed
+    gone = after_point_of_no_return(phase, cfg) or (fault == CONTROLLER_KILL and needs_controller)
     if status == 0:
         # The fault did not stop the dump (it came too late to matter).
         assert len(ckpts) == 1
@@ -514,9 +577,10 @@ def test_dump(
         assert_store_truthful(c)
         gate.unlink()
         if fault == CONTROLLER_KILL:
-            # A job without GPU outlives its controller, unsupervised: it
-            # ends right, but nobody is left to record how it ended.
-            assert not cfg.gpu
+            # A job without GPU (or a thawed driver engine one) outlives its
+            # controller, unsupervised: it ends right, but nobody is left to
+            # record how it ended.
+            assert not needs_controller
             assert status == 0 or "controller died" in (line or ""), line
             final = c.wait_final(jid)
             assert final["state"] == "failed" and "controller" in final["error"], final

@@ -74,6 +74,14 @@ def _options(parser: argparse.ArgumentParser) -> None:
         help="keep the job running after the dump (default: criu.leave_running, false: "
         "it ends, checkpointed)",
     )
+    parser.add_argument(
+        "--gpu-storage",
+        choices=("auto", "host", "custom"),
+        default=None,
+        help="driver engine: host stages the GPU memory in the job's memory (CRIU's pages); "
+        "custom copies it into the shards (driver r615+); auto: custom where the driver "
+        "offers it (default: gpu.storage, auto)",
+    )
     add_output_option(parser, human="text")
 
 
@@ -137,6 +145,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             streams=streams,
             leave_running=leave_running,
             signing_key=args.signing_key,
+            gpu_storage=args.gpu_storage or cfg["gpu.storage"],
         ),
         route.events(),
     )

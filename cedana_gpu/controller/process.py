@@ -94,6 +94,8 @@ CRIU_RELEASE_TIMEOUT_S = 600
 DUMPED_GRACE_S = 10.0
 """How long after 'dumped' and the client's disconnect the job has to die
 (CRIU killed it) before the controller concludes the dump did not happen."""
+HELD_SHARDS = "held-shards"
+"""Custom storage: links to the dump's shards, held open (``_hold_shards``)."""
 
 
 class StartupError(ControllerError):
@@ -167,6 +169,11 @@ class Controller:
         self.api_support: Any = None  # driver_api.Support, driver engine
         self._checkpointed = False  # driver engine: the driver holds the job CHECKPOINTED
         self._gpu_pairs: list[tuple[str, str]] | None = None  # driver engine restore
+        self._storage = "host"  # driver engine: where this dump's GPU memory goes (--gpu-storage)
+        self._custom: dict[str, Any] | None = None
+        self._held_fds: list[int] = []  # custom storage: the dump's shards, held open
+        """Driver engine, custom storage: where the job's GPU memory is (the shards'
+        directory, records, layout, compression, streams) while it is CHECKPOINTED."""
         self._images: Path | None = None  # driver engine restore: CRIU's images, rebuilt
         self._segment_file: Path | None = None  # driver engine restore of a handed-off job
 
@@ -689,14 +696,19 @@ class Controller:
             raise ControlError(str(e)) from None
         if engine == engines.DRIVER:
             try:
-                self._driver_freeze(timeout_ms)
+                self._driver_freeze(timeout_ms, str(request.get("storage") or "auto"))
             except BaseException:
                 self._ckpt_lock.release()
                 raise
             self._session = threading.get_ident()
             self._frozen = True
-            log.info("job %s locked and checkpointed by the driver", self.jid)
-            return {"frozen": True, "seconds": time.monotonic() - t0, "engine": engine}
+            log.info("job %s locked by the driver (GPU storage %s)", self.jid, self._storage)
+            return {
+                "frozen": True,
+                "seconds": time.monotonic() - t0,
+                "engine": engine,
+                "storage": self._storage,
+            }
         try:
             self.dispatcher.freeze(timeout_ms)
         except native.NativeError as e:
@@ -730,11 +742,12 @@ class Controller:
                 found.append(pid)
         return found
 
-    def _driver_freeze(self, timeout_ms: int) -> None:
+    def _driver_freeze(self, timeout_ms: int, storage: str = "auto") -> None:
         """Driver engine freeze: lock every CUDA process of the job (bounded by the
-        freeze timeout, all of them together), then checkpoint them (device
-        memory into their host memory). A failure leaves the job unlocked and
-        running."""
+        freeze timeout, all of them together), then, with host storage,
+        checkpoint them (device memory into their host memory); with custom
+        storage ``dump_gpu`` checkpoints and copies. A failure leaves the job
+        unlocked and running."""
         from cedana_gpu.cr import driver_api
 
         pids = self._driver_pids(driver_api.RUNNING)
@@ -743,6 +756,18 @@ class Controller:
                 f"cannot freeze job {self.jid}: none of its processes uses CUDA "
                 "(yet): dump it once it has used the GPU"
             )
+        try:
+            chosen = self.api_support.storage(storage)
+        except driver_api.DriverApiError as e:
+            raise ControlError(f"cannot dump job {self.jid}: {e}") from None
+        if chosen == driver_api.STORAGE_CUSTOM and len(pids) > 1:
+            if storage == driver_api.STORAGE_CUSTOM:
+                raise ControlError(
+                    f"cannot dump job {self.jid}: {len(pids)} of its processes use CUDA and "
+                    "--gpu-storage custom serves one: use --gpu-storage host"
+                )
+            chosen = driver_api.STORAGE_HOST
+        self._storage = chosen
         deadline = time.monotonic() + timeout_ms / 1000
         done: list[int] = []
         try:
@@ -758,6 +783,8 @@ class Controller:
                     ) from None
                 except driver_api.DriverApiError as e:
                     raise ControlError(f"cannot lock job {self.jid}: {e}") from None
+            if chosen == driver_api.STORAGE_CUSTOM:
+                return  # dump_gpu checkpoints, copying the memory itself
             for pid in pids:
                 try:
                     driver_api.checkpoint(pid)
@@ -794,10 +821,68 @@ class Controller:
 
         if self._checkpointed:
             for pid in self._driver_pids(driver_api.CHECKPOINTED):
-                driver_api.restore(pid, pairs)
+                if self._custom is not None:
+                    self._driver_restore_custom(pid, pairs)
+                else:
+                    driver_api.restore(pid, pairs)
             self._checkpointed = False
+            self._custom = None
+            self._release_shards()
         for pid in self._driver_pids(driver_api.LOCKED):
             driver_api.unlock(pid)
+
+    def _hold_shards(self, gpu_dir: Path) -> Path:
+        """Custom storage: the dump's shards are the job's GPU memory until it is
+        restored (``--leave-running``, or a failed dump's undo), but the dump may
+        remove them first (a dumping client that dies leaves its partial
+        checkpoint to the janitor). Held open here, reached through links to
+        this process's descriptors, they stay readable whatever happens to them."""
+        from cedana_gpu.checkpoint.shards import is_shard_file
+
+        self._release_shards()
+        held = self.job_dir / HELD_SHARDS
+        shutil.rmtree(held, ignore_errors=True)
+        held.mkdir(mode=0o700)
+        for path in sorted(gpu_dir.iterdir()):
+            if is_shard_file(f"gpu/{path.name}"):
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                self._held_fds.append(fd)
+                os.symlink(f"/proc/{os.getpid()}/fd/{fd}", held / path.name)
+        return held
+
+    def _release_shards(self) -> None:
+        for fd in self._held_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held_fds = []
+        shutil.rmtree(self.job_dir / HELD_SHARDS, ignore_errors=True)
+
+    def _driver_restore_custom(self, pid: int, pairs: list[tuple[str, str]] | None) -> None:
+        """Custom storage: the GPU memory comes back from the shards (``_custom``)."""
+        from cedana_gpu.controller import native
+        from cedana_gpu.cr import driver_storage
+        from cedana_gpu.errors import CheckpointError
+
+        c = self._custom
+        assert c is not None
+        try:
+            driver_storage.restore(
+                pid,
+                pairs,
+                c["dir"],
+                memory=c["memory"],
+                records=c["records"],
+                compression=c["compression"],
+                streams=c["streams"],
+                checksum_fn=native.checksum,
+                progress=self.progress,
+            )
+        except CheckpointError as e:
+            raise ControlError(f"cannot restore job {self.jid}'s GPU memory: {e}") from None
+        except OSError as e:
+            raise ControlError(
+                f"cannot restore job {self.jid}'s GPU memory: {e.strerror or e}"
+            ) from None
 
     def _op_hold(self, _request: dict[str, Any]) -> dict[str, Any]:
         """Start a checkpoint sequence without freezing (a job without GPU): this
@@ -859,7 +944,7 @@ class Controller:
         compression = str(request.get("compression") or "none")
         streams = int(request.get("streams") or 1)
         if self.engine == engines.DRIVER:
-            return self._driver_dump_gpu(Path(directory))
+            return self._driver_dump_gpu(Path(directory), compression, streams)
         with self._gpu_lock:
             if self.dispatcher is None or not self.dispatcher.is_open:
                 raise ControlError(f"job {self.jid} has ended")
@@ -879,26 +964,68 @@ class Controller:
         answer["generation"] = self.generation
         return answer
 
-    def _driver_dump_gpu(self, directory: Path) -> dict[str, Any]:
-        """Driver engine: the GPU memory is in the job's host memory (CRIU saves
-        it); the checkpoint's ``gpu/devices.json`` says which GPUs it came from."""
+    def _driver_dump_gpu(self, directory: Path, compression: str, streams: int) -> dict[str, Any]:
+        """Driver engine: with host storage the GPU memory is in the job's host
+        memory (CRIU saves it); with custom storage it is checkpointed now and
+        copied into the shards (``driver_storage``). The checkpoint's
+        ``gpu/devices.json`` says which GPUs it came from, and how it was stored."""
         from cedana_gpu import gpu_info
-        from cedana_gpu.cr import driver_state
+        from cedana_gpu.checkpoint.shards import SHARD_DIR
+        from cedana_gpu.controller import native
+        from cedana_gpu.cr import driver_api, driver_state, driver_storage, gpu_state
+        from cedana_gpu.errors import CheckpointError
 
+        answer: dict[str, Any] = {}
         try:
             doc = driver_state.describe(self.opts.driver, self.api_support.to_json())
             fault_point("dump.gpu_dump")
+            if self._storage == driver_api.STORAGE_CUSTOM:
+                (pid,) = self._driver_pids(driver_api.LOCKED)
+                t0 = time.monotonic()
+                records, memory = driver_storage.dump(
+                    pid,
+                    directory / SHARD_DIR,
+                    compression=compression,
+                    streams=streams,
+                    checksum_fn=native.checksum,
+                    progress=self.progress,
+                )
+                self._checkpointed = True
+                self._custom = {
+                    "dir": self._hold_shards(directory / SHARD_DIR),
+                    "records": records,
+                    "memory": memory,
+                    "compression": compression,
+                    "streams": streams,
+                }
+                doc = driver_state.with_custom_storage(doc, memory)
+                with open(directory / gpu_state.REGIONS_FILE, "w") as f:
+                    json.dump([r.to_json() for r in records], f, separators=(",", ":"))
+                total = sum(m["size"] for m in memory)
+                answer.update(
+                    storage=driver_api.STORAGE_CUSTOM,
+                    bytes=total,
+                    regions=len(memory),
+                    va_size=total,
+                    phases={"gpu_memory": time.monotonic() - t0},
+                )
             driver_state.save(directory / "gpu", doc)
         except OSError as e:
             raise ControlError(f"GPU dump of job {self.jid} failed: {e.strerror or e}") from None
-        except (gpu_info.NoDriver, gpu_info.DriverError) as e:
+        except (gpu_info.NoDriver, gpu_info.DriverError, CheckpointError) as e:
             raise ControlError(f"GPU dump of job {self.jid} failed: {e}") from None
-        answer: dict[str, Any] = {
-            "engine": engines.DRIVER,
-            "device": {k: doc[k] for k in ("driver", "driver_version", "devices")},
-            "geometry": {},
-            "generation": self.generation,
-        }
+        except driver_api.DriverApiError as e:
+            raise ControlError(
+                f"the driver could not checkpoint job {self.jid}: {e} (it runs on once unlocked)"
+            ) from None
+        answer.update(
+            {
+                "engine": engines.DRIVER,
+                "device": {k: doc[k] for k in ("driver", "driver_version", "devices")},
+                "geometry": {},
+                "generation": self.generation,
+            }
+        )
         if self.dispatcher is not None and self.dispatcher.is_open:
             # Handed off by its interposer (``auto``): the job still maps its
             # segment, which a restore must re-create with the same name and size.
@@ -1047,6 +1174,18 @@ class Controller:
         self._recreate_segment_file()
         if pairs:
             log.info("job %s: GPUs remapped %s", self.jid, ", ".join(f"{a}->{b}" for a, b in pairs))
+        if driver_state.storage(doc) == "custom":
+            # The GPU memory is in the shards (verified before anything
+            # started): the driver's restore gets it from there, after CRIU,
+            # which restores from the checkpoint's own small images.
+            self._custom = {
+                "dir": checkpoint / "gpu",
+                "records": list(m.regions),
+                "memory": list(doc["memory"]),
+                "compression": m.compression,
+                "streams": m.streams,
+            }
+            return
         files = [criu_pages.PageFile.from_json(p) for p in m.criu_pages]
         images = self._images_dir(sum(f.size for f in files))
         shutil.rmtree(images, ignore_errors=True)

@@ -39,6 +39,10 @@ CUSTOM_STORAGE_MIN = 13040
 
 RELEASES = {CHECKPOINT_MIN: "r555", REMAP_MIN: "r580", CUSTOM_STORAGE_MIN: "r615"}
 
+STORAGE_AUTO, STORAGE_HOST, STORAGE_CUSTOM = "auto", "host", "custom"
+STORAGES = (STORAGE_AUTO, STORAGE_HOST, STORAGE_CUSTOM)
+"""``--gpu-storage``: where a driver engine dump puts the GPU memory."""
+
 FUNCTIONS = (
     "cuCheckpointProcessLock",
     "cuCheckpointProcessCheckpoint",
@@ -116,6 +120,23 @@ class Support:
                 f"the driver (CUDA {version_text(self.version)}) has no checkpoint API: "
                 f"--gpu-engine driver needs {needed(CHECKPOINT_MIN)}"
             )
+
+    def storage(self, requested: str) -> str:
+        """Where a dump puts the GPU memory (``--gpu-storage``): ``host`` (staged in
+        the job's host memory, so in CRIU's pages) or ``custom`` (copied by us into
+        our shards); ``auto`` is custom where the driver offers it."""
+        if requested == STORAGE_AUTO:
+            return STORAGE_CUSTOM if self.custom_storage else STORAGE_HOST
+        if requested == STORAGE_CUSTOM and not self.custom_storage:
+            raise DriverApiError(
+                f"the driver (CUDA {version_text(self.version)}) has no custom storage: "
+                f"--gpu-storage custom needs {needed(CUSTOM_STORAGE_MIN)} (or use host)"
+            )
+        if requested not in STORAGES:
+            raise DriverApiError(
+                f"--gpu-storage {requested!r}: choose one of {', '.join(STORAGES)}"
+            )
+        return requested
 
     def require_remap(self) -> None:
         if not self.remap:
@@ -253,8 +274,7 @@ def _uuid_bytes(uuid: str) -> bytes:
     return raw
 
 
-def restore(pid: int, pairs: list[tuple[str, str]] | None = None) -> None:
-    """Restore the job's GPU state; ``pairs`` (old UUID, new UUID) remap its GPUs."""
+def _restore_args(pairs: list[tuple[str, str]] | None) -> Any:
     cu = _cu()
     args = cu.CUcheckpointRestoreArgs()
     if pairs:
@@ -266,6 +286,13 @@ def restore(pid: int, pairs: list[tuple[str, str]] | None = None) -> None:
             structs.append(pair)
         args.gpuPairs = structs
         args.gpuPairsCount = len(structs)
+    return args
+
+
+def restore(pid: int, pairs: list[tuple[str, str]] | None = None) -> None:
+    """Restore the job's GPU state; ``pairs`` (old UUID, new UUID) remap its GPUs."""
+    cu = _cu()
+    args = _restore_args(pairs)
     _check(
         cu.cuCheckpointProcessRestore(_target(pid, "restore"), args),
         f"cuCheckpointProcessRestore({pid})",
@@ -278,3 +305,143 @@ def unlock(pid: int) -> None:
         cu.cuCheckpointProcessUnlock(pid, cu.CUcheckpointUnlockArgs()),
         f"cuCheckpointProcessUnlock({pid})",
     )
+
+
+# ---- custom storage (CUDA 13.4 headers): the caller copies the GPU memory itself ----------
+
+
+class _PerDevice(ctypes.Structure):
+    """``CUcheckpointCustomStoragePerDeviceData``."""
+
+    _fields_ = (("devPtr", ctypes.c_uint64), ("size", ctypes.c_size_t), ("stream", ctypes.c_void_p))
+
+
+class _StorageInfo(ctypes.Structure):
+    """``CUcheckpointCustomStorageInfo``."""
+
+    _fields_ = (
+        ("handle", ctypes.c_void_p),
+        ("perDeviceData", ctypes.POINTER(_PerDevice)),
+        ("deviceCount", ctypes.c_uint),
+    )
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One GPU's memory of the target, mapped in this process until the operation completes."""
+
+    ptr: int
+    """Device address in this process (valid in the primary context of its GPU)."""
+    size: int
+    stream: int
+    """A stream of that context, handed out by the driver for the copy."""
+
+
+@dataclass
+class CustomOp:
+    """A checkpoint or restore through custom storage, until ``complete``: the
+    target is CHECKPOINTING or RESTORING meanwhile."""
+
+    handle: int
+    pieces: list[Piece]
+
+    def _stream(self, piece: int) -> Any:
+        """The piece's stream, its context current in this thread (the copy
+        threads are the shard writer's)."""
+        cu = _cu()
+        stream = cu.CUstream(self.pieces[piece].stream)
+        ctx = _check(cu.cuStreamGetCtx(stream), "cuStreamGetCtx")
+        _check(cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+        return stream
+
+    def copy_out(self, piece: int, offset: int, dst: memoryview) -> None:
+        """GPU -> ``dst`` (writable host memory), synchronously."""
+        cu = _cu()
+        p = self.pieces[piece]
+        holder = (ctypes.c_char * len(dst)).from_buffer(dst)
+        stream = self._stream(piece)
+        _check(
+            cu.cuMemcpyDtoHAsync(ctypes.addressof(holder), p.ptr + offset, len(dst), stream),
+            "cuMemcpyDtoHAsync",
+        )
+        _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
+
+    def copy_in(self, piece: int, offset: int, src: memoryview) -> None:
+        """``src`` -> GPU, synchronously."""
+        cu = _cu()
+        p = self.pieces[piece]
+        stream = self._stream(piece)
+        _check(cu.cuMemcpyHtoDAsync(p.ptr + offset, src, len(src), stream), "cuMemcpyHtoDAsync")
+        _check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
+
+    def complete(self) -> None:
+        """``cuCheckpointOperationComplete``: the copies are done; the target holds
+        nothing (checkpoint) or has its memory back, LOCKED (restore)."""
+        cu = _cu()
+        _check(
+            cu.cuCheckpointOperationComplete(cu.CUcheckpointOperationHandle(self.handle)),
+            "cuCheckpointOperationComplete",
+        )
+
+
+class PrimaryContexts:
+    """The primary context of every GPU, retained: custom storage maps the target's
+    memory into them (the driver refuses the operation otherwise)."""
+
+    def __init__(self) -> None:
+        cu = _cu()
+        self.devices = [
+            _check(cu.cuDeviceGet(i), "cuDeviceGet")
+            for i in range(int(_check(cu.cuDeviceGetCount(), "cuDeviceGetCount")))
+        ]
+        self.held: list[Any] = []
+        try:
+            for d in self.devices:
+                _check(cu.cuDevicePrimaryCtxRetain(d), "cuDevicePrimaryCtxRetain")
+                self.held.append(d)
+        except DriverApiError:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        cu = _cu()
+        for d in self.held:
+            cu.cuDevicePrimaryCtxRelease(d)
+        self.held = []
+
+
+def _custom_op(out: Any) -> CustomOp:
+    info = ctypes.cast(out.value, ctypes.POINTER(_StorageInfo)).contents
+    pieces = [
+        Piece(int(p.devPtr), int(p.size), int(p.stream or 0))
+        for p in (info.perDeviceData[i] for i in range(info.deviceCount))
+    ]
+    return CustomOp(handle=int(info.handle or 0), pieces=pieces)
+
+
+def checkpoint_custom(pid: int) -> CustomOp:
+    """LOCKED -> CHECKPOINTING: the target's GPU memory is mapped here to be copied;
+    ``complete`` then leaves it CHECKPOINTED, holding nothing."""
+    cu = _cu()
+    out = ctypes.c_void_p(0)
+    args = cu.CUcheckpointCheckpointArgs()
+    args.customStorageInfo_out = ctypes.addressof(out)
+    _check(
+        cu.cuCheckpointProcessCheckpoint(_target(pid, "checkpoint"), args),
+        f"cuCheckpointProcessCheckpoint({pid}, custom storage)",
+    )
+    return _custom_op(out)
+
+
+def restore_custom(pid: int, pairs: list[tuple[str, str]] | None = None) -> CustomOp:
+    """CHECKPOINTED -> RESTORING: GPU memory for the target (on the GPUs ``pairs``
+    names) mapped here to be filled; ``complete`` then leaves it LOCKED."""
+    cu = _cu()
+    out = ctypes.c_void_p(0)
+    args = _restore_args(pairs)
+    args.customStorageInfo_out = ctypes.addressof(out)
+    _check(
+        cu.cuCheckpointProcessRestore(_target(pid, "restore"), args),
+        f"cuCheckpointProcessRestore({pid}, custom storage)",
+    )
+    return _custom_op(out)

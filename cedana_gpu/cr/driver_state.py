@@ -29,7 +29,10 @@ from cedana_gpu.errors import CheckpointError, ControllerError
 DEVICES_NAME = "devices.json"
 """In the checkpoint's ``gpu/``."""
 SCHEMA_NAME = "gpu-devices"
-VERSION = 1
+VERSION = 2
+"""The newest version read and written: 2 for custom storage (``storage``, ``memory``);
+a host-staged checkpoint is still written as version 1, which older readers know."""
+HOST_VERSION = 1
 FORMAT = "cedana-gpu-devices"
 
 
@@ -56,7 +59,7 @@ def describe(driver: str, api: dict[str, Any]) -> dict[str, Any]:
     devices = gpu_info.list_devices(driver, source="cuda")  # type: ignore[arg-type]
     return {
         "format": FORMAT,
-        "version": VERSION,
+        "version": HOST_VERSION,
         "engine": "driver",
         "driver": driver,
         "driver_version": driver_api.driver_version(),
@@ -65,8 +68,18 @@ def describe(driver: str, api: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def with_custom_storage(doc: dict[str, Any], memory: list[dict[str, int]]) -> dict[str, Any]:
+    """``doc`` (``describe``) for GPU memory copied into the shards: version 2."""
+    return {**doc, "version": VERSION, "storage": "custom", "memory": memory}
+
+
+def storage(doc: dict[str, Any]) -> str:
+    """``host`` or ``custom`` (version 1 documents are host-staged)."""
+    return str(doc.get("storage") or "host")
+
+
 def save(directory: Path, doc: dict[str, Any]) -> Path:
-    validate(doc, load_schema(SCHEMA_NAME, VERSION), DEVICES_NAME)
+    validate(doc, load_schema(SCHEMA_NAME, int(doc["version"])), DEVICES_NAME)
     path = directory / DEVICES_NAME
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -91,7 +104,12 @@ def load(directory: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is version {doc['version']}, newer than this cedana-gpu reads: upgrade"
         )
-    validate(doc, load_schema(SCHEMA_NAME, VERSION), str(path))
+    version = doc.get("version") if isinstance(doc, dict) else None
+    validate(
+        doc,
+        load_schema(SCHEMA_NAME, version if version in (HOST_VERSION, VERSION) else VERSION),
+        str(path),
+    )
     return doc
 
 

@@ -102,6 +102,7 @@ CRIU_TIMEOUT_ENV = "CEDANA_CRIU_TIMEOUT"
 DEFAULT_CRIU_TIMEOUT = 600.0
 DURABLE_ENV = "CEDANA_DUMP_DURABLE"
 MAX_STREAMS = 64
+GPU_STORAGES = ("auto", "host", "custom")
 """More shards than this only adds threads and files: no disk is that parallel."""
 END_TIMEOUT = 60.0
 """How long a dump waits for a killed job's end to be recorded."""
@@ -121,6 +122,8 @@ class DumpOptions:
     streams: int = 1
     leave_running: bool = False
     freeze_timeout_ms: int = 0
+    gpu_storage: str = "auto"
+    """Driver engine: where the GPU memory goes (``--gpu-storage auto|host|custom``)."""
     progress: bool | None = None
     """Draw progress on stderr: None means when stderr is a terminal."""
     signing_key: Path | None = None
@@ -369,7 +372,9 @@ def connect(ctx: DumpContext) -> None:
         ctx.client = control.ControlClient(Path(ctx.job.socket_path))
     except control.ControlError as e:
         raise DumpError(f"cannot reach the controller of job {ctx.job.jid}: {e}") from None
-    ctx.engine = dump_engine(ctx.job, ctx.client, show_progress=ctx.show)
+    ctx.engine = dump_engine(
+        ctx.job, ctx.client, show_progress=ctx.show, storage=ctx.options.gpu_storage
+    )
 
 
 def disconnect(ctx: DumpContext) -> None:
@@ -780,6 +785,10 @@ def dump_job(store: JobStore, state: Path, job: Job, options: DumpOptions) -> Du
         raise DumpError(str(e)) from None
     if not 1 <= options.streams <= MAX_STREAMS:
         raise DumpError(f"--stream must be between 1 and {MAX_STREAMS}, not {options.streams}")
+    if options.gpu_storage not in GPU_STORAGES:
+        raise DumpError(
+            f"--gpu-storage {options.gpu_storage!r}: choose one of {', '.join(GPU_STORAGES)}"
+        )
     try:
         key = signing.configured_key(options.signing_key)
     except CheckpointError as e:

@@ -23,11 +23,16 @@ loads the driver itself (no interposer) and its controller, which still
 supervises it, locks and checkpoints it (``freeze``: device memory into the
 job's host memory), writes the GPUs' description (``dump_gpu``:
 ``gpu/devices.json``), and restores and unlocks it (``unfreeze``). The same
-control ops reach it. Its device memory ends up in CRIU's page images, which
-``pack_images`` (after CRIU, in the ``write`` phase) moves into the
-compressed, parallel shards; a restore writes them back, runs CRIU, then has
-the driver restore the GPU state (remapped by ``--gpu-map`` or by model) and
-unlock the job.
+control ops reach it. With host storage (``--gpu-storage host``) its device
+memory ends up in CRIU's page images, which ``pack_images`` (after CRIU, in
+the ``write`` phase) moves into the compressed, parallel shards; a restore
+writes them back, runs CRIU, then has the driver restore the GPU state
+(remapped by ``--gpu-map`` or by model) and unlock the job. With custom
+storage (CUDA 13.4; the default where the driver offers it) ``freeze`` only
+locks, and ``dump_gpu`` checkpoints through the driver's custom storage and
+copies the device memory straight into the shards (``cr.driver_storage``);
+CRIU's images stay as they are, and a restore feeds the shards back through
+the driver's custom restore.
 
 One more step than the interface above: ``pack_images(directory, ...)``
 after CRIU's dump: what the engine adds to the checkpoint from CRIU's images
@@ -177,14 +182,18 @@ class InterceptEngine:
         return self.client.call(message, timeout=timeout)
 
     def freeze(self, timeout_ms: int) -> None:
+        self._freeze({"op": "freeze", "timeout_ms": timeout_ms}, timeout_ms)
+
+    def _freeze(self, request: dict[str, Any], timeout_ms: int) -> dict[str, Any]:
         try:
-            self._call({"op": "freeze", "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000 + 30)
+            answer = self._call(request, timeout=timeout_ms / 1000 + 30)
         except control.ControlError as e:
             hint = ""
             if "timed out" in str(e):
                 hint = f"; dump it when it is less busy, or raise {FREEZE_TIMEOUT_ENV}"
             raise DumpError(f"{e}{hint}") from None
         self.frozen = True
+        return answer
 
     def dump_gpu(self, directory: Path, *, compression: str, streams: int) -> GpuDump:
         assert self.client is not None
@@ -262,14 +271,25 @@ class DriverEngine(InterceptEngine):
     engine = DRIVER
 
     def __init__(
-        self, client: control.ControlClient | None, *, jid: str = "", show_progress: bool = False
+        self,
+        client: control.ControlClient | None,
+        *,
+        jid: str = "",
+        show_progress: bool = False,
+        storage: str = "auto",
     ) -> None:
         super().__init__(client, jid=jid, show_progress=show_progress)
         self.memory = 0
         """The job's resident memory once frozen: about what CRIU's pages will be."""
+        self.storage = storage
+        """``--gpu-storage`` asked; once frozen, what the controller chose (host, custom)."""
 
     def freeze(self, timeout_ms: int) -> None:
-        super().freeze(timeout_ms)
+        request = {"op": "freeze", "timeout_ms": timeout_ms, "storage": self.storage}
+        answer = self._freeze(request, timeout_ms)
+        self.storage = str(answer.get("storage") or "host")
+        if self.storage == "custom":
+            return  # the GPU memory goes into the shards, not into CRIU's pages
         if self.client is not None:
             with contextlib.suppress(control.ControlError):
                 answer = self.client.call({"op": "info"}, timeout=30)
@@ -282,6 +302,8 @@ class DriverEngine(InterceptEngine):
         page images and then again as shards."""
         from cedana_gpu.checkpoint.criu_pages import fits_in_memory
 
+        if self.storage == "custom":
+            return directory / "criu"  # small: the GPU memory is in the shards already
         if not self.memory or not fits_in_memory(self.memory * 5 // 4):
             return directory / "criu"
         scratch.mkdir(mode=0o700)
@@ -294,6 +316,8 @@ class DriverEngine(InterceptEngine):
         from cedana_gpu.checkpoint.progress import Progress
         from cedana_gpu.controller import native
 
+        if self.storage == "custom":
+            return ImagesDump()  # as the intercept engine: the shards hold the GPU memory
         t0 = time.monotonic()
         total = sum(f.size for f in criu_pages.layout(directory, images))
         with Progress("pages", total, enabled=self.show_progress) as bar:
@@ -312,7 +336,7 @@ class DriverEngine(InterceptEngine):
 
 
 def dump_engine(
-    job: Job, client: control.ControlClient, *, show_progress: bool
+    job: Job, client: control.ControlClient, *, show_progress: bool, storage: str = "auto"
 ) -> GpuEngine | None:
     """The engine that freezes and dumps ``job``'s GPU state; None for a job without GPU.
 
@@ -327,8 +351,9 @@ def dump_engine(
         # Not knowing the engine, no engine may dump it: a job handed to a
         # driver without the checkpoint API must not be dumped as intercepted.
         raise DumpError(f"job {job.jid}: {e}") from None
-    cls = DriverEngine if engine == DRIVER else InterceptEngine
-    return cls(client, jid=job.jid, show_progress=show_progress)
+    if engine == DRIVER:
+        return DriverEngine(client, jid=job.jid, show_progress=show_progress, storage=storage)
+    return InterceptEngine(client, jid=job.jid, show_progress=show_progress)
 
 
 def restore_engine(job: JobInfo) -> GpuEngine:

@@ -57,6 +57,7 @@ class DumpSpec:
     streams: int = 1
     leave_running: bool = False
     signing_key: Path | None = None
+    gpu_storage: str = "auto"
 
 
 @dataclass
@@ -337,6 +338,7 @@ def _dump(store: JobStore, state: Path, job: Job, spec: DumpSpec, events: Events
             streams=spec.streams,
             leave_running=spec.leave_running,
             signing_key=spec.signing_key,
+            gpu_storage=spec.gpu_storage,
             progress=events.progress,
             on_phase=events.on_phase,
             report=events.report,

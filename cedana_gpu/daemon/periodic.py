@@ -135,6 +135,7 @@ class Scheduler:
             compression=d.cfg["checkpoint.compression"],
             streams=d.cfg["checkpoint.stream"],
             leave_running=True,
+            gpu_storage=d.cfg["gpu.storage"],
         )
         try:
             doc = d.dump(spec, events)

@@ -171,6 +171,7 @@ class RemoteBackend:
             stream=spec.streams,
             leave_running=spec.leave_running,
             signing_key=str(spec.signing_key.absolute()) if spec.signing_key else "",
+            gpu_storage=spec.gpu_storage,
         )
         what = f"dump job {spec.jid}" if spec.jid else f"dump process {spec.pid}"
         return dump_from_pb(self._progress("DumpWithProgress", req, events, what))

@@ -473,6 +473,7 @@ class Servicer(pb_grpc.DaemonServicer):
             streams=request.stream or self.d.cfg["checkpoint.stream"],
             leave_running=request.leave_running,
             signing_key=Path(request.signing_key) if request.signing_key else None,
+            gpu_storage=request.gpu_storage or self.d.cfg["gpu.storage"],
         )
         name = f"dump-{request.jid or request.pid}"
         return self.d.launch(name, lambda events: self.d.dump(spec, events))

@@ -197,7 +197,7 @@ class UnfreezeResp(_message.Message):
     def __init__(self) -> None: ...
 
 class DumpReq(_message.Message):
-    __slots__ = ("jid", "pid", "dir", "compression", "stream", "leave_running", "signing_key")
+    __slots__ = ("jid", "pid", "dir", "compression", "stream", "leave_running", "signing_key", "gpu_storage")
     JID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     DIR_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,7 @@ class DumpReq(_message.Message):
     STREAM_FIELD_NUMBER: _ClassVar[int]
     LEAVE_RUNNING_FIELD_NUMBER: _ClassVar[int]
     SIGNING_KEY_FIELD_NUMBER: _ClassVar[int]
+    GPU_STORAGE_FIELD_NUMBER: _ClassVar[int]
     jid: str
     pid: int
     dir: str
@@ -212,7 +213,8 @@ class DumpReq(_message.Message):
     stream: int
     leave_running: bool
     signing_key: str
-    def __init__(self, jid: _Optional[str] = ..., pid: _Optional[int] = ..., dir: _Optional[str] = ..., compression: _Optional[str] = ..., stream: _Optional[int] = ..., leave_running: _Optional[bool] = ..., signing_key: _Optional[str] = ...) -> None: ...
+    gpu_storage: str
+    def __init__(self, jid: _Optional[str] = ..., pid: _Optional[int] = ..., dir: _Optional[str] = ..., compression: _Optional[str] = ..., stream: _Optional[int] = ..., leave_running: _Optional[bool] = ..., signing_key: _Optional[str] = ..., gpu_storage: _Optional[str] = ...) -> None: ...
 
 class DumpResp(_message.Message):
     __slots__ = ("checkpoint", "job", "path", "size", "compression", "streams", "leave_running", "generation", "gpu_bytes", "regions", "phases", "job_state", "engine")

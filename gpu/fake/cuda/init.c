@@ -74,9 +74,20 @@ CUresult fk_need_init(void) {
                                                             : CUDA_ERROR_NOT_INITIALIZED;
 }
 
+/* FAKE_CUDA_DRIVER_VERSION=N (1000 * major + 10 * minor, at most the headers'
+ * version) makes the driver report an older CUDA version, as an older NVIDIA
+ * driver would: callers that gate features on it (the checkpoint API from
+ * 12.5, GPU remapping from 13.0, custom storage from 13.4) can be tested
+ * without one. Only the reported number changes. */
 CUresult fake_cuDriverGetVersion_2020(int *driverVersion) {
   if (!driverVersion) return CUDA_ERROR_INVALID_VALUE;
   *driverVersion = FK_DRIVER_VERSION;
+  const char *v = getenv("FAKE_CUDA_DRIVER_VERSION");
+  if (v && *v) {
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end == '\0' && n >= 2000 && n <= FK_DRIVER_VERSION) *driverVersion = (int)n;
+  }
   return CUDA_SUCCESS;
 }
 
