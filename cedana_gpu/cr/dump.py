@@ -102,8 +102,9 @@ CRIU_TIMEOUT_ENV = "CEDANA_CRIU_TIMEOUT"
 DEFAULT_CRIU_TIMEOUT = 600.0
 DURABLE_ENV = "CEDANA_DUMP_DURABLE"
 MAX_STREAMS = 64
-GPU_STORAGES = ("auto", "host", "custom")
 """More shards than this only adds threads and files: no disk is that parallel."""
+GPU_STORAGES = ("auto", "host", "custom")
+"""The driver engine's places for the GPU memory (``--gpu-storage``)."""
 END_TIMEOUT = 60.0
 """How long a dump waits for a killed job's end to be recorded."""
 
@@ -207,7 +208,6 @@ def open_file_keys(root: int, path: str | None) -> list[str]:
     (its log; its input FIFO, ``jobs.job_stdin``, handed on the same way)."""
     if not path:
         return []
-    log_path = path
     keys: list[str] = []
     for pid in processes.tree_pids(root):
         try:
@@ -216,14 +216,14 @@ def open_file_keys(root: int, path: str | None) -> list[str]:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != log_path:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != path:
                     continue
                 with open(f"/proc/{pid}/fdinfo/{fd}") as f:
                     fields = dict(
                         line.split(":", 1) for line in f.read().splitlines() if ":" in line
                     )
                 mnt_id = int(fields["mnt_id"].strip())
-                ino = int(fields["ino"].strip()) if "ino" in fields else os.stat(log_path).st_ino
+                ino = int(fields["ino"].strip()) if "ino" in fields else os.stat(path).st_ino
             except (OSError, KeyError, ValueError):
                 continue
             key = f"file[{mnt_id:x}:{ino:x}]"
