@@ -47,7 +47,9 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
 }
 
 # A step cut off at its limit can leave jobs and their controllers (own
-# sessions) holding the GPU: end them before the next step.
+# sessions) holding the GPU: end them before the next step. This kills every
+# cedana controller and sample job on the machine: run the check on a machine
+# lent for it, not beside jobs that matter.
 leftovers() {
     pkill -KILL -f 'cedana_gpu.controller|cedana-gpu-controller|samples/(torch_train|triton_job|train_mlp)' 2>/dev/null
     sleep 1
