@@ -136,20 +136,27 @@ def test_a_job_without_input_reads_dev_null_and_refuses_input(daemon: Daemon) ->
         )
 
 
-@pytest.mark.parametrize("where", ["daemon", "in-process"])
-def test_cli_forwards_its_stdin(daemon: Daemon, where: str) -> None:
-    cli = daemon.cli()
-    flags = ["--no-server"] if where == "in-process" else []
-    jid = unique_jid("dci")
-    attached = subprocess.run(
-        [*CEDANA, *flags, "exec", "-i", "--jid", jid, "--attach", "--", "sh", "-c", ECHO],
-        input="a\nb\n",
+def typed(cli: Any, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``cedana ARGS`` with ``text`` on its standard input, as typed at a terminal."""
+    return subprocess.run(
+        [*CEDANA, *args],
+        input=text,
         env=cli.env(),
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=WAIT,
         check=False,
+    )
+
+
+@pytest.mark.parametrize("where", ["daemon", "in-process"])
+def test_cli_forwards_its_stdin(daemon: Daemon, where: str) -> None:
+    cli = daemon.cli()
+    flags = ["--no-server"] if where == "in-process" else []
+    jid = unique_jid("dci")
+    attached = typed(
+        cli, "a\nb\n", *flags, "exec", "-i", "--jid", jid, "--attach", "--", "sh", "-c", ECHO
     )
     assert (attached.returncode, attached.stdout) == (0, "got a\ngot b\neof\n"), attached.stderr
 
@@ -158,30 +165,14 @@ def test_cli_forwards_its_stdin(daemon: Daemon, where: str) -> None:
     assert cli.ok(*flags, "exec", "--attachable", "--jid", later, "--", "sh", "-c", ECHO) == (
         f"{later}\n"
     )
-    fed = subprocess.run(
-        [*CEDANA, *flags, "job", "attach", later],
-        input="c\n",
-        env=cli.env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    fed = typed(cli, "c\n", *flags, "job", "attach", later)
     assert (fed.returncode, fed.stdout) == (0, "got c\neof\n"), fed.stderr
 
     # A restored -i job keeps its input: 'restore --attach' sends this stdin to it.
     dumped = unique_jid("dcd")
     cli.ok(*flags, "exec", "-i", "--jid", dumped, "--", "sh", "-c", ECHO)
     cli.ok(*flags, "dump", "job", dumped)
-    restored = subprocess.run(
-        [*CEDANA, *flags, "restore", "job", dumped, "--jid", unique_jid("dcr"), "--attach"],
-        input="d\n",
-        env=cli.env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
+    restored = typed(
+        cli, "d\n", *flags, "restore", "job", dumped, "--jid", unique_jid("dcr"), "--attach"
     )
     assert (restored.returncode, restored.stdout) == (0, "got d\neof\n"), restored.stderr
