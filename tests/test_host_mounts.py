@@ -37,7 +37,7 @@ def test_mountinfo_is_parsed_with_its_escapes() -> None:
     assert [m.mount_point for m in mounts][:5] == [
         "/", "/proc", "/dev", "/dev/shm", "/usr/local/nvidia",
     ]  # fmt: skip
-    assert mounts[5] == host_mounts.Mount(27, "/mnt/my data", "nfs4")
+    assert mounts[5] == host_mounts.Mount("/mnt/my data", "nfs4")
 
 
 def test_only_filesystems_criu_cannot_dump_are_external() -> None:

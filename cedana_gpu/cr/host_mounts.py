@@ -55,7 +55,6 @@ KEY_PREFIX = "cedana-host-mnt-"
 
 @dataclass(frozen=True)
 class Mount:
-    mount_id: int
     mount_point: str
     fstype: str
 
@@ -66,7 +65,7 @@ def _unescape(field: str) -> str:
     while i < len(field):
         code = field[i + 1 : i + 4]
         if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            out.append(chr(int(code, 8)))
             i += 4
         else:
             out.append(field[i])
@@ -82,7 +81,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
         if "-" not in fields[6:]:
             continue
         sep = fields.index("-", 6)
-        mounts.append(Mount(int(fields[0]), _unescape(fields[4]), fields[sep + 1]))
+        mounts.append(Mount(_unescape(fields[4]), fields[sep + 1]))
     return mounts
 
 
