@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The warm controller pool's effect (issue 10 §5): exec and restore, pool vs none.
 
-Two daemons run side by side on the fake driver, one with ``gpu.pool_size = 1``
+Two daemons run side by side on one driver (``--driver``: the fake one, or
+NVIDIA's, where creating a context is a real cost), one with ``gpu.pool_size = 1``
 and one without (the baseline), each with its own state directory and socket.
 Rounds alternate between them (the order rotates). Each round, through the
 daemon's gRPC API (as a platform drives it):
@@ -21,6 +22,7 @@ pool should cut the controller's start-up, start-to-first-kernel at most
 
     .venv/bin/python bench/pool.py              # 5 rounds; about a minute on 2 cores
     .venv/bin/python bench/pool.py --rounds 9 --json
+    python bench/pool.py --driver system     # on a GPU (scripts/gpu-check.sh); needs nvcc's PTX
 
 Needs root (CRIU).
 """
@@ -82,7 +84,7 @@ def base_env() -> dict[str, str]:
 
 
 class Daemon:
-    def __init__(self, base: Path, mode: str) -> None:
+    def __init__(self, base: Path, mode: str, driver: str) -> None:
         self.dir = base / mode
         self.dir.mkdir(parents=True)
         self.state, self.socket = self.dir / "state", self.dir / "d.sock"
@@ -90,10 +92,11 @@ class Daemon:
             base_env(),
             CEDANA_STATE_DIR=str(self.state),
             CEDANA_ADDRESS=str(self.socket),
-            CEDANA_GPU_DRIVER="fake",
+            CEDANA_GPU_DRIVER=driver,
             CEDANA_GPU_POOL_SIZE="1" if mode == "pool" else "0",
         )
         self.pool = mode == "pool"
+        self.driver = driver
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
 
@@ -133,10 +136,15 @@ class Daemon:
     def run_req(self, jid: str) -> Any:
         env = dict(base_env())
         return pb.RunReq(cmd=TRAIN, jid=jid, env=[f"{k}={v}" for k, v in env.items()],
-                         cwd=str(REPO), gpu=True, gpu_driver="fake")  # fmt: skip
+                         cwd=str(REPO), gpu=True, gpu_driver=self.driver)  # fmt: skip
 
     def job_log(self, jid: str) -> Path:
         return self.state / "jobs" / jid / "job.log"
+
+    def took_range(self, jid: str) -> bool:
+        """Whether job ``jid``'s dispatcher serves in its standby's reserved range."""
+        log = self.state / "jobs" / jid / "controller.log"
+        return "reserved on standby" in log.read_text(errors="replace")
 
 
 def first_step(log: Path) -> bool:
@@ -150,12 +158,13 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def run(rounds: int, base: Path) -> dict[str, Any]:
-    daemons = {m: Daemon(base, m) for m in MODES}
+def run(rounds: int, base: Path, driver: str) -> dict[str, Any]:
+    daemons = {m: Daemon(base, m, driver) for m in MODES}
     times: dict[str, dict[str, list[float]]] = {
         op: {m: [] for m in MODES} for op in ("first_kernel", "restore")
     }
     adopted = {m: 0 for m in MODES}
+    took = {"exec": 0, "restore": 0}  # pool mode: dispatchers in their standby's range
     phases: dict[str, dict[str, list[float]]] = {m: {} for m in MODES}
     with contextlib.ExitStack() as stack:
         stubs = {m: stack.enter_context(d.running()) for m, d in daemons.items()}
@@ -175,9 +184,10 @@ def run(rounds: int, base: Path) -> dict[str, Any]:
                 job = stub.Run(d.run_req(jid)).job
                 wait(lambda d=d, jid=jid: first_step(d.job_log(jid)), "the first kernel")
                 times["first_kernel"][m].append(time.monotonic() - t0)
-                adopted[m] += f"adopted standby fake controller {job.controller_pid}" in (
+                adopted[m] += f"adopted standby {driver} controller {job.controller_pid}" in (
                     (d.dir / "daemon.out").read_text(errors="replace")
                 )
+                took["exec"] += d.pool and d.took_range(jid)
                 stub.Kill(pb.KillReq(jid=jid))
                 daemons["pool"].warm()
                 new = f"br{uuid.uuid4().hex[:6]}"
@@ -186,8 +196,11 @@ def run(rounds: int, base: Path) -> dict[str, Any]:
                 times["restore"][m].append(time.monotonic() - t0)
                 for ph in resp.phases:
                     phases[m].setdefault(ph.name, []).append(ph.seconds)
+                took["restore"] += d.pool and d.took_range(new)
                 stub.Kill(pb.KillReq(jid=new))
-    result: dict[str, Any] = {"rounds": rounds, "adopted": adopted, "ops": {}}
+    result: dict[str, Any] = {
+        "driver": driver, "rounds": rounds, "adopted": adopted, "took_range": took, "ops": {},
+    }  # fmt: skip
     result["restore_phases"] = {
         m: {name: med(v) for name, v in by_name.items()} for m, by_name in phases.items()
     }
@@ -200,8 +213,11 @@ def run(rounds: int, base: Path) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['rounds']} rounds (medians); exec jobs on adopted controllers: "
-        f"pool {result['adopted']['pool']}, none {result['adopted']['none']}",
+        f"{result['driver']} driver, {result['rounds']} rounds (medians); "
+        "exec jobs on adopted controllers: "
+        f"pool {result['adopted']['pool']}, none {result['adopted']['none']}; in the "
+        f"standby's reserved range: exec {result['took_range']['exec']}, "
+        f"restore {result['took_range']['restore']}",
         f"{'op':<14} {'pool':>9} {'none':>9} {'ratio':>6}",
     ]
     for op, r in result["ops"].items():
@@ -213,13 +229,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--driver", choices=("fake", "system"), default="fake")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("bench/pool.py needs root (CRIU)", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="cedana-bench-pool."))
     try:
-        result = run(args.rounds, base)
+        result = run(args.rounds, base, args.driver)
     except (BenchError, grpc.RpcError) as e:
         print(f"bench/pool.py: {e} (daemon logs under {base})", file=sys.stderr)
         return 1

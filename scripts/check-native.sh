@@ -4,7 +4,8 @@
 #
 #   address,undefined  the driver conformance suite directly and through the
 #                      interposer, the dispatcher's live and fuzz tests, the
-#                      native checkpoint tests, the layout check
+#                      native checkpoint tests, the layout check, a
+#                      standby's reserved range
 #   thread             the ring and the dispatcher: the dispatcher's live tests,
 #                      and the conformance suite through the interposer (many
 #                      job threads posting to the ring, the dispatch loop,
@@ -56,7 +57,8 @@ if [[ $only == all || $only == address ]]; then
   export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:handle_segv=0:allow_user_segv_handler=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   run "$native" "$preload" tests/fake_cuda tests/test_dispatcher_live.py \
-    tests/test_dispatcher_fuzz.py tests/test_native_checkpoint.py tests/test_shm_layout.py
+    tests/test_dispatcher_fuzz.py tests/test_native_checkpoint.py tests/test_shm_layout.py \
+    tests/test_standby_reserve.py
   CEDANA_TEST_CUDA_PATH=interposer run "$native" "$preload" tests/fake_cuda
 fi
 

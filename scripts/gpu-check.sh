@@ -12,15 +12,16 @@
 #   3. the fake driver's conformance suite held to NVIDIA's driver, directly
 #      and through the interposer;
 #   4. bench/gpu_engines.py: dump/restore GB/s of both engines against the
-#      copy bandwidth, and PyTorch's step-time overhead.
+#      copy bandwidth, and PyTorch's step-time overhead; bench/pool.py: the
+#      warm controller pool's start-to-first-kernel and restore.
 #
 # Usage: scripts/gpu-check.sh [OUTDIR]       (default: gpu-check-results)
 # Everything it prints goes to OUTDIR/log.txt too; JUnit XML, the benchmark's
 # JSON and logs.tgz (the jobs' and CRIU's logs of tests/gpu) land beside it,
-# seven files in all; OUTDIR/summary.txt says what passed. The steps run in
+# eight files in all; OUTDIR/summary.txt says what passed. The steps run in
 # the order of what matters most (the tests, then the benchmark, then the
-# conformance runs), each with its own time limit (together 465 s), so the
-# whole stays under 8 minutes.
+# conformance runs), each with its own time limit (together 585 s; a run
+# on a machine lent for minutes names fewer steps in GPU_CHECK_STEPS).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -33,7 +34,7 @@ summary() { echo "$*" | tee -a "$OUTDIR/summary.txt"; }
 
 # GPU_CHECK_STEPS: which of the steps after the set-up run (a second run on
 # a machine lent for minutes repeats only what changed).
-STEPS=" ${GPU_CHECK_STEPS:-tests bench conformance} "
+STEPS=" ${GPU_CHECK_STEPS:-tests bench pool conformance} "
 wanted() { [[ $STEPS == *" $1 "* ]]; }
 
 step() {  # step NAME LIMIT_SECONDS COMMAND...
@@ -111,6 +112,13 @@ find "$BASETEMP" -type f \( -name '*.log' -o -name 'manifest.json' \) -size -4M 
 # ---- 3. benchmarks -------------------------------------------------------------
 wanted bench && step "bench/gpu_engines.py" 140 "$VPY" bench/gpu_engines.py --gib "${GPU_CHECK_GIB:-2}" \
     --rounds 2 --json "$OUTDIR/bench-gpu-engines.json"
+leftovers
+
+# The warm controller pool against fresh controllers, where creating a context
+# is NVIDIA's cost (issue 10 §5).
+wanted pool && step "bench/pool.py" 120 bash -c \
+    '"$0" bench/pool.py --driver system --rounds "${GPU_CHECK_POOL_ROUNDS:-4}" --json >"$1"' \
+    "$VPY" "$OUTDIR/bench-pool.json"
 leftovers
 
 # ---- 4. conformance on NVIDIA's driver ---------------------------------------

@@ -9,6 +9,7 @@ asked for. Nothing here measures time.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -68,6 +69,18 @@ def ready_standbys(
     return set(wait_for(enough, f"{n} ready standby controller(s)"))
 
 
+def reserved_range(d: Daemon, jid: str, pid: int) -> str:
+    """The device range (``0xBASE+0xSIZE``) the standby ``pid`` that job ``jid``
+    adopted had reserved, as the daemon logged it."""
+    said = re.search(
+        rf"job {jid}: adopted standby fake controller {pid} "
+        r"\(device range (0x[0-9a-f]+\+0x[0-9a-f]+) reserved\)",
+        d.output(),
+    )
+    assert said, d.output()
+    return said[1]
+
+
 def gpu_run(jid: str, **fields: object) -> object:
     return run_req(jid, *TRAIN, "--sleep-per-step", "0.02", gpu=True, gpu_driver="fake", **fields)
 
@@ -82,9 +95,13 @@ def test_exec_and_restore_run_on_adopted_controllers(daemon: Daemon, engine: str
         # The job's controller is the standby that was there before the exec.
         assert job.controller_pid == first
         assert job.engine == engine
-        assert f"job {jid}: adopted standby fake controller {first}" in daemon.output()
+        held = reserved_range(daemon, jid, first)
         cli.wait_log(jid, r"^step \d+ loss", 3)
         assert "driver fake" in cli.controller_log(jid)
+        # The standby's device range serves the job (the driver engine's job
+        # runs on its own driver, and the range was given back).
+        took = f"device range {held}, reserved on standby"
+        assert (took in cli.controller_log(jid)) is (engine == "intercept")
         # The pool refills with a new standby.
         (second,) = ready_standbys(daemon, besides={first})
 
@@ -93,6 +110,10 @@ def test_exec_and_restore_run_on_adopted_controllers(daemon: Daemon, engine: str
         restored = stub.Restore(pb.RestoreReq(jid=jid, new_jid=back))
         assert restored.state == "running"
         assert restored.controller_pid == second
+        # A fresh controller's first range is where the standby's is: the
+        # checkpoint's range is the second standby's, taken as it is.
+        assert reserved_range(daemon, back, second) == held
+        assert (took in cli.controller_log(back)) is (engine == "intercept")
         steps = cli.log(back).count("step ")
         cli.wait_log(back, r"^step \d+ loss", steps + 3)
         # The restored job continues where the dump left it.

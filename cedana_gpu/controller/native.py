@@ -66,6 +66,7 @@ class cgc_config(ctypes.Structure):
         ("gid", ctypes.c_uint32),
         ("shm_dir", ctypes.c_char_p),
         ("segment_name", ctypes.c_char_p),
+        ("va_reserved", ctypes.c_uint32),
     )
 
 
@@ -87,6 +88,9 @@ class DispatcherConfig:
     """Directory of the segment and pinned files (None: /dev/shm)."""
     segment_name: str | None = None
     """File name of the segment (None: cedana-gpu.<job_id>); a restored job keeps its old one."""
+    va_reserved: bool = False
+    """``va_base``/``va_size`` came from ``reserve()`` in this process: ``cgc_open``
+    takes that range over (and owns it whether it succeeds or not)."""
 
     def to_c(self) -> cgc_config:
         return cgc_config(
@@ -102,6 +106,7 @@ class DispatcherConfig:
             gid=os.getgid() if self.gid < 0 else self.gid,
             shm_dir=None if self.shm_dir is None else os.fsencode(self.shm_dir),
             segment_name=None if self.segment_name is None else self.segment_name.encode(),
+            va_reserved=int(self.va_reserved),
         )
 
 
@@ -171,6 +176,9 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
             # The `auto` engine's hand-off (gpu/intercept/handoff.c).
             ("cgc_handed_off", ctypes.c_int, (_c,)),
             ("cgc_driver_path", ctypes.c_int, (_c, ctypes.c_char_p, ctypes.c_size_t)),
+            # The warm pool's standbys (controller/standby.py).
+            ("cgc_reserve", ctypes.c_int, (u64_p, u64_p)),
+            ("cgc_release_reserved", None, (u64, u64)),
         ]
         for name, restype, argtypes in optional:
             # Checkpoint support: missing from an old build, said when used.
@@ -218,6 +226,33 @@ def checksum(buf: Any, seed: int = 0) -> int:
     fn = _need(lib, "cgc_checksum")
     addr, n, _keep = buffer_address(buf)
     return int(fn(addr, n, seed))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A device address range ``reserve()`` took in this process, with device 0's
+    primary context: given to ``DispatcherConfig(va_reserved=True)`` or released."""
+
+    va_base: int
+    va_size: int
+
+
+def reserve() -> Reservation:
+    """``cgc_reserve``: what ``cgc_open`` would reserve (twice device 0's memory),
+    taken before any job is known, with the primary context created."""
+    lib = load_library()
+    fn = _need(lib, "cgc_reserve")
+    base, size = ctypes.c_uint64(), ctypes.c_uint64()
+    code = int(fn(ctypes.byref(base), ctypes.byref(size)))
+    if code != 0:
+        msg = lib.cgc_last_error(None)
+        raise NativeError("cgc_reserve", code, msg.decode(errors="replace") if msg else "")
+    return Reservation(int(base.value), int(size.value))
+
+
+def release_reserved(r: Reservation) -> None:
+    """``cgc_release_reserved``: give back a reservation no dispatcher took."""
+    _need(load_library(), "cgc_release_reserved")(r.va_base, r.va_size)
 
 
 def validate_request(

@@ -420,11 +420,26 @@ class Controller:
         """Create and describe the segment (state STARTING): cgc_open.
 
         ``geometry`` (a restore) overrides the options' ring slots, channels
-        and staging size: the job has the old segment mapped, of that size."""
-        if not self.gpu or self.engine == engines.DRIVER:
-            return
-        from cedana_gpu.controller import native
+        and staging size: the job has the old segment mapped, of that size.
+        An adopted standby's reserved range is taken when it is the one
+        wanted (always for a new job; for a restore, when it is the
+        checkpoint's), else given back first."""
+        from cedana_gpu.controller import native, reservation
 
+        if not self.gpu or self.engine == engines.DRIVER:
+            reservation.release()  # no dispatcher here: its context would idle
+            return
+        held = reservation.take()
+        reserved = held is not None and reservation.fits(held, va_base, va_size)
+        if held is not None and not reserved:
+            log.info(
+                "the standby's device range 0x%x+0x%x is not the checkpoint's 0x%x+0x%x: "
+                "reserving that instead",
+                held.va_base, held.va_size, va_base, va_size,
+            )  # fmt: skip
+            native.release_reserved(held)
+        elif held is not None:
+            va_base, va_size = held.va_base, held.va_size
         geometry = geometry or {}
         self.generation = generation
         config = native.DispatcherConfig(
@@ -440,12 +455,20 @@ class Controller:
             gid=os.getgid(),
             shm_dir=str(self.shm_dir) if self.shm_dir is not None else None,
             segment_name=self.segment,
+            va_reserved=reserved,
         )
         try:
             self.dispatcher.open(config)
         except native.NativeError as e:
             raise StartupError(f"cannot set up the GPU for job {self.jid}: {e}") from None
-        log.info("segment %s ready", self.segment_path())
+        info = self.dispatcher.info()
+        log.info(
+            "segment %s ready; device range 0x%x+0x%x%s",
+            self.segment_path(),
+            int(info.get("va_base", 0)),
+            int(info.get("va_size", 0)),
+            ", reserved on standby" if reserved else "",
+        )
 
     def start_serving(self) -> None:
         """Serve the ring: state RUNNING (the driver engine has no ring)."""
@@ -1112,6 +1135,9 @@ class Controller:
         if not self.gpu:
             return
         if self.engine == engines.DRIVER:
+            from cedana_gpu.controller import reservation
+
+            reservation.release()  # the job's own driver serves it
             self._driver_prepare_restore()
             return
         from cedana_gpu.cr import gpu_state

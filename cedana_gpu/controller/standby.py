@@ -2,20 +2,28 @@
 
 ``cedana-gpu-controller --standby SOCKET --driver fake|system`` does the part
 of a controller's start-up that no job decides: the interpreter and its
-imports, loading the driver (``gpu_info.load_driver``), ``cuInit`` and the
-native dispatcher library. Then it binds ``SOCKET`` (its existence says
-"ready") and waits for one adoption: a single JSON line
+imports, loading the driver (``gpu_info.load_driver``), ``cuInit``, the
+native dispatcher library, device 0's primary context and the device address
+range a new job's dispatcher reserves (``native.reserve``; on NVIDIA's driver
+creating the context is the costly part). Then it binds ``SOCKET`` (its
+existence says "ready") and waits for one adoption: a single JSON line
 
     {"argv": [...], "env": {...}, "cwd": "...", "log": "<job dir>/controller.log"}
 
 where ``argv`` is exactly what a freshly started controller would get
 (``lifecycle.controller_command``), ``env`` its environment and ``cwd`` its
-working directory. It answers ``{"ok": true, "pid": N}``, puts its stdout and
-stderr on ``log``, takes ``env`` and ``cwd`` as its own, and runs the same
+working directory. It answers ``{"ok": true, "pid": N, "va_base": B,
+"va_size": S}`` (S bytes reserved at B), puts its stdout and stderr on
+``log``, takes ``env`` and ``cwd`` as its own, and runs the same
 ``main(argv)`` a fresh controller runs: every step from the job's row on
 (segment, address range, job, restore) is the fresh start's own code, so an
 adopted controller ends in the same state; only the driver is loaded already
-(``load_driver`` is idempotent) and ``cuInit`` is a no-op the second time.
+(``load_driver`` is idempotent), ``cuInit`` is a no-op the second time, and
+``open_segment`` takes the reserved range (``reservation.py``) when it is
+the one wanted: always for a new job, for a restore when it is the
+checkpoint's (a fresh controller's first reservation lands at the same
+place, so it usually is). Otherwise, and for the driver engine, whose job
+runs on a driver of its own, the range and the context are given back.
 
 What was read before adoption cannot be taken back: the pool only hands a
 standby to a job whose environment agrees with it on ``PREPARE_ENV``
@@ -35,6 +43,8 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from cedana_gpu.controller import native, reservation
 
 PREPARE_ENV_PREFIXES = ("FAKE_CUDA_", "CUDA_", "NVIDIA_", "LD_")
 PREPARE_ENV_NAMES = (
@@ -59,9 +69,10 @@ def prepare_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def prepare(driver: str) -> None:
     """Everything a controller does before it knows its job: load the driver and
-    the dispatcher, ``cuInit``. Raises what a fresh start would report."""
+    the dispatcher, ``cuInit``, reserve the device range. Raises what a fresh
+    start would report."""
     from cedana_gpu import gpu_info
-    from cedana_gpu.controller import native, process  # noqa: F401  (imports, warmed)
+    from cedana_gpu.controller import process  # noqa: F401  (imports, warmed)
 
     gpu_info.load_driver(driver)  # type: ignore[arg-type]
     native.load_library()
@@ -76,6 +87,7 @@ def prepare(driver: str) -> None:
     rc = int(cuda.cuInit(0))
     if rc != 0:
         raise gpu_info.DriverError(f"cuInit failed: CUresult {rc}")
+    reservation.hold(native.reserve())
 
 
 def _read_line(conn: socket.socket) -> bytes:
@@ -112,7 +124,11 @@ def wait_adoption(path: Path) -> dict[str, Any]:
                     with contextlib.suppress(OSError):
                         conn.sendall(json.dumps({"ok": False, "error": str(e)}).encode() + b"\n")
                     continue
-                conn.sendall(json.dumps({"ok": True, "pid": os.getpid()}).encode() + b"\n")
+                answer: dict[str, Any] = {"ok": True, "pid": os.getpid()}
+                held = reservation.held()
+                if held is not None:
+                    answer.update(va_base=held.va_base, va_size=held.va_size)
+                conn.sendall(json.dumps(answer).encode() + b"\n")
                 return doc
     finally:
         sock.close()
@@ -162,7 +178,9 @@ def run(path: Path, driver: str, parent: int, main: Callable[[list[str]], int]) 
     except Exception as e:
         print(f"cedana-gpu-controller: standby: {e}", file=sys.stderr)
         return 1
-    print(f"cedana-gpu-controller: standby ({driver}) ready at {path}", file=sys.stderr)
+    held = reservation.held()
+    where = f"; device range 0x{held.va_base:x}+0x{held.va_size:x}" if held else ""
+    print(f"cedana-gpu-controller: standby ({driver}) ready at {path}{where}", file=sys.stderr)
     doc = wait_adoption(path)
     if parent:
         _die_with_parent(0, parent)

@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cedana_gpu.controller import standby
 from cedana_gpu.jobs import lifecycle, statedir
@@ -187,9 +188,15 @@ class ControllerPool:
                 chosen = fits[0]
                 k.standbys.remove(chosen)
                 k.refill_at = time.monotonic() + REFILL_DELAY
-            if self._adopt(chosen, jid, command, env, cwd, log_path):
+            answer = self._adopt(chosen, jid, command, env, cwd, log_path)
+            if answer is not None:
                 self.adopted += 1
-                log.info("job %s: adopted standby %s controller %d", jid, driver, chosen.proc.pid)
+                held = ""
+                if "va_base" in answer:
+                    base, size = answer["va_base"], answer["va_size"]
+                    held = f" (device range 0x{base:x}+0x{size:x} reserved)"
+                log.info("job %s: adopted standby %s controller %d%s",
+                         jid, driver, chosen.proc.pid, held)  # fmt: skip
                 return chosen.proc
         log.info("job %s: a fresh controller: %s", jid, why)
         return None
@@ -218,7 +225,8 @@ class ControllerPool:
         env: Mapping[str, str],
         cwd: str | None,
         log_path: Path,
-    ) -> bool:
+    ) -> dict[str, Any] | None:
+        """The standby's answer once it took the job; None (and it is ended) if not."""
         doc = {
             "argv": list(command[BOOTSTRAP_ARGS:]),
             "env": dict(env),
@@ -231,17 +239,23 @@ class ControllerPool:
                 conn.connect(str(s.socket))
                 conn.sendall(json.dumps(doc).encode() + b"\n")
                 answer = json.loads(conn.makefile("rb").readline() or b"{}")
-            if not answer.get("ok") or answer.get("pid") != s.proc.pid:
+            if not isinstance(answer, dict):
+                raise OSError(f"unexpected answer {answer}")
+            if (
+                not answer.get("ok")
+                or answer.get("pid") != s.proc.pid
+                or not all(isinstance(answer.get(k, 0), int) for k in ("va_base", "va_size"))
+            ):
                 raise OSError(answer.get("error") or f"unexpected answer {answer}")
         except (OSError, ValueError) as e:
             log.warning("job %s: standby controller %d did not take the job (%s): "
                         "ending it", jid, s.proc.pid, e)  # fmt: skip
             s.stop()
             s.forget()
-            return False
+            return None
         with contextlib.suppress(FileNotFoundError):
             s.log.unlink()
-        return True
+        return answer
 
     # ---- reporting and stopping --------------------------------------------------------
 

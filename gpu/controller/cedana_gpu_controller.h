@@ -44,12 +44,25 @@ typedef struct cgc_config {
   const char *shm_dir;      /* directory of the segment and pinned files (NULL: /dev/shm) */
   const char *segment_name; /* the segment's file name (NULL: cedana-gpu.<job_id>); pinned
                              * files are <segment_name>.pin.<id> in the same directory */
+  /* Added for the warm controller pool: */
+  uint32_t va_reserved;     /* 1: va_base/va_size are a range cgc_reserve took in this
+                             * process; cgc_open takes it over (range and primary context
+                             * reference) instead of reserving one, and owns it afterwards
+                             * whether it succeeds or fails */
 } cgc_config;
 
 /* Create the segment (mode 0600, owned by uid/gid), initialise the driver,
  * describe the devices in the header, reserve the device address range.
  * State stays STARTING until cgc_start. */
 int cgc_open(const cgc_config *cfg, cgc_t **out);
+/* A standby controller's head start, before it knows its job: load the driver,
+ * cuInit, retain device 0's primary context (creating it is most of a start-up
+ * on NVIDIA's driver) and reserve the range cgc_open would (twice device 0's
+ * memory, at the allocation granularity). Hand *va_base and *va_size to cgc_open
+ * with va_reserved = 1, or give them back with cgc_release_reserved. On
+ * failure nothing is held and cgc_last_error(NULL) says why. */
+int cgc_reserve(uint64_t *va_base, uint64_t *va_size);
+void cgc_release_reserved(uint64_t va_base, uint64_t va_size);
 /* Start serving; state RUNNING. */
 int cgc_start(cgc_t *c);
 /* Park the job's threads at the call boundary, drain the ring, synchronise

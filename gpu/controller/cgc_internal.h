@@ -266,6 +266,7 @@ struct cgc {
   uint64_t granularity;
   uint64_t va_base, va_size;
   bool va_reserved;
+  bool reservation_pending; /* cgc_open was given cgc_reserve's range and has not taken it over yet */
 
   /* Lifecycle, private: the segment's state word is only ever written. */
   int state;        /* enum cgs_state; atomic */
@@ -391,7 +392,11 @@ CGC_HIDDEN void cgc_tables_free(cgc_t *c);
 CGC_HIDDEN int cgc_table_keep(cgc_t *c, cgc_hmap *m, uint64_t handle, const void *obj, size_t size, cgc_dead real);
 
 /* memory.c: allocations inside the reserved range */
-CGC_HIDDEN int cgc_va_init(cgc_t *c);
+/* Granularity and the default range size (twice device 0's memory) for c->dev0. */
+CGC_HIDDEN int cgc_va_geometry(cgc_t *c);
+/* Reserve [va_base, +va_size) (va_base 0: the driver chooses), or, `reserved`,
+ * take over that range cgc_reserve already reserved in this process. */
+CGC_HIDDEN int cgc_va_init(cgc_t *c, bool reserved);
 CGC_HIDDEN CUresult cgc_mem_alloc(cgc_t *c, uint64_t size, int device, uint64_t ctx, uint64_t *dptr);
 /* Removes the allocation starting at dptr from the tables (no driver call). */
 CGC_HIDDEN cgc_alloc *cgc_mem_take(cgc_t *c, uint64_t dptr);

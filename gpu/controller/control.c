@@ -205,6 +205,13 @@ CGC_API int cgc_open(const cgc_config *cfg, cgc_t **out) {
   c->log = lg && strcmp(lg, "1") == 0;
   open_err[0] = 0;
   int rc = 0;
+  if (cfg && cfg->va_reserved) {
+    /* The caller's reservation is ours from here: taken over below, or given
+     * back by cgc_close if this open fails, whatever fails. */
+    c->reservation_pending = true;
+    c->va_base = cfg->va_base;
+    c->va_size = cfg->va_size;
+  }
 
   if (!cfg || !name_ok(cfg->job_id, CGS_JOB_ID_MAX - 1)) {
     cgc_set_error(c, "invalid job id: use 1-%d of [A-Za-z0-9._-], not starting with '.'", CGS_JOB_ID_MAX - 1);
@@ -306,7 +313,7 @@ CGC_API int cgc_open(const cgc_config *cfg, cgc_t **out) {
   CUcontext saved = NULL;
   c->drv.cuCtxGetCurrent(&saved);
   c->drv.cuCtxSetCurrent(c->primary0);
-  rc = cgc_va_init(c);
+  rc = cgc_va_init(c, c->reservation_pending);
   if (rc == 0) rc = create_segment(c);
   if (rc == 0) {
     fill_header(c);
@@ -319,6 +326,12 @@ CGC_API int cgc_open(const cgc_config *cfg, cgc_t **out) {
   }
   c->drv.cuCtxSetCurrent(saved);
   if (rc) goto fail;
+  if (c->reservation_pending) {
+    /* The range is c's now, and c holds its own primary context reference:
+     * cgc_reserve's can go. */
+    c->drv.cuDevicePrimaryCtxRelease(c->dev0);
+    c->reservation_pending = false;
+  }
   *out = c;
   return 0;
 
@@ -531,6 +544,9 @@ CGC_API void cgc_close(cgc_t *c) {
       if (c->own_primary[d] && c->drv.cuDeviceGet(&dev, d) == CUDA_SUCCESS) c->drv.cuDevicePrimaryCtxRelease(dev);
     }
   }
+  /* A failed open given cgc_reserve's range: the range (unless cgc_va_free_all
+   * freed it above as ours) and the primary context reference go back. */
+  if (c->reservation_pending) cgc_release_reserved(c->va_reserved ? 0 : c->va_base, c->va_size);
   if (c->hdr) {
     cgc_guard_remove(c->hdr);
     munmap(c->hdr, c->segment_size);
@@ -555,6 +571,69 @@ CGC_API void cgc_close(cgc_t *c) {
   pthread_cond_destroy(&c->life_cond);
   if (c->dl) dlclose(c->dl);
   free(c);
+}
+
+/* ---- a standby's reservation ---------------------------------------------*/
+
+CGC_API int cgc_reserve(uint64_t *va_base, uint64_t *va_size) {
+  open_err[0] = 0;
+  if (!va_base || !va_size) return -EINVAL;
+  cgc_t *t = calloc(1, sizeof *t);
+  if (!t) return -ENOMEM;
+  CUcontext ctx = NULL;
+  CUdeviceptr got = 0;
+  CUresult cr = CUDA_SUCCESS;
+  int rc = cgc_driver_load(t);
+  if (rc == 0 && (cr = t->drv.cuInit(0)) != CUDA_SUCCESS) cgc_set_error(t, "cuInit failed: %s", cgc_cu_name(t, cr));
+  if (rc == 0 && cr == CUDA_SUCCESS && (cr = t->drv.cuDeviceGet(&t->dev0, 0)) != CUDA_SUCCESS)
+    cgc_set_error(t, "no CUDA device: %s", cgc_cu_name(t, cr));
+  if (rc == 0 && cr == CUDA_SUCCESS && (cr = t->drv.cuDevicePrimaryCtxRetain(&ctx, t->dev0)) != CUDA_SUCCESS)
+    cgc_set_error(t, "cannot retain device 0's primary context: %s", cgc_cu_name(t, cr));
+  if (rc == 0 && cr != CUDA_SUCCESS) rc = (int)cr;
+  if (rc == 0) {
+    CUcontext saved = NULL;
+    t->drv.cuCtxGetCurrent(&saved);
+    t->drv.cuCtxSetCurrent(ctx);
+    rc = cgc_va_geometry(t);
+    if (rc == 0 && (cr = t->drv.cuMemAddressReserve(&got, t->va_size, t->granularity, 0, 0)) != CUDA_SUCCESS) {
+      cgc_set_error(t, "cuMemAddressReserve of 0x%llx bytes failed: %s", (unsigned long long)t->va_size,
+                    cgc_cu_name(t, cr));
+      rc = (int)cr;
+    }
+    t->drv.cuCtxSetCurrent(saved == ctx ? NULL : saved);
+    if (rc) t->drv.cuDevicePrimaryCtxRelease(t->dev0);
+  }
+  if (rc) {
+    snprintf(open_err, sizeof open_err, "%s", t->err);
+  } else {
+    *va_base = got;
+    *va_size = t->va_size;
+  }
+  if (t->dl) dlclose(t->dl);
+  free(t);
+  return rc;
+}
+
+/* va_base 0: only the primary context reference (cgc_open's failure path,
+ * after cgc_va_free_all freed the range as its own). */
+CGC_API void cgc_release_reserved(uint64_t va_base, uint64_t va_size) {
+  cgc_t *t = calloc(1, sizeof *t);
+  if (!t) return;
+  CUcontext ctx = NULL;
+  if (cgc_driver_load(t) == 0 && t->drv.cuDeviceGet(&t->dev0, 0) == CUDA_SUCCESS &&
+      t->drv.cuDevicePrimaryCtxRetain(&ctx, t->dev0) == CUDA_SUCCESS) {
+    if (va_base) {
+      CUcontext saved = NULL;
+      t->drv.cuCtxGetCurrent(&saved);
+      t->drv.cuCtxSetCurrent(ctx);
+      t->drv.cuMemAddressFree(va_base, va_size);
+      t->drv.cuCtxSetCurrent(saved == ctx ? NULL : saved);
+    }
+    t->drv.cuDevicePrimaryCtxRelease(t->dev0); /* the handle just taken */
+    t->drv.cuDevicePrimaryCtxRelease(t->dev0); /* cgc_reserve's */
+  }
+  if (t->dl) dlclose(t->dl);
+  free(t);
 }
 
 /* ---- info -----------------------------------------------------------------*/

@@ -63,7 +63,7 @@ static CUmemAllocationProp alloc_prop(int device) {
   return p;
 }
 
-int cgc_va_init(cgc_t *c) {
+int cgc_va_geometry(cgc_t *c) {
   CUmemAllocationProp prop = alloc_prop(c->dev0);
   size_t g = 0;
   CUresult rc = c->drv.cuMemGetAllocationGranularity(&g, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
@@ -87,28 +87,46 @@ int cgc_va_init(cgc_t *c) {
                   (unsigned long long)c->va_base, g);
     return -EINVAL;
   }
+  return 0;
+}
+
+int cgc_va_init(cgc_t *c, bool reserved) {
+  uint64_t asked = c->va_size;
+  int err = cgc_va_geometry(c);
+  if (err) return err;
   CUdeviceptr got = 0;
-  rc = c->drv.cuMemAddressReserve(&got, c->va_size, g, (CUdeviceptr)c->va_base, 0);
-  if (rc != CUDA_SUCCESS) {
-    if (c->va_base)
-      cgc_set_error(c, "device address range 0x%llx+0x%llx is not available: cuMemAddressReserve: %s",
-                    (unsigned long long)c->va_base, (unsigned long long)c->va_size, cgc_cu_name(c, rc));
-    else
-      cgc_set_error(c, "cuMemAddressReserve of 0x%llx bytes failed: %s", (unsigned long long)c->va_size,
-                    cgc_cu_name(c, rc));
-    return (int)rc;
-  }
-  /* The address is only a hint to the driver: a restore must get exactly
-   * the range the job's pointers live in, or nothing. */
-  if (c->va_base && got != c->va_base) {
-    c->drv.cuMemAddressFree(got, c->va_size);
-    cgc_set_error(c, "device address range 0x%llx+0x%llx is not available (the driver offered 0x%llx)",
-                  (unsigned long long)c->va_base, (unsigned long long)c->va_size, (unsigned long long)got);
-    return (int)CUDA_ERROR_OUT_OF_MEMORY;
+  if (reserved) {
+    /* cgc_reserve took exactly this range in this process: a size that needed
+     * rounding or no base at all cannot have come from it. */
+    if (!c->va_base || asked != c->va_size) {
+      cgc_set_error(c, "the reserved device range 0x%llx+0x%llx is not one cgc_reserve returned",
+                    (unsigned long long)c->va_base, (unsigned long long)asked);
+      return -EINVAL;
+    }
+    got = c->va_base;
+  } else {
+    CUresult rc = c->drv.cuMemAddressReserve(&got, c->va_size, c->granularity, (CUdeviceptr)c->va_base, 0);
+    if (rc != CUDA_SUCCESS) {
+      if (c->va_base)
+        cgc_set_error(c, "device address range 0x%llx+0x%llx is not available: cuMemAddressReserve: %s",
+                      (unsigned long long)c->va_base, (unsigned long long)c->va_size, cgc_cu_name(c, rc));
+      else
+        cgc_set_error(c, "cuMemAddressReserve of 0x%llx bytes failed: %s", (unsigned long long)c->va_size,
+                      cgc_cu_name(c, rc));
+      return (int)rc;
+    }
+    /* The address is only a hint to the driver: a restore must get exactly
+     * the range the job's pointers live in, or nothing. */
+    if (c->va_base && got != c->va_base) {
+      c->drv.cuMemAddressFree(got, c->va_size);
+      cgc_set_error(c, "device address range 0x%llx+0x%llx is not available (the driver offered 0x%llx)",
+                    (unsigned long long)c->va_base, (unsigned long long)c->va_size, (unsigned long long)got);
+      return (int)CUDA_ERROR_OUT_OF_MEMORY;
+    }
   }
   c->va_base = got;
   c->va_reserved = true;
-  c->npages = c->va_size / g;
+  c->npages = c->va_size / c->granularity;
   c->pages = malloc(c->npages * sizeof *c->pages);
   c->ext_cap = 64;
   c->ext = malloc(c->ext_cap * sizeof *c->ext);
