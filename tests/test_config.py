@@ -177,3 +177,7 @@ def test_the_example_config_is_valid() -> None:
         "checkpoint.compression",
         "db.path",
     }
+    # Every field a user may set is named in it (TCP's token and TLS files too).
+    doc = json.loads(example.read_text())
+    named = {f"{s}.{k}" for s, body in doc.items() if isinstance(body, dict) for k in body}
+    assert named >= {"auth.token", "tls.cert", "tls.key", "tls.client_ca", "tls.ca"}

@@ -176,3 +176,24 @@ def test_cli_forwards_its_stdin(daemon: Daemon, where: str) -> None:
         cli, "d\n", *flags, "restore", "job", dumped, "--jid", unique_jid("dcr"), "--attach"
     )
     assert (restored.returncode, restored.stdout) == (0, "got d\neof\n"), restored.stderr
+
+
+def test_input_closed_before_the_dump_stays_closed_after_the_restore(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    # Closed with a line still unread: the restored job reads that line, then
+    # end-of-file, as it would have without the checkpoint.
+    go = tmp_path / "go"
+    script = f'read -r a; echo "got $a"; until [ -e {go} ]; do sleep 0.05; done; {ECHO}'
+    jid, back = unique_jid("dcl"), unique_jid("dcb")
+    with daemon.client() as stub:
+        stub.Run(run_req(jid, "sh", "-c", script, stdin=True))
+        first = Session(stub, jid)
+        first.send(b"one\npending\n", close=True)
+        assert first.read_until(b"got one\n") == b"got one\n"
+        first.detach()
+        assert stub.Dump(pb.DumpReq(jid=jid)).job_state == "checkpointed"
+        stub.Restore(pb.RestoreReq(jid=jid, new_jid=back))
+        go.touch()
+        after = Session(stub, back)
+        assert after.read_until(b"eof\n") == b"got pending\neof\n"

@@ -1358,6 +1358,10 @@ class Controller:
             self.restore_phases["criu_restore"] = time.monotonic() - t0
         finally:
             os.close(log_fd)
+        if stdin_keys and job.extra.get("stdin_closed") and self._stdin is not None:
+            # Its clients had closed its input: the restored job reads end-of-file
+            # again, not a keeper that would keep it waiting for ever.
+            self._stdin.close()
         log.info("job %s restored: pid %d", self.jid, pid)
 
     @classmethod

@@ -263,6 +263,7 @@ class DumpContext:
     host_mounts: dict[str, str] = field(default_factory=dict)
     """The host's mounts CRIU dumped as external (key: mount point; cr/host_mounts.py)."""
     stdin_keys: list[str] = field(default_factory=list)
+    stdin_closed: bool = False
     stopped: bool = False
     """CRIU left the job's tree stopped (``--leave-stopped``)."""
     key: SigningKey | None = None
@@ -456,6 +457,10 @@ def criu_dump(ctx: DumpContext) -> None:
     ctx.log_keys = log_file_keys(job.pid, job.log_path)
     fifo = job_stdin.fifo_path(statedir.job_dir(ctx.state, job.jid))
     ctx.stdin_keys = open_file_keys(job.pid, str(fifo)) if fifo.exists() else []
+    if ctx.stdin_keys and ctx.client is not None:
+        # Input closed by its clients stays closed in the restored job.
+        with contextlib.suppress(control.ControlError):
+            ctx.stdin_closed = not ctx.client.call({"op": "info"}, timeout=30).get("stdin", True)
     for key in ctx.log_keys + ctx.stdin_keys:
         args += ["--external", key]
     # Set first: CRIU may stop the tree and then fail, and the undo must continue it.
@@ -565,6 +570,7 @@ def write(ctx: DumpContext) -> None:
                 "log_path": job.log_path,
                 "log_files": ctx.log_keys,
                 "stdin_files": ctx.stdin_keys,
+                **({"stdin_closed": True} if ctx.stdin_closed else {}),
                 "mount_namespace": ctx.mount_ns,
                 **({"host_mounts": ctx.host_mounts} if ctx.host_mounts else {}),
                 "pid_namespace": job.pid_namespace,
