@@ -734,9 +734,8 @@ CUresult CU_IMPL(cuGraphExecKernelNodeSetParams_12000)(CUgraphExec hGraphExec, C
   cu_gexec *e = (cu_gexec *)hGraphExec;
   cu_gnode *n = cu_g_is(e, CU_G_EXEC) && cu_g_is(hNode, CU_G_NODE) ? cu_g_exec_node(e, hNode) : NULL;
   CUresult rc = CUDA_ERROR_INVALID_VALUE;
-  /* The function may not change: only its launch and arguments. */
-  if (n && n->type == CU_GRAPH_NODE_TYPE_KERNEL && !n->op && nodeParams && nodeParams->func == n->kp.func)
-    rc = cu_g_set_kernel(n, nodeParams);
+  /* The function may change too (CUDA 12; NVIDIA's driver 580 takes it). */
+  if (n && n->type == CU_GRAPH_NODE_TYPE_KERNEL && !n->op && nodeParams) rc = cu_g_set_kernel(n, nodeParams);
   pthread_mutex_unlock(&cu_g_lock);
   return rc;
 }

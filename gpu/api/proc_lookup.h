@@ -24,8 +24,10 @@ typedef struct cu_proc {
  * newest default variant introduced at or before it, or its per-thread twin
  * when the caller asks for per-thread default streams. A name the table does
  * not know gives pfn = NULL with CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND; one
- * whose every variant is newer than `version` gives VERSION_NOT_SUFFICIENT.
- * Always CUDA_SUCCESS, as the driver answers. */
+ * whose every variant is newer than `version` gives VERSION_NOT_SUFFICIENT;
+ * both with CUDA_SUCCESS, as the driver answers. The old entry point, which
+ * has no `found` to answer in, gets CUDA_ERROR_NOT_FOUND instead and *pfn
+ * untouched (NVIDIA's driver 580, seen by tests/fake_cuda/test_driver_symbols.py). */
 static inline CUresult cu_proc_lookup(const cu_proc *procs, size_t n, const char *symbol,
                                       int version, int per_thread, void **pfn,
                                       CUdriverProcAddressQueryResult *found) {
@@ -45,6 +47,7 @@ static inline CUresult cu_proc_lookup(const cu_proc *procs, size_t n, const char
   /* The per-thread twin must belong to the chosen default variant: a newer
    * default variant without a twin wins over an older twin. */
   if (per_thread && best_ptds && (!best || best_ptds->version >= best->version)) best = best_ptds;
+  if (!best && !found) return CUDA_ERROR_NOT_FOUND;
   *pfn = best ? best->fn : NULL;
   if (found) {
     *found = best ? CU_GET_PROC_ADDRESS_SUCCESS

@@ -37,10 +37,11 @@ static bool managed_range(CUdeviceptr_v2 p, size_t n) {
   return n <= a.size - ((uintptr_t)p - a.base);
 }
 
-static CUresult check_location(CUmemLocation loc) {
+/* A device that does not exist is `bad_device`: an advice naming one is an
+ * invalid value to NVIDIA's driver (580), as to the fake. */
+static CUresult check_location(CUmemLocation loc, CUresult bad_device) {
   switch (loc.type) {
-  case CU_MEM_LOCATION_TYPE_DEVICE:
-    return loc.id >= 0 && loc.id < ic.device_count ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+  case CU_MEM_LOCATION_TYPE_DEVICE: return loc.id >= 0 && loc.id < ic.device_count ? CUDA_SUCCESS : bad_device;
   case CU_MEM_LOCATION_TYPE_HOST:
   case CU_MEM_LOCATION_TYPE_HOST_NUMA:
   case CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT: return CUDA_SUCCESS;
@@ -55,7 +56,7 @@ CUresult ic_cuMemAdvise_12020(CUdeviceptr_v2 devPtr, size_t count, CUmem_advise 
   if (!managed_range(devPtr, count)) return CUDA_ERROR_INVALID_VALUE;
   /* Read-mostly takes no location; the others name where. */
   if (advice == CU_MEM_ADVISE_SET_READ_MOSTLY || advice == CU_MEM_ADVISE_UNSET_READ_MOSTLY) return CUDA_SUCCESS;
-  return check_location(location);
+  return check_location(location, CUDA_ERROR_INVALID_VALUE);
 }
 
 CUresult ic_cuMemAdvise_8000(CUdeviceptr_v2 devPtr, size_t count, CUmem_advise advice, CUdevice_v1 device) {
@@ -73,7 +74,7 @@ CUresult ic_cuMemPrefetchAsync_12020(CUdeviceptr_v2 devPtr, size_t count, CUmemL
   CUresult rc = ic_need_ctx_stream(t, hStream, &ctx, &s, &pt);
   if (rc) return rc;
   if (flags || !managed_range(devPtr, count)) return CUDA_ERROR_INVALID_VALUE;
-  return check_location(location);
+  return check_location(location, CUDA_ERROR_INVALID_DEVICE);
 }
 
 CUresult ic_cuMemPrefetchAsync_8000(CUdeviceptr_v2 devPtr, size_t count, CUdevice_v1 dstDevice, CUstream hStream) {

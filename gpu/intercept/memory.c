@@ -279,14 +279,14 @@ CUresult ic_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   ic_obj *ctx;
   CUresult rc = ic_need_ctx(t, &ctx);
   if (rc) return rc;
-  if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
+  /* NULL outputs are not written, and not an error (NVIDIA's driver 580). */
   rc = ic_enter(t);
   if (rc) return rc;
   cgs_channel *ch;
   rc = mem_op(t, CGS_OP_MEM_GET_INFO, ctx->handle, 0, 0, &ch);
   if (!rc) {
-    *free_bytes = (size_t)ch->ret[0];
-    *total = (size_t)ch->ret[1];
+    if (free_bytes) *free_bytes = (size_t)ch->ret[0];
+    if (total) *total = (size_t)ch->ret[1];
   }
   ic_leave();
   return rc;

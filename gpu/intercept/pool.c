@@ -195,7 +195,8 @@ CUresult ic_cuMemPoolCreate_11020(CUmemoryPool *pool, const CUmemPoolProps_v1 *p
   if (props->location.type == CU_MEM_LOCATION_TYPE_HOST || props->location.type == CU_MEM_LOCATION_TYPE_HOST_NUMA)
     return CUDA_ERROR_NOT_SUPPORTED;
   if (props->location.type != CU_MEM_LOCATION_TYPE_DEVICE) return CUDA_ERROR_INVALID_VALUE;
-  if (props->location.id < 0 || props->location.id >= ic.device_count) return CUDA_ERROR_INVALID_DEVICE;
+  /* Properties naming no device: an invalid value (NVIDIA's driver 580). */
+  if (props->location.id < 0 || props->location.id >= ic.device_count) return CUDA_ERROR_INVALID_VALUE;
   /* Shareable pools would be the controller's: not forwarded. */
   if (props->handleTypes != CU_MEM_HANDLE_TYPE_NONE) return CUDA_ERROR_NOT_SUPPORTED;
   if (props->win32SecurityAttributes) return CUDA_ERROR_INVALID_VALUE;

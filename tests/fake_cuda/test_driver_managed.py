@@ -106,10 +106,8 @@ def test_advice_and_prefetch(
         assert err_of(cu.cuMemAdvise(ptr, 1 << 17, read_mostly, location(cu, 0))) == inval
         count = ok(cu.cuDeviceGetCount())
         preferred = advise.CU_MEM_ADVISE_SET_PREFERRED_LOCATION
-        assert (
-            err_of(cu.cuMemAdvise(ptr, 4096, preferred, location(cu, count)))
-            == cu.CUresult.CUDA_ERROR_INVALID_DEVICE
-        )
+        # A location naming no device is an invalid value (NVIDIA's driver 580).
+        assert err_of(cu.cuMemAdvise(ptr, 4096, preferred, location(cu, count))) == inval
     finally:
         ok(cu.cuStreamDestroy(stream))
 

@@ -14,6 +14,7 @@ import pytest
 from driver_helpers import UNDEFINED_ON_NVIDIA, ok
 
 CUDA_SUCCESS = 0
+CUDA_ERROR_NOT_FOUND = 500
 CUDA_ERROR_INVALID_VALUE = 1
 CUDA_ERROR_NOT_SUPPORTED = 801
 # CUdriverProcAddressQueryResult
@@ -159,13 +160,15 @@ def test_proc_address_picks_abi_variant(
     assert _proc_v1(libcuda, base, version, flags) == (CUDA_SUCCESS, want)
 
 
-def test_unknown_name_is_success_with_null(libcuda: ctypes.CDLL) -> None:
+def test_an_unknown_name_is_null_or_not_found(libcuda: ctypes.CDLL) -> None:
     assert _proc_v2(libcuda, "cuNoSuchFunction", 13000, DEFAULT) == (
         CUDA_SUCCESS,
         0,
         PROC_SYMBOL_NOT_FOUND,
     )
-    assert _proc_v1(libcuda, "cuNoSuchFunction", 13000, DEFAULT) == (CUDA_SUCCESS, 0)
+    # The old entry point has no status to say it in: NOT_FOUND, the pointer
+    # left as it was (NVIDIA's driver 580).
+    assert _proc_v1(libcuda, "cuNoSuchFunction", 13000, DEFAULT) == (CUDA_ERROR_NOT_FOUND, 0xDEAD)
 
 
 def test_version_older_than_the_function_is_success_with_null(libcuda: ctypes.CDLL) -> None:

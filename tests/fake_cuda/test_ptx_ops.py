@@ -101,7 +101,8 @@ U32_BINARY: dict[str, Callable[[int, int], int]] = {
     "mul_lo_u32": lambda a, b: a * b,
     "mul_hi_u32": lambda a, b: (a * b) >> 32,
     "div_u32": lambda a, b: a // b if b else 0xFFFFFFFF,
-    "rem_u32": lambda a, b: a % b if b else a,
+    # By zero the ISA leaves both to the machine: NVIDIA's give all ones (H200).
+    "rem_u32": lambda a, b: a % b if b else 0xFFFFFFFF,
     "max_u32": max,
     "and_b32": lambda a, b: a & b,
     "or_b32": lambda a, b: a | b,
@@ -312,8 +313,8 @@ def test_f32_arithmetic_edges(mod: PtxModule, dev: DeviceArrays) -> None:
         same_floats(run(mod, dev, "div_rn_f32", np.float32, a, b), a / b)
         same_floats(run(mod, dev, "fma_rn_f32", np.float32, a, b, a),
                     (a.astype(np.float64) * b + a).astype(np.float32))  # fmt: skip
-        # .sat clamps to [0, 1] and makes NaN 0
-        want_sat = np.nan_to_num(np.clip(a + b, 0, 1), nan=0.0).astype(np.float32)
+        # .sat clamps to [+0, 1] and makes NaN and -0 +0 (+ 0.0 turns -0.0 into +0.0)
+        want_sat = (np.nan_to_num(np.clip(a + b, 0, 1), nan=0.0) + 0.0).astype(np.float32)
         same_floats(run(mod, dev, "add_sat_f32", np.float32, a, b), want_sat)
 
 
@@ -354,12 +355,18 @@ APPROX = [
     ("rsqrt_approx_f32", lambda x: 1 / np.sqrt(x), np.linspace(0.01, 1000, 200), "rel", 2.0**-22.9),
     ("ex2_approx_f32", np.exp2, np.linspace(-60, 60, 241), "rel", 2.0**-22),  # 2 ulp
     ("lg2_approx_f32", np.log2, np.linspace(0.5, 2, 100), "abs", 2.0**-22.6),
-    ("sin_approx_f32", np.sin, np.linspace(-100 * np.pi, 100 * np.pi, 400), "abs", 2.0**-20.5),
-    ("cos_approx_f32", np.cos, np.linspace(-100 * np.pi, 100 * np.pi, 400), "abs", 2.0**-20.5),
+    ("sin_approx_f32", np.sin, np.linspace(-np.pi, np.pi, 400), "abs", 2.0**-20.5),
+    ("cos_approx_f32", np.cos, np.linspace(-np.pi, np.pi, 400), "abs", 2.0**-20.5),
+    # Farther out the error grows with the argument (its reduction is done in
+    # float32): an H200 measured 2^-14.8 over +-100 pi.
+    ("sin_approx_f32", np.sin, np.linspace(-100 * np.pi, 100 * np.pi, 400), "abs", 2.0**-14),
+    ("cos_approx_f32", np.cos, np.linspace(-100 * np.pi, 100 * np.pi, 400), "abs", 2.0**-14),
 ]
 
 
-@pytest.mark.parametrize("name,ref,xs,kind,bound", APPROX, ids=[a[0] for a in APPROX])
+@pytest.mark.parametrize(
+    "name,ref,xs,kind,bound", APPROX, ids=[f"{a[0]}-to-{abs(float(a[2][0])):.0f}" for a in APPROX]
+)
 def test_approximate_functions_within_isa_bounds(
     mod: PtxModule,
     dev: DeviceArrays,
@@ -377,7 +384,7 @@ def test_approximate_functions_within_isa_bounds(
     if kind == "rel":
         err = err / np.abs(want)
     # sin/cos: the bound is for the float input as given, in float32 arithmetic
-    assert err.max() <= bound * (4 if name.startswith(("sin", "cos")) else 1)
+    assert err.max() <= bound * (4 if name.startswith(("sin", "cos")) else 1), err.max()
 
 
 def test_f64(mod: PtxModule, dev: DeviceArrays) -> None:

@@ -28,10 +28,12 @@ static bool managed_range(CUdeviceptr_v2 p, size_t n) {
   return covered && a.kind == FK_MEM_DEVICE && (a.flags & FK_ALLOC_MANAGED);
 }
 
-/* A location advice or a prefetch may name: a device, or the host. */
-static CUresult check_location(CUmemLocation loc, bool host_ok) {
+/* A location advice or a prefetch may name: a device, or the host. A device
+ * that does not exist is `bad_device` (NVIDIA's driver 580 answers an advice
+ * naming one with CUDA_ERROR_INVALID_VALUE). */
+static CUresult check_location(CUmemLocation loc, bool host_ok, CUresult bad_device) {
   switch (loc.type) {
-  case CU_MEM_LOCATION_TYPE_DEVICE: return valid_device(loc.id) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+  case CU_MEM_LOCATION_TYPE_DEVICE: return valid_device(loc.id) ? CUDA_SUCCESS : bad_device;
   case CU_MEM_LOCATION_TYPE_HOST:
   case CU_MEM_LOCATION_TYPE_HOST_NUMA:
   case CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT: return host_ok ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
@@ -46,7 +48,7 @@ CUresult fake_cuMemAdvise_12020(CUdeviceptr_v2 devPtr, size_t count, CUmem_advis
   if (!managed_range(devPtr, count)) return CUDA_ERROR_INVALID_VALUE;
   /* Read-mostly takes no location; the others name where. */
   if (advice == CU_MEM_ADVISE_SET_READ_MOSTLY || advice == CU_MEM_ADVISE_UNSET_READ_MOSTLY) return CUDA_SUCCESS;
-  return check_location(location, true);
+  return check_location(location, true, CUDA_ERROR_INVALID_VALUE);
 }
 
 CUresult fake_cuMemAdvise_8000(CUdeviceptr_v2 devPtr, size_t count, CUmem_advise advice, CUdevice_v1 device) {
@@ -62,7 +64,7 @@ CUresult fake_cuMemPrefetchAsync_12020(CUdeviceptr_v2 devPtr, size_t count, CUme
   CUresult rc = fk_work_stream(hStream, &ctx, &s);
   if (rc) return rc;
   if (flags || !managed_range(devPtr, count)) return CUDA_ERROR_INVALID_VALUE;
-  return check_location(location, true);
+  return check_location(location, true, CUDA_ERROR_INVALID_DEVICE);
 }
 
 CUresult fake_cuMemPrefetchAsync_8000(CUdeviceptr_v2 devPtr, size_t count, CUdevice_v1 dstDevice, CUstream hStream) {

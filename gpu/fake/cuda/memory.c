@@ -650,10 +650,10 @@ CUresult fake_cuMemGetInfo_3020(size_t *free_bytes, size_t *total) {
   fk_ctx *ctx;
   CUresult rc = fk_mem_need_ctx(&ctx);
   if (rc) return rc;
-  if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
+  /* NULL outputs are not written, and not an error (NVIDIA's driver 580). */
   pthread_mutex_lock(&fk_mem_lock);
-  *total = ctx->dev->total_mem;
-  *free_bytes = ctx->dev->total_mem - ctx->dev->used_mem;
+  if (total) *total = ctx->dev->total_mem;
+  if (free_bytes) *free_bytes = ctx->dev->total_mem - ctx->dev->used_mem;
   pthread_mutex_unlock(&fk_mem_lock);
   return CUDA_SUCCESS;
 }

@@ -352,7 +352,8 @@ CUresult fake_cuMemPoolCreate_11020(CUmemoryPool *pool, const CUmemPoolProps_v1 
   if (props->location.type == CU_MEM_LOCATION_TYPE_HOST || props->location.type == CU_MEM_LOCATION_TYPE_HOST_NUMA)
     return CUDA_ERROR_NOT_SUPPORTED; /* host pools are not modelled */
   if (props->location.type != CU_MEM_LOCATION_TYPE_DEVICE) return CUDA_ERROR_INVALID_VALUE;
-  if (!valid_device(props->location.id)) return CUDA_ERROR_INVALID_DEVICE;
+  /* A pool's properties naming no device are an invalid value (NVIDIA's 580). */
+  if (!valid_device(props->location.id)) return CUDA_ERROR_INVALID_VALUE;
   if (props->handleTypes != CU_MEM_HANDLE_TYPE_NONE) return CUDA_ERROR_NOT_SUPPORTED; /* no IPC pools */
   if (props->win32SecurityAttributes) return CUDA_ERROR_INVALID_VALUE;
   for (size_t i = 0; i < sizeof props->reserved; i++)

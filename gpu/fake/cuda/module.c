@@ -657,6 +657,10 @@ CUresult fake_cuModuleGetGlobal_3020(CUdeviceptr *dptr, size_t *bytes, CUmodule 
     if (bytes) *bytes = g->size;
     return CUDA_SUCCESS;
   }
+  /* A kernel's name is known to the module, just not as a variable: NVIDIA's
+   * driver (580) answers an invalid value, not "not found". */
+  for (int i = 0; i < info->nkernels; i++)
+    if (strcmp(kernel_at(m, i)->name, name) == 0) return CUDA_ERROR_INVALID_VALUE;
   return CUDA_ERROR_NOT_FOUND;
 }
 

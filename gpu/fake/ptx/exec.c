@@ -394,8 +394,9 @@ static inline double f64_max(double a, double b) {
   return a > b ? a : b;
 }
 
-static inline float sat32(float f) { return isnan(f) ? 0.0f : f < 0.0f ? 0.0f : f > 1.0f ? 1.0f : f; }
-static inline double sat64(double f) { return isnan(f) ? 0.0 : f < 0.0 ? 0.0 : f > 1.0 ? 1.0 : f; }
+/* .sat clamps to [+0.0, 1.0]: NaN and -0.0 become +0.0, as on NVIDIA's GPUs. */
+static inline float sat32(float f) { return isnan(f) ? 0.0f : f <= 0.0f ? 0.0f : f > 1.0f ? 1.0f : f; }
+static inline double sat64(double f) { return isnan(f) ? 0.0 : f <= 0.0 ? 0.0 : f > 1.0 ? 1.0 : f; }
 
 /* A float result at the instruction's type, with .ftz and .sat. */
 static inline uint64_t fres32(const ptx_ins *ins, float f) {
@@ -642,7 +643,9 @@ static uint64_t int_bin(const ptx_ins *ins, uint64_t a, uint64_t b) {
       return U((uint64_t)(x % y), n);
     } else {
       uint64_t x = U(a, n), y = U(b, n);
-      return y ? x % y : x;
+      /* By zero: all ones, like the quotient (the ISA leaves it to the
+       * machine; an H200 gives 0xffffffff for rem.u32). */
+      return y ? x % y : mask_of(n);
     }
   case OP_MIN:
     if (sg) return S(a, n) < S(b, n) ? U(a, n) : U(b, n);

@@ -180,12 +180,15 @@ static void check_devices_and_contexts(void) {
 static void check_memory(void) {
   size_t free0 = 0, total = 0, free1 = 0;
   OK(cuMemGetInfo(&free0, &total));
-  CUdeviceptr a = 0, b = 0;
-  OK(cuMemAlloc(&a, 1 << 20));
-  OK(cuMemAlloc(&b, 1 << 20));
+  CUdeviceptr a = 0, b = 0, none = 0;
+  /* 16 MiB each: NVIDIA's driver takes device memory in 2 MiB pages, so a
+   * small allocation may not move the free count at all. */
+  OK(cuMemAlloc(&a, 16 << 20));
+  OK(cuMemAlloc(&b, 16 << 20));
   OK(cuMemGetInfo(&free1, &total));
-  CHECK(free1 <= free0 - (2 << 20), "free memory went down");
-  EXPECT(cuMemAlloc(&a, 0), CUDA_ERROR_INVALID_VALUE);
+  CHECK(free1 <= free0 - (32 << 20), "free memory went down");
+  /* Its own variable: NVIDIA's driver writes 0 to the output even as it fails. */
+  EXPECT(cuMemAlloc(&none, 0), CUDA_ERROR_INVALID_VALUE);
 
   static unsigned char src[1 << 20], dst[1 << 20];
   for (size_t i = 0; i < sizeof src; i++) src[i] = (unsigned char)(i * 7 + 3);
