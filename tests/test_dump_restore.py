@@ -31,7 +31,9 @@ from cr_helpers import (
 
 pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 
-STEPS = 24
+# Enough steps that a job seen at step 3 is still running when a dump reaches
+# it on a loaded 2-core machine (24 left about a second, and once too little).
+STEPS = 48
 TRAIN = ("samples/train_mlp.py", "--steps", str(STEPS), "--print-every", "1")
 SLEEP = ("--sleep-per-step", "0.05")
 STEP_LINE = r"^step \d+ loss"

@@ -243,8 +243,8 @@ static CUresult phys_new(cgc_t *c, uint64_t id, uint64_t size, int device, uint3
 }
 
 static CUresult map(cgc_t *c, cgs_vmm *r, const uint8_t *access) {
-  if (r->flags || r->offset || r->size == 0 || r->addr % c->granularity || r->size % c->granularity)
-    return CUDA_ERROR_INVALID_VALUE;
+  if (r->flags || r->offset || r->size == 0 || r->addr % c->granularity) return CUDA_ERROR_INVALID_VALUE;
+  if (r->size % c->granularity) return CUDA_ERROR_NOT_SUPPORTED; /* as NVIDIA's driver (580) answers */
   cgc_vphys *v = phys_of(c, r->handle);
   if (!v || v->released || r->size > v->size) return CUDA_ERROR_INVALID_VALUE;
   /* Only inside the job's own reservations, never over another mapping. */

@@ -251,15 +251,27 @@ def test_launch_with_extra_buffer(cu: ModuleType, kernels: Kernels, dmem: Alloc)
     assert _read_doubles(cu, out, 6) == MIXED_RESULT
 
 
-def test_launch_argument_errors(cu: ModuleType, kernels: Kernels, dmem: Alloc) -> None:
-    inval = cu.CUresult.CUDA_ERROR_INVALID_VALUE
+@pytest.mark.only_paths(
+    *FAKE_PATHS,
+    reason="NVIDIA's driver (580) does not check the size of an argument buffer: it "
+    "launches, the kernel reads past the buffer and faults, and the context is lost",
+)
+def test_an_argument_buffer_of_the_wrong_size_is_refused(
+    cu: ModuleType, kernels: Kernels, dmem: Alloc
+) -> None:
     out = dmem(6 * 8)
     fn = kernels.fn("mixed_params")
     wrong_size = _extra(_packed(out), MIXED_SIZE - 8)
     assert (
         err_of(cu.cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, 0, 0, ctypes.addressof(wrong_size[0])))
-        == inval
+        == cu.CUresult.CUDA_ERROR_INVALID_VALUE
     )
+
+
+def test_launch_argument_errors(cu: ModuleType, kernels: Kernels, dmem: Alloc) -> None:
+    inval = cu.CUresult.CUDA_ERROR_INVALID_VALUE
+    out = dmem(6 * 8)
+    fn = kernels.fn("mixed_params")
     params = ParamArray(_mixed_args(out))
     both = _extra(_packed(out), MIXED_SIZE)
     assert (

@@ -31,31 +31,13 @@ static size_t staged_bytes; /* atomic */
 
 typedef enum loc { LOC_PAGEABLE, LOC_PINNED, LOC_DEVICE } loc;
 
-/* Whether p is in a virtual address reservation where nothing is mapped. */
-static bool unmapped_reservation(uintptr_t p) {
-  fk_vmm_info vi;
-  return fk_vmm_describe(p, &vi) && !vi.mapped;
-}
-
-/* A copy or memset that reaches into a reservation with nothing mapped there
- * is not refused up front: NVIDIA's driver (580) starts it, the copy engine
- * faults, and the context is lost (CUDA_ERROR_ILLEGAL_ADDRESS, sticky). */
-static CUresult fault(fk_ctx *ctx, CUresult rc) {
-  CUresult none = CUDA_SUCCESS;
-  if (rc == CUDA_ERROR_ILLEGAL_ADDRESS)
-    __atomic_compare_exchange_n(&ctx->sticky, &none, rc, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-  return rc;
-}
-
 /* Where [p, p+n) lives. device_side: the API names it device memory, so it
- * must be device-accessible. Touching an unmapped part of a reservation is
- * CUDA_ERROR_ILLEGAL_ADDRESS (the caller makes it the context's: fault). */
+ * must be device-accessible. */
 static CUresult locate(uintptr_t p, size_t n, bool device_side, bool write, loc *out,
                        bool *sync_memops) {
   if (!p) return CUDA_ERROR_INVALID_VALUE;
   if (p + n < p) return CUDA_ERROR_INVALID_VALUE;
   uintptr_t last = p + (n ? n - 1 : 0);
-  if (unmapped_reservation(p) || unmapped_reservation(last)) return CUDA_ERROR_ILLEGAL_ADDRESS;
   fk_alloc a;
   bool covered, can_write;
   if (fk_mem_query(p, n, &a, &covered, &can_write)) {
@@ -157,7 +139,7 @@ static CUresult copy_1d(uintptr_t dst, bool dst_dev, uintptr_t src, bool src_dev
   xfer x = {.dst = dst, .src = src, .dpitch = n, .spitch = n, .width = n, .height = 1};
   rc = locate(dst, n, dst_dev, true, &x.dl, &x.sync_memops);
   if (!rc) rc = locate(src, n, src_dev, false, &x.sl, &x.sync_memops);
-  if (rc) return fault(ctx, rc);
+  if (rc) return rc;
   return launch_copy(ctx, s, async, &x);
 }
 
@@ -267,7 +249,7 @@ static CUresult copy_2d(const CUDA_MEMCPY2D_v2 *p, CUstream h, bool async) {
   if (!rc)
     rc = side_2d(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcPitch,
                  p->WidthInBytes, p->Height, false, &x.src, &x.sl, &x.sync_memops);
-  if (rc) return fault(ctx, rc);
+  if (rc) return rc;
   return launch_copy(ctx, s, async, &x);
 }
 
@@ -345,7 +327,7 @@ static CUresult memset_2d(uintptr_t dst, size_t pitch, uint32_t value, unsigned 
   loc l;
   bool sync_memops = false;
   rc = locate(dst, extent, true, true, &l, &sync_memops);
-  if (rc) return fault(ctx, rc);
+  if (rc) return rc;
   fk_op *op = fk_op_new(run_set, sizeof(set_op));
   if (op) op->node_type = CU_GRAPH_NODE_TYPE_MEMSET;
   if (!op) return CUDA_ERROR_OUT_OF_MEMORY;

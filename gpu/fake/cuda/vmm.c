@@ -421,8 +421,10 @@ CUresult fake_cuMemMap_10020(CUdeviceptr_v2 ptr, size_t size, size_t offset,
                              CUmemGenericAllocationHandle_v1 handle, unsigned long long flags) {
   CUresult rc = fk_mem_need_init();
   if (rc) return rc;
-  if (flags || offset || size == 0 || ptr % FK_GRANULARITY || size % FK_GRANULARITY)
-    return CUDA_ERROR_INVALID_VALUE;
+  if (flags || offset || size == 0 || ptr % FK_GRANULARITY) return CUDA_ERROR_INVALID_VALUE;
+  /* A part of a granule: NVIDIA's driver (580) does not support it, rather
+   * than calling it invalid. */
+  if (size % FK_GRANULARITY) return CUDA_ERROR_NOT_SUPPORTED;
   uintptr_t base = (uintptr_t)ptr;
   pthread_mutex_lock(&vmm_lock);
   vmm_phys *p = phys_of(handle);
