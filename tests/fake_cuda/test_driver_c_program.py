@@ -26,5 +26,7 @@ def test_c_conformance_program(driver_path: Any, kernels_path: Path, build: str)
         check=False,
     )
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    assert re.fullmatch(r"\d+ passed, 0 failed", last), f"{last}\n{r.stderr}"
+    assert re.fullmatch(r"\d+ passed, 0 failed", last), (
+        f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr}"
+    )
     assert r.returncode == 0, r.stderr
