@@ -160,5 +160,8 @@ def read_ints(cu: ModuleType, dptr: int, n: int) -> list[int]:
 
 
 def write_ints(cu: ModuleType, dptr: int, values: Sequence[int]) -> None:
+    """cuMemcpyHtoD from pageable memory: it may return before the bytes land
+    (CUDA's API synchronisation rules), so work on a NON_BLOCKING stream must
+    wait for them (cuCtxSynchronize) or it can run first on a real GPU."""
     buf = (ctypes.c_int * len(values))(*values)
     ok(cu.cuMemcpyHtoD(dptr, ctypes.addressof(buf), ctypes.sizeof(buf)))

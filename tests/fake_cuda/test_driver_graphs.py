@@ -118,8 +118,13 @@ def test_graph_built_by_api(
     ok(cu.cuStreamSynchronize(stream))
     assert read_ints(cu, c, N) == [42] * N
     # Launched again after the host changed its input's source: the memset
-    # runs again, so the result is the same.
+    # runs again, so the result is the same. The host's copy may still be in
+    # flight when cuMemcpyHtoD returns (pageable memory), and the graph's
+    # stream does not wait for the legacy stream (NON_BLOCKING): without the
+    # synchronize the zeros can land after the memset (seen through the
+    # interposer on an H200).
     write_ints(cu, a, [0] * N)
+    ok(cu.cuCtxSynchronize())
     ok(cu.cuGraphLaunch(e, stream))
     ok(cu.cuStreamSynchronize(stream))
     assert read_ints(cu, c, N) == [42] * N
@@ -163,6 +168,7 @@ def test_stream_capture(
 ) -> None:
     a, b = dmem(4 * N), dmem(4 * N)
     write_ints(cu, b, [-1] * N)
+    ok(cu.cuCtxSynchronize())  # landed before the NON_BLOCKING stream's work (see above)
     status = cu.CUstreamCaptureStatus
     assert ok(cu.cuStreamIsCapturing(stream)) == status.CU_STREAM_CAPTURE_STATUS_NONE
     ok(cu.cuStreamBeginCapture(stream, cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_GLOBAL))
