@@ -8,6 +8,8 @@ restore) or the one it should (close_stdin, the CLI's stdin ending).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
-from cr_helpers import REPO, WAIT, needs_root, unique_jid
+from cr_helpers import REPO, WAIT, needs_root, unique_jid, wait_for
 from daemon_helpers import Daemon, kill_jobs, run_req
 
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
@@ -197,3 +199,32 @@ def test_input_closed_before_the_dump_stays_closed_after_the_restore(
         go.touch()
         after = Session(stub, back)
         assert after.read_until(b"eof\n") == b"got pending\neof\n"
+
+
+def fifo_writers(pid: int, fifo: Path) -> int:
+    """How many of process ``pid``'s descriptors are open on ``fifo``."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == str(fifo)
+    return count
+
+
+def test_a_client_gone_while_the_job_does_not_read_leaves_no_writer_behind(
+    daemon: Daemon,
+) -> None:
+    # The job never reads: the FIFO fills (64 KiB) and the daemon's write
+    # waits. The client going away must end that wait, not leave the
+    # daemon's thread and descriptor on the FIFO for as long as the job runs.
+    jid = unique_jid("dfl")
+    assert daemon.proc is not None
+    fifo = daemon.state / "jobs" / jid / "stdin"
+    with daemon.client() as stub:
+        stub.Run(run_req(jid, "sleep", "600", stdin=True))
+        session = Session(stub, jid)
+        for _ in range(8):
+            session.send(b"x" * 32768)
+        wait_for(lambda: fifo_writers(daemon.proc.pid, fifo) == 1, "the daemon to write")
+        session.detach()
+        wait_for(lambda: fifo_writers(daemon.proc.pid, fifo) == 0, "the daemon to let go")
+        assert stub.Get(pb.GetReq(jid=jid)).job.state == "running"

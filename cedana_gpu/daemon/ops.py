@@ -250,10 +250,12 @@ class JobInput:
     """Input for a job started with ``exec -i`` (``jobs.job_stdin``): its FIFO, written
     as chunks come, and closed (the job then sees end-of-file) on ``close``."""
 
-    def __init__(self, state: Path, jid: str) -> None:
+    def __init__(self, state: Path, jid: str, gone: threading.Event | None = None) -> None:
         self.state = state
         self.jid = jid
         self.fd: int | None = None
+        self.gone = gone
+        """Set when the client that sends is gone: a write waiting on a full FIFO gives up."""
 
     def require(self) -> None:
         """StdinError unless the job was started with an input (``exec -i``)."""
@@ -267,7 +269,7 @@ class JobInput:
 
         if self.fd is None:
             self.fd = job_stdin.open_writer(statedir.job_dir(self.state, self.jid), self.jid)
-        job_stdin.write_all(self.fd, data, self.jid)
+        job_stdin.write_all(self.fd, data, self.jid, self.gone)
 
     def close(self) -> None:
         """Close the job's input: this writer, and the controller's keeper."""

@@ -388,6 +388,9 @@ class Servicer(pb_grpc.DaemonServicer):
             out: queue.Queue[bytes | CedanaError | None] = queue.Queue(maxsize=64)
             ended: list[Any] = []
             gone = threading.Event()
+            # Also when the client is cancelled or killed while this generator
+            # waits for output: gRPC calls back, the generator may not run again.
+            context.add_callback(gone.set)
 
             def put(item: bytes | CedanaError | None) -> None:
                 # A client that went away stops reading: the follower stops too.
@@ -417,7 +420,7 @@ class Servicer(pb_grpc.DaemonServicer):
 
             def feed() -> None:
                 # The client's input, the first message's included, to the job's FIFO.
-                given = ops.JobInput(self.d.state, first.jid)
+                given = ops.JobInput(self.d.state, first.jid, gone)
                 try:
                     for req in itertools.chain([first], request_iterator):
                         if req.stdin:
@@ -436,7 +439,12 @@ class Servicer(pb_grpc.DaemonServicer):
             threading.Thread(target=feed, name=f"input-{first.jid}", daemon=True).start()
             try:
                 while True:
-                    chunk = out.get()
+                    try:
+                        chunk = out.get(timeout=0.5)
+                    except queue.Empty:
+                        if gone.is_set():  # cancelled: nobody reads what follows
+                            return
+                        continue
                     if isinstance(chunk, CedanaError):
                         raise chunk
                     if chunk is None:

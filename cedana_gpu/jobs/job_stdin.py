@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
+import threading
 from pathlib import Path
 
 from cedana_gpu.errors import CedanaError
@@ -65,8 +67,13 @@ def no_input(jid: str) -> str:
     return f"job {jid} reads /dev/null: start it with 'cedana exec -i' to send it input"
 
 
+WAIT_SLICE = 0.5
+"""How often a writer waiting for a full FIFO asks whether its client is still there."""
+
+
 def open_writer(job_dir: Path, jid: str) -> int:
-    """A write end of job ``jid``'s FIFO (blocking writes), or StdinError saying why not."""
+    """A non-blocking write end of job ``jid``'s FIFO (``write_all`` waits on it),
+    or StdinError saying why not."""
     path = fifo_path(job_dir)
     try:
         # Non-blocking open: fails (ENXIO) instead of waiting when nobody reads it.
@@ -77,15 +84,25 @@ def open_writer(job_dir: Path, jid: str) -> int:
         if e.errno == errno.ENXIO:
             raise StdinError(f"job {jid} no longer reads its input (it has ended)") from None
         raise StdinError(f"cannot open job {jid}'s input {path}: {e.strerror}") from None
-    os.set_blocking(fd, True)
     return fd
 
 
-def write_all(fd: int, data: bytes, jid: str) -> None:
+def write_all(fd: int, data: bytes, jid: str, gone: threading.Event | None = None) -> None:
+    """All of ``data`` into the FIFO, waiting while it is full (the job is not
+    reading, or is frozen for a dump), but not for a client that is ``gone``:
+    the daemon's writer must not wait for ever on a job nobody feeds any more."""
     view = memoryview(data)
     while view:
         try:
             n = os.write(fd, view)
+        except BlockingIOError:
+            if gone is not None and gone.is_set():
+                raise StdinError(
+                    f"job {jid} was not reading its input when its client went away: "
+                    f"{len(view)} bytes not sent"
+                ) from None
+            select.select([], [fd], [], WAIT_SLICE)
+            continue
         except BrokenPipeError:
             raise StdinError(f"job {jid} closed its input (or ended)") from None
         view = view[n:]
