@@ -44,6 +44,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
+PARTS = ("copy", "driver", "intercept", "steps")
 DRIVER = "system"  # --driver: "fake" tries the plumbing where there is no GPU
 
 
@@ -114,14 +115,16 @@ def wait_for_line(state: Path, jid: str, pattern: str, timeout: float = 600) -> 
     del text
 
 
-def engine_round(state: Path, engine: str, cmd: list[str], workdir: Path) -> dict[str, Any]:
+def engine_round(
+    state: Path, engine: str, cmd: list[str], workdir: Path, streams: int = 1
+) -> dict[str, Any]:
     """Start ``cmd`` as a job of ``engine``, dump it once it runs, restore it; times and sizes."""
     jid = f"bench{uuid.uuid4().hex[:8]}"
     cedana(state, "exec", "--gpu", "--gpu-driver", DRIVER, "--gpu-engine", engine,
            "--jid", jid, "--", *cmd)  # fmt: skip
     wait_for_line(state, jid, r"^step 2 ")
     t0 = time.perf_counter()
-    dumped = cedana(state, "dump", "job", jid, "--dir", str(workdir))
+    dumped = cedana(state, "dump", "job", jid, "--dir", str(workdir), "--stream", str(streams))
     dump_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     restored = cedana(state, "restore", "job", jid, "--jid", jid + "r")
@@ -129,6 +132,7 @@ def engine_round(state: Path, engine: str, cmd: list[str], workdir: Path) -> dic
     cedana(state, "job", "kill", jid + "r")
     return {
         "engine": engine,
+        "streams": streams,
         "dump_s": dump_s,
         "restore_s": restore_s,
         "size": dumped.get("size"),
@@ -166,11 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="step-time rounds (medians)")
     ap.add_argument("--driver", default="system", choices=("system", "fake"),
                     help="the jobs' driver (fake: check the plumbing without a GPU)")  # fmt: skip
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"parts to run, of {','.join(PARTS)} (copy always runs)")  # fmt: skip
+    ap.add_argument("--stream", type=int, default=1, help="the dumps' --stream (shards)")
     a = ap.parse_args(argv)
+    wanted = set(a.parts.split(",")) | {"copy"}
+    if wanted - set(PARTS):
+        ap.error(f"unknown parts {sorted(wanted - set(PARTS))}: choose of {','.join(PARTS)}")
     global DRIVER
     DRIVER = a.driver
     mib = int(a.gib * 1024)
-    results: dict[str, Any] = {"gib": a.gib}
+    results: dict[str, Any] = {"gib": a.gib, "streams": a.stream, "dir": str(a.dir or "/tmp")}
+    for name, key in (("driver", "driver"), ("intercept", "intercept"), ("steps", "step_time_ms")):
+        if name not in wanted:
+            results[key] = {"skipped": "not asked for (--parts)"}
 
     def part(name: str, run: Any) -> None:
         """One measurement; a failure is recorded and the others still run
@@ -189,14 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         part("copy", lambda: copy_bandwidth(int(a.gib * GIB)))
         slow = ["--steps", "1000000", "--print-every", "1", "--sleep-per-step", "0.05"]
         torch_job = [sys.executable, "samples/torch_train.py", *slow, "--device-mib", str(mib)]
-        part("driver", lambda: engine_round(state, "driver", torch_job, Path(tmp) / "ck-driver"))
+        if "driver" in wanted:
+            part("driver", lambda: engine_round(state, "driver", torch_job, Path(tmp) / "ck-driver",
+                                                a.stream))  # fmt: skip
         from cedana_gpu import paths
 
         mlp_job = [sys.executable, "samples/train_mlp.py", *slow, "--device-mib", str(mib)]
-        if (paths.kernels_dir() / "mlp.ptx").is_file():
-            part(
-                "intercept", lambda: engine_round(state, "intercept", mlp_job, Path(tmp) / "ck-int")
-            )
+        int_dir = Path(tmp) / "ck-int"
+        if "intercept" not in wanted:
+            pass
+        elif (paths.kernels_dir() / "mlp.ptx").is_file():
+            part("intercept", lambda: engine_round(state, "intercept", mlp_job, int_dir, a.stream))
         else:
             results["intercept"] = {"skipped": "no PTX of samples/kernels/mlp.cu (nvcc)"}
         short = [sys.executable, "samples/torch_train.py", "--steps", "400", "--print-every", "1",
@@ -207,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             under = [step_time_under_driver_engine(state, short) for _ in range(a.rounds)]
             return {"plain": statistics.median(plain), "driver": statistics.median(under)}
 
-        part("step_time_ms", step_times)
+        if "steps" in wanted:
+            part("step_time_ms", step_times)
         # A part that failed half-way may have left its job running.
         for row in cedana(state, "ps"):
             if row["state"] in ("starting", "running"):
@@ -248,6 +265,8 @@ def report(r: dict[str, Any]) -> None:
         print(f"  dump phases: {json.dumps(e['dump_phases'])}")
         print(f"  restore phases: {json.dumps(e['restore_phases'])}")
     s = r.get("step_time_ms", {"error": "not reached"})
+    if "skipped" in s:
+        return
     if "error" in s:
         print(f"PyTorch step time: failed ({s['error']})")
         return
