@@ -1132,13 +1132,12 @@ class Controller:
     def restore_gpu(self) -> None:
         """Open the segment as the checkpoint had it and rebuild the GPU state in it
         (driver engine: place the checkpoint's GPUs and rebuild CRIU's page images)."""
-        if not self.gpu:
-            return
-        if self.engine == engines.DRIVER:
+        if not self.gpu or self.engine == engines.DRIVER:
             from cedana_gpu.controller import reservation
 
-            reservation.release()  # the job's own driver serves it
-            self._driver_prepare_restore()
+            reservation.release()  # no dispatcher here (the job's own driver, or none)
+            if self.gpu:
+                self._driver_prepare_restore()
             return
         from cedana_gpu.cr import gpu_state
 

@@ -600,7 +600,8 @@ CGC_API int cgc_reserve(uint64_t *va_base, uint64_t *va_size) {
                     cgc_cu_name(t, cr));
       rc = (int)cr;
     }
-    t->drv.cuCtxSetCurrent(saved == ctx ? NULL : saved);
+    /* The caller's thread keeps what it had; the context stays retained. */
+    t->drv.cuCtxSetCurrent(rc && saved == ctx ? NULL : saved);
     if (rc) t->drv.cuDevicePrimaryCtxRelease(t->dev0);
   }
   if (rc) {
