@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,19 @@ class Daemon:
             return
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(sig)
-        self.proc.wait(timeout=STOP_TIMEOUT)
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # Say what it was waiting for (its threads' stacks, SIGUSR1), then end it.
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            raise AssertionError(
+                f"the daemon did not stop in {STOP_TIMEOUT:g} s:\n{self.output()[-12000:]}"
+            ) from None
         self.proc = None
 
     def cli(self) -> Cedana:

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import hmac
 import itertools
 import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -741,6 +743,9 @@ def serve(cfg: Config, *, ready: Callable[[str], None] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1` a daemon that does not stop (or seems stuck): every thread's
+    # stack goes to its stderr, to see what it waits for.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     server.start()
     if cfg["protocol"] == "unix":
         os.chmod(str(cfg["address"]), 0o600)
