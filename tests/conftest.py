@@ -45,6 +45,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import selectors
 import subprocess
 import sys
@@ -426,6 +427,14 @@ def _libcuda_in_process() -> list[str]:
     return sorted(found)
 
 
+def _drivers_mapped() -> list[str]:
+    """Every file mapped in this process named as a CUDA driver is
+    (libcuda.so, libcuda.so.1, NVIDIA's libcuda.so.580.xx)."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "/" in line}
+    return sorted(p for p in paths if re.fullmatch(r"libcuda\.so(\..*)?", Path(p).name))
+
+
 def load_driver(path: DriverPath) -> ctypes.CDLL:
     """Load the driver of `path` into this process, once, before cuda-bindings does."""
     if "lib" in _loaded:
@@ -461,12 +470,22 @@ def libcuda(driver_path: DriverPath) -> ctypes.CDLL:
 
 
 @pytest.fixture(scope="session")
-def cu(libcuda: ctypes.CDLL) -> ModuleType:
+def cu(libcuda: ctypes.CDLL, driver_path: DriverPath) -> ModuleType:
     """``cuda.bindings.driver`` on the driver under test, initialised."""
     from cuda.bindings import driver
 
     (err,) = driver.cuInit(0)
     assert err == driver.CUresult.CUDA_SUCCESS, f"cuInit: {err!r}"
+    # cuda-bindings must have taken the library loaded for it, not found
+    # another driver of its own (an absolute path, its own search): the
+    # interposer paths would then test NVIDIA's driver under the wrong name.
+    mine = driver_path.library.resolve()
+    others = [p for p in _drivers_mapped() if Path(p).resolve() != mine]
+    if others:
+        pytest.fail(
+            f"cuda-bindings loaded {others[0]} beside the driver under test ({mine}): "
+            "this path's results would not be its own"
+        )
     return driver
 
 
