@@ -166,3 +166,15 @@ def wait_gone(pid: int | None) -> None:
 def kill_jobs(daemon: Daemon) -> None:
     """Test clean-up: every job of the daemon's state still running is killed (in-process)."""
     Cedana(daemon.state).kill_all()
+
+
+@contextlib.contextmanager
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    """``daemon`` started; at the end its jobs killed and the daemon stopped (a
+    fixture's body: ``with running(Daemon(tmp_path)) as d: yield d``)."""
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        kill_jobs(daemon)
+        daemon.stop()

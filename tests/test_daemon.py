@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import pytest
 from cr_helpers import REPO, WAIT, alive, needs_root, unique_jid, wait_for
-from daemon_helpers import Daemon, counter_req, kill_jobs, ppid, run_req
+from daemon_helpers import Daemon, counter_req, ppid, run_req, running
 
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 from cedana_gpu.jobs.processes import stopped_pids
@@ -38,10 +38,8 @@ LONG = 100_000  # counts: a job that runs until the test kills it
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path).start()
-    yield d
-    kill_jobs(d)
-    d.stop()
+    with running(Daemon(tmp_path)) as d:
+        yield d
 
 
 def attach(stub: Any, jid: str) -> tuple[bytes, Any]:

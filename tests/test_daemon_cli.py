@@ -18,17 +18,15 @@ from cr_helpers import (
     unique_jid,
     without_notes,
 )
-from daemon_helpers import COUNTER, Daemon, DaemonCedana, kill_jobs, ppid
+from daemon_helpers import COUNTER, Daemon, DaemonCedana, ppid, running
 
 pytestmark = [needs_root, pytest.mark.usefixtures("native_parts")]
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path).start()
-    yield d
-    kill_jobs(d)
-    d.stop()
+    with running(Daemon(tmp_path)) as d:
+        yield d
 
 
 def same(a: subprocess.CompletedProcess[str], b: subprocess.CompletedProcess[str]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from cr_helpers import REPO, WAIT, needs_root, unique_jid, wait_for
-from daemon_helpers import Daemon, kill_jobs, run_req
+from daemon_helpers import Daemon, run_req, running
 
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 
@@ -32,10 +32,8 @@ ECHO = 'while read -r l; do echo "got $l"; done; echo eof'
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path).start()
-    yield d
-    kill_jobs(d)
-    d.stop()
+    with running(Daemon(tmp_path)) as d:
+        yield d
 
 
 class Session:
@@ -101,26 +99,32 @@ def test_input_reaches_the_job_across_dump_and_restore(daemon: Daemon) -> None:
         assert (third.ended.state, third.ended.exit_code) == ("exited", 0)
 
 
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed-before-the-dump"])
 def test_input_the_job_has_not_read_is_kept_by_the_checkpoint(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, tmp_path: Path, closed: bool
 ) -> None:
     # The job reads one line, then waits for GO before reading on: what is sent
     # meanwhile sits in the FIFO when the job is dumped (CRIU saves a FIFO's data).
+    # Input closed before the dump stays closed: the restored job reads the
+    # line left, then end-of-file, as it would have without the checkpoint.
     go = tmp_path / "go"
     script = f'read -r a; echo "got $a"; until [ -e {go} ]; do sleep 0.05; done; {ECHO}'
     jid, back = unique_jid("dpk"), unique_jid("dpb")
     with daemon.client() as stub:
         stub.Run(run_req(jid, "sh", "-c", script, stdin=True))
         first = Session(stub, jid)
-        first.send(b"one\npending\n")
+        first.send(b"one\npending\n", close=closed)
         assert first.read_until(b"got one\n") == b"got one\n"
         first.detach()
         assert stub.Dump(pb.DumpReq(jid=jid)).job_state == "checkpointed"
         stub.Restore(pb.RestoreReq(jid=jid, new_jid=back))
         go.touch()
         after = Session(stub, back)
-        after.send(b"after\n", close=True)
-        assert after.read_until(b"eof\n") == b"got pending\ngot after\neof\n"
+        if closed:
+            assert after.read_until(b"eof\n") == b"got pending\neof\n"
+        else:
+            after.send(b"after\n", close=True)
+            assert after.read_until(b"eof\n") == b"got pending\ngot after\neof\n"
 
 
 def test_a_job_without_input_reads_dev_null_and_refuses_input(daemon: Daemon) -> None:
@@ -178,27 +182,6 @@ def test_cli_forwards_its_stdin(daemon: Daemon, where: str) -> None:
         cli, "d\n", *flags, "restore", "job", dumped, "--jid", unique_jid("dcr"), "--attach"
     )
     assert (restored.returncode, restored.stdout) == (0, "got d\neof\n"), restored.stderr
-
-
-def test_input_closed_before_the_dump_stays_closed_after_the_restore(
-    daemon: Daemon, tmp_path: Path
-) -> None:
-    # Closed with a line still unread: the restored job reads that line, then
-    # end-of-file, as it would have without the checkpoint.
-    go = tmp_path / "go"
-    script = f'read -r a; echo "got $a"; until [ -e {go} ]; do sleep 0.05; done; {ECHO}'
-    jid, back = unique_jid("dcl"), unique_jid("dcb")
-    with daemon.client() as stub:
-        stub.Run(run_req(jid, "sh", "-c", script, stdin=True))
-        first = Session(stub, jid)
-        first.send(b"one\npending\n", close=True)
-        assert first.read_until(b"got one\n") == b"got one\n"
-        first.detach()
-        assert stub.Dump(pb.DumpReq(jid=jid)).job_state == "checkpointed"
-        stub.Restore(pb.RestoreReq(jid=jid, new_jid=back))
-        go.touch()
-        after = Session(stub, back)
-        assert after.read_until(b"eof\n") == b"got pending\neof\n"
 
 
 def fifo_writers(pid: int, fifo: Path) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cr_helpers import alive, needs_root, unique_jid, wait_for
-from daemon_helpers import Daemon, kill_jobs, run_req
+from daemon_helpers import Daemon, kill_jobs, run_req, running
 
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 
@@ -32,10 +32,8 @@ def pooled(tmp_path: Path, size: int = 1) -> Daemon:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = pooled(tmp_path).start()
-    yield d
-    kill_jobs(d)
-    d.stop()
+    with running(pooled(tmp_path)) as d:
+        yield d
 
 
 def standbys(d: Daemon) -> dict[int, Path]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cr_helpers import REPO, needs_root, unique_jid
-from daemon_helpers import COUNTER, Daemon, kill_jobs
+from daemon_helpers import COUNTER, Daemon, kill_jobs, running
 
 from cedana_gpu.daemon.proto import daemon_pb2 as pb
 
@@ -98,10 +98,9 @@ def mutual(tmp_path: Path, pki: Pki) -> Iterator[Daemon]:
         CEDANA_TLS_CERT=pki["server.pem"], CEDANA_TLS_KEY=pki["server.key"],
         CEDANA_TLS_CLIENT_CA=pki["ca.pem"], CEDANA_TLS_CA=pki["ca.pem"],
         CEDANA_TLS_CLIENT_CERT=pki["client.pem"], CEDANA_TLS_CLIENT_KEY=pki["client.key"],
-    )).start()  # fmt: skip
-    yield d
-    kill_jobs(d)
-    d.stop()
+    ))  # fmt: skip
+    with running(d):
+        yield d
 
 
 def _error(out: subprocess.CompletedProcess[str]) -> str:
